@@ -1,0 +1,5 @@
+import sys
+
+from fapn.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,15 @@
+"""Models: the real-time segmentation FaPN and backbones."""
+
+from fapn.models.backbones import RESNETS, load_resnet_weights, resnet_body
+from fapn.models.realtime import BACKBONES, VARIANTS, RealtimeFaPN, SegmentationHead, realtime_fapn
+
+__all__ = [
+    "realtime_fapn",
+    "RealtimeFaPN",
+    "SegmentationHead",
+    "VARIANTS",
+    "BACKBONES",
+    "resnet_body",
+    "load_resnet_weights",
+    "RESNETS",
+]

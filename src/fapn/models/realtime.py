@@ -1,0 +1,209 @@
+"""The real-time semantic segmentation FaPN of the supplementary (section 2), and its ablation."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fapn.layers.fam import Fusion
+from fapn.models.backbones import BackboneWeights, resnet_body
+from fapn.necks.fapn import FaPN
+
+__all__ = ["RealtimeFaPN", "realtime_fapn", "VARIANTS", "BACKBONES", "Variant", "VariantSpec", "SegmentationHead"]
+
+Variant = Literal["fpn", "fpn+fam", "fpn+fam+fsm", "fapn"]
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One row of the supplementary's Table 1 ablation."""
+
+    feature_alignment: bool
+    feature_selection: bool
+    fusion: Fusion
+    paper_name: str
+
+
+VARIANTS: dict[str, VariantSpec] = {
+    "fpn": VariantSpec(False, False, "sum", "FPN"),
+    "fpn+fam": VariantSpec(True, False, "sum", "+ FAM"),
+    "fpn+fam+fsm": VariantSpec(True, True, "sum", "+ FAM + FSM"),
+    "fapn": VariantSpec(True, True, "concat", "+ FAM + FSM + Concat"),
+}
+
+BACKBONES: dict[str, list[int]] = {
+    "resnet18": [128, 256, 512],
+    "resnet34": [128, 256, 512],
+}
+"""Backbones of the real-time network and the channels of their C3, C4, C5."""
+
+
+class SegmentationHead(nn.Sequential):
+    """``conv3x3(C->mid) + BN + ReLU + conv1x1(mid->classes)``.
+
+    The supplementary says only "a prediction layer"; this head is our reconstruction, the one that makes the
+    FPN row of Table 1 (11.4M parameters, 44.5 GMAC) come out.
+
+    Args:
+        in_channels: channels of P3.
+        num_classes: output classes.
+        mid_channels: width of the 3x3 conv.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, mid_channels: int = 64) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, mid_channels, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(mid_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(mid_channels, num_classes, kernel_size=1),
+        )
+        nn.init.kaiming_normal_(self[0].weight, mode="fan_out", nonlinearity="relu")
+        nn.init.normal_(self[3].weight, std=0.01)
+        nn.init.zeros_(self[3].bias)
+
+
+def check_image_batch(x: Tensor, in_channels: int, min_size: int) -> None:
+    """Raise ``ValueError`` unless ``x`` is a float ``[N, in_channels, H, W]`` batch with ``H, W >= min_size``."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"expected a torch.Tensor image batch, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(
+            f"expected a 4-D image batch [N, {in_channels}, H, W], got a {x.dim()}-D tensor of shape "
+            f"{tuple(x.shape)}" + (" (add a batch dimension with x.unsqueeze(0))" if x.dim() == 3 else "")
+        )
+    if x.shape[1] != in_channels:
+        raise ValueError(
+            f"expected {in_channels} input channels [N, {in_channels}, H, W], got shape {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise ValueError(
+            f"expected a floating-point image batch (normalised float32), got dtype {x.dtype}; "
+            "convert uint8 images with x.float() / 255 and normalise them"
+        )
+    if x.shape[-2] < min_size or x.shape[-1] < min_size:
+        raise ValueError(
+            f"input of {x.shape[-2]}x{x.shape[-1]} pixels is smaller than the network's stride; "
+            f"height and width must be at least {min_size}"
+        )
+
+
+class RealtimeFaPN(nn.Module):
+    """ResNet-18/34 + a 128-channel FaPN pyramid on C3-C5 + a prediction head at stride 8.
+
+    ``P5 = FSM(C5)``; for ``i = 5, 4``: ``P_{i-1} = FAM(C_{i-1}, P_i)`` with nearest upsampling and concat
+    fusion (``conv1x1_{256->128}(cat[aligned, FSM(C_{i-1})])``); the head runs on ``P3`` and the logits are
+    bilinearly resized to the input size. The ablation variants swap FAM for FPN's merge, FSM for 1x1 convs
+    and concat for sum (see :data:`VARIANTS`).
+
+    Use :func:`realtime_fapn` to build one.
+
+    Args:
+        backbone: a body returning an ``OrderedDict`` of C3, C4, C5.
+        in_channels_list: channels of C3, C4, C5.
+        num_classes: output classes.
+        variant: a key of :data:`VARIANTS`.
+        channels: pyramid width.
+        head_channels: width of the head's 3x3 conv.
+        deform_backend: deformable-conv backend, ``None`` for the default.
+    """
+
+    stride: int = 32
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        in_channels_list: list[int],
+        num_classes: int,
+        variant: str = "fapn",
+        channels: int = 128,
+        head_channels: int = 64,
+        deform_backend: str | None = None,
+    ) -> None:
+        super().__init__()
+        spec = VARIANTS[variant]
+        self.variant = variant
+        self.num_classes = num_classes
+        self.backbone = backbone
+        self.neck = FaPN(
+            in_channels_list,
+            channels,
+            feature_alignment=spec.feature_alignment,
+            feature_selection=spec.feature_selection,
+            fusion=spec.fusion,
+            upsample_mode="nearest",
+            top_feature_selection=spec.feature_selection,
+            output_convs=False,
+            deform_backend=deform_backend,
+        )
+        self.head = SegmentationHead(channels, num_classes, head_channels)
+
+    def features(self, x: Tensor) -> OrderedDict[str, Tensor]:
+        """The pyramid ``P3, P4, P5`` for a normalised image batch."""
+        return self.neck(self.backbone(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Args:
+            x: normalised float images ``[N, 3, H, W]``, ``H, W >= 32``.
+
+        Returns:
+            logits ``[N, num_classes, H, W]``.
+        """
+        if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+            check_image_batch(x, 3, self.stride)
+        p3 = next(iter(self.features(x).values()))
+        logits = self.head(p3)
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def realtime_fapn(
+    backbone: str = "resnet18",
+    num_classes: int = 19,
+    variant: str = "fapn",
+    weights_backbone: BackboneWeights = None,
+    *,
+    channels: int = 128,
+    head_channels: int = 64,
+    deform_backend: str | None = None,
+) -> RealtimeFaPN:
+    """The real-time FaPN (supplementary, section 2) or one of its Table 1 ablation variants.
+
+    Args:
+        backbone: ``"resnet18"`` or ``"resnet34"``.
+        num_classes: output classes (19 for Cityscapes).
+        variant: ``"fpn"``, ``"fpn+fam"``, ``"fpn+fam+fsm"`` or ``"fapn"`` (= + FAM + FSM + Concat).
+        weights_backbone: ImageNet weights for the ResNet: a torchvision enum
+            (``torchvision.models.ResNet18_Weights.IMAGENET1K_V1``), its name (``"DEFAULT"``) or a local
+            ``.pth`` file; ``None`` for random initialisation.
+        channels: pyramid width (128 in the paper).
+        head_channels: width of the head's 3x3 conv (ours: 64).
+        deform_backend: deformable-conv backend, ``None`` for the default.
+
+    Returns:
+        a :class:`RealtimeFaPN` mapping ``[N, 3, H, W]`` float images to ``[N, num_classes, H, W]`` logits.
+
+    Example:
+        >>> model = realtime_fapn(backbone="resnet18", num_classes=19, variant="fapn").eval()
+        >>> model(torch.randn(1, 3, 97, 131)).shape
+        torch.Size([1, 19, 97, 131])
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; valid backbones: {sorted(BACKBONES)}")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; valid variants: {list(VARIANTS)}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be positive, got {num_classes}")
+    body = resnet_body(backbone, {"layer2": "c3", "layer3": "c4", "layer4": "c5"}, weights_backbone)
+    return RealtimeFaPN(
+        body,
+        BACKBONES[backbone],
+        num_classes,
+        variant=variant,
+        channels=channels,
+        head_channels=head_channels,
+        deform_backend=deform_backend,
+    )

@@ -1,0 +1,5 @@
+"""Feature pyramid necks."""
+
+from fapn.necks.fapn import FaPN
+
+__all__ = ["FaPN"]

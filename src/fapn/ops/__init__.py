@@ -1,0 +1,5 @@
+"""Low-level ops: the deformable convolution and its backends."""
+
+from fapn.ops.deform_conv import BACKENDS, default_backend, deform_conv2d
+
+__all__ = ["deform_conv2d", "BACKENDS", "default_backend"]

@@ -1,0 +1,109 @@
+"""The deformable convolution op: the one place the rest of fapn calls.
+
+``deform_conv2d`` has the signature and the tensor layout of
+:func:`torchvision.ops.deform_conv2d` (DCNv1 without ``mask``, DCNv2 with it):
+
+* ``offset``: ``[N, 2 * G * kh * kw, H_out, W_out]``, channel ``g * 2 * kh * kw + 2 * k + {0: dy, 1: dx}``
+  for offset group ``g`` and kernel tap ``k = i * kw + j`` (row-major);
+* ``mask``: ``[N, G * kh * kw, H_out, W_out]``, channel ``g * kh * kw + k``;
+* offset group ``g`` covers input channels ``[g * C / G, (g + 1) * C / G)``.
+
+The authors' DCNv2 extension uses the same layout, so their weights load one to one.
+
+Backends are plain functions in :data:`BACKENDS`; one is chosen per call (``backend=``), else by the
+``FAPN_DEFORM_BACKEND`` environment variable, else automatically (see :func:`default_backend`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+import torchvision
+from torch import Tensor
+
+__all__ = ["deform_conv2d", "BACKENDS", "default_backend"]
+
+_PairLike = int | tuple[int, int]
+
+DeformConvFn = Callable[..., Tensor]
+
+
+def _torchvision_backend(
+    input: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: _PairLike = 1,
+    padding: _PairLike = 0,
+    dilation: _PairLike = 1,
+    mask: Tensor | None = None,
+) -> Tensor:
+    # torchvision's kernels exist for float32/float64 only (bfloat16 raises on CPU), so reduced precision
+    # is computed in float32 and cast back, as torchvision itself does under autocast.
+    dtype = input.dtype
+    if dtype not in (torch.float32, torch.float64):
+        input, offset, weight = input.float(), offset.float(), weight.float()
+        bias = bias.float() if bias is not None else None
+        mask = mask.float() if mask is not None else None
+    out = torchvision.ops.deform_conv2d(
+        input, offset, weight, bias=bias, stride=stride, padding=padding, dilation=dilation, mask=mask
+    )
+    return out.to(dtype)
+
+
+BACKENDS: dict[str, DeformConvFn] = {
+    "torchvision": _torchvision_backend,
+}
+
+
+def default_backend(device: torch.device) -> str:
+    """The backend used when none is named: ``FAPN_DEFORM_BACKEND`` if set, else the best for ``device``."""
+    name = os.environ.get("FAPN_DEFORM_BACKEND")
+    if name:
+        return name
+    return "torchvision"
+
+
+def deform_conv2d(
+    input: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: _PairLike = 1,
+    padding: _PairLike = 0,
+    dilation: _PairLike = 1,
+    mask: Tensor | None = None,
+    *,
+    backend: str | None = None,
+) -> Tensor:
+    """Deformable convolution (DCNv2 when ``mask`` is given), torchvision's signature and layout.
+
+    Args:
+        input: ``[N, C_in, H, W]``.
+        offset: ``[N, 2 * G * kh * kw, H_out, W_out]``, ``(dy, dx)`` pairs per offset group and tap.
+        weight: ``[C_out, C_in / groups, kh, kw]``.
+        bias: ``[C_out]`` or ``None``.
+        stride, padding, dilation: as for :func:`torch.nn.functional.conv2d`.
+        mask: ``[N, G * kh * kw, H_out, W_out]`` modulation scalars (already through a sigmoid) or ``None``.
+        backend: a key of :data:`BACKENDS`; ``None`` picks :func:`default_backend`.
+
+    Returns:
+        ``[N, C_out, H_out, W_out]``.
+
+    Example:
+        >>> x = torch.randn(1, 8, 5, 5)
+        >>> w = torch.randn(4, 8, 3, 3)
+        >>> off = torch.zeros(1, 2 * 9, 5, 5)
+        >>> torch.allclose(deform_conv2d(x, off, w, padding=1), torch.nn.functional.conv2d(x, w, padding=1), atol=1e-5)
+        True
+    """
+    name = backend if backend is not None else default_backend(input.device)
+    try:
+        fn = BACKENDS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown deformable-conv backend {name!r}; valid backends: {sorted(BACKENDS)}"
+        ) from None
+    return fn(input, offset, weight, bias, stride, padding, dilation, mask)
