@@ -1,0 +1,30 @@
+"""Pictures: class palettes, colour masks and overlays, figure grids, and FaPN's learned offsets.
+
+Example:
+    >>> import numpy as np
+    >>> from fapn.visualize import colorize, overlay
+    >>> label = np.array([[0, 1], [1, 255]])
+    >>> colorize(label, [[0, 0, 0], [255, 0, 0]]).shape
+    (2, 2, 3)
+"""
+
+from fapn.visualize.flow import color_wheel, draw_arrows, features_to_rgb, flow_to_color, heatmap, mean_displacement
+from fapn.visualize.grid import image_grid, titled
+from fapn.visualize.overlay import blend, overlay
+from fapn.visualize.palette import as_palette, colorize, default_palette
+
+__all__ = [
+    "default_palette",
+    "as_palette",
+    "colorize",
+    "overlay",
+    "blend",
+    "image_grid",
+    "titled",
+    "mean_displacement",
+    "flow_to_color",
+    "color_wheel",
+    "draw_arrows",
+    "features_to_rgb",
+    "heatmap",
+]
