@@ -1,0 +1,70 @@
+"""FaPN on torchvision's detectors: Faster/Mask R-CNN, RetinaNet, Panoptic FPN, semantic FPN.
+
+Switching from torchvision is one word: ``maskrcnn_resnet50_fpn(...)`` -> ``maskrcnn_resnet50_fapn(...)``.
+"""
+
+from fapn.models.detection.backbone import (
+    BackboneWithFaPN,
+    freeze_resnet_layers,
+    resnet_fapn_backbone,
+    resnet_fapn_extractor,
+)
+from fapn.models.detection.builders import (
+    DETECTION_BUILDERS,
+    fapn_backbone,
+    fasterrcnn_resnet50_fapn,
+    fasterrcnn_resnet101_fapn,
+    maskrcnn_resnet50_fapn,
+    maskrcnn_resnet101_fapn,
+    retinanet_resnet50_fapn,
+    retinanet_resnet101_fapn,
+)
+from fapn.models.detection.detectron2 import (
+    CAFFE_RGB_MEAN,
+    CAFFE_STD,
+    convert_detectron2_fapn_rcnn,
+    convert_detectron2_resnet,
+    detectron2_fapn_rcnn,
+    detectron2_resnet,
+)
+from fapn.models.detection.panoptic_fpn import (
+    PanopticFPN,
+    panoptic_fpn_resnet50_fapn,
+    panoptic_fpn_resnet101_fapn,
+    panoptic_merge,
+)
+from fapn.models.detection.semantic_fpn import (
+    SemanticFPN,
+    SemanticFPNHead,
+    semantic_fpn_resnet50_fapn,
+    semantic_fpn_resnet101_fapn,
+)
+
+__all__ = [
+    "BackboneWithFaPN",
+    "resnet_fapn_backbone",
+    "resnet_fapn_extractor",
+    "freeze_resnet_layers",
+    "fapn_backbone",
+    "fasterrcnn_resnet50_fapn",
+    "fasterrcnn_resnet101_fapn",
+    "maskrcnn_resnet50_fapn",
+    "maskrcnn_resnet101_fapn",
+    "retinanet_resnet50_fapn",
+    "retinanet_resnet101_fapn",
+    "DETECTION_BUILDERS",
+    "detectron2_resnet",
+    "convert_detectron2_resnet",
+    "convert_detectron2_fapn_rcnn",
+    "detectron2_fapn_rcnn",
+    "CAFFE_RGB_MEAN",
+    "CAFFE_STD",
+    "PanopticFPN",
+    "panoptic_merge",
+    "panoptic_fpn_resnet50_fapn",
+    "panoptic_fpn_resnet101_fapn",
+    "SemanticFPNHead",
+    "SemanticFPN",
+    "semantic_fpn_resnet50_fapn",
+    "semantic_fpn_resnet101_fapn",
+]

@@ -1,0 +1,141 @@
+"""``BackboneWithFaPN``: torchvision's ``BackboneWithFPN`` with the FaPN neck."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor, nn
+from torchvision.models import resnet
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.ops import misc as misc_nn_ops
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool
+
+from fapn.necks.fapn import FaPN
+
+__all__ = ["BackboneWithFaPN", "resnet_fapn_backbone", "resnet_fapn_extractor", "freeze_resnet_layers"]
+
+
+class BackboneWithFaPN(nn.Module):
+    """A feature extractor followed by the FaPN neck, interchangeable with torchvision's ``BackboneWithFPN``.
+
+    The neck has the authors' detectron2 structure by default (FSM laterals, FAM with bilinear upsampling and
+    sum fusion, 3x3 output convs below the top level, a plain 1x1 conv on the top level). Extra keyword
+    arguments go to :class:`fapn.FaPN`, so the ablations (``feature_alignment=False`` and so on) are one
+    argument away.
+
+    Args:
+        backbone: the body, e.g. a torchvision ResNet.
+        return_layers: body module name -> output name (torchvision uses ``"0"``, ``"1"``, ...; the detectors'
+            default anchor generator and RoI pooler expect ``"0".."3"`` plus ``"pool"``).
+        in_channels_list: channels of each returned map, highest resolution first.
+        out_channels: pyramid width (256 for the detectors).
+        extra_blocks: appended levels; ``LastLevelMaxPool`` (P6, Faster/Mask R-CNN) when ``None``.
+        **neck_kwargs: passed to :class:`fapn.FaPN`.
+
+    Attributes:
+        out_channels: the pyramid width, read by torchvision's detectors.
+
+    Example:
+        >>> body = torchvision.models.resnet18()
+        >>> backbone = BackboneWithFaPN(body, {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
+        ...                             [64, 128, 256, 512], 64)
+        >>> [(k, tuple(v.shape)) for k, v in backbone(torch.randn(1, 3, 64, 64)).items()]
+        [('0', (1, 64, 16, 16)), ('1', (1, 64, 8, 8)), ('2', (1, 64, 4, 4)), ('3', (1, 64, 2, 2)), ('pool', (1, 64, 1, 1))]
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        return_layers: dict[str, str],
+        in_channels_list: list[int],
+        out_channels: int,
+        extra_blocks: ExtraFPNBlock | None = None,
+        **neck_kwargs: object,
+    ) -> None:
+        super().__init__()
+        if extra_blocks is None:
+            extra_blocks = LastLevelMaxPool()
+        self.body = IntermediateLayerGetter(backbone, return_layers=return_layers)
+        self.fapn = FaPN(in_channels_list, out_channels, extra_blocks=extra_blocks, **neck_kwargs)  # type: ignore[arg-type]
+        self.out_channels = out_channels
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        return self.fapn(self.body(x))
+
+
+def freeze_resnet_layers(backbone: resnet.ResNet, trainable_layers: int) -> None:
+    """Freeze all but the last ``trainable_layers`` stages of a ResNet in place, as torchvision does.
+
+    Args:
+        backbone: a torchvision-named ResNet (``conv1``, ``bn1``, ``layer1``..``layer4``).
+        trainable_layers: 0 (all frozen) to 5 (all trainable). detectron2's ``FREEZE_AT: 2`` is 3 here.
+    """
+    if trainable_layers < 0 or trainable_layers > 5:
+        raise ValueError(f"trainable_layers should be in the range [0, 5], got {trainable_layers}")
+    layers_to_train = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
+    if trainable_layers == 5:
+        layers_to_train.append("bn1")
+    for name, parameter in backbone.named_parameters():
+        if all(not name.startswith(layer) for layer in layers_to_train):
+            parameter.requires_grad_(False)
+
+
+def resnet_fapn_extractor(
+    backbone: resnet.ResNet,
+    trainable_layers: int,
+    returned_layers: list[int] | None = None,
+    extra_blocks: ExtraFPNBlock | None = None,
+    out_channels: int = 256,
+    **neck_kwargs: object,
+) -> BackboneWithFaPN:
+    """torchvision's ``_resnet_fpn_extractor`` with FaPN: freeze stages, pick stages, add the neck.
+
+    Args:
+        backbone: a torchvision ResNet (any depth), or :func:`~fapn.models.detection.detectron2_resnet`.
+        trainable_layers: see :func:`freeze_resnet_layers`.
+        returned_layers: stages 1-4 to feed the neck (default all; RetinaNet uses ``[2, 3, 4]``).
+        extra_blocks: ``LastLevelMaxPool`` when ``None``.
+        out_channels: pyramid width.
+        **neck_kwargs: passed to :class:`fapn.FaPN`.
+    """
+    freeze_resnet_layers(backbone, trainable_layers)
+    if returned_layers is None:
+        returned_layers = [1, 2, 3, 4]
+    if min(returned_layers) <= 0 or max(returned_layers) >= 5:
+        raise ValueError(f"Each returned layer should be in the range [1, 4], got {returned_layers}")
+    return_layers = {f"layer{k}": str(v) for v, k in enumerate(returned_layers)}
+    in_channels_stage2 = backbone.inplanes // 8
+    in_channels_list = [in_channels_stage2 * 2 ** (i - 1) for i in returned_layers]
+    return BackboneWithFaPN(
+        backbone, return_layers, in_channels_list, out_channels, extra_blocks=extra_blocks, **neck_kwargs
+    )
+
+
+def resnet_fapn_backbone(
+    *,
+    backbone_name: str,
+    weights: resnet.WeightsEnum | None,
+    norm_layer: Callable[..., nn.Module] = misc_nn_ops.FrozenBatchNorm2d,
+    trainable_layers: int = 3,
+    returned_layers: list[int] | None = None,
+    extra_blocks: ExtraFPNBlock | None = None,
+    **neck_kwargs: object,
+) -> BackboneWithFaPN:
+    """torchvision's ``resnet_fpn_backbone`` with the FaPN neck (same arguments).
+
+    Args:
+        backbone_name: ``"resnet18"``, ``"resnet50"``, ``"resnet101"``, ... (any torchvision ResNet).
+        weights: ImageNet weights enum for the body, or ``None``.
+        norm_layer: ``FrozenBatchNorm2d`` (default, as torchvision and the authors) or ``nn.BatchNorm2d``.
+        trainable_layers: stages left trainable, 0 to 5.
+        returned_layers: stages 1-4 fed to the neck.
+        extra_blocks: ``LastLevelMaxPool`` when ``None``.
+        **neck_kwargs: passed to :class:`fapn.FaPN`.
+
+    Example:
+        >>> backbone = resnet_fapn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5)
+        >>> backbone.out_channels
+        256
+    """
+    body = resnet.__dict__[backbone_name](weights=weights, norm_layer=norm_layer)
+    return resnet_fapn_extractor(body, trainable_layers, returned_layers, extra_blocks, **neck_kwargs)
