@@ -1,0 +1,171 @@
+"""Segmenter, sliding-window inference and ``fapn predict`` against direct model calls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fapn.cli.main import main
+from fapn.engine.checkpoint import save_checkpoint
+from fapn.inference import Segmenter, collect_images, sliding_window_logits, window_starts
+from fapn.models import realtime_fapn
+
+torch.set_num_threads(2)
+
+PALETTE = [[10, 20, 30], [200, 0, 0], [0, 200, 0], [0, 0, 200], [90, 90, 0]]
+MEAN, STD = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
+
+
+def make_checkpoint(path: Path, num_classes: int = 5, variant: str = "fapn", seed: int = 0) -> Path:
+    """A randomly initialised small real-time model with non-zero offsets, saved in the ``fapn train`` format."""
+    torch.manual_seed(seed)
+    model = realtime_fapn(backbone="resnet18", num_classes=num_classes, variant=variant)
+    for module in model.modules():
+        if hasattr(module, "offset_mask"):
+            torch.nn.init.normal_(module.offset_mask.weight, std=0.02)
+            torch.nn.init.normal_(module.offset_mask.bias, std=0.5)
+    torch.nn.init.normal_(model.head[3].weight, std=0.3)
+    save_checkpoint(
+        {
+            "model": model.state_dict(),
+            "model_config": {"name": "realtime_fapn", "backbone": "resnet18", "num_classes": num_classes, "variant": variant},
+            "dataset": {
+                "name": "synthetic",
+                "class_names": [f"c{i}" for i in range(num_classes)],
+                "palette": PALETTE[:num_classes],
+                "ignore_index": 255,
+                "mean": MEAN,
+                "std": STD,
+            },
+            "iteration": 0,
+        },
+        path,
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt")
+
+
+def random_image(height: int, width: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def reference_labels(checkpoint: Path, image: np.ndarray) -> np.ndarray:
+    state = torch.load(checkpoint, weights_only=True)
+    model = realtime_fapn(**{k: v for k, v in state["model_config"].items() if k != "name"}).eval()
+    model.load_state_dict(state["model"])
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].double() / 255
+    x = (x - torch.tensor(MEAN, dtype=torch.float64).view(1, 3, 1, 1)) / torch.tensor(STD, dtype=torch.float64).view(1, 3, 1, 1)
+    with torch.no_grad():
+        return model.double()(x)[0].argmax(0).numpy()
+
+
+def test_predict_matches_float64_model_and_carries_dataset(checkpoint: Path) -> None:
+    seg = Segmenter.from_checkpoint(checkpoint)
+    image = random_image(70, 100, 1)
+    label = seg.predict(image)
+    assert label.shape == (70, 100) and label.dtype == np.uint8
+    ref = reference_labels(checkpoint, image)
+    agreement = (label == ref).mean()
+    assert agreement > 0.999, agreement
+    assert len(np.unique(ref)) > 1  # the test is not trivial
+    assert seg.class_names == ["c0", "c1", "c2", "c3", "c4"]
+    assert seg.palette.tolist() == PALETTE
+    # every input kind gives the same answer
+    assert np.array_equal(seg.predict(Image.fromarray(image)), label)
+    assert np.array_equal(seg.predict(torch.from_numpy(image).permute(2, 0, 1)), label)
+
+
+def test_mean_std_on_255_scale_read_as_such(checkpoint: Path) -> None:
+    seg = Segmenter.from_checkpoint(checkpoint)
+    seg255 = Segmenter(seg.model, 5, [m * 255 for m in MEAN], [s * 255 for s in STD])
+    image = random_image(40, 48, 2)
+    assert torch.allclose(seg.preprocess([image]), seg255.preprocess([image]), atol=1e-5)
+
+
+def test_bad_inputs_get_clear_errors(checkpoint: Path) -> None:
+    seg = Segmenter.from_checkpoint(checkpoint)
+    with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
+        seg.predict(np.zeros((10, 10), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        seg.predict(np.zeros((40, 40, 3), np.float32))
+    with pytest.raises(ValueError, match="same size"):
+        seg.predict_batch([random_image(40, 40, 0), random_image(48, 40, 0)])
+
+
+def test_window_starts_cover_every_pixel() -> None:
+    for length, window, stride in [(10, 4, 3), (11, 4, 3), (100, 32, 21), (5, 8, 2), (64, 64, 10)]:
+        starts = window_starts(length, window, stride)
+        covered = np.zeros(length, bool)
+        for s in starts:
+            assert 0 <= s and s + min(window, length) <= length
+            covered[s : s + window] = True
+        assert covered.all()
+
+
+def test_sliding_window_averages_overlaps() -> None:
+    # A pointwise model gives the same logits however the image is cut; a position-counting model shows the
+    # averaging: each pixel's mean over windows of (1 + window index) is checked against a float64 loop.
+    conv = torch.nn.Conv2d(3, 4, 1).double()
+    x = torch.randn(2, 3, 45, 70, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(sliding_window_logits(conv, x, 4, (32, 32), (20, 25)).double(), conv(x).float().double(), atol=1e-5)
+    calls: list[int] = []
+
+    def counter(crop: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return torch.full((crop.shape[0], 1, *crop.shape[-2:]), float(len(calls)))
+
+    got = sliding_window_logits(counter, x.float(), 1, (32, 32), (20, 25))
+    total = np.zeros((45, 70)); count = np.zeros((45, 70)); index = 0
+    for top in window_starts(45, 32, 20):
+        for left in window_starts(70, 32, 25):
+            index += 1
+            total[top : top + 32, left : left + 32] += index
+            count[top : top + 32, left : left + 32] += 1
+    assert np.allclose(got[0, 0].numpy(), total / count)
+
+
+def test_segmenter_uses_sliding_window_above_size(checkpoint: Path) -> None:
+    seg = Segmenter.from_checkpoint(checkpoint, window=(64, 64), window_stride=(32, 32))
+    image = random_image(96, 128, 3)
+    batch = seg.preprocess([image])
+    expected = sliding_window_logits(seg.model, batch, 5, (64, 64), (32, 32))
+    assert torch.allclose(seg.logits(image), expected)
+    whole = Segmenter.from_checkpoint(checkpoint).logits(image)
+    assert not torch.allclose(seg.logits(image), whole, atol=1e-3)
+
+
+def test_collect_images_files_folders_globs(tmp_path: Path) -> None:
+    for name in ["b.png", "a.jpg", "notes.txt"]:
+        (tmp_path / name).write_bytes(b"")
+    assert collect_images([tmp_path]) == [tmp_path / "a.jpg", tmp_path / "b.png"]
+    assert collect_images([str(tmp_path / "*.png"), tmp_path / "b.png"]) == [tmp_path / "b.png"]
+    with pytest.raises(FileNotFoundError, match="not found"):
+        collect_images([tmp_path / "missing.png"])
+
+
+def test_cli_predict_writes_label_color_overlay(checkpoint: Path, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    arrays = {"first": random_image(64, 80, 4), "second": random_image(48, 64, 5), "third": random_image(64, 80, 6)}
+    for name, array in arrays.items():
+        Image.fromarray(array).save(images / f"{name}.png")
+    out = tmp_path / "out"
+    assert main(["predict", "--weights", str(checkpoint), str(images), "--out", str(out), "--batch-size", "2", "--device", "cpu"]) == 0
+    seg = Segmenter.from_checkpoint(checkpoint)
+    for name, array in arrays.items():
+        label = np.asarray(Image.open(out / f"{name}_label.png"))
+        assert np.array_equal(label, seg.predict(array))
+        color = np.asarray(Image.open(out / f"{name}_color.png"))
+        assert np.array_equal(color, np.asarray(PALETTE, np.uint8)[label])
+        overlay = np.asarray(Image.open(out / f"{name}_overlay.png")).astype(int)
+        assert np.abs(overlay - (0.5 * array + 0.5 * color[..., :3])).max() <= 1
+    assert main(["predict", "--weights", str(checkpoint), str(tmp_path / "nothing.png"), "--out", str(out)]) == 2
