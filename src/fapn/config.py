@@ -1,0 +1,241 @@
+"""Small YAML configs loaded into dataclasses, with ``a.b=value`` overrides from the command line.
+
+Generic: any (nested) dataclass works. A YAML file may start from another one with ``_base_: other.yaml``
+(a path relative to the file, or a shipped config name); its keys are merged over the base's.
+
+Example:
+    >>> from fapn.engine.segmentation_config import SegmentationConfig
+    >>> cfg = config_from_dict({"optim": {"lr": 0.02}}, SegmentationConfig, ["train.iterations=10"])
+    >>> cfg.optim.lr, cfg.train.iterations
+    (0.02, 10)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+__all__ = [
+    "load_config",
+    "load_yaml",
+    "config_from_dict",
+    "apply_overrides",
+    "config_to_dict",
+    "resolve_config_path",
+    "list_configs",
+    "CONFIG_ROOT",
+]
+
+T = TypeVar("T")
+
+CONFIG_ROOT = Path(str(resources.files("fapn") / "configs"))
+"""Folder of the configs shipped with the package (``fapn configs`` lists them)."""
+
+
+def list_configs(root: str | os.PathLike[str] | None = None) -> list[str]:
+    """Names (paths relative to ``root`` without ``.yaml``) of all YAML configs under ``root``, recursively."""
+    root = Path(root) if root is not None else CONFIG_ROOT
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+def resolve_config_path(path_or_name: str | os.PathLike[str], relative_to: Path | None = None) -> Path:
+    """A config file path from a path, or from a shipped name such as ``semseg/camvid_r18_fapn``.
+
+    Raises:
+        FileNotFoundError: neither a file nor a shipped config, with the shipped names listed.
+    """
+    candidates = [Path(path_or_name)]
+    if relative_to is not None:
+        candidates.insert(0, relative_to / str(path_or_name))
+    name = str(path_or_name)
+    candidates.append(CONFIG_ROOT / name)
+    if not name.endswith((".yaml", ".yml")):
+        candidates.append(CONFIG_ROOT / f"{name}.yaml")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"config {str(path_or_name)!r} is neither a YAML file nor a shipped config; "
+        f"shipped configs: {', '.join(list_configs())}"
+    )
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_yaml(path_or_name: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML config as a dict, following ``_base_`` chains."""
+    path = resolve_config_path(path_or_name)
+    with open(path, encoding="utf-8") as handle:
+        data = yaml.safe_load(handle) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    base_name = data.pop("_base_", None)
+    if base_name is not None:
+        base_path = resolve_config_path(base_name, relative_to=path.parent)
+        data = _merge(load_yaml(base_path), data)
+    return data
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (converting ints to floats, lists to tuples, dicts to
+    dataclasses); raise ``ValueError`` naming ``where`` otherwise."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ValueError as err:
+                errors.append(str(err))
+        raise ValueError(f"{where}: {value!r} fits none of {[_type_name(a) for a in args]}")
+    if origin is typing.Literal:
+        if value not in typing.get_args(tp):
+            raise ValueError(f"{where}: expected one of {list(typing.get_args(tp))}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):  # type: ignore[arg-type]
+            return value
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+        return config_from_dict(value, tp, prefix=f"{where}.")
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ValueError(f"{where}: expected {len(args)} values, got {len(value)}: {value!r}")
+            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
+        item_type = args[0] if args else Any
+        items = [_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if (origin is tuple or tp is tuple) else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: expected a string, got {value!r}")
+        return value
+    if tp is type(None):
+        if value is not None:
+            raise ValueError(f"{where}: expected null, got {value!r}")
+        return None
+    return value
+
+
+def config_from_dict(
+    data: Mapping[str, Any], cls: type[T], overrides: Iterable[str] = (), prefix: str = ""
+) -> T:
+    """Build the dataclass ``cls`` from a (nested) dict, after applying ``key.sub=value`` overrides.
+
+    Raises:
+        ValueError: an unknown key (the valid keys are listed) or a value of the wrong type.
+    """
+    data = apply_overrides(dict(data), overrides)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; valid keys here: "
+            f"{', '.join(prefix + k for k in fields)}"
+        )
+    kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` overrides (values parsed as YAML: ``0.005``, ``true``, ``[1, 2]``) to a nested dict."""
+    data = dict(data)
+    for override in overrides:
+        if "=" not in override:
+            raise ValueError(f"override {override!r} is not of the form key.sub=value (e.g. optim.lr=0.005)")
+        key, raw = override.split("=", 1)
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            child = dict(child) if isinstance(child, Mapping) else {}
+            node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(
+    path_or_name: str | os.PathLike[str], cls: type[T], overrides: Iterable[str] = ()
+) -> T:
+    """Load a YAML config file (or shipped config name) into the dataclass ``cls``.
+
+    Args:
+        path_or_name: a YAML file, or a shipped config name such as ``"semseg/camvid_r18_fapn"``.
+        cls: the dataclass to fill; missing keys keep their defaults.
+        overrides: ``"key.sub=value"`` strings applied over the file (``--set`` on the command line).
+
+    Example:
+        >>> from fapn.engine.segmentation_config import SegmentationConfig
+        >>> cfg = load_config("semseg/camvid_r18_fapn", SegmentationConfig, ["optim.lr=0.005"])
+        >>> cfg.optim.lr
+        0.005
+    """
+    path = resolve_config_path(path_or_name)
+    try:
+        return config_from_dict(load_yaml(path), cls, overrides)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A dataclass config as plain data (lists, dicts, numbers, strings) for JSON, YAML and checkpoints."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, Mapping):
+            return {str(k): plain(v) for k, v in value.items()}
+        return value
+
+    return plain(config)
