@@ -1,0 +1,185 @@
+// Deformable-convolution sampling kernels for the CPU, channels-last, without any PyTorch header.
+//
+// fapn/ops/deform_conv_cpu.py compiles this file on first use into a small shared library (a few seconds:
+// it includes only the C++ standard library) and calls it through ctypes; the GEMMs stay in PyTorch.
+// One image per call. Layouts (P = H_out * W_out, K = kh * kw, G offset groups, Cg = C / G):
+//   image    [H, W, C]        (channels last: the Cg channels of one offset group are contiguous)
+//   offset   [P, G, K, 2]     ((dy, dx) per pixel, group and tap: torchvision's channels, pixel-major)
+//   mask     [P, G, K]        (or null: DCNv1)
+//   columns  [P, K, C]        (row p is the im2col row of output pixel p, tap-major, channel c = g * Cg + i)
+// Bilinear sampling follows torchvision's deform_conv2d exactly: a sample with y <= -1, y >= H, x <= -1 or
+// x >= W is zero (and has zero gradient), otherwise each of its four corners outside the image counts as zero.
+
+#include <cmath>
+#include <cstdint>
+
+namespace {
+
+struct Geometry {
+  int64_t C, H, W, G, kh, kw, H_out, W_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
+  int64_t taps() const { return kh * kw; }
+  int64_t pixels() const { return H_out * W_out; }
+};
+
+// The four corners of one sample: element offsets into the image (of a Cg-channel run) and bilinear weights.
+// Returns false when the sample lies entirely outside (all weights zero).
+template <typename T>
+struct Sample {
+  int64_t index[4];
+  T weight[4];
+  bool valid[4];
+  T ly, lx, hy, hx;
+};
+
+template <typename T>
+inline bool locate(const Geometry& g, T y, T x, int64_t channel0, Sample<T>& s) {
+  if (!(y > T(-1) && y < T(g.H) && x > T(-1) && x < T(g.W))) return false;  // NaN lands here too
+  const T fy = std::floor(y), fx = std::floor(x);
+  const int64_t y0 = static_cast<int64_t>(fy), x0 = static_cast<int64_t>(fx);
+  s.ly = y - fy;
+  s.lx = x - fx;
+  s.hy = T(1) - s.ly;
+  s.hx = T(1) - s.lx;
+  const int64_t ys[2] = {y0, y0 + 1}, xs[2] = {x0, x0 + 1};
+  const T wy[2] = {s.hy, s.ly}, wx[2] = {s.hx, s.lx};
+  for (int a = 0; a < 2; ++a) {
+    for (int b = 0; b < 2; ++b) {
+      const int c = 2 * a + b;
+      s.valid[c] = ys[a] >= 0 && ys[a] < g.H && xs[b] >= 0 && xs[b] < g.W;
+      s.weight[c] = s.valid[c] ? wy[a] * wx[b] : T(0);
+      s.index[c] = s.valid[c] ? (ys[a] * g.W + xs[b]) * g.C + channel0 : channel0;
+    }
+  }
+  return true;
+}
+
+template <typename T>
+inline void sample_position(const Geometry& g, const T* offset, int64_t p, int64_t grp, int64_t k, T& y, T& x) {
+  const int64_t ho = p / g.W_out, wo = p % g.W_out;
+  const int64_t i = k / g.kw, j = k % g.kw;
+  const T* o = offset + ((p * g.G + grp) * g.taps() + k) * 2;
+  y = T(ho * g.stride_h - g.pad_h + i * g.dil_h) + o[0];
+  x = T(wo * g.stride_w - g.pad_w + j * g.dil_w) + o[1];
+}
+
+template <typename T>
+void im2col(const Geometry& g, const T* image, const T* offset, const T* mask, T* columns, int threads) {
+  const int64_t K = g.taps(), Cg = g.C / g.G, P = g.pixels();
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t p = 0; p < P; ++p) {
+    for (int64_t grp = 0; grp < g.G; ++grp) {
+      for (int64_t k = 0; k < K; ++k) {
+        T* out = columns + (p * K + k) * g.C + grp * Cg;
+        T y, x;
+        sample_position(g, offset, p, grp, k, y, x);
+        Sample<T> s;
+        if (!locate(g, y, x, grp * Cg, s)) {
+          for (int64_t c = 0; c < Cg; ++c) out[c] = T(0);
+          continue;
+        }
+        const T m = mask ? mask[(p * g.G + grp) * K + k] : T(1);
+        const T w0 = s.weight[0] * m, w1 = s.weight[1] * m, w2 = s.weight[2] * m, w3 = s.weight[3] * m;
+        const T* v0 = image + s.index[0];
+        const T* v1 = image + s.index[1];
+        const T* v2 = image + s.index[2];
+        const T* v3 = image + s.index[3];
+        if (s.valid[0] && s.valid[1] && s.valid[2] && s.valid[3]) {
+          for (int64_t c = 0; c < Cg; ++c) out[c] = w0 * v0[c] + w1 * v1[c] + w2 * v2[c] + w3 * v3[c];
+        } else {  // border: never read a corner outside the image (it may hold inf/NaN in a neighbour's place)
+          for (int64_t c = 0; c < Cg; ++c) {
+            T acc = T(0);
+            if (s.valid[0]) acc += w0 * v0[c];
+            if (s.valid[1]) acc += w1 * v1[c];
+            if (s.valid[2]) acc += w2 * v2[c];
+            if (s.valid[3]) acc += w3 * v3[c];
+            out[c] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+// Gradients of the sampling given the gradient of the columns. Parallel over offset groups: a group reads and
+// writes only its own channels of grad_image, so no two threads touch the same element.
+// grad_image must be zero on entry; grad_offset [P, G, K, 2] and grad_mask [P, G, K] (may be null) are written.
+template <typename T>
+void col2im(const Geometry& g, const T* image, const T* offset, const T* mask, const T* grad_columns,
+            T* grad_image, T* grad_offset, T* grad_mask, int threads) {
+  const int64_t K = g.taps(), Cg = g.C / g.G, P = g.pixels();
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t grp = 0; grp < g.G; ++grp) {
+    for (int64_t p = 0; p < P; ++p) {
+      for (int64_t k = 0; k < K; ++k) {
+        const T* gc = grad_columns + (p * K + k) * g.C + grp * Cg;
+        const int64_t slot = (p * g.G + grp) * K + k;
+        T y, x;
+        sample_position(g, offset, p, grp, k, y, x);
+        Sample<T> s;
+        if (!locate(g, y, x, grp * Cg, s)) {
+          grad_offset[2 * slot] = T(0);
+          grad_offset[2 * slot + 1] = T(0);
+          if (grad_mask) grad_mask[slot] = T(0);
+          continue;
+        }
+        const T m = mask ? mask[slot] : T(1);
+        // sum_c gc[c] * v_corner[c] for each corner; everything else follows from these four dot products.
+        T dot[4] = {T(0), T(0), T(0), T(0)};
+        for (int corner = 0; corner < 4; ++corner) {
+          if (!s.valid[corner]) continue;
+          const T* v = image + s.index[corner];
+          T* gi = grad_image + s.index[corner];
+          const T w = s.weight[corner] * m;
+          T acc = T(0);
+          for (int64_t c = 0; c < Cg; ++c) {
+            acc += gc[c] * v[c];
+            gi[c] += w * gc[c];
+          }
+          dot[corner] = acc;
+        }
+        // value = hy*hx*v0 + hy*lx*v1 + ly*hx*v2 + ly*lx*v3
+        grad_offset[2 * slot] = m * (s.hx * (dot[2] - dot[0]) + s.lx * (dot[3] - dot[1]));
+        grad_offset[2 * slot + 1] = m * (s.hy * (dot[1] - dot[0]) + s.ly * (dot[3] - dot[2]));
+        if (grad_mask) {
+          grad_mask[slot] = s.weight[0] * dot[0] + s.weight[1] * dot[1] + s.weight[2] * dot[2] + s.weight[3] * dot[3];
+        }
+      }
+    }
+  }
+}
+
+Geometry geometry(const int64_t* shape) {
+  return Geometry{shape[0], shape[1], shape[2], shape[3],  shape[4],  shape[5],  shape[6],
+                  shape[7], shape[8], shape[9], shape[10], shape[11], shape[12], shape[13]};
+}
+
+}  // namespace
+
+// shape: C, H, W, G, kh, kw, H_out, W_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w
+extern "C" {
+
+int fapn_dcn_abi_version() { return 1; }
+
+void fapn_dcn_im2col_f32(const int64_t* shape, const float* image, const float* offset, const float* mask,
+                         float* columns, int threads) {
+  im2col(geometry(shape), image, offset, mask, columns, threads);
+}
+
+void fapn_dcn_im2col_f64(const int64_t* shape, const double* image, const double* offset, const double* mask,
+                         double* columns, int threads) {
+  im2col(geometry(shape), image, offset, mask, columns, threads);
+}
+
+void fapn_dcn_col2im_f32(const int64_t* shape, const float* image, const float* offset, const float* mask,
+                         const float* grad_columns, float* grad_image, float* grad_offset, float* grad_mask,
+                         int threads) {
+  col2im(geometry(shape), image, offset, mask, grad_columns, grad_image, grad_offset, grad_mask, threads);
+}
+
+void fapn_dcn_col2im_f64(const int64_t* shape, const double* image, const double* offset, const double* mask,
+                         const double* grad_columns, double* grad_image, double* grad_offset, double* grad_mask,
+                         int threads) {
+  col2im(geometry(shape), image, offset, mask, grad_columns, grad_image, grad_offset, grad_mask, threads);
+}
+
+}  // extern "C"

@@ -1,0 +1,291 @@
+"""The fast CPU backend: channels-last C++ sampling kernels compiled on first use, PyTorch GEMMs.
+
+The forward builds, one image at a time, the im2col matrix of the deformable conv (``[H_out * W_out, kh * kw * C]``,
+channels last, so the ``C / G`` channels of one offset group are a contiguous run that the compiler vectorises) and
+multiplies it with the weight in one GEMM. The backward recomputes that matrix (memory as torchvision's op), gets
+the weight gradient and the column gradient from two GEMMs, and a second kernel turns the column gradient into the
+input, offset and mask gradients in one pass.
+
+The kernels (``csrc/deform_conv_cpu.cpp``) include no PyTorch header: they compile in about a second with the
+system's C++ compiler (``$CXX``, else ``c++``) and load through :mod:`ctypes`. The library is cached under
+``$FAPN_CACHE_DIR`` (default ``~/.cache/fapn``), keyed by the source, the flags, the compiler and the CPU. Without a
+compiler, or if the build fails, :func:`load_kernels` returns ``None`` and :func:`deform_conv2d_cpu` computes with the
+pure-PyTorch backend instead (with one warning), so the op always works.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+from torch.nn.modules.utils import _pair
+
+from fapn.ops.deform_conv_pytorch import check_shapes, deform_conv2d_pytorch
+
+__all__ = ["deform_conv2d_cpu", "load_kernels", "kernels_available", "SOURCE"]
+
+SOURCE = Path(__file__).with_name("csrc") / "deform_conv_cpu.cpp"
+_ABI_VERSION = 1
+_FLAG_SETS: tuple[tuple[str, ...], ...] = (
+    ("-O3", "-march=native", "-fopenmp"),
+    ("-O3", "-fopenmp"),
+    ("-O3",),  # no OpenMP: single-threaded kernels, still much faster than the fallbacks
+)
+_COMMON_FLAGS = ("-shared", "-fPIC", "-std=c++17")
+_KERNEL_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("FAPN_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "fapn"
+    )
+    return Path(root)
+
+
+def _cpu_fingerprint() -> str:
+    # -march=native code must not run on another CPU that shares the cache (a network home directory).
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            lines = [line for line in f if line.startswith(("model name", "flags"))][:2]
+    except OSError:
+        lines = []
+    return platform.machine() + platform.processor() + "".join(lines)
+
+
+def _compile(compiler: str, flags: tuple[str, ...], target: Path) -> bool:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    cmd = [compiler, *flags, *_COMMON_FLAGS, str(SOURCE), "-o", tmp]
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        if result.returncode != 0:
+            return False
+        os.replace(tmp, target)  # atomic: concurrent processes never load a half-written library
+        return True
+    except (OSError, subprocess.SubprocessError):
+        return False
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    ptr, i64p, c_int = ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64), ctypes.c_int
+    for suffix in _KERNEL_SUFFIX.values():
+        im2col = getattr(lib, f"fapn_dcn_im2col_{suffix}")
+        im2col.argtypes = [i64p, ptr, ptr, ptr, ptr, c_int]
+        im2col.restype = None
+        col2im = getattr(lib, f"fapn_dcn_col2im_{suffix}")
+        col2im.argtypes = [i64p, ptr, ptr, ptr, ptr, ptr, ptr, ptr, c_int]
+        col2im.restype = None
+    lib.fapn_dcn_abi_version.restype = c_int
+    if lib.fapn_dcn_abi_version() != _ABI_VERSION:
+        raise OSError("stale deformable-conv kernel library")
+    return lib
+
+
+@functools.cache
+def load_kernels() -> ctypes.CDLL | None:
+    """The compiled kernels, building them on first use; ``None`` when they cannot be built or loaded."""
+    if os.environ.get("FAPN_NO_CPU_KERNELS"):
+        return None
+    compiler = shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++") or shutil.which("clang++")
+    if compiler is None or not SOURCE.exists():
+        return None
+    source = SOURCE.read_bytes()
+    try:
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for flags in _FLAG_SETS:
+        key = hashlib.sha256(
+            b"\0".join([source, " ".join(flags).encode(), version.encode(), _cpu_fingerprint().encode()])
+        ).hexdigest()[:16]
+        target = _cache_dir() / f"deform_conv_cpu-{key}.so"
+        if not target.exists() and not _compile(compiler, flags, target):
+            continue
+        try:
+            return _bind(ctypes.CDLL(str(target)))
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+def kernels_available() -> bool:
+    """Whether the compiled kernels load here (compiling them if needed)."""
+    return load_kernels() is not None
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+class _DeformConv2dCPU(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        input: Tensor,
+        offset: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        mask: Tensor | None,
+        geometry: tuple[int, ...],
+    ) -> Tensor:
+        lib = load_kernels()
+        assert lib is not None
+        N, C, H, W = input.shape
+        C_out, _, kh, kw = weight.shape
+        H_out, W_out = geometry[6], geometry[7]
+        image, offset_t, mask_t = _channels_last(input, offset, mask)
+        weight_matrix = weight.permute(0, 2, 3, 1).reshape(C_out, kh * kw * C)
+        columns = input.new_empty(H_out * W_out, kh * kw * C)
+        out = input.new_empty(N, C_out, H_out * W_out)
+        shape = (ctypes.c_int64 * 14)(*geometry)
+        im2col = getattr(lib, f"fapn_dcn_im2col_{_KERNEL_SUFFIX[input.dtype]}")
+        threads = torch.get_num_threads()
+        for n in range(N):
+            im2col(shape, image[n].data_ptr(), offset_t[n].data_ptr(), _ptr(mask_t[n] if mask_t is not None else None),
+                   columns.data_ptr(), threads)
+            if bias is not None:
+                torch.addmm(bias.unsqueeze(1), weight_matrix, columns.t(), out=out[n])
+            else:
+                torch.mm(weight_matrix, columns.t(), out=out[n])
+        ctx.save_for_backward(image, offset_t, mask_t, weight_matrix)
+        ctx.geometry = geometry
+        ctx.shapes = (input.shape, offset.shape, weight.shape, None if mask is None else mask.shape)
+        ctx.has_bias = bias is not None
+        return out.view(N, C_out, H_out, W_out)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        lib = load_kernels()
+        assert lib is not None
+        image, offset_t, mask_t, weight_matrix = ctx.saved_tensors
+        input_shape, offset_shape, weight_shape, mask_shape = ctx.shapes
+        N, H, W, C = image.shape
+        C_out, _, kh, kw = weight_shape
+        P = offset_t.shape[1]
+        grad_out = grad_out.reshape(N, C_out, P)
+        suffix = _KERNEL_SUFFIX[image.dtype]
+        im2col, col2im = getattr(lib, f"fapn_dcn_im2col_{suffix}"), getattr(lib, f"fapn_dcn_col2im_{suffix}")
+        shape = (ctypes.c_int64 * 14)(*ctx.geometry)
+        threads = torch.get_num_threads()
+        need_input, need_offset, need_weight, need_bias, need_mask = ctx.needs_input_grad[:5]
+
+        grad_image = torch.zeros_like(image)
+        grad_offset_t = torch.empty_like(offset_t)
+        grad_mask_t = torch.empty_like(mask_t) if mask_t is not None else None
+        grad_weight_matrix = torch.zeros_like(weight_matrix) if need_weight else None
+        columns = image.new_empty(P, kh * kw * C) if need_weight else None
+        grad_columns = image.new_empty(P, kh * kw * C)
+        for n in range(N):
+            mask_ptr = _ptr(mask_t[n]) if mask_t is not None else None
+            if need_weight:
+                im2col(shape, image[n].data_ptr(), offset_t[n].data_ptr(), mask_ptr, columns.data_ptr(), threads)
+                grad_weight_matrix.addmm_(grad_out[n], columns)
+            if need_input or need_offset or need_mask:
+                torch.mm(grad_out[n].t(), weight_matrix, out=grad_columns)
+                col2im(shape, image[n].data_ptr(), offset_t[n].data_ptr(), mask_ptr, grad_columns.data_ptr(),
+                       grad_image[n].data_ptr(), grad_offset_t[n].data_ptr(),
+                       _ptr(grad_mask_t[n]) if grad_mask_t is not None else None, threads)
+
+        grad_input = grad_image.permute(0, 3, 1, 2).contiguous() if need_input else None
+        grad_offset = grad_offset_t.transpose(1, 2).reshape(offset_shape) if need_offset else None
+        grad_mask = (
+            grad_mask_t.transpose(1, 2).reshape(mask_shape) if need_mask and grad_mask_t is not None else None
+        )
+        grad_weight = (
+            grad_weight_matrix.view(C_out, kh, kw, C).permute(0, 3, 1, 2).contiguous() if need_weight else None
+        )
+        grad_bias = grad_out.sum((0, 2)) if need_bias and ctx.has_bias else None
+        return grad_input, grad_offset, grad_weight, grad_bias, grad_mask, None
+
+
+def _channels_last(input: Tensor, offset: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``input`` as ``[N, H, W, C]``, ``offset`` as ``[N, P, 2GK]`` and ``mask`` as ``[N, P, GK]``, contiguous."""
+    N = input.shape[0]
+    image = input.permute(0, 2, 3, 1).contiguous()
+    offset_t = offset.reshape(N, offset.shape[1], -1).transpose(1, 2).contiguous()
+    mask_t = mask.reshape(N, mask.shape[1], -1).transpose(1, 2).contiguous() if mask is not None else None
+    return image, offset_t, mask_t
+
+
+_warned = False
+
+
+def deform_conv2d_cpu(
+    input: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Deformable convolution with the compiled CPU kernels (float32/float64 CPU tensors, conv groups 1).
+
+    Anything else (another device or dtype, grouped weights, kernels that did not build) is computed by
+    :func:`fapn.ops.deform_conv_pytorch.deform_conv2d_pytorch`, so a call never fails for want of a compiler.
+
+    Args:
+        input, offset, weight, bias, stride, padding, dilation, mask: as :func:`fapn.ops.deform_conv2d`.
+
+    Returns:
+        ``[N, C_out, H_out, W_out]``.
+
+    Example:
+        >>> x, w = torch.randn(1, 8, 5, 5), torch.randn(4, 8, 3, 3)
+        >>> deform_conv2d_cpu(x, torch.zeros(1, 18, 5, 5), w, padding=1).shape
+        torch.Size([1, 4, 5, 5])
+    """
+    global _warned
+    tensors = [t for t in (input, offset, weight, bias, mask) if t is not None]
+    usable = (
+        input.device.type == "cpu"
+        and input.dtype in _KERNEL_SUFFIX
+        and all(t.device.type == "cpu" and t.dtype == input.dtype for t in tensors)
+        and weight.shape[1] == input.shape[1]
+    )
+    if usable and load_kernels() is None:
+        if not _warned:
+            warnings.warn(
+                "fapn: the C++ deformable-conv kernels could not be built (no C++ compiler?); "
+                "using the pure-PyTorch backend instead",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            _warned = True
+        usable = False
+    if not usable:
+        return deform_conv2d_pytorch(input, offset, weight, bias, stride, padding, dilation, mask)
+    geometry = _geometry(input, offset, weight, mask, _pair(stride), _pair(padding), _pair(dilation))
+    return _DeformConv2dCPU.apply(input, offset, weight, bias, mask, geometry)
+
+
+def _geometry(
+    input: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    mask: Tensor | None,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> tuple[int, ...]:
+    N, C, H, W = input.shape
+    kh, kw = weight.shape[-2:]
+    G, H_out, W_out = check_shapes(input, offset, weight, mask, stride, padding, dilation)
+    return (C, H, W, G, kh, kw, H_out, W_out, *stride, *padding, *dilation)
