@@ -27,6 +27,7 @@ import warnings
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
@@ -36,7 +37,7 @@ from fapn.ops.deform_conv_pytorch import check_shapes, deform_conv2d_pytorch
 __all__ = ["deform_conv2d_cpu", "load_kernels", "kernels_available", "SOURCE"]
 
 SOURCE = Path(__file__).with_name("csrc") / "deform_conv_cpu.cpp"
-_ABI_VERSION = 1
+_ABI_VERSION = 2
 _FLAG_SETS: tuple[tuple[str, ...], ...] = (
     ("-O3", "-march=native", "-fopenmp"),
     ("-O3", "-fopenmp"),
@@ -128,8 +129,18 @@ def kernels_available() -> bool:
     return load_kernels() is not None
 
 
-def _ptr(t: Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
+def _rows_times(rows: Tensor, matrix: Tensor, bias: Tensor | None, H_out: int, W_out: int) -> Tensor:
+    """``rows @ matrix.T (+ bias)``: ``[P, K_in]`` times ``[K_out, K_in]`` gives ``[P, K_out]``, contiguous.
+
+    In float32 this is a 1x1 convolution of a channels-last image, which oneDNN computes faster than ``mm``
+    here (docs/deform_conv.md); other dtypes use ``mm``.
+    """
+    if rows.dtype == torch.float32 and torch.backends.mkldnn.is_available():
+        image = rows.view(1, H_out, W_out, rows.shape[1]).permute(0, 3, 1, 2)
+        out = F.conv2d(image, matrix[:, :, None, None], bias)
+        return out.permute(0, 2, 3, 1).reshape(H_out * W_out, matrix.shape[0]).contiguous()
+    out = rows @ matrix.t()
+    return out.add_(bias) if bias is not None else out
 
 
 class _DeformConv2dCPU(torch.autograd.Function):
@@ -148,37 +159,39 @@ class _DeformConv2dCPU(torch.autograd.Function):
         N, C, H, W = input.shape
         C_out, _, kh, kw = weight.shape
         H_out, W_out = geometry[6], geometry[7]
-        image, offset_t, mask_t = _channels_last(input, offset, mask)
+        P = H_out * W_out
+        image = input.permute(0, 2, 3, 1).contiguous()  # a no-op for a channels-last input
+        offset = offset.contiguous()
+        mask = mask.contiguous() if mask is not None else None
         weight_matrix = weight.permute(0, 2, 3, 1).reshape(C_out, kh * kw * C)
-        columns = input.new_empty(H_out * W_out, kh * kw * C)
-        out = input.new_empty(N, C_out, H_out * W_out)
+        columns = input.new_empty(P, kh * kw * C)
+        out = input.new_empty(N, H_out, W_out, C_out)
         shape = (ctypes.c_int64 * 14)(*geometry)
         im2col = getattr(lib, f"fapn_dcn_im2col_{_KERNEL_SUFFIX[input.dtype]}")
         threads = torch.get_num_threads()
         for n in range(N):
-            im2col(shape, image[n].data_ptr(), offset_t[n].data_ptr(), _ptr(mask_t[n] if mask_t is not None else None),
-                   columns.data_ptr(), threads)
-            if bias is not None:
-                torch.addmm(bias.unsqueeze(1), weight_matrix, columns.t(), out=out[n])
-            else:
-                torch.mm(weight_matrix, columns.t(), out=out[n])
-        ctx.save_for_backward(image, offset_t, mask_t, weight_matrix)
+            mask_ptr = mask[n].data_ptr() if mask is not None else None
+            im2col(shape, image[n].data_ptr(), offset[n].data_ptr(), mask_ptr, columns.data_ptr(), threads)
+            out[n].view(P, C_out).copy_(_rows_times(columns, weight_matrix, bias, H_out, W_out))
+        ctx.save_for_backward(image, offset, mask, weight_matrix)
         ctx.geometry = geometry
-        ctx.shapes = (input.shape, offset.shape, weight.shape, None if mask is None else mask.shape)
         ctx.has_bias = bias is not None
-        return out.view(N, C_out, H_out, W_out)
+        ctx.weight_shape = weight.shape
+        channels_last = input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous()
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        return out.permute(0, 3, 1, 2).contiguous(memory_format=memory_format)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         lib = load_kernels()
         assert lib is not None
-        image, offset_t, mask_t, weight_matrix = ctx.saved_tensors
-        input_shape, offset_shape, weight_shape, mask_shape = ctx.shapes
+        image, offset, mask, weight_matrix = ctx.saved_tensors
         N, H, W, C = image.shape
-        C_out, _, kh, kw = weight_shape
-        P = offset_t.shape[1]
-        grad_out = grad_out.reshape(N, C_out, P)
+        C_out, _, kh, kw = ctx.weight_shape
+        H_out, W_out = ctx.geometry[6], ctx.geometry[7]
+        P = H_out * W_out
+        grad_rows = grad_out.permute(0, 2, 3, 1).contiguous().view(N, P, C_out)
         suffix = _KERNEL_SUFFIX[image.dtype]
         im2col, col2im = getattr(lib, f"fapn_dcn_im2col_{suffix}"), getattr(lib, f"fapn_dcn_col2im_{suffix}")
         shape = (ctypes.c_int64 * 14)(*ctx.geometry)
@@ -186,41 +199,36 @@ class _DeformConv2dCPU(torch.autograd.Function):
         need_input, need_offset, need_weight, need_bias, need_mask = ctx.needs_input_grad[:5]
 
         grad_image = torch.zeros_like(image)
-        grad_offset_t = torch.empty_like(offset_t)
-        grad_mask_t = torch.empty_like(mask_t) if mask_t is not None else None
+        grad_offset = torch.empty_like(offset)
+        grad_mask = torch.empty_like(mask) if mask is not None else None
         grad_weight_matrix = torch.zeros_like(weight_matrix) if need_weight else None
         columns = image.new_empty(P, kh * kw * C) if need_weight else None
-        grad_columns = image.new_empty(P, kh * kw * C)
+        weight_matrix_t = weight_matrix.t().contiguous()
         for n in range(N):
-            mask_ptr = _ptr(mask_t[n]) if mask_t is not None else None
+            mask_ptr = mask[n].data_ptr() if mask is not None else None
             if need_weight:
-                im2col(shape, image[n].data_ptr(), offset_t[n].data_ptr(), mask_ptr, columns.data_ptr(), threads)
-                grad_weight_matrix.addmm_(grad_out[n], columns)
+                # recomputed, not saved: the columns are kh*kw times the input (85 MB for a 128x96x192 map)
+                im2col(shape, image[n].data_ptr(), offset[n].data_ptr(), mask_ptr, columns.data_ptr(), threads)
+                grad_weight_matrix.addmm_(grad_rows[n].t(), columns)
             if need_input or need_offset or need_mask:
-                torch.mm(grad_out[n].t(), weight_matrix, out=grad_columns)
-                col2im(shape, image[n].data_ptr(), offset_t[n].data_ptr(), mask_ptr, grad_columns.data_ptr(),
-                       grad_image[n].data_ptr(), grad_offset_t[n].data_ptr(),
-                       _ptr(grad_mask_t[n]) if grad_mask_t is not None else None, threads)
+                grad_columns = _rows_times(grad_rows[n], weight_matrix_t, None, H_out, W_out)
+                grad_mask_ptr = grad_mask[n].data_ptr() if grad_mask is not None else None
+                col2im(shape, image[n].data_ptr(), offset[n].data_ptr(), mask_ptr, grad_columns.data_ptr(),
+                       grad_image[n].data_ptr(), grad_offset[n].data_ptr(), grad_mask_ptr, threads)
 
         grad_input = grad_image.permute(0, 3, 1, 2).contiguous() if need_input else None
-        grad_offset = grad_offset_t.transpose(1, 2).reshape(offset_shape) if need_offset else None
-        grad_mask = (
-            grad_mask_t.transpose(1, 2).reshape(mask_shape) if need_mask and grad_mask_t is not None else None
+        grad_weight = None
+        if grad_weight_matrix is not None:
+            grad_weight = grad_weight_matrix.view(C_out, kh, kw, C).permute(0, 3, 1, 2).contiguous()
+        grad_bias = grad_rows.sum((0, 1)) if need_bias and ctx.has_bias else None
+        return (
+            grad_input,
+            grad_offset if need_offset else None,
+            grad_weight,
+            grad_bias,
+            grad_mask if need_mask else None,
+            None,
         )
-        grad_weight = (
-            grad_weight_matrix.view(C_out, kh, kw, C).permute(0, 3, 1, 2).contiguous() if need_weight else None
-        )
-        grad_bias = grad_out.sum((0, 2)) if need_bias and ctx.has_bias else None
-        return grad_input, grad_offset, grad_weight, grad_bias, grad_mask, None
-
-
-def _channels_last(input: Tensor, offset: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
-    """``input`` as ``[N, H, W, C]``, ``offset`` as ``[N, P, 2GK]`` and ``mask`` as ``[N, P, GK]``, contiguous."""
-    N = input.shape[0]
-    image = input.permute(0, 2, 3, 1).contiguous()
-    offset_t = offset.reshape(N, offset.shape[1], -1).transpose(1, 2).contiguous()
-    mask_t = mask.reshape(N, mask.shape[1], -1).transpose(1, 2).contiguous() if mask is not None else None
-    return image, offset_t, mask_t
 
 
 _warned = False

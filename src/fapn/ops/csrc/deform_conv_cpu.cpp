@@ -4,8 +4,8 @@
 // it includes only the C++ standard library) and calls it through ctypes; the GEMMs stay in PyTorch.
 // One image per call. Layouts (P = H_out * W_out, K = kh * kw, G offset groups, Cg = C / G):
 //   image    [H, W, C]        (channels last: the Cg channels of one offset group are contiguous)
-//   offset   [P, G, K, 2]     ((dy, dx) per pixel, group and tap: torchvision's channels, pixel-major)
-//   mask     [P, G, K]        (or null: DCNv1)
+//   offset   [G, K, 2, P]     (torchvision's layout: (dy, dx) per group and tap, then the pixel)
+//   mask     [G, K, P]        (or null: DCNv1)
 //   columns  [P, K, C]        (row p is the im2col row of output pixel p, tap-major, channel c = g * Cg + i)
 // Bilinear sampling follows torchvision's deform_conv2d exactly: a sample with y <= -1, y >= H, x <= -1 or
 // x >= W is zero (and has zero gradient), otherwise each of its four corners outside the image counts as zero.
@@ -57,13 +57,32 @@ template <typename T>
 inline void sample_position(const Geometry& g, const T* offset, int64_t p, int64_t grp, int64_t k, T& y, T& x) {
   const int64_t ho = p / g.W_out, wo = p % g.W_out;
   const int64_t i = k / g.kw, j = k % g.kw;
-  const T* o = offset + ((p * g.G + grp) * g.taps() + k) * 2;
+  const T* o = offset + ((grp * g.taps() + k) * 2) * g.pixels() + p;
   y = T(ho * g.stride_h - g.pad_h + i * g.dil_h) + o[0];
-  x = T(wo * g.stride_w - g.pad_w + j * g.dil_w) + o[1];
+  x = T(wo * g.stride_w - g.pad_w + j * g.dil_w) + o[g.pixels()];
+}
+
+// sum_c a[c] * b[c] in eight independent lanes, so that the compiler vectorises it without -ffast-math.
+template <typename T>
+inline T dot(const T* __restrict__ a, const T* __restrict__ b, int64_t n) {
+  T lane[8] = {T(0), T(0), T(0), T(0), T(0), T(0), T(0), T(0)};
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8) {
+    for (int l = 0; l < 8; ++l) lane[l] += a[c + l] * b[c + l];
+  }
+  T rest = T(0);
+  for (; c < n; ++c) rest += a[c] * b[c];
+  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7])) + rest;
 }
 
 template <typename T>
-void im2col(const Geometry& g, const T* image, const T* offset, const T* mask, T* columns, int threads) {
+inline void axpy(T w, const T* __restrict__ x, T* __restrict__ y, int64_t n) {
+  for (int64_t c = 0; c < n; ++c) y[c] += w * x[c];
+}
+
+template <typename T>
+void im2col(const Geometry& g, const T* image, const T* offset, const T* mask, T* __restrict__ columns,
+            int threads) {
   const int64_t K = g.taps(), Cg = g.C / g.G, P = g.pixels();
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t p = 0; p < P; ++p) {
@@ -77,12 +96,12 @@ void im2col(const Geometry& g, const T* image, const T* offset, const T* mask, T
           for (int64_t c = 0; c < Cg; ++c) out[c] = T(0);
           continue;
         }
-        const T m = mask ? mask[(p * g.G + grp) * K + k] : T(1);
+        const T m = mask ? mask[(grp * K + k) * P + p] : T(1);
         const T w0 = s.weight[0] * m, w1 = s.weight[1] * m, w2 = s.weight[2] * m, w3 = s.weight[3] * m;
-        const T* v0 = image + s.index[0];
-        const T* v1 = image + s.index[1];
-        const T* v2 = image + s.index[2];
-        const T* v3 = image + s.index[3];
+        const T* __restrict__ v0 = image + s.index[0];
+        const T* __restrict__ v1 = image + s.index[1];
+        const T* __restrict__ v2 = image + s.index[2];
+        const T* __restrict__ v3 = image + s.index[3];
         if (s.valid[0] && s.valid[1] && s.valid[2] && s.valid[3]) {
           for (int64_t c = 0; c < Cg; ++c) out[c] = w0 * v0[c] + w1 * v1[c] + w2 * v2[c] + w3 * v3[c];
         } else {  // border: never read a corner outside the image (it may hold inf/NaN in a neighbour's place)
@@ -102,7 +121,7 @@ void im2col(const Geometry& g, const T* image, const T* offset, const T* mask, T
 
 // Gradients of the sampling given the gradient of the columns. Parallel over offset groups: a group reads and
 // writes only its own channels of grad_image, so no two threads touch the same element.
-// grad_image must be zero on entry; grad_offset [P, G, K, 2] and grad_mask [P, G, K] (may be null) are written.
+// grad_image must be zero on entry; grad_offset [G, K, 2, P] and grad_mask [G, K, P] (may be null) are written.
 template <typename T>
 void col2im(const Geometry& g, const T* image, const T* offset, const T* mask, const T* grad_columns,
             T* grad_image, T* grad_offset, T* grad_mask, int threads) {
@@ -112,36 +131,29 @@ void col2im(const Geometry& g, const T* image, const T* offset, const T* mask, c
     for (int64_t p = 0; p < P; ++p) {
       for (int64_t k = 0; k < K; ++k) {
         const T* gc = grad_columns + (p * K + k) * g.C + grp * Cg;
-        const int64_t slot = (p * g.G + grp) * K + k;
+        const int64_t slot = (grp * K + k) * P + p, offset_slot = 2 * (grp * K + k) * P + p;
         T y, x;
         sample_position(g, offset, p, grp, k, y, x);
         Sample<T> s;
         if (!locate(g, y, x, grp * Cg, s)) {
-          grad_offset[2 * slot] = T(0);
-          grad_offset[2 * slot + 1] = T(0);
+          grad_offset[offset_slot] = T(0);
+          grad_offset[offset_slot + P] = T(0);
           if (grad_mask) grad_mask[slot] = T(0);
           continue;
         }
         const T m = mask ? mask[slot] : T(1);
         // sum_c gc[c] * v_corner[c] for each corner; everything else follows from these four dot products.
-        T dot[4] = {T(0), T(0), T(0), T(0)};
+        T dots[4] = {T(0), T(0), T(0), T(0)};
         for (int corner = 0; corner < 4; ++corner) {
           if (!s.valid[corner]) continue;
-          const T* v = image + s.index[corner];
-          T* gi = grad_image + s.index[corner];
-          const T w = s.weight[corner] * m;
-          T acc = T(0);
-          for (int64_t c = 0; c < Cg; ++c) {
-            acc += gc[c] * v[c];
-            gi[c] += w * gc[c];
-          }
-          dot[corner] = acc;
+          dots[corner] = dot(gc, image + s.index[corner], Cg);
+          axpy(s.weight[corner] * m, gc, grad_image + s.index[corner], Cg);
         }
         // value = hy*hx*v0 + hy*lx*v1 + ly*hx*v2 + ly*lx*v3
-        grad_offset[2 * slot] = m * (s.hx * (dot[2] - dot[0]) + s.lx * (dot[3] - dot[1]));
-        grad_offset[2 * slot + 1] = m * (s.hy * (dot[1] - dot[0]) + s.ly * (dot[3] - dot[2]));
+        grad_offset[offset_slot] = m * (s.hx * (dots[2] - dots[0]) + s.lx * (dots[3] - dots[1]));
+        grad_offset[offset_slot + P] = m * (s.hy * (dots[1] - dots[0]) + s.ly * (dots[3] - dots[2]));
         if (grad_mask) {
-          grad_mask[slot] = s.weight[0] * dot[0] + s.weight[1] * dot[1] + s.weight[2] * dot[2] + s.weight[3] * dot[3];
+          grad_mask[slot] = s.weight[0] * dots[0] + s.weight[1] * dots[1] + s.weight[2] * dots[2] + s.weight[3] * dots[3];
         }
       }
     }
@@ -158,7 +170,7 @@ Geometry geometry(const int64_t* shape) {
 // shape: C, H, W, G, kh, kw, H_out, W_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w
 extern "C" {
 
-int fapn_dcn_abi_version() { return 1; }
+int fapn_dcn_abi_version() { return 2; }
 
 void fapn_dcn_im2col_f32(const int64_t* shape, const float* image, const float* offset, const float* mask,
                          float* columns, int threads) {
