@@ -11,12 +11,13 @@ Example:
 from fapn.export.backend import deform_backend
 from fapn.export.check import DEFAULT_CHECK_SHAPES, ExportCheck, compare_outputs
 from fapn.export.exported_program import export_program
-from fapn.export.onnx import MIN_OPSET, check_onnx, deform_conv2d_translation, export_onnx
+from fapn.export.onnx import MIN_OPSET, check_onnx, deform_conv2d_translation, export_onnx, onnx_op_counts
 from fapn.export.torchscript import export_torchscript
 
 __all__ = [
     "export_onnx",
     "check_onnx",
+    "onnx_op_counts",
     "deform_conv2d_translation",
     "MIN_OPSET",
     "export_torchscript",

@@ -28,6 +28,7 @@ class ExportCheck:
     max_abs_difference: float = 0.0
     output_scale: float = 0.0
     tolerance: float = 1e-4
+    notes: list[str] = field(default_factory=list)
 
     @property
     def relative_difference(self) -> float:
@@ -43,7 +44,7 @@ class ExportCheck:
         return (
             f"{self.format} check {verdict}: max |exported - pytorch| = {self.max_abs_difference:.3g} "
             f"with output scale max|pytorch| = {self.output_scale:.3g}, relative {self.relative_difference:.3g} "
-            f"(tolerance {self.tolerance:g}) on random inputs {shapes}"
+            f"(tolerance {self.tolerance:g}) on random inputs {shapes}" + "".join(f"; {n}" for n in self.notes)
         )
 
 

@@ -46,7 +46,7 @@ def export_program(
     dynamic_shapes = None
     if dynamic:
         name = next(iter(inspect.signature(model.forward).parameters))
-        dynamic_shapes = {name: {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}}
+        dynamic_shapes = {name: {0: torch.export.Dim("batch"), 2: torch.export.Dim("height", min=33), 3: torch.export.Dim("width", min=33)}}
     with deform_backend(model, "torchvision"), torch.no_grad():
         program = torch.export.export(model, (torch.randn(example_shape),), dynamic_shapes=dynamic_shapes, strict=False)
         torch.export.save(program, str(path))

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from fapn.export.backend import deform_backend
 from fapn.export.check import DEFAULT_CHECK_SHAPES, ExportCheck, compare_outputs
 
-__all__ = ["export_onnx", "check_onnx", "deform_conv2d_translation", "MIN_OPSET"]
+__all__ = ["export_onnx", "check_onnx", "deform_conv2d_translation", "onnx_op_counts", "MIN_OPSET"]
 
 MIN_OPSET = 19
 """ONNX ``DeformConv`` exists from opset 19 on."""
@@ -110,7 +110,7 @@ def export_onnx(
     dynamic_shapes = None
     if dynamic:
         dynamic_shapes = {
-            "x": {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
+            "x": {0: torch.export.Dim("batch"), 2: torch.export.Dim("height", min=33), 3: torch.export.Dim("width", min=33)}
         }
     # The argument name of forward is what dynamic_shapes is keyed by.
     forward_arg = next(iter(_forward_parameters(model)), "x")
@@ -157,6 +157,7 @@ def check_onnx(
     """Compare an ONNX file run by onnxruntime (CPU) with ``model`` on random inputs."""
     import onnxruntime
 
+    counts = onnx_op_counts(path)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
 
@@ -164,4 +165,18 @@ def check_onnx(
         return torch.from_numpy(session.run(None, {input_name: x.numpy()})[0])
 
     with deform_backend(model, "torchvision"):
-        return compare_outputs(model, run, "onnx", str(path), shapes, tolerance)
+        report = compare_outputs(model, run, "onnx", str(path), shapes, tolerance)
+    report.notes.append(f"{counts.get('DeformConv', 0)} DeformConv nodes, opset {counts['opset']}, onnxruntime {onnxruntime.__version__}")
+    return report
+
+
+def onnx_op_counts(path: str | os.PathLike[str]) -> dict[str, int]:
+    """How often each op type occurs in an ONNX file's main graph, plus ``"opset"``: its default-domain opset."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    counts: dict[str, int] = {}
+    for node in proto.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    counts["opset"] = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return counts

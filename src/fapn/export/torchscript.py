@@ -46,10 +46,13 @@ def export_torchscript(
     path.parent.mkdir(parents=True, exist_ok=True)
     with deform_backend(model, "torchvision"), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated but still the TorchScript route
         traced = torch.jit.trace(model, torch.randn(example_shape), check_trace=False)
         torch.jit.save(traced, str(path))
     if not check:
         return None
-    loaded = torch.jit.load(str(path), map_location="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        loaded = torch.jit.load(str(path), map_location="cpu")
     with deform_backend(model, "torchvision"):
         return compare_outputs(model, loaded, "torchscript", str(path), check_shapes, tolerance)

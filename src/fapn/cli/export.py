@@ -1,0 +1,96 @@
+"""``fapn export``: ONNX (with ONNX DeformConv), TorchScript or torch.export files, checked against PyTorch."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["register", "run"]
+
+FORMATS = ("onnx", "torchscript", "exported-program")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool = False) -> None:
+    """``--weights`` or ``--model/--backbone/--variant/--num-classes`` (shared by export and benchmark)."""
+    source = parser.add_argument_group("model (a checkpoint, or an untrained model by name)")
+    source.add_argument("--weights", required=weights_required, help="checkpoint (.pt) written by 'fapn train'")
+    source.add_argument("--model", default=None, help="builder name for an untrained model, e.g. realtime_fapn")
+    source.add_argument("--backbone", default=None, help="backbone, e.g. resnet18")
+    source.add_argument("--variant", default=None, help="variant: fpn, fpn+fam, fpn+fam+fsm or fapn")
+    source.add_argument("--num-classes", type=int, default=None, help="output classes (untrained model)")
+    source.add_argument("--deform-backend", default=None, help="deformable-conv backend for PyTorch")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a model to ONNX, TorchScript or torch.export, checked against PyTorch",
+        description=(
+            "Export a checkpoint (or an untrained model: --model realtime_fapn --variant fpn --num-classes 19) "
+            "for deployment. ONNX uses opset >= 19 with the deformable conv as ONNX's native DeformConv "
+            "(whatever PyTorch backend is in use), dynamic batch/height/width, and the checkpoint's class "
+            "names, palette, mean and std as metadata. Every export is reloaded (onnxruntime for ONNX) and "
+            "compared with PyTorch on random inputs; the command fails if the largest difference exceeds "
+            "--tolerance times the output scale."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_model_arguments(parser)
+    parser.add_argument("--format", choices=FORMATS, default="onnx", help="what to write")
+    parser.add_argument("--out", required=True, help="output file (.onnx, .pt, .pt2)")
+    parser.add_argument("--opset", type=int, default=19, help="ONNX opset (>= 19 for DeformConv)")
+    parser.add_argument("--static", action="store_true", help="fixed input shape (--example-size) instead of dynamic")
+    parser.add_argument(
+        "--example-size", default="64x96", metavar="HxW", help="input size used for tracing (batch 2)"
+    )
+    parser.add_argument("--tolerance", type=float, default=1e-4, help="largest relative difference to PyTorch")
+    parser.add_argument("--no-check", action="store_true", help="skip the comparison with PyTorch")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from fapn.cli.predict import parse_size
+    from fapn.export import export_onnx, export_program, export_torchscript
+    from fapn.inference.loading import load_model
+
+    try:
+        height, width = parse_size(args.example_size)
+        model, checkpoint = load_model(
+            args.weights,
+            name=args.model,
+            deform_backend=args.deform_backend,
+            backbone=args.backbone,
+            variant=args.variant,
+            num_classes=args.num_classes,
+        )
+    except (FileNotFoundError, ValueError, argparse.ArgumentTypeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    torch.set_grad_enabled(False)
+    example_shape = (2, 3, height, width)
+    common: dict[str, Any] = {"example_shape": example_shape, "check": not args.no_check, "tolerance": args.tolerance}
+    if args.static:
+        common["check_shapes"] = [example_shape]
+    try:
+        if args.format == "onnx":
+            metadata: dict[str, Any] = {}
+            if checkpoint is not None:
+                metadata["model_config"] = checkpoint.get("model_config", {})
+                metadata.update({k: v for k, v in (checkpoint.get("dataset") or {}).items()})
+            report = export_onnx(model, args.out, opset=args.opset, dynamic=not args.static, metadata=metadata, **common)
+        elif args.format == "torchscript":
+            report = export_torchscript(model, args.out, **common)
+        else:
+            report = export_program(model, args.out, dynamic=not args.static, **common)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out} ({args.format})")
+    if report is None:
+        print("not checked (--no-check)")
+        return 0
+    print(report.summary())
+    return 0 if report.passed else 1

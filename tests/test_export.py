@@ -1,0 +1,120 @@
+"""ONNX / TorchScript / torch.export exports checked against PyTorch, and the ONNX DeformConv mapping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+import fapn.ops
+
+from fapn.export import deform_backend, deform_conv2d_translation, export_onnx, export_program, export_torchscript, onnx_op_counts
+from fapn.layers import ModulatedDeformConv2d
+from fapn.models import realtime_fapn
+
+onnx = pytest.importorskip("onnx")
+onnxruntime = pytest.importorskip("onnxruntime")
+torch.set_num_threads(2)
+
+
+def small_model(variant: str = "fapn", seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = realtime_fapn(backbone="resnet18", num_classes=4, variant=variant, channels=32, head_channels=16)
+    for module in model.modules():
+        if hasattr(module, "offset_mask"):  # non-zero offsets, or a wrong offset layout would go unseen
+            torch.nn.init.normal_(module.offset_mask.weight, std=0.05)
+            torch.nn.init.normal_(module.offset_mask.bias, std=1.5)
+    return model.eval()
+
+
+class DeformOnly(torch.nn.Module):
+    """One modulated deformable conv with its offsets/mask from a conv: the op in isolation."""
+
+    def __init__(self, offset_groups: int) -> None:
+        super().__init__()
+        self.offset_mask = torch.nn.Conv2d(16, 3 * offset_groups * 9, 3, padding=1)
+        torch.nn.init.normal_(self.offset_mask.weight, std=0.3)
+        self.dcn = ModulatedDeformConv2d(16, 8, 3, padding=1, offset_groups=offset_groups)
+        self.split = 2 * offset_groups * 9
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        om = self.offset_mask(x)
+        return self.dcn(x, om[:, : self.split], torch.sigmoid(om[:, self.split :]))
+
+
+@pytest.mark.parametrize("offset_groups", [1, 4])
+def test_onnx_deformconv_matches_torchvision_float64_reference(tmp_path: Path, offset_groups: int) -> None:
+    torch.manual_seed(offset_groups)
+    model = DeformOnly(offset_groups).eval()
+    report = export_onnx(model, tmp_path / "dcn.onnx", example_shape=(2, 16, 40, 40), check_shapes=[(1, 16, 37, 45)])
+    assert onnx_op_counts(tmp_path / "dcn.onnx")["DeformConv"] == 1
+    # independent float64 reference: torchvision's op in double precision
+    x = torch.randn(1, 16, 37, 45)
+    session = onnxruntime.InferenceSession(str(tmp_path / "dcn.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    model64 = model.double().requires_grad_(False)
+    om = model64.offset_mask(x.double())
+    ref = torchvision.ops.deform_conv2d(
+        x.double(), om[:, : model.split], model64.dcn.weight, model64.dcn.bias, padding=1, mask=torch.sigmoid(om[:, model.split :])
+    ).detach().numpy()
+    print(report.summary(), "float64 max diff", np.abs(got - ref).max())
+    assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+    assert float(om[:, : model.split].abs().max()) > 1.0  # offsets really move the samples
+
+
+def test_export_onnx_realtime_fapn_dynamic_and_metadata(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The model's own backend must not matter: one that cannot run at all is swapped out during the export.
+    def broken_backend(*args: object) -> torch.Tensor:
+        raise RuntimeError("this backend must not be used by the exporter")
+
+    monkeypatch.setitem(fapn.ops.BACKENDS, "broken", broken_backend)
+    model = small_model()
+    for layer in model.modules():
+        if isinstance(layer, ModulatedDeformConv2d):
+            layer.backend = "broken"
+    path = tmp_path / "fapn.onnx"
+    report = export_onnx(model, path, metadata={"class_names": ["a", "b", "c", "d"]})
+    assert all(layer.backend == "broken" for layer in model.modules() if isinstance(layer, ModulatedDeformConv2d))
+    print(report.summary())
+    assert report.passed and report.relative_difference <= 1e-4
+    assert report.shapes == [(1, 3, 96, 128), (2, 3, 64, 160)]
+    counts = onnx_op_counts(path)
+    assert counts["DeformConv"] == 2 and counts["opset"] >= 19
+    proto = onnx.load(str(path))
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, "height", "width"]
+    assert {p.key: p.value for p in proto.metadata_props}["class_names"] == '["a", "b", "c", "d"]'
+
+
+def test_onnx_export_ignores_pytorch_backend(tmp_path: Path) -> None:
+    model = small_model()
+    with deform_backend(model, "a-backend-that-does-not-exist"):
+        layers = [m for m in model.modules() if isinstance(m, ModulatedDeformConv2d)]
+        assert all(layer.backend == "a-backend-that-does-not-exist" for layer in layers)
+    assert all(layer.backend is None for layer in layers)  # restored
+    with pytest.raises(ValueError, match="opset >= 19"):
+        export_onnx(model, tmp_path / "old.onnx", opset=17)
+
+
+def test_torchscript_and_exported_program_match(tmp_path: Path) -> None:
+    model = small_model()
+    ts = export_torchscript(model, tmp_path / "fapn.ts.pt")
+    ep = export_program(model, tmp_path / "fapn.pt2")
+    print(ts.summary())
+    print(ep.summary())
+    assert ts.passed and ep.passed
+    assert ts.shapes == ep.shapes == [(1, 3, 96, 128), (2, 3, 64, 160)]
+
+
+def test_cli_export_untrained_fpn_onnx(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from fapn.cli.main import main
+
+    out = tmp_path / "fpn.onnx"
+    code = main(["export", "--model", "realtime_fapn", "--variant", "fpn", "--num-classes", "3", "--format", "onnx", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "onnx check OK" in text and "0 DeformConv nodes" in text
+    assert main(["export", "--format", "onnx", "--out", str(out)]) == 2
