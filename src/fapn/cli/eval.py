@@ -1,0 +1,55 @@
+"""``fapn eval``: evaluate a checkpoint on the validation split of its recipe."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["register", "run"]
+
+EPILOG = """\
+examples:
+  fapn eval semseg/camvid_r18_fapn --weights runs/camvid_r18_fapn/best.pt --set data.root=../shared/data/camvid-half
+  fapn eval semseg/cityscapes_r18_fapn --weights best.pt --save-predictions preds/   # official submission PNGs
+  fapn score --dataset cityscapes --gt-root $FAPN_DATA/cityscapes --split val --pred preds/
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a checkpoint (mIoU, per-class IoU, boundary mIoU)",
+        description=(
+            "Evaluate a checkpoint on whole images at full size (no test-time augmentation unless --flip or "
+            "--scales). Prints a per-class table and writes the scores as JSON."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("config", help="shipped config name or YAML file (gives the dataset and split)")
+    parser.add_argument("--weights", required=True, help="checkpoint written by fapn train (last.pt / best.pt)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set data.root=PATH (repeatable)")
+    parser.add_argument("--split", default=None, help="split to evaluate (default: data.val_split)")
+    parser.add_argument("--output", default=None, help="JSON file for the scores (default: next to --weights)")
+    parser.add_argument("--save-predictions", default=None, metavar="DIR",
+                        help="write one PNG per image (Cityscapes: label ids, the official submission format)")
+    parser.add_argument("--flip", action="store_true", help="add horizontally flipped predictions")
+    parser.add_argument("--scales", type=float, nargs="+", default=None, help="multi-scale testing factors")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fapn.cli.train import DETECTION_TASKS, config_task
+
+    task = config_task(args.config)
+    if task in DETECTION_TASKS:
+        from fapn.engine.detection import run_eval as run_detection_eval
+
+        return run_detection_eval(args.config, list(args.overrides), args.weights, args.output)
+    from fapn.engine.semseg_eval import run_eval
+
+    return run_eval(
+        args.config, list(args.overrides), args.weights, args.output, split=args.split,
+        save_predictions=args.save_predictions, flip=args.flip, scales=args.scales, device=args.device,
+    )
