@@ -11,6 +11,9 @@ from fapn.models.detection.backbone import (
 )
 from fapn.models.detection.builders import (
     DETECTION_BUILDERS,
+    DETECTORS,
+    NECKS,
+    build_detection_model,
     fapn_backbone,
     fasterrcnn_resnet50_fapn,
     fasterrcnn_resnet101_fapn,
@@ -53,6 +56,9 @@ __all__ = [
     "retinanet_resnet50_fapn",
     "retinanet_resnet101_fapn",
     "DETECTION_BUILDERS",
+    "DETECTORS",
+    "NECKS",
+    "build_detection_model",
     "detectron2_resnet",
     "convert_detectron2_resnet",
     "convert_detectron2_fapn_rcnn",

@@ -30,7 +30,10 @@ __all__ = [
     "retinanet_resnet50_fapn",
     "retinanet_resnet101_fapn",
     "fapn_backbone",
+    "build_detection_model",
     "DETECTION_BUILDERS",
+    "DETECTORS",
+    "NECKS",
 ]
 
 WeightsLike = str | os.PathLike[str] | None
@@ -245,3 +248,82 @@ DETECTION_BUILDERS = {
     "retinanet_resnet50_fapn": retinanet_resnet50_fapn,
     "retinanet_resnet101_fapn": retinanet_resnet101_fapn,
 }
+
+
+DETECTORS = ("fasterrcnn", "maskrcnn", "retinanet", "panoptic_fpn")
+NECKS = ("fapn", "fpn")
+
+
+def build_detection_model(
+    *,
+    detector: str = "maskrcnn",
+    backbone: str = "resnet50",
+    neck: str = "fapn",
+    num_classes: int = 91,
+    num_stuff_classes: int = 0,
+    weights_backbone: BackboneWeightsLike = None,
+    trainable_backbone_layers: int | None = None,
+    fapn_kwargs: dict[str, Any] | None = None,
+    panoptic_kwargs: dict[str, Any] | None = None,
+    **detector_kwargs: Any,
+) -> nn.Module:
+    """One factory for configs: any detector x any torchvision ResNet x FaPN or torchvision's FPN.
+
+    ``build_detection_model(detector="maskrcnn", backbone="resnet50", neck="fapn")`` is
+    :func:`maskrcnn_resnet50_fapn`; ``neck="fpn"`` is torchvision's ``maskrcnn_resnet50_fpn`` (the baseline,
+    structurally detectron2's FPN: 1x1 laterals, nearest upsampling, 3x3 outputs on every level).
+
+    Args:
+        detector: ``"fasterrcnn"``, ``"maskrcnn"``, ``"retinanet"`` or ``"panoptic_fpn"``.
+        backbone: a torchvision ResNet name (``"resnet18"`` ... ``"resnet101"``).
+        neck: ``"fapn"`` or ``"fpn"``.
+        num_classes: classes including background.
+        num_stuff_classes: stuff classes (``panoptic_fpn`` only).
+        weights_backbone: ImageNet weights (enum, its name, or a ``.pth`` path), or ``None``.
+        trainable_backbone_layers: 0 to 5, ``None`` for torchvision's default.
+        fapn_kwargs: extra :class:`fapn.FaPN` arguments (``neck="fapn"`` only).
+        panoptic_kwargs: extra :class:`~fapn.models.detection.PanopticFPN` arguments.
+        **detector_kwargs: passed to the torchvision detector (``min_size``, ``max_size``, ...).
+
+    Example:
+        >>> model = build_detection_model(detector="fasterrcnn", backbone="resnet18", num_classes=4)
+        >>> type(model.backbone).__name__
+        'BackboneWithFaPN'
+    """
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+
+    from fapn.models.detection.panoptic_fpn import PanopticFPN
+
+    if detector not in DETECTORS:
+        raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")
+    if neck not in NECKS:
+        raise ValueError(f"neck must be one of {NECKS}, got {neck!r}")
+    if backbone not in resnet.__dict__ or not backbone.startswith(("resnet", "resnext", "wide_resnet")):
+        raise ValueError(f"backbone must be a torchvision ResNet name such as 'resnet50', got {backbone!r}")
+    is_trained = weights_backbone is not None
+    retinanet = detector == "retinanet"
+    if neck == "fapn":
+        body_and_neck: nn.Module = fapn_backbone(backbone, weights_backbone, trainable_backbone_layers, is_trained,
+                                                 retinanet=retinanet, fapn_kwargs=fapn_kwargs)
+    else:
+        if fapn_kwargs:
+            raise ValueError("fapn_kwargs only apply to neck='fapn'")
+        trainable = _validate_trainable_layers(is_trained, trainable_backbone_layers, 5, 3)
+        norm_layer = misc_nn_ops.FrozenBatchNorm2d if is_trained else nn.BatchNorm2d
+        body = resnet.__dict__[backbone](weights=None, norm_layer=norm_layer)
+        load_resnet_weights(body, backbone, weights_backbone)
+        if retinanet:
+            body_and_neck = _resnet_fpn_extractor(body, trainable, returned_layers=[2, 3, 4],
+                                                  extra_blocks=LastLevelP6P7(256, 256))
+        else:
+            body_and_neck = _resnet_fpn_extractor(body, trainable)
+    if detector == "fasterrcnn":
+        return FasterRCNN(body_and_neck, num_classes=num_classes, **detector_kwargs)
+    if detector == "maskrcnn":
+        return MaskRCNN(body_and_neck, num_classes=num_classes, **detector_kwargs)
+    if detector == "retinanet":
+        return RetinaNet(body_and_neck, num_classes=num_classes, **detector_kwargs)
+    if num_stuff_classes < 1:
+        raise ValueError("panoptic_fpn needs num_stuff_classes >= 1")
+    return PanopticFPN(MaskRCNN(body_and_neck, num_classes=num_classes, **detector_kwargs), num_stuff_classes,
+                       **(panoptic_kwargs or {}))

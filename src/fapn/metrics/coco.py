@@ -1,0 +1,118 @@
+"""COCO box and mask AP with pycocotools, from torchvision detector outputs."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["COCO_STAT_NAMES", "detections_to_coco_results", "evaluate_coco"]
+
+COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def detections_to_coco_results(
+    image_id: int,
+    detection: Mapping[str, Tensor],
+    label_to_category: Mapping[int, int],
+    *,
+    mask_threshold: float = 0.5,
+) -> list[dict[str, Any]]:
+    """One detector output (boxes ``XYXY``, labels, scores, optional soft masks) as COCO result entries.
+
+    Args:
+        image_id: the COCO image id.
+        detection: ``boxes`` ``[N, 4]``, ``labels`` ``[N]``, ``scores`` ``[N]``, optionally ``masks``
+            ``[N, 1, H, W]`` probabilities at the image size.
+        label_to_category: contiguous label -> COCO category id.
+        mask_threshold: masks are binarised at this probability.
+
+    Returns:
+        dicts with ``image_id``, ``category_id``, ``bbox`` (``XYWH``), ``score`` and, with masks,
+        ``segmentation`` (compressed RLE, ``counts`` as a string).
+
+    Example:
+        >>> det = {"boxes": torch.tensor([[10., 20., 30., 60.]]), "labels": torch.tensor([1]),
+        ...        "scores": torch.tensor([0.9])}
+        >>> detections_to_coco_results(7, det, {1: 18})[0]["bbox"]
+        [10.0, 20.0, 20.0, 40.0]
+    """
+    boxes = detection["boxes"].detach().cpu().to(torch.float64)
+    labels = detection["labels"].detach().cpu().tolist()
+    scores = detection["scores"].detach().cpu().tolist()
+    results: list[dict[str, Any]] = []
+    rles: list[dict[str, Any]] | None = None
+    if "masks" in detection:
+        from pycocotools import mask as mask_utils
+
+        binary = (detection["masks"].detach().cpu()[:, 0] >= mask_threshold).numpy().astype(np.uint8)
+        rles = []
+        for m in binary:
+            rle = mask_utils.encode(np.asfortranarray(m))
+            rle["counts"] = rle["counts"].decode("ascii")
+            rles.append(rle)
+    for i, (box, label, score) in enumerate(zip(boxes.tolist(), labels, scores)):
+        entry: dict[str, Any] = {
+            "image_id": int(image_id),
+            "category_id": int(label_to_category[int(label)]),
+            "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+            "score": float(score),
+        }
+        if rles is not None:
+            entry["segmentation"] = rles[i]
+        results.append(entry)
+    return results
+
+
+def evaluate_coco(
+    coco_gt: Any,
+    results: list[dict[str, Any]],
+    iou_types: Iterable[str] = ("bbox", "segm"),
+    image_ids: Iterable[int] | None = None,
+    verbose: bool = False,
+) -> dict[str, dict[str, float]]:
+    """COCO AP (the official ``COCOeval``) for each IoU type, in percent.
+
+    Args:
+        coco_gt: a ``pycocotools.coco.COCO`` with the ground truth.
+        results: COCO result dicts (:func:`detections_to_coco_results`).
+        iou_types: ``"bbox"`` and/or ``"segm"``.
+        image_ids: restrict to these images (default: all ground-truth images).
+        verbose: print pycocotools' summary table.
+
+    Returns:
+        ``{iou_type: {"AP", "AP50", "AP75", "APs", "APm", "APl"}}``; ``-1`` where COCO has no ground truth
+        in a size range, as pycocotools reports it (converted to ``nan``), 0 with no detections.
+    """
+    from pycocotools.cocoeval import COCOeval
+
+    metrics: dict[str, dict[str, float]] = {}
+    for iou_type in iou_types:
+        if iou_type not in ("bbox", "segm"):
+            raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
+        entries = results if iou_type == "bbox" else [r for r in results if "segmentation" in r]
+        if not entries:
+            metrics[iou_type] = dict.fromkeys(COCO_STAT_NAMES, 0.0)
+            continue
+        stdout = io.StringIO()
+        with contextlib.redirect_stdout(stdout):
+            coco_dt = coco_gt.loadRes(copy.deepcopy(entries))
+            evaluator = COCOeval(coco_gt, coco_dt, iou_type)
+            if image_ids is not None:
+                evaluator.params.imgIds = sorted(int(i) for i in image_ids)
+            evaluator.evaluate()
+            evaluator.accumulate()
+            evaluator.summarize()
+        if verbose:
+            print(stdout.getvalue())
+        metrics[iou_type] = {
+            name: (float(value) * 100.0 if value >= 0 else float("nan"))
+            for name, value in zip(COCO_STAT_NAMES, evaluator.stats[:6])
+        }
+    return metrics

@@ -1,0 +1,201 @@
+"""Panoptic quality (PQ, SQ, RQ; Kirillov et al. 2019), computed as COCO's ``panopticapi`` computes it."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PanopticQuality", "pq_compute"]
+
+_OFFSET = 256 * 256 * 256
+_VOID = 0
+
+
+@dataclass
+class _CategoryStat:
+    iou: float = 0.0
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+
+class PanopticQuality:
+    """Accumulates panoptic matches image by image; :meth:`compute` gives PQ, SQ, RQ per group.
+
+    The rules are panopticapi's ``pq_compute``: segment areas are counted from the maps; a ground-truth and
+    a predicted segment of the same category match when IoU > 0.5, where the union leaves out the predicted
+    pixels on void (id 0); crowd ground truth never matches; an unmatched prediction is no false positive
+    when more than half of it lies on void or on a crowd region of its category.
+
+    Args:
+        categories: ``{category_id: {"isthing": 0/1, ...}}`` or a list of COCO category dicts.
+
+    Example:
+        >>> pq = PanopticQuality([{"id": 1, "isthing": 1}, {"id": 2, "isthing": 0}])
+        >>> gt = np.array([[1, 1], [2, 2]]); pred = np.array([[5, 5], [6, 0]])
+        >>> pq.update(gt, [{"id": 1, "category_id": 1}, {"id": 2, "category_id": 2}],
+        ...           pred, [{"id": 5, "category_id": 1}, {"id": 6, "category_id": 2}])
+        >>> round(pq.compute()["All"]["pq"], 2)  # thing IoU 1; stuff IoU 1/2 is no match: PQ (1 + 0) / 2
+        50.0
+    """
+
+    def __init__(self, categories: Mapping[int, Mapping[str, Any]] | Iterable[Mapping[str, Any]]) -> None:
+        if isinstance(categories, Mapping):
+            self.categories = {int(k): dict(v) for k, v in categories.items()}
+        else:
+            self.categories = {int(c["id"]): dict(c) for c in categories}
+        self.stats = {cat: _CategoryStat() for cat in self.categories}
+
+    def update(
+        self,
+        gt_ids: np.ndarray,
+        gt_segments: Iterable[Mapping[str, Any]],
+        pred_ids: np.ndarray,
+        pred_segments: Iterable[Mapping[str, Any]],
+    ) -> None:
+        """Add one image.
+
+        Args:
+            gt_ids: ``[H, W]`` ground-truth segment ids, 0 = void.
+            gt_segments: ``{"id", "category_id", "iscrowd" (optional)}`` per ground-truth segment.
+            pred_ids: ``[H, W]`` predicted segment ids, 0 = void.
+            pred_segments: ``{"id", "category_id"}`` per predicted segment.
+
+        Raises:
+            ValueError: sizes differ, an id in a map has no segment entry, a segment has no pixels (for
+                predictions, as panopticapi), or a category is unknown.
+        """
+        gt_ids = np.asarray(gt_ids, dtype=np.int64)
+        pred_ids = np.asarray(pred_ids, dtype=np.int64)
+        if gt_ids.shape != pred_ids.shape:
+            raise ValueError(f"ground truth {gt_ids.shape} and prediction {pred_ids.shape} differ in size")
+        gt = {int(s["id"]): dict(s) for s in gt_segments}
+        pred = {int(s["id"]): dict(s) for s in pred_segments}
+        for segments, ids, what in ((gt, gt_ids, "ground truth"), (pred, pred_ids, "prediction")):
+            for segment in segments.values():
+                if int(segment["category_id"]) not in self.categories:
+                    raise ValueError(f"{what} segment {segment['id']} has unknown category {segment['category_id']}")
+                segment["area"] = 0
+            labels, counts = np.unique(ids, return_counts=True)
+            for label, count in zip(labels.tolist(), counts.tolist()):
+                if label == _VOID:
+                    continue
+                if label not in segments:
+                    raise ValueError(f"{what} map has segment id {label} with no entry in its segments_info")
+                segments[label]["area"] = count
+        missing = [k for k, s in pred.items() if s["area"] == 0]
+        if missing:
+            raise ValueError(f"predicted segments {missing} are listed but have no pixels in the map")
+
+        combined = gt_ids * _OFFSET + pred_ids
+        labels, counts = np.unique(combined, return_counts=True)
+        intersections = {(int(l // _OFFSET), int(l % _OFFSET)): int(c) for l, c in zip(labels, counts)}
+
+        gt_matched: set[int] = set()
+        pred_matched: set[int] = set()
+        for (gt_label, pred_label), intersection in intersections.items():
+            if gt_label not in gt or pred_label not in pred:
+                continue
+            gt_segment, pred_segment = gt[gt_label], pred[pred_label]
+            if gt_segment.get("iscrowd", 0) == 1:
+                continue
+            if gt_segment["category_id"] != pred_segment["category_id"]:
+                continue
+            union = (pred_segment["area"] + gt_segment["area"] - intersection
+                     - intersections.get((_VOID, pred_label), 0))
+            iou = intersection / union
+            if iou > 0.5:
+                stat = self.stats[int(gt_segment["category_id"])]
+                stat.tp += 1
+                stat.iou += iou
+                gt_matched.add(gt_label)
+                pred_matched.add(pred_label)
+
+        crowd_by_category: dict[int, int] = {}
+        for gt_label, segment in gt.items():
+            if gt_label in gt_matched:
+                continue
+            if segment.get("iscrowd", 0) == 1:
+                crowd_by_category[int(segment["category_id"])] = gt_label
+                continue
+            if segment["area"] == 0:  # listed but absent from the map: panopticapi never sees it
+                continue
+            self.stats[int(segment["category_id"])].fn += 1
+
+        for pred_label, segment in pred.items():
+            if pred_label in pred_matched:
+                continue
+            intersection = intersections.get((_VOID, pred_label), 0)
+            category = int(segment["category_id"])
+            if category in crowd_by_category:
+                intersection += intersections.get((crowd_by_category[category], pred_label), 0)
+            if intersection / segment["area"] > 0.5:
+                continue
+            self.stats[category].fp += 1
+
+    def compute(self) -> dict[str, dict[str, Any]]:
+        """PQ, SQ, RQ in percent and ``n`` (categories counted) for ``All``, ``Things`` and ``Stuff``, plus
+        ``per_class`` ``{category_id: {"pq", "sq", "rq"}}`` (categories that occur only)."""
+        per_class: dict[int, dict[str, float]] = {}
+        for cat, stat in self.stats.items():
+            denominator = stat.tp + 0.5 * stat.fp + 0.5 * stat.fn
+            if denominator == 0:
+                continue
+            sq = stat.iou / stat.tp if stat.tp else 0.0
+            rq = stat.tp / denominator
+            per_class[cat] = {"pq": 100.0 * sq * rq, "sq": 100.0 * sq, "rq": 100.0 * rq}
+        results: dict[str, dict[str, Any]] = {}
+        for group, isthing in (("All", None), ("Things", True), ("Stuff", False)):
+            cats = [c for c in per_class if isthing is None or bool(self.categories[c]["isthing"]) == isthing]
+            n = len(cats)
+            results[group] = {
+                key: (sum(per_class[c][key] for c in cats) / n if n else 0.0) for key in ("pq", "sq", "rq")
+            }
+            results[group]["n"] = n
+        results["per_class"] = per_class
+        return results
+
+
+def pq_compute(
+    gt_json: str | os.PathLike[str],
+    gt_folder: str | os.PathLike[str],
+    pred_json: str | os.PathLike[str],
+    pred_folder: str | os.PathLike[str],
+) -> dict[str, dict[str, Any]]:
+    """panopticapi's ``pq_compute`` on COCO panoptic files: ground truth and predictions as PNG + JSON.
+
+    Args:
+        gt_json: ground-truth panoptic JSON (with ``categories``).
+        gt_folder: its PNGs.
+        pred_json: predictions, ``{"annotations": [{"image_id", "file_name", "segments_info"}]}``.
+        pred_folder: their PNGs.
+
+    Returns:
+        as :meth:`PanopticQuality.compute`.
+
+    Raises:
+        ValueError: an image without a prediction.
+    """
+    from fapn.data.coco_panoptic import read_panoptic_png
+
+    gt = json.loads(Path(gt_json).read_text())
+    pred = json.loads(Path(pred_json).read_text())
+    predictions = {a["image_id"]: a for a in pred["annotations"]}
+    metric = PanopticQuality(gt["categories"])
+    for annotation in gt["annotations"]:
+        if annotation["image_id"] not in predictions:
+            raise ValueError(f"no prediction for image {annotation['image_id']}")
+        prediction = predictions[annotation["image_id"]]
+        metric.update(
+            read_panoptic_png(Path(gt_folder) / annotation["file_name"]),
+            annotation["segments_info"],
+            read_panoptic_png(Path(pred_folder) / prediction["file_name"]),
+            prediction["segments_info"],
+        )
+    return metric.compute()
