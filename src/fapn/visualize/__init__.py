@@ -9,7 +9,7 @@ Example:
 """
 
 from fapn.visualize.flow import color_wheel, draw_arrows, features_to_rgb, flow_to_color, heatmap, mean_displacement
-from fapn.visualize.grid import image_grid, titled
+from fapn.visualize.grid import image_grid, resize_rgb, titled
 from fapn.visualize.overlay import blend, overlay
 from fapn.visualize.palette import as_palette, colorize, default_palette
 
@@ -21,6 +21,7 @@ __all__ = [
     "blend",
     "image_grid",
     "titled",
+    "resize_rgb",
     "mean_displacement",
     "flow_to_color",
     "color_wheel",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["image_grid", "titled"]
+__all__ = ["image_grid", "titled", "resize_rgb"]
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -68,3 +68,21 @@ def image_grid(
         left = col * (cell_w + padding) + (cell_w - img.shape[1]) // 2
         out[top : top + img.shape[0], left : left + img.shape[1]] = img
     return out
+
+
+def resize_rgb(image: np.ndarray, width: int | None = None, height: int | None = None, nearest: bool = False) -> np.ndarray:
+    """An ``[H, W, 3]`` uint8 image resized to ``width`` x ``height`` (a missing side keeps the aspect ratio).
+
+    ``nearest`` keeps hard edges (label colours, feature-map cells); otherwise bilinear.
+    """
+    h, w = image.shape[:2]
+    if width is None and height is None:
+        return image
+    if width is None:
+        width = max(1, round(w * height / h))
+    if height is None:
+        height = max(1, round(h * width / w))
+    if (height, width) == (h, w):
+        return image
+    resample = Image.NEAREST if nearest else Image.BILINEAR
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((width, height), resample))

@@ -12,7 +12,7 @@ IGNORE_COLOR = (0, 0, 0)
 
 
 def default_palette(num_classes: int) -> np.ndarray:
-    """A distinct colour per class, PASCAL VOC's bit-interleaving palette (class 0 black moved to grey).
+    """A distinct colour per class, PASCAL VOC's bit-interleaving palette (class 0 black made grey).
 
     Args:
         num_classes: number of classes.
@@ -22,7 +22,7 @@ def default_palette(num_classes: int) -> np.ndarray:
 
     Example:
         >>> default_palette(3).tolist()
-        [[128, 128, 128], [128, 0, 0], [0, 128, 0]]
+        [[170, 170, 170], [128, 0, 0], [0, 128, 0]]
     """
     palette = np.zeros((num_classes, 3), dtype=np.uint8)
     for label in range(num_classes):
@@ -34,7 +34,7 @@ def default_palette(num_classes: int) -> np.ndarray:
             value >>= 3
         palette[label] = (r, g, b)
     if num_classes > 0:
-        palette[0] = (128, 128, 128)  # black is kept for ignored pixels
+        palette[0] = (170, 170, 170)  # black is kept for ignored pixels; VOC never makes this grey below 2**18 classes
     return palette
 
 

@@ -1,0 +1,113 @@
+"""``fapn compare``: image | ground truth | each model's prediction, one figure per image."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["register", "run", "find_ground_truth"]
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="side-by-side figure: image | ground truth | each model (like the supplementary's Figure 1)",
+        description=(
+            "For every input image write NAME_compare.png: the image, its ground truth (when --gt gives it) "
+            "and each checkpoint's prediction in the dataset's palette, with the pixel accuracy against the "
+            "ground truth in the titles. Example: fapn compare --weights fpn.pt fapn.pt --names FPN FaPN "
+            "--gt data/camvid/valannot data/camvid/val/0001TP_008550.png --out figures/"
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    parser.add_argument("--weights", nargs="+", required=True, help="checkpoints to compare, in column order")
+    parser.add_argument("--names", nargs="+", default=None, help="column titles (default: the models' variants)")
+    parser.add_argument("--gt", default=None, help="ground-truth label PNG folder (same file stem) or one file")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--overlay", action="store_true", help="draw the labels over the image instead of alone")
+    parser.add_argument("--width", type=int, default=480, help="width of each panel")
+    parser.add_argument("--columns", type=int, default=None, help="panels per row (default: all in one row)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    parser.set_defaults(func=run)
+
+
+def find_ground_truth(gt: str | None, image_path: Any) -> Any:
+    """The label file for ``image_path``: ``gt`` itself if a file, else ``gt/<stem>.<png|...>`` or
+    ``gt/<stem>_*.png`` (Cityscapes-style suffixes), else ``None``."""
+    from pathlib import Path
+
+    if gt is None:
+        return None
+    root = Path(gt)
+    if root.is_file():
+        return root
+    for candidate in [root / f"{image_path.stem}.png", *sorted(root.glob(f"{image_path.stem}*.png"))]:
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+    from tqdm import tqdm
+
+    from fapn.inference import Segmenter, collect_images, load_image, save_rgb_png
+    from fapn.inference.loading import model_label
+    from fapn.visualize import colorize, image_grid, overlay, resize_rgb
+
+    if args.names is not None and len(args.names) != len(args.weights):
+        print(f"error: {len(args.weights)} checkpoints but {len(args.names)} --names", file=sys.stderr)
+        return 2
+    if args.gt is not None and not Path(args.gt).exists():
+        print(f"error: --gt {args.gt} does not exist (expected a folder of label PNGs or one file)", file=sys.stderr)
+        return 2
+    try:
+        files = collect_images(args.inputs)
+        segmenters = [Segmenter.from_checkpoint(w, device=args.device) for w in args.weights]
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    names = args.names or [model_label(s.model, fallback=Path(w).stem) for s, w in zip(segmenters, args.weights)]
+    reference = segmenters[0]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def draw(image: np.ndarray, label: np.ndarray) -> np.ndarray:
+        if args.overlay:
+            return overlay(image, label, reference.palette, 0.6, reference.ignore_index)
+        return colorize(label, reference.palette, reference.ignore_index)
+
+    for path in tqdm(files, desc="compare", unit="img", file=sys.stderr):
+        image = load_image(path)
+        panels, titles = [image], [path.name]
+        gt_path = find_ground_truth(args.gt, path)
+        gt = None
+        if gt_path is not None:
+            gt = np.asarray(Image.open(gt_path))
+            if gt.shape != image.shape[:2]:
+                print(f"error: ground truth {gt_path} is {gt.shape}, image {path} is {image.shape[:2]}", file=sys.stderr)
+                return 2
+            panels.append(draw(image, gt))
+            titles.append("ground truth")
+        line = [str(path)]
+        for name, segmenter in zip(names, segmenters):
+            label = segmenter.predict(image)
+            title = name
+            if gt is not None:
+                valid = gt != reference.ignore_index
+                accuracy = float((label[valid] == gt[valid]).mean()) if valid.any() else float("nan")
+                title += f" (pixel acc {100 * accuracy:.1f}%)"
+                line.append(f"{name}: pixel accuracy {100 * accuracy:.2f}%")
+            panels.append(draw(image, label))
+            titles.append(title)
+        panels = [resize_rgb(p, width=args.width, nearest=i > 0) for i, p in enumerate(panels)]
+        save_rgb_png(image_grid(panels, titles, columns=args.columns), out / f"{path.stem}_compare.png")
+        if len(line) > 1:
+            tqdm.write("  ".join(line), file=sys.stdout)
+    print(f"wrote {len(files)} figures to {out}")
+    return 0

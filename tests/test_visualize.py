@@ -1,0 +1,148 @@
+"""Palettes, overlays, grids, offset pictures, and the ``compare`` / ``explain`` commands."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fapn.cli.main import main
+from fapn.inference import Segmenter
+from fapn.inference.alignment import record_alignment
+from fapn.visualize import (
+    color_wheel, colorize, default_palette, draw_arrows, features_to_rgb, flow_to_color, image_grid, mean_displacement, overlay,
+)
+
+torch.set_num_threads(2)
+_spec = importlib.util.spec_from_file_location("_inference_helpers", Path(__file__).with_name("test_inference.py"))
+_helpers = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_helpers)  # reuse make_checkpoint without a shared conftest
+
+
+def test_palette_and_colorize() -> None:
+    palette = default_palette(21)
+    assert len({tuple(c) for c in palette.tolist()}) == 21  # distinct colours
+    label = np.array([[0, 1, 2], [255, 1, 7]])
+    colors = colorize(label, [[1, 2, 3], [4, 5, 6], [7, 8, 9]], ignore_index=255)
+    assert colors[0].tolist() == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    assert colors[1, 0].tolist() == [0, 0, 0]  # ignored
+    assert colors[1, 2].tolist() == default_palette(8)[7].tolist()  # beyond the palette: default colours
+
+
+def test_overlay_blends_only_labelled_pixels() -> None:
+    image = np.full((2, 3, 3), 100, np.uint8)
+    out = overlay(image, np.array([[0, 255, 1], [1, 1, 255]]), [[200, 0, 0], [0, 200, 0]], alpha=0.25)
+    assert out[0, 0].tolist() == [125, 75, 75] and out[0, 1].tolist() == [100, 100, 100]
+
+
+def test_image_grid_places_cells() -> None:
+    a = np.full((4, 6, 3), 10, np.uint8)
+    b = np.full((2, 2, 3), 20, np.uint8)
+    grid = image_grid([a, b, a], columns=2, padding=1, title_height=0)
+    assert grid.shape == (9, 13, 3)
+    assert (grid[0:4, 0:6] == 10).all() and (grid[1:3, 9:11] == 20).all() and (grid[5:9, 0:6] == 10).all()
+
+
+def test_mean_displacement_matches_a_float64_loop() -> None:
+    g = torch.Generator().manual_seed(0)
+    groups, taps = 2, 9
+    offset = torch.randn(1, 2 * groups * taps, 3, 4, generator=g, dtype=torch.float64)
+    mask = torch.rand(1, groups * taps, 3, 4, generator=g, dtype=torch.float64)
+    got = mean_displacement(offset, mask, groups, taps)
+    ref = np.zeros((2, 3, 4))
+    weight = np.zeros((3, 4))
+    for gi in range(groups):
+        for k in range(taps):
+            m = mask[0, gi * taps + k].numpy()
+            ref[0] += m * offset[0, gi * 2 * taps + 2 * k + 1].numpy()  # dx
+            ref[1] += m * offset[0, gi * 2 * taps + 2 * k].numpy()  # dy
+            weight += m
+    assert np.allclose(got[0].numpy(), ref / weight)
+    plain = mean_displacement(offset, None, groups, taps)[0]
+    assert torch.allclose(plain[0], offset[0, 1::2].mean(0)) and torch.allclose(plain[1], offset[0, 0::2].mean(0))
+
+
+def test_flow_colours_agree_with_the_wheel() -> None:
+    wheel = color_wheel(101)
+    flow = torch.zeros(2, 1, 4)
+    flow[:, 0, 0] = torch.tensor([3.0, 0.0])  # right, full length
+    flow[:, 0, 1] = torch.tensor([0.0, -3.0])  # up
+    flow[:, 0, 2] = torch.tensor([-1.5, 0.0])  # left, half length
+    colors = flow_to_color(flow, max_magnitude=3.0)
+    assert colors[0, 3].tolist() == [255, 255, 255]  # no motion is white
+    assert np.abs(colors[0, 0].astype(int) - wheel[51, 99]).max() <= 12  # rim, right
+    assert np.abs(colors[0, 1].astype(int) - wheel[1, 51]).max() <= 12  # rim, top
+    assert np.abs(colors[0, 2].astype(int) - wheel[51, 25]).max() <= 12  # half-way, left
+    assert (wheel[0, 0] == 255).all()  # outside the disc
+
+
+def test_arrows_are_drawn_where_the_flow_points() -> None:
+    image = np.zeros((32, 32, 3), np.uint8)
+    flow = torch.zeros(2, 4, 4)
+    flow[0] = 1.0  # 1 feature pixel right = 8 image pixels
+    drawn = draw_arrows(image, flow, step=32, color=(255, 0, 0))
+    row = drawn[16, :, 0]
+    assert row[16] == 255 and row[24] == 255 and row[10] == 0  # shaft from (16,16) to (24,16)
+
+
+def test_features_to_rgb_shares_one_projection() -> None:
+    a = torch.randn(8, 5, 6)
+    b = a.clone()
+    b[:, 0, 0] = a[:, 1, 1]
+    img_a, img_b = features_to_rgb(a, b)
+    assert img_a.shape == (5, 6, 3) and np.array_equal(img_b[0, 0], img_a[1, 1])
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("ckpts")
+    return (
+        _helpers.make_checkpoint(folder / "fpn.pt", variant="fpn", seed=1),
+        _helpers.make_checkpoint(folder / "fapn.pt", variant="fapn", seed=2),
+    )
+
+
+def test_record_alignment_matches_the_model(checkpoints: tuple[Path, Path]) -> None:
+    seg = Segmenter.from_checkpoint(checkpoints[1])
+    batch = seg.preprocess([_helpers.random_image(64, 96, 7)])
+    logits, records = record_alignment(seg.model, batch)
+    assert torch.equal(logits, seg.model(batch))
+    assert [r.stride for r in records] == [8, 16] and [r.index for r in records] == [0, 1]
+    # replaying the module's forward on the recorded inputs gives the recorded output
+    fam = seg.model.neck.merges[1]
+    assert records[1].offset.shape == (2 * 8 * 9, 4, 6) and float(records[1].offset.abs().max()) > 0.1
+    with pytest.raises(ValueError, match="no Feature Alignment Module"):
+        record_alignment(Segmenter.from_checkpoint(checkpoints[0]).model, batch)
+    assert fam.offset_groups == 8
+
+
+def test_cli_compare_and_explain(checkpoints: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = _helpers.random_image(64, 96, 8)
+    Image.fromarray(image).save(tmp_path / "street.png")
+    gt = np.random.default_rng(0).integers(0, 5, (64, 96)).astype(np.uint8)
+    gt[:4] = 255
+    (tmp_path / "gt").mkdir()
+    Image.fromarray(gt).save(tmp_path / "gt" / "street.png")
+    out = tmp_path / "out"
+    args = ["compare", "--weights", *map(str, checkpoints), "--names", "FPN", "FaPN", "--gt", str(tmp_path / "gt")]
+    assert main([*args, str(tmp_path / "street.png"), "--out", str(out), "--width", "96", "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    fapn_label = Segmenter.from_checkpoint(checkpoints[1]).predict(image)
+    valid = gt != 255
+    assert f"FaPN: pixel accuracy {100 * (fapn_label[valid] == gt[valid]).mean():.2f}%" in text
+    figure = np.asarray(Image.open(out / "street_compare.png"))
+    assert figure.shape == (64 + 20, 4 * 96 + 3 * 4, 3)
+    assert main(["explain", "--weights", str(checkpoints[1]), str(tmp_path / "street.png"), "--out", str(out), "--width", "96"]) == 0
+    text = capsys.readouterr().out
+    assert "FAM 0 (stride 8)" in text and "FAM 1 (stride 16)" in text
+    for name in ["offsets", "arrows", "mask", "lateral", "before", "after"]:
+        assert (out / f"street_fam_s8_{name}.png").is_file()
+    saved = np.load(out / "street_displacements.npz")
+    assert saved["stride8"].shape == (2, 8, 12)
+    summary = np.asarray(Image.open(out / "street_explain.png"))
+    assert summary.shape[0] == 3 * (64 + 20) + 2 * 4
+    assert main(["explain", "--weights", str(checkpoints[0]), str(tmp_path / "street.png"), "--out", str(out)]) == 2
