@@ -1,0 +1,173 @@
+"""Backend choice, fallbacks, dtypes, memory formats and export of fapn.ops.deform_conv2d."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+import fapn.ops.deform_conv_cpu as cpu_backend
+from fapn.ops import BACKEND_ENV_VAR, BACKENDS, default_backend, deform_conv2d
+
+
+def _inputs(seed: int = 0, dtype: torch.dtype = torch.float32, N: int = 2, C: int = 16, H: int = 10, W: int = 12, G: int = 4):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, C, H, W, generator=g).to(dtype)
+    offset = (torch.randn(N, 2 * G * 9, H, W, generator=g) * 2).to(dtype)
+    mask = torch.rand(N, G * 9, H, W, generator=g).to(dtype)
+    weight = (torch.randn(8, C, 3, 3, generator=g) / (9 * C) ** 0.5).to(dtype)
+    bias = torch.randn(8, generator=g).to(dtype)
+    return x, offset, weight, bias, mask
+
+
+def _relative_error(a: Tensor, b: Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def test_backends_listed() -> None:
+    assert {"torchvision", "pytorch", "cpu"} <= set(BACKENDS)
+
+
+def test_default_backend_by_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(BACKEND_ENV_VAR, raising=False)
+    assert default_backend(torch.device("cpu")) == ("cpu" if cpu_backend.kernels_available() else "pytorch")
+    assert default_backend("cuda") == "torchvision"
+    assert default_backend("meta") == "pytorch"
+
+
+def test_environment_variable_selects_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setitem(BACKENDS, "pytorch", lambda *args: calls.append("pytorch") or torch.zeros(()))
+    monkeypatch.setenv(BACKEND_ENV_VAR, "pytorch")
+    assert default_backend("cpu") == "pytorch"
+    x, offset, weight, bias, mask = _inputs()
+    deform_conv2d(x, offset, weight, bias, padding=1, mask=mask)
+    assert calls == ["pytorch"]
+
+
+def test_unknown_backend_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, offset, weight, bias, mask = _inputs()
+    with pytest.raises(ValueError, match="valid backends"):
+        deform_conv2d(x, offset, weight, bias, padding=1, mask=mask, backend="cudnn")
+    monkeypatch.setenv(BACKEND_ENV_VAR, "fast")
+    with pytest.raises(ValueError, match=BACKEND_ENV_VAR):
+        deform_conv2d(x, offset, weight, bias, padding=1, mask=mask)
+
+
+def test_bad_offset_shape_is_a_clear_error() -> None:
+    x, offset, weight, bias, mask = _inputs()
+    for backend in ("pytorch", "cpu"):
+        with pytest.raises(ValueError, match="offset must be"):
+            deform_conv2d(x, offset[:, :, :-1], weight, bias, padding=1, mask=mask, backend=backend)
+
+
+def test_cpu_backend_without_compiler_falls_back(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """No compiler: the kernels do not build, the op still works (pure PyTorch) and says so once."""
+    monkeypatch.setenv("FAPN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cpu_backend.shutil, "which", lambda name: None)
+    monkeypatch.setattr(cpu_backend, "_warned", False)
+    cpu_backend.load_kernels.cache_clear()
+    try:
+        assert cpu_backend.load_kernels() is None
+        monkeypatch.delenv(BACKEND_ENV_VAR, raising=False)
+        assert default_backend("cpu") == "pytorch"
+        x, offset, weight, bias, mask = _inputs()
+        with pytest.warns(RuntimeWarning, match="pure-PyTorch"):
+            out = deform_conv2d(x, offset, weight, bias, padding=1, mask=mask, backend="cpu")
+        expected = deform_conv2d(x, offset, weight, bias, padding=1, mask=mask, backend="torchvision")
+        torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+        assert not list(tmp_path.iterdir())
+    finally:
+        cpu_backend.load_kernels.cache_clear()
+
+
+@pytest.mark.skipif(not cpu_backend.kernels_available(), reason="no C++ compiler here")
+def test_kernels_compile_once_into_the_cache(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("FAPN_CACHE_DIR", str(tmp_path))
+    cpu_backend.load_kernels.cache_clear()
+    try:
+        assert cpu_backend.load_kernels() is not None
+        libraries = list(tmp_path.glob("deform_conv_cpu-*.so"))
+        assert len(libraries) == 1
+        cpu_backend.load_kernels.cache_clear()
+        monkeypatch.setattr(cpu_backend, "_compile", lambda *a: pytest.fail("compiled again despite the cache"))
+        assert cpu_backend.load_kernels() is not None
+    finally:
+        cpu_backend.load_kernels.cache_clear()
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_reduced_precision(backend: str, dtype: torch.dtype) -> None:
+    """Every backend takes float16 and bfloat16 and returns that dtype, close to the float32 result."""
+    inputs32 = _inputs(1)
+    inputs = [t.to(dtype).requires_grad_() for t in inputs32]
+    x, offset, weight, bias, mask = inputs
+    out = deform_conv2d(x, offset, weight, bias, padding=1, mask=mask, backend=backend)
+    assert out.dtype == dtype
+    expected = deform_conv2d(*[t.to(dtype).float() for t in inputs32[:4]], padding=1, mask=mask.detach().float(),
+                             backend="torchvision")  # fmt: skip
+    tolerance = 2e-2 if dtype == torch.bfloat16 else 3e-3
+    assert _relative_error(out.detach(), expected) < tolerance
+    out.float().square().sum().backward()
+    assert all(t.grad is not None and t.grad.dtype == dtype and torch.isfinite(t.grad).all() for t in inputs)
+
+
+def test_cpu_backend_channels_last_and_strided_views() -> None:
+    """FaPN passes offset and mask as channel slices of one tensor; channels-last input gives channels-last output."""
+    x, offset, weight, bias, mask = _inputs(2)
+    offset_mask = torch.cat([offset, mask], 1)
+    offset_view, mask_view = offset_mask[:, : offset.shape[1]], offset_mask[:, offset.shape[1] :]
+    expected = deform_conv2d(x, offset, weight, bias, padding=1, mask=mask, backend="torchvision")
+    out = deform_conv2d(x.contiguous(memory_format=torch.channels_last), offset_view, weight, bias, padding=1,
+                        mask=mask_view, backend="cpu")  # fmt: skip
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+    if cpu_backend.kernels_available():
+        assert out.is_contiguous(memory_format=torch.channels_last)
+    out_nchw = deform_conv2d(x, offset_view, weight, bias, padding=1, mask=mask_view, backend="cpu")
+    assert out_nchw.is_contiguous()
+
+
+def test_cpu_backend_partial_gradients() -> None:
+    """Only some inputs requiring grad (frozen weight, fixed offsets) gives the same gradients as torchvision."""
+    x, offset, weight, bias, mask = _inputs(3)
+    results = {}
+    for backend in ("torchvision", "cpu"):
+        xx, mm = x.clone().requires_grad_(), mask.clone().requires_grad_()
+        out = deform_conv2d(xx, offset, weight, bias, padding=1, mask=mm, backend=backend)
+        results[backend] = torch.autograd.grad(out.square().sum(), [xx, mm])
+    for a, b in zip(results["cpu"], results["torchvision"]):
+        assert _relative_error(a, b) < 1e-5
+
+
+class _Deform(nn.Module):
+    def __init__(self, backend: str | None) -> None:
+        super().__init__()
+        self.backend = backend
+        self.weight = nn.Parameter(torch.randn(8, 16, 3, 3) / 12)
+        self.bias = nn.Parameter(torch.randn(8))
+
+    def forward(self, x: Tensor, offset: Tensor, mask: Tensor) -> Tensor:
+        return deform_conv2d(x, offset, self.weight, self.bias, padding=1, mask=mask, backend=self.backend)
+
+
+def test_pytorch_backend_exports() -> None:
+    """torch.export captures the pure-PyTorch backend in core ATen ops (grid_sampler, matmul), no custom op."""
+    x, offset, _, _, mask = _inputs(4, N=1)
+    module = _Deform("pytorch").eval()
+    program = torch.export.export(module, (x, offset, mask))
+    targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
+    assert any("grid_sampler" in t for t in targets), targets
+    assert not any("torchvision" in t for t in targets)
+    torch.testing.assert_close(program.module()(x, offset, mask), module(x, offset, mask))
+
+
+def test_default_backend_exports_torchvision_op(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no backend named, export keeps torchvision's single op (it maps to ONNX DeformConv)."""
+    monkeypatch.delenv(BACKEND_ENV_VAR, raising=False)
+    x, offset, _, _, mask = _inputs(5, N=1)
+    module = _Deform(None).eval()
+    program = torch.export.export(module, (x, offset, mask))
+    targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
+    assert any("torchvision.deform_conv2d" in t for t in targets), targets
+    torch.testing.assert_close(program.module()(x, offset, mask), module(x, offset, mask), rtol=1e-4, atol=1e-4)
