@@ -1,0 +1,166 @@
+"""``fapn benchmark``: latency and images/s of models side by side, PyTorch and onnxruntime."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["register", "run"]
+
+RUNTIMES = ("torch", "compile", "onnxruntime")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "benchmark",
+        help="latency / images per second of models, PyTorch and onnxruntime, with ratios to FPN",
+        description=(
+            "Time models at given input sizes and batch sizes: every combination of --variants/--weights, "
+            "--sizes, --batch-sizes, --runtimes, --dtypes and --memory-formats, after --warmup untimed runs, "
+            "median and interquartile range over --repeats. Prints a Markdown table with each model's "
+            "latency ratio to the baseline (FPN) in the same setting, next to the ratio of their MACs "
+            "(fvcore convention, deformable sampling not counted). Example: fapn benchmark --variants fpn fapn "
+            "--sizes 768x1536 1024x2048 --runtimes torch onnxruntime --repeats 5"
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--variants", nargs="*", default=["fpn", "fapn"], help="untrained real-time models (variants)")
+    parser.add_argument("--weights", nargs="*", default=[], help="checkpoints to time as well")
+    parser.add_argument("--backbone", default="resnet18", help="backbone of the untrained variants")
+    parser.add_argument("--num-classes", type=int, default=19, help="classes of the untrained variants")
+    parser.add_argument("--baseline", default="fpn", help="model the ratios are taken against (a variant or label)")
+    parser.add_argument("--sizes", nargs="+", default=["768x1536"], metavar="HxW", help="input sizes")
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1], help="batch sizes")
+    parser.add_argument("--runtimes", nargs="+", choices=RUNTIMES, default=["torch"], help="compile = torch.compile")
+    parser.add_argument("--dtypes", nargs="+", choices=("float32", "float16", "bfloat16"), default=["float32"])
+    parser.add_argument("--memory-formats", nargs="+", choices=("contiguous", "channels_last"), default=["contiguous"])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs first")
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch and onnxruntime)")
+    parser.add_argument(
+        "--deform-backends", nargs="+", default=["auto"],
+        help="deformable-conv backends to time FaPN models with in PyTorch (auto = the default for the device)",
+    )
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import platform
+    import tempfile
+    from pathlib import Path
+
+    import torch
+    from tqdm import tqdm
+
+    import fapn.ops
+    from fapn.cli.predict import parse_size
+    from fapn.export import export_onnx
+    from fapn.inference.benchmark import (
+        LatencyResult, add_ratios, count_macs, prepare_onnxruntime, prepare_torch, results_table, time_interleaved,
+    )
+    from fapn.inference.loading import load_model, model_label
+    from fapn.layers import ModulatedDeformConv2d
+
+    if args.repeats < 1 or args.warmup < 0:
+        print("error: --repeats must be >= 1 and --warmup >= 0", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    backends = [fapn.ops.default_backend(args.device) if b == "auto" else b for b in args.deform_backends]
+    unknown = [b for b in backends if b not in fapn.ops.BACKENDS]
+    if unknown:
+        print(f"error: unknown --deform-backends {unknown}; valid: auto, {', '.join(sorted(fapn.ops.BACKENDS))}", file=sys.stderr)
+        return 2
+    try:
+        sizes = [parse_size(s) for s in args.sizes]
+        bases = [
+            (variant, load_model(name="realtime_fapn", backbone=args.backbone, variant=variant, num_classes=args.num_classes)[0])
+            for variant in args.variants
+        ]
+        for path in args.weights:
+            model, checkpoint = load_model(path)
+            bases.append((model_label(model, checkpoint, fallback=str(path)) + f" [{Path(path).name}]", model))
+    except (FileNotFoundError, ValueError, argparse.ArgumentTypeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not bases:
+        print("error: nothing to time: give --variants and/or --weights", file=sys.stderr)
+        return 2
+    # (label, deform backend or "", model); models without deformable convs are timed once
+    entries: list[tuple[str, str, torch.nn.Module]] = []
+    for label, model in bases:
+        if any(isinstance(m, ModulatedDeformConv2d) for m in model.modules()):
+            entries += [(label, backend, model) for backend in backends]
+        else:
+            entries.append((label, "", model))
+    threads = args.threads or torch.get_num_threads()
+    print(
+        f"# fapn benchmark: {platform.machine()}, {threads} threads, device {args.device}"
+        + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
+        + f", torch {torch.__version__}; warmup {args.warmup}, {args.repeats} interleaved repeats",
+        flush=True,
+    )
+    settings = [
+        (size, batch, runtime, dtype, memory)
+        for size in sizes
+        for batch in args.batch_sizes
+        for runtime in args.runtimes
+        for dtype in (args.dtypes if runtime != "onnxruntime" else ["float32"])
+        for memory in (args.memory_formats if runtime != "onnxruntime" else ["contiguous"])
+    ]
+    results: list[LatencyResult] = []
+    macs: dict[tuple[str, tuple[int, ...]], float] = {}
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else None
+    with tempfile.TemporaryDirectory() as folder, tqdm(settings, desc="benchmark", unit="setting", file=sys.stderr) as bar:
+        onnx_files: dict[str, Path] = {}
+        for (height, width), batch, runtime, dtype, memory in bar:
+            shape = (batch, 3, height, width)
+            bar.set_postfix_str(f"{height}x{width} b{batch} {runtime} {dtype} {memory}")
+            runners = {}
+            rows: dict[str, LatencyResult] = {}
+            seen_onnx: set[str] = set()
+            for label, backend, model in entries:
+                if runtime == "onnxruntime":
+                    if label in seen_onnx:  # ONNX DeformConv whatever the PyTorch backend
+                        continue
+                    seen_onnx.add(label)
+                    if label not in onnx_files:
+                        onnx_files[label] = Path(folder) / f"{len(onnx_files)}.onnx"
+                        report = export_onnx(model, onnx_files[label], check_shapes=[(1, 3, 64, 96)])
+                        tqdm.write(f"{label}: {report.summary()}", file=sys.stderr)
+                    runner, provider = prepare_onnxruntime(onnx_files[label], shape, device=args.device, threads=threads)
+                    key = label
+                    row = LatencyResult(label, height, width, batch, "onnxruntime", "float32", "contiguous",
+                                        "cuda" if provider.startswith("CUDA") else "cpu",
+                                        "onnx DeformConv" if backend else "")
+                else:
+                    for layer in model.modules():
+                        if isinstance(layer, ModulatedDeformConv2d):
+                            layer.backend = backend or None
+                    runner = prepare_torch(model, shape, device=args.device, dtype=dtype,
+                                           channels_last=memory == "channels_last", compile=runtime == "compile")
+                    key = f"{label}/{backend}"
+                    row = LatencyResult(label, height, width, batch, "torch.compile" if runtime == "compile" else "torch",
+                                        dtype, memory, args.device, backend)
+                runners[key] = runner
+                rows[key] = row
+                if (label, shape) not in macs:
+                    macs[(label, shape)] = count_macs(model, shape)
+                row.gmacs = macs[(label, shape)]
+            times, errors = time_interleaved(runners, args.warmup, args.repeats, sync)
+            for key, row in rows.items():
+                row.times_ms = times[key]
+                row.note = f"failed: {errors[key]}" if key in errors else ""
+                results.append(row)
+                tqdm.write(f"  {row.model} {row.deform_backend or ''} {height}x{width} b{batch} {row.runtime} {dtype} "
+                           f"{memory}: {row.median_ms:.1f} ms median {row.note}", file=sys.stderr)
+    add_ratios(results, args.baseline)
+    print(results_table(results, args.baseline))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps([r.as_dict() for r in results], indent=2))
+    return 0

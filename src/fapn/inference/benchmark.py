@@ -1,0 +1,222 @@
+"""Latency and throughput of segmentation models: PyTorch (eager or compiled, any dtype and memory format)
+and onnxruntime, with MAC counts to compare measured ratios against what FLOPs predict."""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = [
+    "LatencyResult",
+    "time_calls",
+    "count_macs",
+    "prepare_torch",
+    "prepare_onnxruntime",
+    "time_interleaved",
+    "add_ratios",
+    "results_table",
+    "DTYPES",
+]
+
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class LatencyResult:
+    """One measured configuration. Times in milliseconds per forward pass of the whole batch."""
+
+    model: str
+    height: int
+    width: int
+    batch: int
+    runtime: str
+    dtype: str = "float32"
+    memory_format: str = "contiguous"
+    device: str = "cpu"
+    deform_backend: str = ""
+    times_ms: list[float] = field(default_factory=list)
+    gmacs: float | None = None
+    latency_ratio: float | None = None
+    macs_ratio: float | None = None
+    note: str = ""
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.times_ms) if self.times_ms else float("nan")
+
+    @property
+    def iqr_ms(self) -> tuple[float, float]:
+        """25th and 75th percentiles."""
+        if len(self.times_ms) < 2:
+            return (self.median_ms, self.median_ms)
+        q = statistics.quantiles(self.times_ms, n=4, method="inclusive")
+        return (q[0], q[2])
+
+    @property
+    def images_per_s(self) -> float:
+        return 1000.0 * self.batch / self.median_ms if self.times_ms else float("nan")
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(median_ms=self.median_ms, iqr_ms=list(self.iqr_ms), images_per_s=self.images_per_s)
+        return data
+
+
+def time_calls(fn: Callable[[], Any], warmup: int, repeats: int, synchronize: Callable[[], None] | None = None) -> list[float]:
+    """Wall-clock milliseconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
+    sync = synchronize or (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return times
+
+
+def count_macs(model: nn.Module, shape: Sequence[int]) -> float:
+    """Multiply-accumulates (GMAC) of one forward at ``shape``, counted on the meta device (nothing is run).
+
+    :class:`torch.utils.flop_counter.FlopCounterMode` counts 2 per MAC and 0 for ``deform_conv2d``, so this is
+    the fvcore / paper convention of supplementary Table 1: the deformable sampling itself is not counted
+    (the dense product of the deformable 3x3 conv is not either).
+    """
+    from fapn.export.backend import deform_backend
+
+    meta_model = copy.deepcopy(model).to("meta")
+    # torchvision's op has no flop formula: the count does not depend on which backend would run
+    with deform_backend(meta_model, "torchvision"), FlopCounterMode(display=False) as counter, torch.no_grad():
+        meta_model(torch.empty(*shape, device="meta"))
+    return counter.get_total_flops() / 2e9
+
+
+def prepare_torch(
+    model: nn.Module,
+    shape: tuple[int, int, int, int],
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    channels_last: bool = False,
+    compile: bool = False,
+) -> Callable[[], Any]:
+    """A no-argument callable running a copy of ``model`` on a random input (``compile``: ``torch.compile``)."""
+    torch_device = torch.device(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    net = copy.deepcopy(model).eval().to(torch_device, DTYPES[dtype], memory_format=memory_format)
+    x = torch.randn(shape, device=torch_device, dtype=DTYPES[dtype]).contiguous(memory_format=memory_format)
+    runner: Callable[[Tensor], Tensor] = torch.compile(net) if compile else net
+
+    def call() -> Tensor:
+        with torch.inference_mode():
+            return runner(x)
+
+    return call
+
+
+def prepare_onnxruntime(
+    onnx_path: str | Path, shape: tuple[int, int, int, int], *, device: str = "cpu", threads: int | None = None
+) -> tuple[Callable[[], Any], str]:
+    """A no-argument callable running an ONNX file in onnxruntime on a random float32 input, and the
+    execution provider used."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    providers = ["CPUExecutionProvider"]
+    if device.startswith("cuda") and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    session = onnxruntime.InferenceSession(str(onnx_path), options, providers=providers)
+    name = session.get_inputs()[0].name
+    x = torch.randn(shape).numpy()
+    return (lambda: session.run(None, {name: x})), session.get_providers()[0]
+
+
+def time_interleaved(
+    runners: Mapping[str, Callable[[], Any]],
+    warmup: int,
+    repeats: int,
+    synchronize: Callable[[], None] | None = None,
+) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Milliseconds per call of each runner, taking turns: every runner runs once in repeat ``r`` before any
+    runs in repeat ``r + 1``, so load from other processes on a shared machine hits all of them alike.
+
+    Returns:
+        ``(times, errors)``: the times per runner, and the first line of the error of each runner that raised
+        (``RuntimeError``/``NotImplementedError``, e.g. a dtype without a kernel); it is not run again.
+    """
+    sync = synchronize or (lambda: None)
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    errors: dict[str, str] = {}
+
+    def attempt(name: str, fn: Callable[[], Any]) -> float | None:
+        start = time.perf_counter()
+        try:
+            fn()
+            sync()
+        except (RuntimeError, NotImplementedError) as err:
+            errors[name] = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+            return None
+        return (time.perf_counter() - start) * 1000.0
+
+    for name, fn in runners.items():
+        for _ in range(warmup):
+            if name not in errors:
+                attempt(name, fn)
+    for _ in range(repeats):
+        for name, fn in runners.items():
+            if name not in errors and (elapsed := attempt(name, fn)) is not None:
+                times[name].append(elapsed)
+    return times, errors
+
+
+def add_ratios(results: list[LatencyResult], baseline: str) -> None:
+    """Set ``latency_ratio`` and ``macs_ratio`` of each result against the ``baseline`` model measured in the
+    same setting (size, batch, runtime, dtype, memory format, device)."""
+
+    def setting(r: LatencyResult) -> tuple[Any, ...]:
+        return (r.height, r.width, r.batch, r.runtime, r.dtype, r.memory_format, r.device)
+
+    def model_name(r: LatencyResult) -> str:
+        return r.model.split(" [")[0]
+
+    base = {setting(r): r for r in results if model_name(r) == baseline and r.times_ms}
+    for r in results:
+        ref = base.get(setting(r))
+        if ref is None or not r.times_ms:
+            continue
+        r.latency_ratio = r.median_ms / ref.median_ms
+        if r.gmacs is not None and ref.gmacs:
+            r.macs_ratio = r.gmacs / ref.gmacs
+
+
+def results_table(results: Sequence[LatencyResult], baseline: str | None = None) -> str:
+    """A Markdown table of the results, in the order given."""
+    ratio_name = f"x {baseline}" if baseline else "ratio"
+    lines = [
+        f"| model | deform backend | input | batch | runtime | dtype | memory | median ms | IQR ms | img/s | GMAC | latency {ratio_name} | MACs {ratio_name} |",
+        "|---|---|---|---:|---|---|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        low, high = r.iqr_ms
+        fmt = lambda v, spec: "" if v is None else format(v, spec)  # noqa: E731
+        median = f"{r.median_ms:.1f}" if r.times_ms else r.note or "-"
+        lines.append(
+            f"| {r.model} | {r.deform_backend or '-'} | {r.height}x{r.width} | {r.batch} | {r.runtime} | {r.dtype} | {r.memory_format} | "
+            f"{median} | {low:.1f}-{high:.1f} | {r.images_per_s:.2f} | {fmt(r.gmacs, '.2f')} | "
+            f"{fmt(r.latency_ratio, '.3f')} | {fmt(r.macs_ratio, '.3f')} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,72 @@
+"""``fapn benchmark``: MAC counts against the notes, interleaved timing, ratios, and the command itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import fapn.ops
+
+from fapn.cli.main import main
+from fapn.inference.benchmark import LatencyResult, add_ratios, count_macs, results_table, time_interleaved
+from fapn.models import realtime_fapn
+
+torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize(("variant", "gmacs"), [("fpn", 44.55), ("fpn+fam", 51.04), ("fapn", 51.79)])
+def test_macs_follow_the_table1_convention(variant: str, gmacs: float) -> None:
+    # The notes' reconstruction of supplementary Table 1 (768x1536, deformable sampling not counted).
+    model = realtime_fapn(backbone="resnet18", num_classes=19, variant=variant)
+    assert count_macs(model, (1, 3, 768, 1536)) == pytest.approx(gmacs, abs=0.006)
+
+
+def test_time_interleaved_takes_turns_and_reports_errors() -> None:
+    calls: list[str] = []
+
+    def runner(name: str):  # noqa: ANN202
+        return lambda: calls.append(name)
+
+    def broken() -> None:
+        raise RuntimeError("no kernel for this dtype\nmore")
+
+    times, errors = time_interleaved({"a": runner("a"), "b": runner("b"), "c": broken}, warmup=1, repeats=3)
+    assert calls == ["a", "b", "a", "b", "a", "b", "a", "b"]
+    assert len(times["a"]) == len(times["b"]) == 3 and times["c"] == []
+    assert errors == {"c": "no kernel for this dtype"}
+
+
+def test_ratios_are_per_setting() -> None:
+    rows = [
+        LatencyResult("fpn", 8, 8, 1, "torch", times_ms=[10, 10, 10], gmacs=2.0),
+        LatencyResult("fapn", 8, 8, 1, "torch", deform_backend="cpu", times_ms=[12, 15, 30], gmacs=2.5),
+        LatencyResult("fpn", 8, 8, 1, "onnxruntime", times_ms=[4.0], gmacs=2.0),
+        LatencyResult("fapn", 8, 8, 1, "onnxruntime", times_ms=[6.0], gmacs=2.5),
+        LatencyResult("fapn", 8, 8, 2, "torch", times_ms=[1.0], gmacs=5.0),  # no baseline at batch 2
+    ]
+    add_ratios(rows, "fpn")
+    assert [r.latency_ratio for r in rows] == [1.0, 1.5, 1.0, 1.5, None]
+    assert rows[1].macs_ratio == 1.25 and rows[1].iqr_ms == (13.5, 22.5)
+    assert "| fapn | cpu | 8x8 | 1 | torch | float32 | contiguous | 15.0 | 13.5-22.5 | 66.67 | 2.50 | 1.500 | 1.250 |" in results_table(rows)
+
+
+def test_cli_benchmark_runs_variants_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    args = ["benchmark", "--variants", "fpn", "fapn", "--sizes", "64x64", "--batch-sizes", "1", "2", "--repeats", "2",
+            "--warmup", "0", "--threads", "1", "--deform-backends", "auto", "torchvision", "--json", str(out)]
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    rows = json.loads(out.read_text())
+    assert len(rows) == 2 * 3  # batch 1 and 2 x (fpn, fapn/auto, fapn/torchvision)
+    assert all(len(r["times_ms"]) == 2 and r["median_ms"] > 0 for r in rows)
+    assert {r["deform_backend"] for r in rows if r["model"] == "fapn"} == {"torchvision", fapn.ops.default_backend("cpu")}
+    fpn = [r for r in rows if r["model"] == "fpn"]
+    assert all(r["latency_ratio"] == 1.0 for r in fpn)
+    fapn_row = next(r for r in rows if r["model"] == "fapn" and r["batch"] == 1)
+    assert fapn_row["macs_ratio"] == pytest.approx(count_macs(realtime_fapn(variant="fapn"), (1, 3, 64, 64)) / count_macs(realtime_fapn(variant="fpn"), (1, 3, 64, 64)))
+    assert "latency x fpn" in table
+    assert main(["benchmark", "--sizes", "12xAB"]) == 2
+    assert main(["benchmark", "--deform-backends", "nope"]) == 2
