@@ -5,7 +5,7 @@ once with ``--parallel``), then prints a markdown report: the command, wall time
 accuracy, the boundary (trimap) mIoU and per-class IoU. Results also go to ``OUTPUT/results.json``.
 
 Usage:
-    python benchmarks/camvid.py --data ../shared/data/camvid-half --iterations 800 --parallel --output /tmp/camvid
+    python benchmarks/camvid.py --data ../shared/data/camvid-half --iterations 500 --parallel --output /tmp/camvid
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     default_data = Path(os.environ.get("FAPN_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--data", default=str(default_data / "camvid-half"), help="CamVid folder (SegNet layout)")
-    parser.add_argument("--iterations", type=int, default=900, help="training iterations per model")
+    parser.add_argument("--iterations", type=int, default=500, help="training iterations per model")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--eval-period", type=int, default=300)
+    parser.add_argument("--eval-period", type=int, default=250)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training process")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--parallel", action="store_true", help="train the models at the same time")

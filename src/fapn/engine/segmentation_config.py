@@ -59,6 +59,7 @@ class DataConfig:
         num_workers: data loader processes per training process.
         options: extra keyword arguments of the dataset (e.g. ``classes_file`` for ``folder``, ``size`` and
             ``num_images`` for ``synthetic``).
+        val_options: options that differ for the validation split (merged over ``options``).
     """
 
     dataset: str = "camvid"
@@ -72,6 +73,7 @@ class DataConfig:
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     num_workers: int = 2
     options: dict = field(default_factory=dict)
+    val_options: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -166,7 +166,8 @@ def run_eval(
     stored = checkpoint.get("dataset") or {}
     mean, std = stored.get("mean", cfg.data.mean), stored.get("std", cfg.data.std)
     dataset = build_dataset(
-        cfg.data.dataset, cfg.data.root, split or cfg.data.val_split, eval_transforms(mean, std), **cfg.data.options
+        cfg.data.dataset, cfg.data.root, split or cfg.data.val_split, eval_transforms(mean, std),
+        **{**cfg.data.options, **cfg.data.val_options},
     )
     num_outputs = checkpoint["model_config"].get("num_classes")
     if num_outputs != dataset.num_classes:

@@ -70,7 +70,8 @@ def build_segmentation_model(cfg: SegmentationConfig, num_classes: int) -> nn.Mo
 def build_datasets(cfg: SegmentationConfig) -> tuple[SegmentationDataset, SegmentationDataset]:
     """The training split (augmented) and the validation split (whole images, normalised)."""
     data = cfg.data
-    probe = build_dataset(data.dataset, data.root, data.val_split, None, **data.options)
+    val_options = {**data.options, **data.val_options}
+    probe = build_dataset(data.dataset, data.root, data.val_split, None, **val_options)
     train_set = build_dataset(
         data.dataset,
         data.root,
@@ -79,7 +80,7 @@ def build_datasets(cfg: SegmentationConfig) -> tuple[SegmentationDataset, Segmen
         **data.options,
     )
     val_set = build_dataset(
-        data.dataset, data.root, data.val_split, eval_transforms(data.mean, data.std), **data.options
+        data.dataset, data.root, data.val_split, eval_transforms(data.mean, data.std), **val_options
     )
     return train_set, val_set
 

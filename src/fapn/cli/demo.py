@@ -1,0 +1,78 @@
+"""``fapn demo``: FPN vs FaPN on built-in synthetic street scenes, trained and evaluated in minutes on a CPU."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["register", "run"]
+
+EPILOG = """\
+what it does:
+  trains the FPN baseline and the real-time FaPN (ResNet-18, from scratch) on procedurally generated street
+  scenes with thin poles, small signs and distant cars, evaluates both (mIoU and boundary mIoU), prints a
+  table and writes OUTPUT/report.md with comparison pictures (image | ground truth | FPN | FaPN).
+  About 5-10 minutes on 2 CPU cores with the defaults; --iterations 50 for a quick look.
+
+from the demo to your own data:
+  fapn configs                                            # the shipped recipes
+  fapn train semseg/camvid_r18_fapn --set data.root=PATH/camvid-half   # CamVid (SegNet layout)
+  fapn train semseg/cityscapes_r18_fapn --set data.root=PATH/cityscapes
+  your own images: data.dataset=folder with ROOT/images/{train,val}/*.jpg, ROOT/masks/{train,val}/*.png
+  (pixel = class index) and ROOT/classes.yaml ({classes: [...], palette: [[r,g,b],...], ignore_index: 255}):
+  fapn train semseg/camvid_r18_fapn --set data.dataset=folder --set data.root=ROOT --output-dir runs/mine
+  fapn eval semseg/camvid_r18_fapn --weights runs/mine/best.pt --set data.dataset=folder --set data.root=ROOT
+  fapn predict --weights runs/mine/best.pt image.jpg      # inference on new images
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="train and compare FPN and FaPN on synthetic street scenes (minutes, CPU)",
+        description=(
+            "Train the FPN baseline and FaPN briefly on built-in synthetic street scenes, evaluate both and "
+            "write a report folder with a table and comparison pictures."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--output", default="fapn_demo", help="report folder (default: fapn_demo)")
+    parser.add_argument("--iterations", type=int, default=300, help="training iterations per model (default: 300)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per iteration (default: 8)")
+    parser.add_argument("--image-size", type=int, nargs=2, default=[128, 160], metavar=("HEIGHT", "WIDTH"),
+                        help="synthetic image size (default: 128 160)")
+    parser.add_argument("--train-images", type=int, default=400, help="synthetic training images (default: 400)")
+    parser.add_argument("--val-images", type=int, default=40, help="synthetic validation images (default: 40)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from fapn.engine.demo import DemoSettings, run_demo
+
+    for name in ("iterations", "batch_size", "train_images", "val_images", "threads"):
+        if getattr(args, name) < 1:
+            print(f"fapn demo: error: --{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}",
+                  file=sys.stderr)
+            return 2
+    settings = DemoSettings(
+        output_dir=args.output, iterations=args.iterations, batch_size=args.batch_size,
+        image_size=list(args.image_size), train_images=args.train_images, val_images=args.val_images,
+        threads=args.threads, seed=args.seed, progress=not args.no_progress,
+    )
+    try:
+        results = run_demo(settings)
+    except ValueError as err:
+        print(f"fapn demo: error: {err}", file=sys.stderr)
+        return 2
+    print()
+    print(f"{'model':<6} {'mIoU':>7} {'boundary mIoU':>14} {'pixel acc':>10}")
+    for variant, label in (("fpn", "FPN"), ("fapn", "FaPN")):
+        r = results[variant]
+        print(f"{label:<6} {r['mIoU']:7.2f} {r['boundary']['mIoU']:14.2f} {r['pixel_accuracy']:10.2f}")
+    print(f"report: {results['report']} ({results['seconds'] / 60:.1f} min)")
+    return 0

@@ -1,0 +1,93 @@
+"""YAML -> dataclass configs: shipped recipes, overrides, _base_ chains and clear errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from fapn.config import apply_overrides, config_from_dict, config_to_dict, list_configs, load_config
+from fapn.engine.segmentation_config import PAPER_SCALES, SegmentationConfig
+
+
+def semseg_configs() -> list[str]:
+    return [name for name in list_configs() if name.startswith("semseg/")]
+
+
+def test_every_shipped_semseg_config_loads() -> None:
+    names = semseg_configs()
+    assert {"semseg/cityscapes_r18_fapn", "semseg/cityscapes_r34_fapn", "semseg/coco_stuff_r18_fapn",
+            "semseg/coco_stuff_r34_fapn", "semseg/camvid_r18_fapn", "semseg/camvid_r18_fpn"} <= set(names)
+    for name in names:
+        cfg = load_config(name, SegmentationConfig)
+        assert cfg.task == "semseg"
+        assert cfg.model.variant in ("fpn", "fpn+fam", "fpn+fam+fsm", "fapn")
+
+
+@pytest.mark.parametrize("backbone", ["r18", "r34"])
+def test_paper_recipes_match_the_supplementary(backbone: str) -> None:
+    city = load_config(f"semseg/cityscapes_{backbone}_fapn", SegmentationConfig)
+    assert city.data.crop_size == [768, 1536]  # 1536x768 (width x height)
+    assert (city.train.batch_size, city.train.iterations) == (16, 40000)
+    assert (city.optim.lr, city.optim.schedule, city.optim.power) == (0.01, "poly", 0.9)
+    assert (city.optim.momentum, city.optim.weight_decay) == (0.9, 5e-4)
+    assert city.data.scales == PAPER_SCALES == [0.75, 1.0, 1.25, 1.5, 1.75, 2.0]
+    assert city.model.backbone == {"r18": "resnet18", "r34": "resnet34"}[backbone]
+    coco = load_config(f"semseg/coco_stuff_{backbone}_fapn", SegmentationConfig)
+    assert coco.data.crop_size == [640, 640]
+    assert (coco.train.batch_size, coco.train.iterations, coco.optim.lr) == (16, 20000, 0.01)
+
+
+def test_overrides_and_ablation_variant_by_one_key() -> None:
+    cfg = load_config("semseg/cityscapes_r18_fapn", SegmentationConfig,
+                      ["optim.lr=0.005", "model.variant=fpn+fam", "data.crop_size=[512, 1024]", "train.amp=true"])
+    assert cfg.optim.lr == 0.005 and isinstance(cfg.optim.lr, float)
+    assert cfg.model.variant == "fpn+fam"
+    assert cfg.data.crop_size == [512, 1024]
+    assert cfg.train.amp is True
+    assert cfg.train.iterations == 40000  # untouched keys keep the file's values
+
+
+def test_base_chain_merges_only_the_given_keys() -> None:
+    fpn = load_config("semseg/camvid_r18_fpn", SegmentationConfig)
+    fapn = load_config("semseg/camvid_r18_fapn", SegmentationConfig)
+    assert fpn.model.variant == "fpn" and fapn.model.variant == "fapn"
+    assert config_to_dict(fpn.optim) == config_to_dict(fapn.optim)
+    assert config_to_dict(fpn.data) == config_to_dict(fapn.data)
+
+
+def test_unknown_key_names_it_and_lists_valid_ones() -> None:
+    with pytest.raises(ValueError, match=r"optim\.learning_rate.*valid keys here.*optim\.lr"):
+        load_config("semseg/camvid_r18_fapn", SegmentationConfig, ["optim.learning_rate=0.1"])
+
+
+def test_wrong_type_is_an_error() -> None:
+    with pytest.raises(ValueError, match=r"train\.iterations: expected an integer"):
+        load_config("semseg/camvid_r18_fapn", SegmentationConfig, ["train.iterations=lots"])
+    with pytest.raises(ValueError, match="not of the form"):
+        apply_overrides({}, ["optim.lr"])
+
+
+def test_missing_config_lists_shipped_ones() -> None:
+    with pytest.raises(FileNotFoundError, match="semseg/camvid_r18_fapn"):
+        load_config("no/such/config", SegmentationConfig)
+
+
+def test_generic_loader_with_another_dataclass(tmp_path) -> None:
+    @dataclass
+    class Solver:
+        steps: list[int] = field(default_factory=list)
+        base_lr: float = 0.02
+
+    @dataclass
+    class Detection:
+        task: str = "detection"
+        solver: Solver = field(default_factory=Solver)
+        name: str | None = None
+
+    globals().update(Solver=Solver, Detection=Detection)  # get_type_hints resolves names in this module
+    (tmp_path / "base.yaml").write_text("task: detection\nsolver: {steps: [60000, 80000]}\n")
+    (tmp_path / "child.yaml").write_text("_base_: base.yaml\nsolver: {base_lr: 0.01}\n")
+    cfg = load_config(tmp_path / "child.yaml", Detection, ["name=retina"])
+    assert cfg == Detection("detection", Solver([60000, 80000], 0.01), "retina")
+    assert config_from_dict({"solver": {"base_lr": 1}}, Detection).solver.base_lr == 1.0
