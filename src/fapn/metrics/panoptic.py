@@ -28,7 +28,8 @@ class _CategoryStat:
 class PanopticQuality:
     """Accumulates panoptic matches image by image; :meth:`compute` gives PQ, SQ, RQ per group.
 
-    The rules are panopticapi's ``pq_compute``: segment areas are counted from the maps; a ground-truth and
+    The rules are panopticapi's ``pq_compute``: predicted areas are counted from the map (ground-truth areas
+    come from ``segments_info`` when they have an ``area``, as in COCO's JSON); a ground-truth and
     a predicted segment of the same category match when IoU > 0.5, where the union leaves out the predicted
     pixels on void (id 0); crowd ground truth never matches; an unmatched prediction is no false positive
     when more than half of it lies on void or on a crowd region of its category.
@@ -78,17 +79,21 @@ class PanopticQuality:
         gt = {int(s["id"]): dict(s) for s in gt_segments}
         pred = {int(s["id"]): dict(s) for s in pred_segments}
         for segments, ids, what in ((gt, gt_ids, "ground truth"), (pred, pred_ids, "prediction")):
+            counted: dict[int, int] = dict.fromkeys(segments, 0)
             for segment in segments.values():
                 if int(segment["category_id"]) not in self.categories:
                     raise ValueError(f"{what} segment {segment['id']} has unknown category {segment['category_id']}")
-                segment["area"] = 0
             labels, counts = np.unique(ids, return_counts=True)
             for label, count in zip(labels.tolist(), counts.tolist()):
                 if label == _VOID:
                     continue
                 if label not in segments:
                     raise ValueError(f"{what} map has segment id {label} with no entry in its segments_info")
-                segments[label]["area"] = count
+                counted[label] = count
+            for label, segment in segments.items():
+                # panopticapi counts predicted areas but takes ground-truth areas from the JSON when given
+                if what == "prediction" or "area" not in segment:
+                    segment["area"] = counted[label]
         missing = [k for k, s in pred.items() if s["area"] == 0]
         if missing:
             raise ValueError(f"predicted segments {missing} are listed but have no pixels in the map")
