@@ -102,13 +102,21 @@ def run(args: argparse.Namespace) -> int:
 
     batch: list[tuple[Path, Any]] = []
     with tqdm(total=len(files), desc="predict", unit="img", file=sys.stderr) as progress:
-        for path in files:
-            image = load_image(path)
-            if batch and (len(batch) == args.batch_size or batch[0][1].shape != image.shape):
+        try:
+            for path in files:
+                try:
+                    image = load_image(path)
+                except OSError as err:
+                    raise ValueError(f"cannot read {path} as an image: {err}") from None
+                if batch and (len(batch) == args.batch_size or batch[0][1].shape != image.shape):
+                    flush(batch)
+                    batch = []
+                batch.append((path, image))
+            if batch:
                 flush(batch)
-                batch = []
-            batch.append((path, image))
-        if batch:
-            flush(batch)
+        except ValueError as err:
+            names = ", ".join(str(p) for p, _ in batch) or str(path)
+            print(f"error: {names}: {err}", file=sys.stderr)
+            return 2
     print(f"wrote {len(files)} predictions ({', '.join(args.save)}) to {out} with {segmenter}")
     return 0
