@@ -37,11 +37,11 @@ from fapn.ops.deform_conv_pytorch import check_shapes, deform_conv2d_pytorch
 __all__ = ["deform_conv2d_cpu", "load_kernels", "kernels_available", "SOURCE"]
 
 SOURCE = Path(__file__).with_name("csrc") / "deform_conv_cpu.cpp"
-_ABI_VERSION = 2
+_ABI_VERSION = 5
 _FLAG_SETS: tuple[tuple[str, ...], ...] = (
-    ("-O3", "-march=native", "-fopenmp"),
-    ("-O3", "-fopenmp"),
-    ("-O3",),  # no OpenMP: single-threaded kernels, still much faster than the fallbacks
+    ("-O3", "-march=native", "-fopenmp"),  # vectorised for this CPU (the cache key includes the CPU)
+    ("-O3", "-fopenmp"),  # a compiler that does not know -march=native
+    ("-O3",),  # no OpenMP: single-threaded kernels, still several times faster than the other backends
 )
 _COMMON_FLAGS = ("-shared", "-fPIC", "-std=c++17")
 _KERNEL_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
@@ -86,10 +86,10 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     ptr, i64p, c_int = ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64), ctypes.c_int
     for suffix in _KERNEL_SUFFIX.values():
         im2col = getattr(lib, f"fapn_dcn_im2col_{suffix}")
-        im2col.argtypes = [i64p, ptr, ptr, ptr, ptr, c_int]
+        im2col.argtypes = [i64p, ctypes.c_int64, ctypes.c_int64, ptr, ptr, ptr, ptr, c_int]
         im2col.restype = None
         col2im = getattr(lib, f"fapn_dcn_col2im_{suffix}")
-        col2im.argtypes = [i64p, ptr, ptr, ptr, ptr, ptr, ptr, ptr, c_int]
+        col2im.argtypes = [i64p, ctypes.c_int64, ctypes.c_int64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, c_int]
         col2im.restype = None
     lib.fapn_dcn_abi_version.restype = c_int
     if lib.fapn_dcn_abi_version() != _ABI_VERSION:
@@ -129,16 +129,25 @@ def kernels_available() -> bool:
     return load_kernels() is not None
 
 
-def _rows_times(rows: Tensor, matrix: Tensor, bias: Tensor | None, H_out: int, W_out: int) -> Tensor:
-    """``rows @ matrix.T (+ bias)``: ``[P, K_in]`` times ``[K_out, K_in]`` gives ``[P, K_out]``, contiguous.
+COLUMN_TILE_BYTES = 16 << 20
+"""Size of the column buffer: the output pixels are processed in tiles whose im2col rows fit in it (and in the
+CPU's cache), which is faster than one image-sized buffer and bounds the memory (docs/deform_conv.md)."""
 
-    In float32 this is a 1x1 convolution of a channels-last image, which oneDNN computes faster than ``mm``
-    here (docs/deform_conv.md); other dtypes use ``mm``.
+
+def _tile_pixels(row_length: int, element_size: int) -> int:
+    return max(64, COLUMN_TILE_BYTES // (row_length * element_size))
+
+
+def _rows_times(rows: Tensor, matrix: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``rows @ matrix.T (+ bias)``: ``[T, K_in]`` times ``[K_out, K_in]`` gives ``[T, K_out]``.
+
+    In float32 this is a 1x1 convolution of a channels-last ``1 x T`` image, which oneDNN computes faster than
+    ``mm`` here (docs/deform_conv.md); other dtypes use ``mm``.
     """
     if rows.dtype == torch.float32 and torch.backends.mkldnn.is_available():
-        image = rows.view(1, H_out, W_out, rows.shape[1]).permute(0, 3, 1, 2)
+        image = rows.view(1, 1, rows.shape[0], rows.shape[1]).permute(0, 3, 1, 2)
         out = F.conv2d(image, matrix[:, :, None, None], bias)
-        return out.permute(0, 2, 3, 1).reshape(H_out * W_out, matrix.shape[0]).contiguous()
+        return out.permute(0, 2, 3, 1).reshape(rows.shape[0], matrix.shape[0])
     out = rows @ matrix.t()
     return out.add_(bias) if bias is not None else out
 
@@ -159,27 +168,31 @@ class _DeformConv2dCPU(torch.autograd.Function):
         N, C, H, W = input.shape
         C_out, _, kh, kw = weight.shape
         H_out, W_out = geometry[6], geometry[7]
-        P = H_out * W_out
+        P, row_length = H_out * W_out, kh * kw * C
         image = input.permute(0, 2, 3, 1).contiguous()  # a no-op for a channels-last input
         offset = offset.contiguous()
         mask = mask.contiguous() if mask is not None else None
-        weight_matrix = weight.permute(0, 2, 3, 1).reshape(C_out, kh * kw * C)
-        columns = input.new_empty(P, kh * kw * C)
-        out = input.new_empty(N, H_out, W_out, C_out)
+        weight_matrix = weight.permute(0, 2, 3, 1).reshape(C_out, row_length)
+        tile = min(P, _tile_pixels(row_length, input.element_size()))
+        columns = input.new_empty(tile, row_length)
+        out = input.new_empty(N, P, C_out)
         shape = (ctypes.c_int64 * 14)(*geometry)
         im2col = getattr(lib, f"fapn_dcn_im2col_{_KERNEL_SUFFIX[input.dtype]}")
         threads = torch.get_num_threads()
         for n in range(N):
             mask_ptr = mask[n].data_ptr() if mask is not None else None
-            im2col(shape, image[n].data_ptr(), offset[n].data_ptr(), mask_ptr, columns.data_ptr(), threads)
-            out[n].view(P, C_out).copy_(_rows_times(columns, weight_matrix, bias, H_out, W_out))
+            for begin in range(0, P, tile):
+                end = min(P, begin + tile)
+                rows = columns[: end - begin]
+                im2col(shape, begin, end, image[n].data_ptr(), offset[n].data_ptr(), mask_ptr, rows.data_ptr(), threads)
+                out[n, begin:end] = _rows_times(rows, weight_matrix, bias)
         ctx.save_for_backward(image, offset, mask, weight_matrix)
         ctx.geometry = geometry
         ctx.has_bias = bias is not None
         ctx.weight_shape = weight.shape
         channels_last = input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous()
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        return out.permute(0, 3, 1, 2).contiguous(memory_format=memory_format)
+        return out.view(N, H_out, W_out, C_out).permute(0, 3, 1, 2).contiguous(memory_format=memory_format)
 
     @staticmethod
     @once_differentiable
@@ -190,31 +203,39 @@ class _DeformConv2dCPU(torch.autograd.Function):
         N, H, W, C = image.shape
         C_out, _, kh, kw = ctx.weight_shape
         H_out, W_out = ctx.geometry[6], ctx.geometry[7]
-        P = H_out * W_out
+        P, row_length = H_out * W_out, kh * kw * C
         grad_rows = grad_out.permute(0, 2, 3, 1).contiguous().view(N, P, C_out)
         suffix = _KERNEL_SUFFIX[image.dtype]
         im2col, col2im = getattr(lib, f"fapn_dcn_im2col_{suffix}"), getattr(lib, f"fapn_dcn_col2im_{suffix}")
         shape = (ctypes.c_int64 * 14)(*ctx.geometry)
         threads = torch.get_num_threads()
         need_input, need_offset, need_weight, need_bias, need_mask = ctx.needs_input_grad[:5]
+        need_sampling = need_input or need_offset or need_mask
 
         grad_image = torch.zeros_like(image)
         grad_offset = torch.empty_like(offset)
         grad_mask = torch.empty_like(mask) if mask is not None else None
         grad_weight_matrix = torch.zeros_like(weight_matrix) if need_weight else None
-        columns = image.new_empty(P, kh * kw * C) if need_weight else None
+        tile = min(P, _tile_pixels(row_length, image.element_size()))
+        columns = image.new_empty(tile, row_length)
         weight_matrix_t = weight_matrix.t().contiguous()
         for n in range(N):
             mask_ptr = mask[n].data_ptr() if mask is not None else None
-            if need_weight:
-                # recomputed, not saved: the columns are kh*kw times the input (85 MB for a 128x96x192 map)
-                im2col(shape, image[n].data_ptr(), offset[n].data_ptr(), mask_ptr, columns.data_ptr(), threads)
-                grad_weight_matrix.addmm_(grad_rows[n].t(), columns)
-            if need_input or need_offset or need_mask:
-                grad_columns = _rows_times(grad_rows[n], weight_matrix_t, None, H_out, W_out)
-                grad_mask_ptr = grad_mask[n].data_ptr() if grad_mask is not None else None
-                col2im(shape, image[n].data_ptr(), offset[n].data_ptr(), mask_ptr, grad_columns.data_ptr(),
-                       grad_image[n].data_ptr(), grad_offset[n].data_ptr(), grad_mask_ptr, threads)
+            grad_mask_ptr = grad_mask[n].data_ptr() if grad_mask is not None else None
+            for begin in range(0, P, tile):
+                end = min(P, begin + tile)
+                grad_tile = grad_rows[n, begin:end]
+                if grad_weight_matrix is not None:
+                    # the columns are recomputed, not saved from the forward: they are kh * kw times the input
+                    rows = columns[: end - begin]
+                    im2col(shape, begin, end, image[n].data_ptr(), offset[n].data_ptr(), mask_ptr, rows.data_ptr(),
+                           threads)  # fmt: skip
+                    grad_weight_matrix.addmm_(grad_tile.t(), rows)
+                if need_sampling:
+                    grad_columns = _rows_times(grad_tile, weight_matrix_t).contiguous()
+                    col2im(shape, begin, end, image[n].data_ptr(), offset[n].data_ptr(), mask_ptr,
+                           grad_columns.data_ptr(), grad_image[n].data_ptr(), grad_offset[n].data_ptr(),
+                           grad_mask_ptr, threads)  # fmt: skip
 
         grad_input = grad_image.permute(0, 3, 1, 2).contiguous() if need_input else None
         grad_weight = None

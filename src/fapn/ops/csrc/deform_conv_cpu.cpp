@@ -2,18 +2,46 @@
 //
 // fapn/ops/deform_conv_cpu.py compiles this file on first use into a small shared library (a few seconds:
 // it includes only the C++ standard library) and calls it through ctypes; the GEMMs stay in PyTorch.
-// One image per call. Layouts (P = H_out * W_out, K = kh * kw, G offset groups, Cg = C / G):
+// One image per call; `threads` as torch.get_num_threads(). Layouts (P = H_out * W_out, K = kh * kw, G offset groups, Cg = C / G):
 //   image    [H, W, C]        (channels last: the Cg channels of one offset group are contiguous)
 //   offset   [G, K, 2, P]     (torchvision's layout: (dy, dx) per group and tap, then the pixel)
 //   mask     [G, K, P]        (or null: DCNv1)
 //   columns  [P, K, C]        (row p is the im2col row of output pixel p, tap-major, channel c = g * Cg + i)
+// Both kernels work on the output pixels [p_begin, p_end) only (columns row 0 is pixel p_begin), so that the
+// caller can keep the column buffer small and in cache.
 // Bilinear sampling follows torchvision's deform_conv2d exactly: a sample with y <= -1, y >= H, x <= -1 or
 // x >= W is zero (and has zero gradient), otherwise each of its four corners outside the image counts as zero.
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 namespace {
+
+// Runs body(chunk_begin, chunk_end) on `threads` contiguous chunks of [begin, end), with OpenMP. Built with
+// -fopenmp, this library needs libgomp.so.1, which resolves to the libgomp PyTorch has already loaded: the kernels
+// share PyTorch's thread pool instead of starting a second one that would fight it for the cores.
+template <typename Body>
+void parallel_for(int64_t begin, int64_t end, int threads, const Body& body) {
+#ifdef _OPENMP
+  const int64_t n = end - begin;
+  const int parts = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, n)));
+#pragma omp parallel num_threads(parts)
+  {
+    const int64_t count = omp_get_num_threads(), index = omp_get_thread_num();
+    const int64_t chunk = (n + count - 1) / count;
+    const int64_t b = begin + index * chunk, e = std::min(end, b + chunk);
+    if (b < e) body(b, e);
+  }
+#else
+  (void)threads;
+  body(begin, end);
+#endif
+}
 
 struct Geometry {
   int64_t C, H, W, G, kh, kw, H_out, W_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
@@ -81,83 +109,85 @@ inline void axpy(T w, const T* __restrict__ x, T* __restrict__ y, int64_t n) {
 }
 
 template <typename T>
-void im2col(const Geometry& g, const T* image, const T* offset, const T* mask, T* __restrict__ columns,
-            int threads) {
+void im2col(const Geometry& g, int64_t p_begin, int64_t p_end, const T* image, const T* offset, const T* mask,
+            T* __restrict__ columns, int threads) {
   const int64_t K = g.taps(), Cg = g.C / g.G, P = g.pixels();
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t p = 0; p < P; ++p) {
-    for (int64_t grp = 0; grp < g.G; ++grp) {
-      for (int64_t k = 0; k < K; ++k) {
-        T* out = columns + (p * K + k) * g.C + grp * Cg;
-        T y, x;
-        sample_position(g, offset, p, grp, k, y, x);
-        Sample<T> s;
-        if (!locate(g, y, x, grp * Cg, s)) {
-          for (int64_t c = 0; c < Cg; ++c) out[c] = T(0);
-          continue;
-        }
-        const T m = mask ? mask[(grp * K + k) * P + p] : T(1);
-        const T w0 = s.weight[0] * m, w1 = s.weight[1] * m, w2 = s.weight[2] * m, w3 = s.weight[3] * m;
-        const T* __restrict__ v0 = image + s.index[0];
-        const T* __restrict__ v1 = image + s.index[1];
-        const T* __restrict__ v2 = image + s.index[2];
-        const T* __restrict__ v3 = image + s.index[3];
-        if (s.valid[0] && s.valid[1] && s.valid[2] && s.valid[3]) {
-          for (int64_t c = 0; c < Cg; ++c) out[c] = w0 * v0[c] + w1 * v1[c] + w2 * v2[c] + w3 * v3[c];
-        } else {  // border: never read a corner outside the image (it may hold inf/NaN in a neighbour's place)
-          for (int64_t c = 0; c < Cg; ++c) {
-            T acc = T(0);
-            if (s.valid[0]) acc += w0 * v0[c];
-            if (s.valid[1]) acc += w1 * v1[c];
-            if (s.valid[2]) acc += w2 * v2[c];
-            if (s.valid[3]) acc += w3 * v3[c];
-            out[c] = acc;
+  parallel_for(p_begin, p_end, threads, [&](int64_t chunk_begin, int64_t chunk_end) {
+    for (int64_t p = chunk_begin; p < chunk_end; ++p) {
+      for (int64_t grp = 0; grp < g.G; ++grp) {
+        for (int64_t k = 0; k < K; ++k) {
+          T* out = columns + ((p - p_begin) * K + k) * g.C + grp * Cg;
+          T y, x;
+          sample_position(g, offset, p, grp, k, y, x);
+          Sample<T> s;
+          if (!locate(g, y, x, grp * Cg, s)) {
+            for (int64_t c = 0; c < Cg; ++c) out[c] = T(0);
+            continue;
+          }
+          const T m = mask ? mask[(grp * K + k) * P + p] : T(1);
+          const T w0 = s.weight[0] * m, w1 = s.weight[1] * m, w2 = s.weight[2] * m, w3 = s.weight[3] * m;
+          const T* __restrict__ v0 = image + s.index[0];
+          const T* __restrict__ v1 = image + s.index[1];
+          const T* __restrict__ v2 = image + s.index[2];
+          const T* __restrict__ v3 = image + s.index[3];
+          if (s.valid[0] && s.valid[1] && s.valid[2] && s.valid[3]) {
+            for (int64_t c = 0; c < Cg; ++c) out[c] = w0 * v0[c] + w1 * v1[c] + w2 * v2[c] + w3 * v3[c];
+          } else {  // border: never read a corner outside the image (it may hold inf/NaN in a neighbour's place)
+            for (int64_t c = 0; c < Cg; ++c) {
+              T acc = T(0);
+              if (s.valid[0]) acc += w0 * v0[c];
+              if (s.valid[1]) acc += w1 * v1[c];
+              if (s.valid[2]) acc += w2 * v2[c];
+              if (s.valid[3]) acc += w3 * v3[c];
+              out[c] = acc;
+            }
           }
         }
       }
     }
-  }
+  });
 }
 
 // Gradients of the sampling given the gradient of the columns. Parallel over offset groups: a group reads and
 // writes only its own channels of grad_image, so no two threads touch the same element.
 // grad_image must be zero on entry; grad_offset [G, K, 2, P] and grad_mask [G, K, P] (may be null) are written.
 template <typename T>
-void col2im(const Geometry& g, const T* image, const T* offset, const T* mask, const T* grad_columns,
-            T* grad_image, T* grad_offset, T* grad_mask, int threads) {
+void col2im(const Geometry& g, int64_t p_begin, int64_t p_end, const T* image, const T* offset, const T* mask,
+            const T* grad_columns, T* grad_image, T* grad_offset, T* grad_mask, int threads) {
   const int64_t K = g.taps(), Cg = g.C / g.G, P = g.pixels();
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t grp = 0; grp < g.G; ++grp) {
-    for (int64_t p = 0; p < P; ++p) {
-      for (int64_t k = 0; k < K; ++k) {
-        const T* gc = grad_columns + (p * K + k) * g.C + grp * Cg;
-        const int64_t slot = (grp * K + k) * P + p, offset_slot = 2 * (grp * K + k) * P + p;
-        T y, x;
-        sample_position(g, offset, p, grp, k, y, x);
-        Sample<T> s;
-        if (!locate(g, y, x, grp * Cg, s)) {
-          grad_offset[offset_slot] = T(0);
-          grad_offset[offset_slot + P] = T(0);
-          if (grad_mask) grad_mask[slot] = T(0);
-          continue;
-        }
-        const T m = mask ? mask[slot] : T(1);
-        // sum_c gc[c] * v_corner[c] for each corner; everything else follows from these four dot products.
-        T dots[4] = {T(0), T(0), T(0), T(0)};
-        for (int corner = 0; corner < 4; ++corner) {
-          if (!s.valid[corner]) continue;
-          dots[corner] = dot(gc, image + s.index[corner], Cg);
-          axpy(s.weight[corner] * m, gc, grad_image + s.index[corner], Cg);
-        }
-        // value = hy*hx*v0 + hy*lx*v1 + ly*hx*v2 + ly*lx*v3
-        grad_offset[offset_slot] = m * (s.hx * (dots[2] - dots[0]) + s.lx * (dots[3] - dots[1]));
-        grad_offset[offset_slot + P] = m * (s.hy * (dots[1] - dots[0]) + s.ly * (dots[3] - dots[2]));
-        if (grad_mask) {
-          grad_mask[slot] = s.weight[0] * dots[0] + s.weight[1] * dots[1] + s.weight[2] * dots[2] + s.weight[3] * dots[3];
+  parallel_for(0, g.G, threads, [&](int64_t group_begin, int64_t group_end) {
+    for (int64_t grp = group_begin; grp < group_end; ++grp) {
+      for (int64_t p = p_begin; p < p_end; ++p) {
+        for (int64_t k = 0; k < K; ++k) {
+          const T* gc = grad_columns + ((p - p_begin) * K + k) * g.C + grp * Cg;
+          const int64_t slot = (grp * K + k) * P + p, offset_slot = 2 * (grp * K + k) * P + p;
+          T y, x;
+          sample_position(g, offset, p, grp, k, y, x);
+          Sample<T> s;
+          if (!locate(g, y, x, grp * Cg, s)) {
+            grad_offset[offset_slot] = T(0);
+            grad_offset[offset_slot + P] = T(0);
+            if (grad_mask) grad_mask[slot] = T(0);
+            continue;
+          }
+          const T m = mask ? mask[slot] : T(1);
+          // sum_c gc[c] * v_corner[c] for each corner; everything else follows from these four dot products.
+          T dots[4] = {T(0), T(0), T(0), T(0)};
+          for (int corner = 0; corner < 4; ++corner) {
+            if (!s.valid[corner]) continue;
+            dots[corner] = dot(gc, image + s.index[corner], Cg);
+            axpy(s.weight[corner] * m, gc, grad_image + s.index[corner], Cg);
+          }
+          // value = hy*hx*v0 + hy*lx*v1 + ly*hx*v2 + ly*lx*v3
+          grad_offset[offset_slot] = m * (s.hx * (dots[2] - dots[0]) + s.lx * (dots[3] - dots[1]));
+          grad_offset[offset_slot + P] = m * (s.hy * (dots[1] - dots[0]) + s.ly * (dots[3] - dots[2]));
+          if (grad_mask) {
+            grad_mask[slot] = s.weight[0] * dots[0] + s.weight[1] * dots[1] + s.weight[2] * dots[2] + s.weight[3] * dots[3];
+          }
         }
       }
     }
-  }
+  });
 }
 
 Geometry geometry(const int64_t* shape) {
@@ -170,28 +200,28 @@ Geometry geometry(const int64_t* shape) {
 // shape: C, H, W, G, kh, kw, H_out, W_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w
 extern "C" {
 
-int fapn_dcn_abi_version() { return 2; }
+int fapn_dcn_abi_version() { return 5; }
 
-void fapn_dcn_im2col_f32(const int64_t* shape, const float* image, const float* offset, const float* mask,
+void fapn_dcn_im2col_f32(const int64_t* shape, int64_t p_begin, int64_t p_end, const float* image, const float* offset, const float* mask,
                          float* columns, int threads) {
-  im2col(geometry(shape), image, offset, mask, columns, threads);
+  im2col(geometry(shape), p_begin, p_end, image, offset, mask, columns, threads);
 }
 
-void fapn_dcn_im2col_f64(const int64_t* shape, const double* image, const double* offset, const double* mask,
+void fapn_dcn_im2col_f64(const int64_t* shape, int64_t p_begin, int64_t p_end, const double* image, const double* offset, const double* mask,
                          double* columns, int threads) {
-  im2col(geometry(shape), image, offset, mask, columns, threads);
+  im2col(geometry(shape), p_begin, p_end, image, offset, mask, columns, threads);
 }
 
-void fapn_dcn_col2im_f32(const int64_t* shape, const float* image, const float* offset, const float* mask,
+void fapn_dcn_col2im_f32(const int64_t* shape, int64_t p_begin, int64_t p_end, const float* image, const float* offset, const float* mask,
                          const float* grad_columns, float* grad_image, float* grad_offset, float* grad_mask,
                          int threads) {
-  col2im(geometry(shape), image, offset, mask, grad_columns, grad_image, grad_offset, grad_mask, threads);
+  col2im(geometry(shape), p_begin, p_end, image, offset, mask, grad_columns, grad_image, grad_offset, grad_mask, threads);
 }
 
-void fapn_dcn_col2im_f64(const int64_t* shape, const double* image, const double* offset, const double* mask,
+void fapn_dcn_col2im_f64(const int64_t* shape, int64_t p_begin, int64_t p_end, const double* image, const double* offset, const double* mask,
                          const double* grad_columns, double* grad_image, double* grad_offset, double* grad_mask,
                          int threads) {
-  col2im(geometry(shape), image, offset, mask, grad_columns, grad_image, grad_offset, grad_mask, threads);
+  col2im(geometry(shape), p_begin, p_end, image, offset, mask, grad_columns, grad_image, grad_offset, grad_mask, threads);
 }
 
 }  // extern "C"
