@@ -4,14 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ExportCheck", "compare_outputs", "DEFAULT_CHECK_SHAPES"]
+__all__ = ["ExportCheck", "compare_outputs", "DEFAULT_CHECK_SHAPES", "dynamic_image_axes", "input_name"]
 
 DEFAULT_CHECK_SHAPES: tuple[tuple[int, int, int, int], ...] = ((1, 3, 96, 128), (2, 3, 64, 160))
 """Input shapes of the check: two batch sizes and two image sizes, so dynamic axes are exercised."""
+
+
+def input_name(model: nn.Module) -> str:
+    """Name of the first argument of ``model.forward`` (what ``dynamic_shapes`` is keyed by)."""
+    import inspect
+
+    return next(iter(inspect.signature(model.forward).parameters))
+
+
+def dynamic_image_axes() -> dict[int, Any]:
+    """Dynamic batch, height and width of an ``[N, 3, H, W]`` input for ``torch.export``. Height and width
+    start at 33: at 32 the stride-32 map is 1x1, a size the tracer specialises."""
+    return {0: torch.export.Dim("batch"), 2: torch.export.Dim("height", min=33), 3: torch.export.Dim("width", min=33)}
 
 
 @dataclass

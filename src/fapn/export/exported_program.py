@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from fapn.export.backend import deform_backend
-from fapn.export.check import DEFAULT_CHECK_SHAPES, ExportCheck, compare_outputs
+from fapn.export.check import DEFAULT_CHECK_SHAPES, ExportCheck, compare_outputs, dynamic_image_axes, input_name
 
 __all__ = ["export_program"]
 
@@ -38,15 +38,12 @@ def export_program(
         check: reload and compare with PyTorch on ``check_shapes``.
         tolerance: largest relative difference for the check to pass.
     """
-    import inspect
-
     model = model.eval()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     dynamic_shapes = None
     if dynamic:
-        name = next(iter(inspect.signature(model.forward).parameters))
-        dynamic_shapes = {name: {0: torch.export.Dim("batch"), 2: torch.export.Dim("height", min=33), 3: torch.export.Dim("width", min=33)}}
+        dynamic_shapes = {input_name(model): dynamic_image_axes()}
     with deform_backend(model, "torchvision"), torch.no_grad():
         program = torch.export.export(model, (torch.randn(example_shape),), dynamic_shapes=dynamic_shapes, strict=False)
         torch.export.save(program, str(path))

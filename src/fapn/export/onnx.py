@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from fapn.export.backend import deform_backend
-from fapn.export.check import DEFAULT_CHECK_SHAPES, ExportCheck, compare_outputs
+from fapn.export.check import DEFAULT_CHECK_SHAPES, ExportCheck, compare_outputs, dynamic_image_axes, input_name
 
 __all__ = ["export_onnx", "check_onnx", "deform_conv2d_translation", "onnx_op_counts", "MIN_OPSET"]
 
@@ -108,14 +108,8 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.randn(example_shape)
     dynamic_shapes = None
-    if dynamic:
-        dynamic_shapes = {
-            "x": {0: torch.export.Dim("batch"), 2: torch.export.Dim("height", min=33), 3: torch.export.Dim("width", min=33)}
-        }
-    # The argument name of forward is what dynamic_shapes is keyed by.
-    forward_arg = next(iter(_forward_parameters(model)), "x")
-    if dynamic_shapes is not None:
-        dynamic_shapes = {forward_arg: dynamic_shapes["x"]}
+    if dynamic:  # keyed by the name of forward's input argument; H, W > 32 (a 1x1 C5 would be specialised)
+        dynamic_shapes = {input_name(model): dynamic_image_axes()}
     with deform_backend(model, "torchvision"), torch.no_grad():
         program = torch.onnx.export(
             model,
@@ -140,12 +134,6 @@ def export_onnx(
     if not check:
         return None
     return check_onnx(model, path, check_shapes if dynamic else [example_shape], tolerance)
-
-
-def _forward_parameters(model: nn.Module) -> list[str]:
-    import inspect
-
-    return list(inspect.signature(model.forward).parameters)
 
 
 def check_onnx(
