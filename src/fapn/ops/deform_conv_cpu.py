@@ -37,7 +37,7 @@ from fapn.ops.deform_conv_pytorch import check_shapes, deform_conv2d_pytorch
 __all__ = ["deform_conv2d_cpu", "load_kernels", "kernels_available", "SOURCE"]
 
 SOURCE = Path(__file__).with_name("csrc") / "deform_conv_cpu.cpp"
-_ABI_VERSION = 5
+_ABI_VERSION = 6
 _FLAG_SETS: tuple[tuple[str, ...], ...] = (
     ("-O3", "-march=native", "-fopenmp"),  # vectorised for this CPU (the cache key includes the CPU)
     ("-O3", "-fopenmp"),  # a compiler that does not know -march=native
@@ -129,27 +129,18 @@ def kernels_available() -> bool:
     return load_kernels() is not None
 
 
-COLUMN_TILE_BYTES = 16 << 20
-"""Size of the column buffer: the output pixels are processed in tiles whose im2col rows fit in it (and in the
-CPU's cache), which is faster than one image-sized buffer and bounds the memory (docs/deform_conv.md)."""
+SAMPLE_TILE_BYTES = 16 << 20
+"""Size of the samples buffer: the output rows are processed in tiles whose samples fit in it, which bounds the
+memory (the samples of a whole map are ``kh * kw`` times its size) and keeps the data in cache."""
 
 
-def _tile_pixels(row_length: int, element_size: int) -> int:
-    return max(64, COLUMN_TILE_BYTES // (row_length * element_size))
+def _tile_rows(sample_row_bytes: int) -> int:
+    return max(1, SAMPLE_TILE_BYTES // sample_row_bytes)
 
 
-def _rows_times(rows: Tensor, matrix: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``rows @ matrix.T (+ bias)``: ``[T, K_in]`` times ``[K_out, K_in]`` gives ``[T, K_out]``.
-
-    In float32 this is a 1x1 convolution of a channels-last ``1 x T`` image, which oneDNN computes faster than
-    ``mm`` here (docs/deform_conv.md); other dtypes use ``mm``.
-    """
-    if rows.dtype == torch.float32 and torch.backends.mkldnn.is_available():
-        image = rows.view(1, 1, rows.shape[0], rows.shape[1]).permute(0, 3, 1, 2)
-        out = F.conv2d(image, matrix[:, :, None, None], bias)
-        return out.permute(0, 2, 3, 1).reshape(rows.shape[0], matrix.shape[0])
-    out = rows @ matrix.t()
-    return out.add_(bias) if bias is not None else out
+def _as_image(samples: Tensor) -> Tensor:
+    """The ``[rows, cols, C]`` samples buffer as a channels-last ``[1, C, rows, cols]`` image (a view)."""
+    return samples.unsqueeze(0).permute(0, 3, 1, 2)
 
 
 class _DeformConv2dCPU(torch.autograd.Function):
@@ -168,43 +159,38 @@ class _DeformConv2dCPU(torch.autograd.Function):
         N, C, H, W = input.shape
         C_out, _, kh, kw = weight.shape
         H_out, W_out = geometry[6], geometry[7]
-        P, row_length = H_out * W_out, kh * kw * C
         image = input.permute(0, 2, 3, 1).contiguous()  # a no-op for a channels-last input
         offset = offset.contiguous()
         mask = mask.contiguous() if mask is not None else None
-        weight_matrix = weight.permute(0, 2, 3, 1).reshape(C_out, row_length)
-        tile = min(P, _tile_pixels(row_length, input.element_size()))
-        columns = input.new_empty(tile, row_length)
-        out = input.new_empty(N, P, C_out)
+        tile = min(H_out, _tile_rows(kh * W_out * kw * C * input.element_size()))
+        samples = input.new_empty(tile * kh, W_out * kw, C)
+        channels_last = input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous()
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        out = torch.empty(N, C_out, H_out, W_out, dtype=input.dtype, memory_format=memory_format)
         shape = (ctypes.c_int64 * 14)(*geometry)
         im2col = getattr(lib, f"fapn_dcn_im2col_{_KERNEL_SUFFIX[input.dtype]}")
         threads = torch.get_num_threads()
         for n in range(N):
             mask_ptr = mask[n].data_ptr() if mask is not None else None
-            for begin in range(0, P, tile):
-                end = min(P, begin + tile)
-                rows = columns[: end - begin]
+            for begin in range(0, H_out, tile):
+                end = min(H_out, begin + tile)
+                rows = samples[: (end - begin) * kh]
                 im2col(shape, begin, end, image[n].data_ptr(), offset[n].data_ptr(), mask_ptr, rows.data_ptr(), threads)
-                out[n, begin:end] = _rows_times(rows, weight_matrix, bias)
-        ctx.save_for_backward(image, offset, mask, weight_matrix)
+                out[n, :, begin:end] = F.conv2d(_as_image(rows), weight, bias, stride=(kh, kw))[0]
+        ctx.save_for_backward(image, offset, mask, weight)
         ctx.geometry = geometry
         ctx.has_bias = bias is not None
-        ctx.weight_shape = weight.shape
-        channels_last = input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous()
-        memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        return out.view(N, H_out, W_out, C_out).permute(0, 3, 1, 2).contiguous(memory_format=memory_format)
+        return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         lib = load_kernels()
         assert lib is not None
-        image, offset, mask, weight_matrix = ctx.saved_tensors
+        image, offset, mask, weight = ctx.saved_tensors
         N, H, W, C = image.shape
-        C_out, _, kh, kw = ctx.weight_shape
+        C_out, _, kh, kw = weight.shape
         H_out, W_out = ctx.geometry[6], ctx.geometry[7]
-        P, row_length = H_out * W_out, kh * kw * C
-        grad_rows = grad_out.permute(0, 2, 3, 1).contiguous().view(N, P, C_out)
         suffix = _KERNEL_SUFFIX[image.dtype]
         im2col, col2im = getattr(lib, f"fapn_dcn_im2col_{suffix}"), getattr(lib, f"fapn_dcn_col2im_{suffix}")
         shape = (ctypes.c_int64 * 14)(*ctx.geometry)
@@ -212,36 +198,37 @@ class _DeformConv2dCPU(torch.autograd.Function):
         need_input, need_offset, need_weight, need_bias, need_mask = ctx.needs_input_grad[:5]
         need_sampling = need_input or need_offset or need_mask
 
+        grad_out = grad_out.contiguous(memory_format=torch.channels_last)
         grad_image = torch.zeros_like(image)
         grad_offset = torch.empty_like(offset)
         grad_mask = torch.empty_like(mask) if mask is not None else None
-        grad_weight_matrix = torch.zeros_like(weight_matrix) if need_weight else None
-        tile = min(P, _tile_pixels(row_length, image.element_size()))
-        columns = image.new_empty(tile, row_length)
-        weight_matrix_t = weight_matrix.t().contiguous()
+        grad_weight = torch.zeros_like(weight) if need_weight else None
+        tile = min(H_out, _tile_rows(kh * W_out * kw * C * image.element_size()))
+        samples = image.new_empty(tile * kh, W_out * kw, C)
         for n in range(N):
             mask_ptr = mask[n].data_ptr() if mask is not None else None
             grad_mask_ptr = grad_mask[n].data_ptr() if grad_mask is not None else None
-            for begin in range(0, P, tile):
-                end = min(P, begin + tile)
-                grad_tile = grad_rows[n, begin:end]
-                if grad_weight_matrix is not None:
-                    # the columns are recomputed, not saved from the forward: they are kh * kw times the input
-                    rows = columns[: end - begin]
+            for begin in range(0, H_out, tile):
+                end = min(H_out, begin + tile)
+                rows = samples[: (end - begin) * kh]
+                if need_weight:
+                    # the samples are recomputed, not saved by the forward: they are kh * kw times the input
                     im2col(shape, begin, end, image[n].data_ptr(), offset[n].data_ptr(), mask_ptr, rows.data_ptr(),
                            threads)  # fmt: skip
-                    grad_weight_matrix.addmm_(grad_tile.t(), rows)
+                grad_rows, grad_weight_tile, _ = torch.ops.aten.convolution_backward(
+                    grad_out[n : n + 1, :, begin:end], _as_image(rows), weight, None,
+                    (kh, kw), (0, 0), (1, 1), False, (0, 0), 1, (need_sampling, need_weight, False),
+                )  # fmt: skip
+                if grad_weight is not None:
+                    grad_weight += grad_weight_tile
                 if need_sampling:
-                    grad_columns = _rows_times(grad_tile, weight_matrix_t).contiguous()
+                    grad_rows = grad_rows.permute(0, 2, 3, 1).contiguous()
                     col2im(shape, begin, end, image[n].data_ptr(), offset[n].data_ptr(), mask_ptr,
-                           grad_columns.data_ptr(), grad_image[n].data_ptr(), grad_offset[n].data_ptr(),
+                           grad_rows.data_ptr(), grad_image[n].data_ptr(), grad_offset[n].data_ptr(),
                            grad_mask_ptr, threads)  # fmt: skip
 
         grad_input = grad_image.permute(0, 3, 1, 2).contiguous() if need_input else None
-        grad_weight = None
-        if grad_weight_matrix is not None:
-            grad_weight = grad_weight_matrix.view(C_out, kh, kw, C).permute(0, 3, 1, 2).contiguous()
-        grad_bias = grad_rows.sum((0, 1)) if need_bias and ctx.has_bias else None
+        grad_bias = grad_out.sum((0, 2, 3)) if need_bias and ctx.has_bias else None
         return (
             grad_input,
             grad_offset if need_offset else None,

@@ -2,13 +2,15 @@
 //
 // fapn/ops/deform_conv_cpu.py compiles this file on first use into a small shared library (a few seconds:
 // it includes only the C++ standard library) and calls it through ctypes; the GEMMs stay in PyTorch.
-// One image per call; `threads` as torch.get_num_threads(). Layouts (P = H_out * W_out, K = kh * kw, G offset groups, Cg = C / G):
-//   image    [H, W, C]        (channels last: the Cg channels of one offset group are contiguous)
-//   offset   [G, K, 2, P]     (torchvision's layout: (dy, dx) per group and tap, then the pixel)
-//   mask     [G, K, P]        (or null: DCNv1)
-//   columns  [P, K, C]        (row p is the im2col row of output pixel p, tap-major, channel c = g * Cg + i)
-// Both kernels work on the output pixels [p_begin, p_end) only (columns row 0 is pixel p_begin), so that the
-// caller can keep the column buffer small and in cache.
+// One image per call; `threads` as torch.get_num_threads(). Layouts (P = H_out * W_out, K = kh * kw, G offset
+// groups, Cg = C / G):
+//   image    [H, W, C]             (channels last: the Cg channels of one offset group are contiguous)
+//   offset   [G, K, 2, P]          (torchvision's layout: (dy, dx) per group and tap, then the pixel)
+//   mask     [G, K, P]             (or null: DCNv1)
+//   samples  [R * kh, W_out * kw, C] for the output rows [row_begin, row_end), R = row_end - row_begin: the
+//            bilinear samples of output pixel (ho, wo), tap (i, j) sit at ((ho - row_begin) * kh + i, wo * kw + j),
+//            so that a dense kh x kw convolution with stride (kh, kw) of this channels-last image is the
+//            deformable convolution of those rows (PyTorch runs it with oneDNN, as fast as the plain conv).
 // Bilinear sampling follows torchvision's deform_conv2d exactly: a sample with y <= -1, y >= H, x <= -1 or
 // x >= W is zero (and has zero gradient), otherwise each of its four corners outside the image counts as zero.
 
@@ -81,6 +83,12 @@ inline bool locate(const Geometry& g, T y, T x, int64_t channel0, Sample<T>& s) 
   return true;
 }
 
+// Element offset, in the samples image of rows starting at row_begin, of output pixel p's tap k.
+inline int64_t sample_slot(const Geometry& g, int64_t row_begin, int64_t p, int64_t k) {
+  const int64_t ho = p / g.W_out, wo = p % g.W_out, i = k / g.kw, j = k % g.kw;
+  return (((ho - row_begin) * g.kh + i) * (g.W_out * g.kw) + wo * g.kw + j) * g.C;
+}
+
 template <typename T>
 inline void sample_position(const Geometry& g, const T* offset, int64_t p, int64_t grp, int64_t k, T& y, T& x) {
   const int64_t ho = p / g.W_out, wo = p % g.W_out;
@@ -109,14 +117,14 @@ inline void axpy(T w, const T* __restrict__ x, T* __restrict__ y, int64_t n) {
 }
 
 template <typename T>
-void im2col(const Geometry& g, int64_t p_begin, int64_t p_end, const T* image, const T* offset, const T* mask,
-            T* __restrict__ columns, int threads) {
+void im2col(const Geometry& g, int64_t row_begin, int64_t row_end, const T* image, const T* offset, const T* mask,
+            T* __restrict__ samples, int threads) {
   const int64_t K = g.taps(), Cg = g.C / g.G, P = g.pixels();
-  parallel_for(p_begin, p_end, threads, [&](int64_t chunk_begin, int64_t chunk_end) {
+  parallel_for(row_begin * g.W_out, row_end * g.W_out, threads, [&](int64_t chunk_begin, int64_t chunk_end) {
     for (int64_t p = chunk_begin; p < chunk_end; ++p) {
       for (int64_t grp = 0; grp < g.G; ++grp) {
         for (int64_t k = 0; k < K; ++k) {
-          T* out = columns + ((p - p_begin) * K + k) * g.C + grp * Cg;
+          T* out = samples + sample_slot(g, row_begin, p, k) + grp * Cg;
           T y, x;
           sample_position(g, offset, p, grp, k, y, x);
           Sample<T> s;
@@ -148,18 +156,18 @@ void im2col(const Geometry& g, int64_t p_begin, int64_t p_end, const T* image, c
   });
 }
 
-// Gradients of the sampling given the gradient of the columns. Parallel over offset groups: a group reads and
+// Gradients of the sampling given the gradient of the samples. Parallel over offset groups: a group reads and
 // writes only its own channels of grad_image, so no two threads touch the same element.
 // grad_image must be zero on entry; grad_offset [G, K, 2, P] and grad_mask [G, K, P] (may be null) are written.
 template <typename T>
-void col2im(const Geometry& g, int64_t p_begin, int64_t p_end, const T* image, const T* offset, const T* mask,
-            const T* grad_columns, T* grad_image, T* grad_offset, T* grad_mask, int threads) {
+void col2im(const Geometry& g, int64_t row_begin, int64_t row_end, const T* image, const T* offset, const T* mask,
+            const T* grad_samples, T* grad_image, T* grad_offset, T* grad_mask, int threads) {
   const int64_t K = g.taps(), Cg = g.C / g.G, P = g.pixels();
   parallel_for(0, g.G, threads, [&](int64_t group_begin, int64_t group_end) {
     for (int64_t grp = group_begin; grp < group_end; ++grp) {
-      for (int64_t p = p_begin; p < p_end; ++p) {
+      for (int64_t p = row_begin * g.W_out; p < row_end * g.W_out; ++p) {
         for (int64_t k = 0; k < K; ++k) {
-          const T* gc = grad_columns + ((p - p_begin) * K + k) * g.C + grp * Cg;
+          const T* gc = grad_samples + sample_slot(g, row_begin, p, k) + grp * Cg;
           const int64_t slot = (grp * K + k) * P + p, offset_slot = 2 * (grp * K + k) * P + p;
           T y, x;
           sample_position(g, offset, p, grp, k, y, x);
@@ -200,28 +208,28 @@ Geometry geometry(const int64_t* shape) {
 // shape: C, H, W, G, kh, kw, H_out, W_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w
 extern "C" {
 
-int fapn_dcn_abi_version() { return 5; }
+int fapn_dcn_abi_version() { return 6; }
 
-void fapn_dcn_im2col_f32(const int64_t* shape, int64_t p_begin, int64_t p_end, const float* image, const float* offset, const float* mask,
-                         float* columns, int threads) {
-  im2col(geometry(shape), p_begin, p_end, image, offset, mask, columns, threads);
+void fapn_dcn_im2col_f32(const int64_t* shape, int64_t row_begin, int64_t row_end, const float* image, const float* offset, const float* mask,
+                         float* samples, int threads) {
+  im2col(geometry(shape), row_begin, row_end, image, offset, mask, samples, threads);
 }
 
-void fapn_dcn_im2col_f64(const int64_t* shape, int64_t p_begin, int64_t p_end, const double* image, const double* offset, const double* mask,
-                         double* columns, int threads) {
-  im2col(geometry(shape), p_begin, p_end, image, offset, mask, columns, threads);
+void fapn_dcn_im2col_f64(const int64_t* shape, int64_t row_begin, int64_t row_end, const double* image, const double* offset, const double* mask,
+                         double* samples, int threads) {
+  im2col(geometry(shape), row_begin, row_end, image, offset, mask, samples, threads);
 }
 
-void fapn_dcn_col2im_f32(const int64_t* shape, int64_t p_begin, int64_t p_end, const float* image, const float* offset, const float* mask,
-                         const float* grad_columns, float* grad_image, float* grad_offset, float* grad_mask,
+void fapn_dcn_col2im_f32(const int64_t* shape, int64_t row_begin, int64_t row_end, const float* image, const float* offset, const float* mask,
+                         const float* grad_samples, float* grad_image, float* grad_offset, float* grad_mask,
                          int threads) {
-  col2im(geometry(shape), p_begin, p_end, image, offset, mask, grad_columns, grad_image, grad_offset, grad_mask, threads);
+  col2im(geometry(shape), row_begin, row_end, image, offset, mask, grad_samples, grad_image, grad_offset, grad_mask, threads);
 }
 
-void fapn_dcn_col2im_f64(const int64_t* shape, int64_t p_begin, int64_t p_end, const double* image, const double* offset, const double* mask,
-                         const double* grad_columns, double* grad_image, double* grad_offset, double* grad_mask,
+void fapn_dcn_col2im_f64(const int64_t* shape, int64_t row_begin, int64_t row_end, const double* image, const double* offset, const double* mask,
+                         const double* grad_samples, double* grad_image, double* grad_offset, double* grad_mask,
                          int threads) {
-  col2im(geometry(shape), p_begin, p_end, image, offset, mask, grad_columns, grad_image, grad_offset, grad_mask, threads);
+  col2im(geometry(shape), row_begin, row_end, image, offset, mask, grad_samples, grad_image, grad_offset, grad_mask, threads);
 }
 
 }  // extern "C"
