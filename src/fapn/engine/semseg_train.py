@@ -175,6 +175,7 @@ def train(
     output_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
     progress: bool = True,
+    stop_after: int | None = None,
 ) -> dict[str, Any]:
     """Train ``realtime_fapn`` with the recipe ``cfg``; returns the final validation scores.
 
@@ -186,6 +187,8 @@ def train(
         output_dir: overrides ``cfg.train.output_dir``.
         resume: continue from ``output_dir/last.pt`` (exactly: same weights as an uninterrupted run).
         progress: show a tqdm bar.
+        stop_after: stop once this iteration is done and its checkpoint written, as an interrupted run would
+            (the schedule still targets ``cfg.train.iterations``); ``--resume`` continues it.
 
     Returns:
         ``{"iteration", "metrics" (last validation), "best_mIoU", "output_dir", "seconds"}``.
@@ -205,6 +208,11 @@ def train(
     model = build_segmentation_model(cfg, info.num_classes).to(ctx.device)
     frozen = freeze_batch_norm(model) if cfg.model.frozen_bn else []
     if ctx.distributed and cfg.model.sync_bn and not cfg.model.frozen_bn:
+        if ctx.device.type != "cuda":
+            raise ValueError(
+                "model.sync_bn=true needs CUDA (torch's SyncBatchNorm has no CPU kernel); on CPU use "
+                "model.frozen_bn=true or plain batch norm"
+            )
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     bare_model = model
     optimizer = torch.optim.SGD(
@@ -230,7 +238,8 @@ def train(
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         start_iteration = int(checkpoint["iteration"])
-        best_miou = float((checkpoint.get("metrics") or {}).get("best_mIoU", -math.inf))
+        stored_best = (checkpoint.get("metrics") or {}).get("best_mIoU")
+        best_miou = float(stored_best) if stored_best is not None else -math.inf
         last_metrics = (checkpoint.get("metrics") or {}).get("val")
         torch.set_rng_state(checkpoint["rng"]["torch"])
     if ctx.distributed:
@@ -322,8 +331,16 @@ def train(
         if cfg.train.eval_period and iteration % cfg.train.eval_period == 0 and iteration < cfg.train.iterations:
             validate(iteration)
             _set_train_mode(model, frozen)
-        if ctx.is_main and (iteration % cfg.train.checkpoint_period == 0 or iteration == cfg.train.iterations):
+        interrupted = stop_after is not None and iteration >= stop_after
+        if ctx.is_main and (
+            iteration % cfg.train.checkpoint_period == 0 or iteration == cfg.train.iterations or interrupted
+        ):
             save_checkpoint(checkpoint_dict(iteration), out / "last.pt")
+        if interrupted and iteration < cfg.train.iterations:
+            bar.close()
+            loggers.close()
+            return {"iteration": iteration, "metrics": last_metrics, "best_mIoU": best_miou,
+                    "output_dir": str(out), "seconds": time.perf_counter() - start_time}
     bar.close()
     scores = validate(iteration) if iteration > start_iteration or last_metrics is None else last_metrics
     if ctx.is_main:

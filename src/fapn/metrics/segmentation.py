@@ -51,7 +51,8 @@ def scores_from_confusion(matrix: Tensor, class_names: Sequence[str] | None = No
     """Scores in percent from a confusion matrix (see the module docstring).
 
     Returns:
-        ``{"mIoU", "pixel_accuracy", "mean_accuracy", "per_class_iou": {name: iou or None}, "per_class_accuracy"}``;
+        ``{"mIoU", "pixel_accuracy", "mean_accuracy", "per_class_iou": {name: iou or None}, "per_class_accuracy",
+        "num_pixels"}`` (``num_pixels``: labelled pixels counted);
         a class that appears neither in the ground truth nor in the predictions has IoU ``None`` and is left out
         of the mean (as the Cityscapes evaluator does).
     """
@@ -75,6 +76,7 @@ def scores_from_confusion(matrix: Tensor, class_names: Sequence[str] | None = No
         "mean_accuracy": pct(torch.nanmean(accuracy)) if (~torch.isnan(accuracy)).any() else None,
         "per_class_iou": {name: pct(v) for name, v in zip(names, iou)},
         "per_class_accuracy": {name: pct(v) for name, v in zip(names, accuracy)},
+        "num_pixels": int(total),
     }
 
 

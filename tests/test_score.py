@@ -1,0 +1,143 @@
+"""``fapn score`` equals the official Cityscapes evaluator (cityscapesscripts) on a generated fixture, and
+``fapn eval --save-predictions`` writes exactly the submission format it reads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fapn.cli.main import main
+from fapn.data.cityscapes import CITYSCAPES_LABEL_TO_TRAIN
+
+CITIES = {"frankfurt": 2, "lindau": 1}
+EVAL_LABEL_IDS = [i for i, t in CITYSCAPES_LABEL_TO_TRAIN.items() if t != 255]
+
+
+def make_fixture(root: Path, height: int = 48, width: int = 64) -> list[Path]:
+    rng = np.random.default_rng(0)
+    gts = []
+    for city, count in CITIES.items():
+        for i in range(count):
+            stem = f"{city}_000000_{i:06d}"
+            image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            (root / "leftImg8bit" / "val" / city).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(root / "leftImg8bit" / "val" / city / f"{stem}_leftImg8bit.png")
+            # Blocky ground truth over all 34 label ids (ignored ones included), like real annotations.
+            label = np.kron(rng.integers(0, 34, (height // 8, width // 8)), np.ones((8, 8), dtype=np.int64))
+            gt = root / "gtFine" / "val" / city / f"{stem}_gtFine_labelIds.png"
+            gt.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(label.astype(np.uint8)).save(gt)
+            gts.append(gt)
+    return gts
+
+
+def official_evaluator(monkeypatch: pytest.MonkeyPatch):
+    ev = pytest.importorskip("cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling")
+    if not hasattr(np, "in1d"):  # cityscapesscripts 2.3 calls np.in1d, removed in numpy 2.4
+        monkeypatch.setattr(
+            np, "in1d", lambda a, b, invert=False: np.isin(np.asarray(a).ravel(), b, invert=invert), raising=False
+        )
+    monkeypatch.setattr(ev.args, "evalInstLevelScore", False)
+    monkeypatch.setattr(ev.args, "JSONOutput", False)
+    monkeypatch.setattr(ev.args, "quiet", True)
+    return ev
+
+
+def official_miou(ev, predictions: list[Path], gts: list[Path]) -> tuple[float, dict[str, float]]:
+    result = ev.evaluateImgLists([str(p) for p in predictions], [str(g) for g in gts], ev.args)
+    return result["averageScoreClasses"] * 100, {k: v * 100 for k, v in result["classScores"].items()}
+
+
+def score_json(capsys, gt_root: Path, pred: Path) -> dict:
+    capsys.readouterr()
+    assert main(["score", "--dataset", "cityscapes", "--gt-root", str(gt_root), "--split", "val",
+                 "--pred", str(pred), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_score_equals_cityscapesscripts(tmp_path: Path, monkeypatch, capsys) -> None:
+    ev = official_evaluator(monkeypatch)
+    gts = make_fixture(tmp_path / "cityscapes")
+    rng = np.random.default_rng(1)
+    pred_dir = tmp_path / "pred"
+    (pred_dir / "nested").mkdir(parents=True)
+    predictions = []
+    for gt in gts:
+        label = np.array(Image.open(gt))
+        noise = rng.integers(0, 34, label.shape)  # includes label ids not evaluated (0-6, 9, 10, ...)
+        pred = np.where(rng.random(label.shape) < 0.5, label, noise).astype(np.uint8)
+        pred[pred == 33] = 26  # bicycle never predicted, car over-predicted
+        path = pred_dir / "nested" / gt.name.replace("_gtFine_labelIds.png", "_leftImg8bit.png")
+        Image.fromarray(pred).save(path)
+        predictions.append(path)
+    ours = score_json(capsys, tmp_path / "cityscapes", pred_dir)
+    official, per_class = official_miou(ev, predictions, gts)
+    assert ours["mIoU"] == pytest.approx(official, abs=1e-4)
+    for name, value in per_class.items():
+        if not np.isnan(value):
+            assert ours["per_class_iou"][name] == pytest.approx(value, abs=1e-4), name
+
+
+def test_eval_save_predictions_is_the_submission_format(tmp_path: Path, monkeypatch, capsys) -> None:
+    ev = official_evaluator(monkeypatch)
+    from fapn.data.cityscapes import CITYSCAPES_INFO
+    from fapn.engine.checkpoint import save_checkpoint
+    from fapn.models import realtime_fapn
+
+    gts = make_fixture(tmp_path / "cityscapes")
+    torch.manual_seed(0)
+    model = realtime_fapn("resnet18", num_classes=19, variant="fpn")
+    ckpt = save_checkpoint({"model": model.state_dict(),
+                            "model_config": {"name": "realtime_fapn", "backbone": "resnet18", "num_classes": 19,
+                                             "variant": "fpn"},
+                            "dataset": CITYSCAPES_INFO.to_dict()}, tmp_path / "model.pt")
+    pred_dir = tmp_path / "preds"
+    assert main(["eval", "semseg/cityscapes_r18_fapn", "--weights", str(ckpt), "--set",
+                 f"data.root={tmp_path / 'cityscapes'}", "--save-predictions", str(pred_dir),
+                 "--output", str(tmp_path / "eval.json"), "--device", "cpu"]) == 0
+    files = sorted(pred_dir.glob("*.png"))
+    assert [f.name for f in files] == sorted(g.name.replace("_gtFine_labelIds", "_leftImg8bit") for g in gts)
+    for f in files:
+        array = np.array(Image.open(f))
+        assert array.shape == (48, 64) and array.dtype == np.uint8
+        assert set(np.unique(array)) <= set(EVAL_LABEL_IDS)  # label ids, not train ids
+    evaluated = json.loads((tmp_path / "eval.json").read_text())
+    scored = score_json(capsys, tmp_path / "cityscapes", pred_dir)
+    official, _ = official_miou(ev, [pred_dir / g.name.replace("_gtFine_labelIds", "_leftImg8bit") for g in gts], gts)
+    assert evaluated["mIoU"] == pytest.approx(scored["mIoU"], abs=1e-9)
+    assert scored["mIoU"] == pytest.approx(official, abs=1e-4)
+
+
+def test_score_errors_name_the_file(tmp_path: Path, capsys) -> None:
+    gts = make_fixture(tmp_path / "cityscapes")
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    code = main(["score", "--dataset", "cityscapes", "--gt-root", str(tmp_path / "cityscapes"), "--pred", str(pred_dir)])
+    assert code == 2 and "no prediction for frankfurt_000000_000000" in capsys.readouterr().err
+    for gt in gts:
+        Image.fromarray(np.zeros((10, 10), np.uint8)).save(pred_dir / gt.name.replace("_gtFine_labelIds", ""))
+    code = main(["score", "--dataset", "cityscapes", "--gt-root", str(tmp_path / "cityscapes"), "--pred", str(pred_dir)])
+    assert code == 2 and "full resolution" in capsys.readouterr().err
+
+
+def test_score_index_pngs_for_other_datasets(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "camvid"
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (root / "val").mkdir(parents=True, exist_ok=True)
+        (root / "valannot").mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / "val" / f"{name}.png")
+        Image.fromarray(np.full((8, 8), 3, np.uint8)).save(root / "valannot" / f"{name}.png")
+        (tmp_path / "pred").mkdir(exist_ok=True)
+        pred = np.full((8, 8), 3, np.uint8)
+        pred[:2] = 4
+        Image.fromarray(pred).save(tmp_path / "pred" / f"{name}.png")
+    assert main(["score", "--dataset", "camvid", "--gt-root", str(root), "--pred", str(tmp_path / "pred"), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["per_class_iou"]["Road"] == pytest.approx(75.0)
+    assert scores["mIoU"] == pytest.approx((75.0 + 0.0) / 2)
