@@ -1,0 +1,71 @@
+"""``fapn demo`` with tiny settings: the report folder, its pictures and numbers that a re-evaluation confirms."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fapn.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("demo")
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = main(["demo", "--output", str(out), "--iterations", "3", "--batch-size", "2", "--image-size", "64", "96",
+                     "--train-images", "4", "--val-images", "2", "--threads", "2", "--no-progress"])
+    assert code == 0
+    return out, buffer.getvalue()
+
+
+def test_demo_writes_the_report_folder(demo_run) -> None:
+    out, stdout = demo_run
+    assert (out / "report.md").is_file() and (out / "results.json").is_file()
+    assert (out / "fpn" / "last.pt").is_file() and (out / "fapn" / "last.pt").is_file()
+    pictures = sorted(out.glob("comparison_*.png"))
+    assert len(pictures) == 2  # min(4 pictures, 2 val images)
+    with Image.open(pictures[0]) as picture:
+        assert picture.size == ((4 * 96 + 3 * 4) * 2, 64 * 2)  # image | ground truth | FPN | FaPN, 2x
+    results = json.loads((out / "results.json").read_text())
+    report = (out / "report.md").read_text()
+    for variant, label in (("fpn", "FPN"), ("fapn", "FaPN")):
+        scores = results[variant]
+        assert 0 <= scores["mIoU"] <= 100 and 0 <= scores["boundary"]["mIoU"] <= 100
+        assert f"| {label} | {scores['mIoU']:.1f} | {scores['boundary']['mIoU']:.1f} |" in report
+        assert f"{label:<6} {scores['mIoU']:7.2f}" in stdout
+    assert "comparison_00.png" in report
+
+
+def test_demo_numbers_match_a_fresh_evaluation_of_its_checkpoints(demo_run) -> None:
+    from fapn.data import eval_transforms, synthetic_streets
+    from fapn.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from fapn.metrics import ConfusionMatrix
+
+    out, _ = demo_run
+    results = json.loads((out / "results.json").read_text())
+    val = synthetic_streets(split="val", size=(64, 96), num_images=2, transforms=eval_transforms())
+    for variant in ("fpn", "fapn"):
+        model = build_model_from_checkpoint(load_checkpoint(out / variant / "last.pt")).eval()
+        confusion = ConfusionMatrix(8)
+        import torch
+
+        with torch.no_grad():
+            for image, mask in (val[0], val[1]):
+                confusion.update(model(image.unsqueeze(0)).argmax(1)[0], mask)
+        assert confusion.compute()["mIoU"] == pytest.approx(results[variant]["mIoU"], abs=1e-6)
+        assert np.isfinite(results[variant]["train_seconds"])
+
+
+def test_demo_help_explains_the_way_to_real_data(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = capsys.readouterr().out
+    assert "fapn train semseg/camvid_r18_fapn" in text and "data.dataset=folder" in text
