@@ -71,3 +71,20 @@ def test_instance_eval_of_a_saved_model(tmp_path):
     assert set(metrics["bbox"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"} and "segm" in metrics
     with pytest.raises(FileNotFoundError):
         run_eval(config, overrides, str(tmp_path / "missing.pth"), None)
+
+
+def test_models_trained_from_imagenet_weights_rebuild_with_frozen_bn_for_eval(tmp_path):
+    body = __import__("torchvision").models.resnet18()
+    torch.save(body.state_dict(), tmp_path / "r18.pth")
+    overrides = [*TINY, f"data.root={tmp_path / 'data'}", f"model.weights_backbone={tmp_path / 'r18.pth'}"]
+    cfg = load_detection_config("detection/synthetic_mask_rcnn_R_18_FaPN", overrides)
+    dataset = build_datasets(cfg, ("val",))["val"]
+    trained, kwargs = build_model(cfg, dataset)
+    rebuilt, _ = build_model(cfg, dataset, with_weights=False)
+    assert kwargs["frozen_batch_norm"] is True
+    rebuilt.load_state_dict(trained.state_dict())  # strict: same norm layers, no num_batches_tracked
+    from fapn.engine.checkpoint import build_model_from_checkpoint
+
+    model = build_model_from_checkpoint({"model": trained.state_dict(), "model_config": {
+        "name": "build_detection_model", **kwargs}})
+    assert type(model.backbone.body.bn1).__name__ == "FrozenBatchNorm2d"

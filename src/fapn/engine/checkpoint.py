@@ -25,9 +25,10 @@ __all__ = ["save_checkpoint", "load_checkpoint", "build_model_from_checkpoint", 
 
 
 def _model_builders() -> dict[str, Any]:
+    from fapn.models.detection.builders import build_detection_model
     from fapn.models.realtime import realtime_fapn
 
-    return {"realtime_fapn": realtime_fapn}
+    return {"realtime_fapn": realtime_fapn, "build_detection_model": build_detection_model}
 
 
 MODEL_BUILDERS = _model_builders

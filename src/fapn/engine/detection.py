@@ -132,6 +132,8 @@ def model_kwargs(cfg: DetectionConfig, num_classes: int, num_stuff_classes: int 
         "num_classes": num_classes,
         "weights_backbone": m.weights_backbone,
         "trainable_backbone_layers": m.trainable_backbone_layers,
+        # recorded so a checkpoint rebuilds with the same norm layers without loading ImageNet weights again
+        "frozen_batch_norm": m.weights_backbone is not None,
         "min_size": tuple(m.min_size),
         "max_size": m.max_size,
         **m.options,

@@ -48,6 +48,7 @@ def fapn_backbone(
     *,
     retinanet: bool = False,
     fapn_kwargs: dict[str, Any] | None = None,
+    frozen_batch_norm: bool | None = None,
 ) -> BackboneWithFaPN:
     """The ResNet + FaPN backbone every builder here uses, with torchvision's freezing rules.
 
@@ -61,10 +62,13 @@ def fapn_backbone(
         is_trained: whether any weights are loaded (changes the defaults, as in torchvision).
         retinanet: P3-P7 (``LastLevelP6P7`` on P5) instead of P2-P6.
         fapn_kwargs: extra arguments of :class:`fapn.FaPN` (ablations).
+        frozen_batch_norm: ``FrozenBatchNorm2d`` or ``BatchNorm2d``; ``None`` follows ``is_trained`` (torchvision).
+            Set it to rebuild a model trained from ImageNet weights without loading them again.
     """
     name = depth if isinstance(depth, str) else f"resnet{depth}"
     trainable = _validate_trainable_layers(is_trained, trainable_backbone_layers, 5, 3)
-    norm_layer = misc_nn_ops.FrozenBatchNorm2d if is_trained else nn.BatchNorm2d
+    frozen = is_trained if frozen_batch_norm is None else frozen_batch_norm
+    norm_layer = misc_nn_ops.FrozenBatchNorm2d if frozen else nn.BatchNorm2d
     body = resnet.__dict__[name](weights=None, norm_layer=norm_layer)
     load_resnet_weights(body, name, weights_backbone)
     kwargs = dict(fapn_kwargs or {})
@@ -265,6 +269,7 @@ def build_detection_model(
     trainable_backbone_layers: int | None = None,
     fapn_kwargs: dict[str, Any] | None = None,
     panoptic_kwargs: dict[str, Any] | None = None,
+    frozen_batch_norm: bool | None = None,
     **detector_kwargs: Any,
 ) -> nn.Module:
     """One factory for configs: any detector x any torchvision ResNet x FaPN or torchvision's FPN.
@@ -283,6 +288,7 @@ def build_detection_model(
         trainable_backbone_layers: 0 to 5, ``None`` for torchvision's default.
         fapn_kwargs: extra :class:`fapn.FaPN` arguments (``neck="fapn"`` only).
         panoptic_kwargs: extra :class:`~fapn.models.detection.PanopticFPN` arguments.
+        frozen_batch_norm: ``None``: frozen exactly when ``weights_backbone`` is given (torchvision's rule).
         **detector_kwargs: passed to the torchvision detector (``min_size``, ``max_size``, ...).
 
     Example:
@@ -301,15 +307,17 @@ def build_detection_model(
     if backbone not in resnet.__dict__ or not backbone.startswith(("resnet", "resnext", "wide_resnet")):
         raise ValueError(f"backbone must be a torchvision ResNet name such as 'resnet50', got {backbone!r}")
     is_trained = weights_backbone is not None
+    frozen = is_trained if frozen_batch_norm is None else frozen_batch_norm
     retinanet = detector == "retinanet"
     if neck == "fapn":
         body_and_neck: nn.Module = fapn_backbone(backbone, weights_backbone, trainable_backbone_layers, is_trained,
-                                                 retinanet=retinanet, fapn_kwargs=fapn_kwargs)
+                                                 retinanet=retinanet, fapn_kwargs=fapn_kwargs,
+                                                 frozen_batch_norm=frozen)
     else:
         if fapn_kwargs:
             raise ValueError("fapn_kwargs only apply to neck='fapn'")
         trainable = _validate_trainable_layers(is_trained, trainable_backbone_layers, 5, 3)
-        norm_layer = misc_nn_ops.FrozenBatchNorm2d if is_trained else nn.BatchNorm2d
+        norm_layer = misc_nn_ops.FrozenBatchNorm2d if frozen else nn.BatchNorm2d
         body = resnet.__dict__[backbone](weights=None, norm_layer=norm_layer)
         load_resnet_weights(body, backbone, weights_backbone)
         if retinanet:
