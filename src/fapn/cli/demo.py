@@ -21,7 +21,7 @@ from the demo to your own data:
   (pixel = class index) and ROOT/classes.yaml ({classes: [...], palette: [[r,g,b],...], ignore_index: 255}):
   fapn train semseg/camvid_r18_fapn --set data.dataset=folder --set data.root=ROOT --output-dir runs/mine
   fapn eval semseg/camvid_r18_fapn --weights runs/mine/best.pt --set data.dataset=folder --set data.root=ROOT
-  fapn predict --weights runs/mine/best.pt image.jpg      # inference on new images
+  fapn predict --weights runs/mine/best.pt --out predictions/ image.jpg   # inference on new images
 """
 
 

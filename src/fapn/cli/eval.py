@@ -40,16 +40,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from fapn.cli.train import DETECTION_TASKS, config_task
 
-    task = config_task(args.config)
+    try:
+        task = config_task(args.config)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"fapn eval: error: {err}", file=sys.stderr)
+        return 2
     if task in DETECTION_TASKS:
         from fapn.engine.detection import run_eval as run_detection_eval
 
         return run_detection_eval(args.config, list(args.overrides), args.weights, args.output)
     from fapn.engine.semseg_eval import run_eval
 
-    return run_eval(
-        args.config, list(args.overrides), args.weights, args.output, split=args.split,
-        save_predictions=args.save_predictions, flip=args.flip, scales=args.scales, device=args.device,
-    )
+    try:
+        return run_eval(
+            args.config, list(args.overrides), args.weights, args.output, split=args.split,
+            save_predictions=args.save_predictions, flip=args.flip, scales=args.scales, device=args.device,
+        )
+    except (FileNotFoundError, ValueError) as err:
+        print(f"fapn eval: error: {err}", file=sys.stderr)
+        return 2

@@ -49,7 +49,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    task = config_task(args.config)
+    import sys
+
+    try:
+        task = config_task(args.config)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"fapn train: error: {err}", file=sys.stderr)
+        return 2
     if task in DETECTION_TASKS:
         from fapn.engine.detection import run_train as run_detection_train
 
@@ -58,4 +64,10 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"fapn train: config task {task!r} is unknown; expected semseg or one of {DETECTION_TASKS}")
     from fapn.engine.semseg_train import run_train
 
-    return run_train(args.config, list(args.overrides), args.output_dir, args.resume)
+    try:
+        return run_train(args.config, list(args.overrides), args.output_dir, args.resume)
+    except (FileNotFoundError, ValueError) as err:  # bad config, data or checkpoint: say what, no traceback
+        import sys
+
+        print(f"fapn train: error: {err}", file=sys.stderr)
+        return 2
