@@ -171,3 +171,22 @@ def test_default_backend_exports_torchvision_op(monkeypatch: pytest.MonkeyPatch)
     targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
     assert any("torchvision.deform_conv2d" in t for t in targets), targets
     torch.testing.assert_close(program.module()(x, offset, mask), module(x, offset, mask), rtol=1e-4, atol=1e-4)
+
+
+def test_cpu_backend_same_result_on_one_and_several_threads() -> None:
+    """The kernels split pixels between threads (private input-gradient buffers): the split changes nothing."""
+    x, offset, weight, bias, mask = _inputs(6, dtype=torch.float64, N=1, H=24, W=30)
+    previous = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            tensors = [t.clone().requires_grad_() for t in (x, offset, weight, bias, mask)]
+            out = deform_conv2d(*tensors[:4], padding=1, mask=tensors[4], backend="cpu")
+            results.append([out, *torch.autograd.grad(out.square().sum(), tensors)])
+    finally:
+        torch.set_num_threads(previous)
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    expected = deform_conv2d(x, offset, weight, bias, padding=1, mask=mask, backend="torchvision")
+    torch.testing.assert_close(results[0][0], expected, rtol=1e-12, atol=1e-12)

@@ -37,7 +37,7 @@ from fapn.ops.deform_conv_pytorch import check_shapes, deform_conv2d_pytorch
 __all__ = ["deform_conv2d_cpu", "load_kernels", "kernels_available", "SOURCE"]
 
 SOURCE = Path(__file__).with_name("csrc") / "deform_conv_cpu.cpp"
-_ABI_VERSION = 6
+_ABI_VERSION = 8
 _FLAG_SETS: tuple[tuple[str, ...], ...] = (
     ("-O3", "-march=native", "-fopenmp"),  # vectorised for this CPU (the cache key includes the CPU)
     ("-O3", "-fopenmp"),  # a compiler that does not know -march=native
@@ -45,6 +45,7 @@ _FLAG_SETS: tuple[tuple[str, ...], ...] = (
 )
 _COMMON_FLAGS = ("-shared", "-fPIC", "-std=c++17")
 _KERNEL_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+_IMAGE_LAYOUT, _ROWS_LAYOUT = 0, 1  # the samples layouts of csrc/deform_conv_cpu.cpp
 
 
 def _cache_dir() -> Path:
@@ -86,10 +87,10 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     ptr, i64p, c_int = ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64), ctypes.c_int
     for suffix in _KERNEL_SUFFIX.values():
         im2col = getattr(lib, f"fapn_dcn_im2col_{suffix}")
-        im2col.argtypes = [i64p, ctypes.c_int64, ctypes.c_int64, ptr, ptr, ptr, ptr, c_int]
+        im2col.argtypes = [i64p, c_int, ctypes.c_int64, ctypes.c_int64, ptr, ptr, ptr, ptr, c_int]
         im2col.restype = None
         col2im = getattr(lib, f"fapn_dcn_col2im_{suffix}")
-        col2im.argtypes = [i64p, ctypes.c_int64, ctypes.c_int64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, c_int]
+        col2im.argtypes = [i64p, c_int, ctypes.c_int64, ctypes.c_int64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, c_int]
         col2im.restype = None
     lib.fapn_dcn_abi_version.restype = c_int
     if lib.fapn_dcn_abi_version() != _ABI_VERSION:
@@ -175,7 +176,8 @@ class _DeformConv2dCPU(torch.autograd.Function):
             for begin in range(0, H_out, tile):
                 end = min(H_out, begin + tile)
                 rows = samples[: (end - begin) * kh]
-                im2col(shape, begin, end, image[n].data_ptr(), offset[n].data_ptr(), mask_ptr, rows.data_ptr(), threads)
+                im2col(shape, _IMAGE_LAYOUT, begin, end, image[n].data_ptr(), offset[n].data_ptr(), mask_ptr,
+                       rows.data_ptr(), threads)  # fmt: skip
                 out[n, :, begin:end] = F.conv2d(_as_image(rows), weight, bias, stride=(kh, kw))[0]
         ctx.save_for_backward(image, offset, mask, weight)
         ctx.geometry = geometry
@@ -198,11 +200,11 @@ class _DeformConv2dCPU(torch.autograd.Function):
         need_input, need_offset, need_weight, need_bias, need_mask = ctx.needs_input_grad[:5]
         need_sampling = need_input or need_offset or need_mask
 
-        grad_out = grad_out.contiguous(memory_format=torch.channels_last)
+        grad_out = grad_out.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout
         grad_image = torch.zeros_like(image)
         grad_offset = torch.empty_like(offset)
         grad_mask = torch.empty_like(mask) if mask is not None else None
-        grad_weight = torch.zeros_like(weight) if need_weight else None
+        grad_weight_rows = weight.new_zeros(C_out, kh * kw * C) if need_weight else None
         tile = min(H_out, _tile_rows(kh * W_out * kw * C * image.element_size()))
         samples = image.new_empty(tile * kh, W_out * kw, C)
         for n in range(N):
@@ -210,23 +212,25 @@ class _DeformConv2dCPU(torch.autograd.Function):
             grad_mask_ptr = grad_mask[n].data_ptr() if grad_mask is not None else None
             for begin in range(0, H_out, tile):
                 end = min(H_out, begin + tile)
-                rows = samples[: (end - begin) * kh]
-                if need_weight:
-                    # the samples are recomputed, not saved by the forward: they are kh * kw times the input
-                    im2col(shape, begin, end, image[n].data_ptr(), offset[n].data_ptr(), mask_ptr, rows.data_ptr(),
-                           threads)  # fmt: skip
-                grad_rows, grad_weight_tile, _ = torch.ops.aten.convolution_backward(
-                    grad_out[n : n + 1, :, begin:end], _as_image(rows), weight, None,
-                    (kh, kw), (0, 0), (1, 1), False, (0, 0), 1, (need_sampling, need_weight, False),
-                )  # fmt: skip
-                if grad_weight is not None:
-                    grad_weight += grad_weight_tile
+                grad_tile = grad_out[n : n + 1, :, begin:end]
+                if grad_weight_rows is not None:
+                    # The samples are recomputed, not saved by the forward (they are kh * kw times the input), as
+                    # im2col rows: one GEMM then gives the weight gradient, 5x faster than oneDNN's weight gradient
+                    # of the strided conv.
+                    rows = samples.view(-1)[: (end - begin) * W_out * kh * kw * C].view(-1, kh * kw * C)
+                    im2col(shape, _ROWS_LAYOUT, begin, end, image[n].data_ptr(), offset[n].data_ptr(), mask_ptr,
+                           rows.data_ptr(), threads)  # fmt: skip
+                    grad_weight_rows.addmm_(grad_tile.flatten(2)[0], rows)
                 if need_sampling:
-                    grad_rows = grad_rows.permute(0, 2, 3, 1).contiguous()
-                    col2im(shape, begin, end, image[n].data_ptr(), offset[n].data_ptr(), mask_ptr,
-                           grad_rows.data_ptr(), grad_image[n].data_ptr(), grad_offset[n].data_ptr(),
+                    grad_samples = F.conv_transpose2d(grad_tile, weight, stride=(kh, kw))  # image layout
+                    grad_samples = grad_samples.permute(0, 2, 3, 1).contiguous()
+                    col2im(shape, _IMAGE_LAYOUT, begin, end, image[n].data_ptr(), offset[n].data_ptr(), mask_ptr,
+                           grad_samples.data_ptr(), grad_image[n].data_ptr(), grad_offset[n].data_ptr(),
                            grad_mask_ptr, threads)  # fmt: skip
 
+        grad_weight = None
+        if grad_weight_rows is not None:
+            grad_weight = grad_weight_rows.view(C_out, kh, kw, C).permute(0, 3, 1, 2).contiguous()
         grad_input = grad_image.permute(0, 3, 1, 2).contiguous() if need_input else None
         grad_bias = grad_out.sum((0, 2, 3)) if need_bias and ctx.has_bias else None
         return (

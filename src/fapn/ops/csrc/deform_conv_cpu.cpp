@@ -7,16 +7,19 @@
 //   image    [H, W, C]             (channels last: the Cg channels of one offset group are contiguous)
 //   offset   [G, K, 2, P]          (torchvision's layout: (dy, dx) per group and tap, then the pixel)
 //   mask     [G, K, P]             (or null: DCNv1)
-//   samples  [R * kh, W_out * kw, C] for the output rows [row_begin, row_end), R = row_end - row_begin: the
-//            bilinear samples of output pixel (ho, wo), tap (i, j) sit at ((ho - row_begin) * kh + i, wo * kw + j),
-//            so that a dense kh x kw convolution with stride (kh, kw) of this channels-last image is the
-//            deformable convolution of those rows (PyTorch runs it with oneDNN, as fast as the plain conv).
+//   samples  the bilinear samples of the output rows [row_begin, row_end), R = row_end - row_begin, in one of
+//            two layouts (`layout`):
+//            kImage [R * kh, W_out * kw, C]: output pixel (ho, wo), tap (i, j) at ((ho - row_begin) * kh + i,
+//              wo * kw + j), so that a dense kh x kw convolution with stride (kh, kw) of this channels-last image
+//              is the deformable convolution of those rows (oneDNN runs it as fast as the plain conv);
+//            kRows [R * W_out, kh * kw * C]: the im2col rows, for the weight gradient as one GEMM.
 // Bilinear sampling follows torchvision's deform_conv2d exactly: a sample with y <= -1, y >= H, x <= -1 or
 // x >= W is zero (and has zero gradient), otherwise each of its four corners outside the image counts as zero.
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -83,10 +86,14 @@ inline bool locate(const Geometry& g, T y, T x, int64_t channel0, Sample<T>& s) 
   return true;
 }
 
-// Element offset, in the samples image of rows starting at row_begin, of output pixel p's tap k.
-inline int64_t sample_slot(const Geometry& g, int64_t row_begin, int64_t p, int64_t k) {
-  const int64_t ho = p / g.W_out, wo = p % g.W_out, i = k / g.kw, j = k % g.kw;
-  return (((ho - row_begin) * g.kh + i) * (g.W_out * g.kw) + wo * g.kw + j) * g.C;
+constexpr int kImage = 0;
+constexpr int kRows = 1;
+
+// Element offset of output pixel p's tap k in a samples buffer that starts at output row row_begin.
+inline int64_t sample_slot(const Geometry& g, int layout, int64_t row_begin, int64_t p, int64_t k) {
+  const int64_t ho = p / g.W_out - row_begin, wo = p % g.W_out, i = k / g.kw, j = k % g.kw;
+  if (layout == kRows) return ((ho * g.W_out + wo) * g.taps() + k) * g.C;
+  return ((ho * g.kh + i) * (g.W_out * g.kw) + wo * g.kw + j) * g.C;
 }
 
 template <typename T>
@@ -117,14 +124,14 @@ inline void axpy(T w, const T* __restrict__ x, T* __restrict__ y, int64_t n) {
 }
 
 template <typename T>
-void im2col(const Geometry& g, int64_t row_begin, int64_t row_end, const T* image, const T* offset, const T* mask,
+void im2col(const Geometry& g, int layout, int64_t row_begin, int64_t row_end, const T* image, const T* offset, const T* mask,
             T* __restrict__ samples, int threads) {
   const int64_t K = g.taps(), Cg = g.C / g.G, P = g.pixels();
   parallel_for(row_begin * g.W_out, row_end * g.W_out, threads, [&](int64_t chunk_begin, int64_t chunk_end) {
     for (int64_t p = chunk_begin; p < chunk_end; ++p) {
       for (int64_t grp = 0; grp < g.G; ++grp) {
         for (int64_t k = 0; k < K; ++k) {
-          T* out = samples + sample_slot(g, row_begin, p, k) + grp * Cg;
+          T* out = samples + sample_slot(g, layout, row_begin, p, k) + grp * Cg;
           T y, x;
           sample_position(g, offset, p, grp, k, y, x);
           Sample<T> s;
@@ -156,18 +163,24 @@ void im2col(const Geometry& g, int64_t row_begin, int64_t row_end, const T* imag
   });
 }
 
-// Gradients of the sampling given the gradient of the samples. Parallel over offset groups: a group reads and
-// writes only its own channels of grad_image, so no two threads touch the same element.
-// grad_image must be zero on entry; grad_offset [G, K, 2, P] and grad_mask [G, K, P] (may be null) are written.
+// Gradients of the sampling given the gradient of the samples. Parallel over output pixels, all offset groups of
+// a pixel together (its samples are one contiguous run of C values per tap); samples of different threads may
+// share input pixels, so each extra thread accumulates its input gradient in a private buffer, summed at the end.
+// grad_image must hold the gradient so far (zero at first); grad_offset [G, K, 2, P] and grad_mask [G, K, P] (may
+// be null) are written for the pixels of these rows.
 template <typename T>
-void col2im(const Geometry& g, int64_t row_begin, int64_t row_end, const T* image, const T* offset, const T* mask,
-            const T* grad_samples, T* grad_image, T* grad_offset, T* grad_mask, int threads) {
+void col2im(const Geometry& g, int layout, int64_t row_begin, int64_t row_end, const T* image, const T* offset,
+            const T* mask, const T* grad_samples, T* grad_image, T* grad_offset, T* grad_mask, int threads) {
   const int64_t K = g.taps(), Cg = g.C / g.G, P = g.pixels();
-  parallel_for(0, g.G, threads, [&](int64_t group_begin, int64_t group_end) {
-    for (int64_t grp = group_begin; grp < group_end; ++grp) {
-      for (int64_t p = row_begin * g.W_out; p < row_end * g.W_out; ++p) {
-        for (int64_t k = 0; k < K; ++k) {
-          const T* gc = grad_samples + sample_slot(g, row_begin, p, k) + grp * Cg;
+  const int64_t p_begin = row_begin * g.W_out, p_end = row_end * g.W_out, image_size = g.H * g.W * g.C;
+  const int parts = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, (p_end - p_begin) / 64)));
+  std::vector<std::vector<T>> private_grads(parts - 1, std::vector<T>(image_size, T(0)));
+  auto body = [&](int64_t chunk_begin, int64_t chunk_end, T* acc) {
+    for (int64_t p = chunk_begin; p < chunk_end; ++p) {
+      for (int64_t k = 0; k < K; ++k) {
+        const T* slot_grads = grad_samples + sample_slot(g, layout, row_begin, p, k);
+        for (int64_t grp = 0; grp < g.G; ++grp) {
+          const T* gc = slot_grads + grp * Cg;
           const int64_t slot = (grp * K + k) * P + p, offset_slot = 2 * (grp * K + k) * P + p;
           T y, x;
           sample_position(g, offset, p, grp, k, y, x);
@@ -184,16 +197,34 @@ void col2im(const Geometry& g, int64_t row_begin, int64_t row_end, const T* imag
           for (int corner = 0; corner < 4; ++corner) {
             if (!s.valid[corner]) continue;
             dots[corner] = dot(gc, image + s.index[corner], Cg);
-            axpy(s.weight[corner] * m, gc, grad_image + s.index[corner], Cg);
+            axpy(s.weight[corner] * m, gc, acc + s.index[corner], Cg);
           }
           // value = hy*hx*v0 + hy*lx*v1 + ly*hx*v2 + ly*lx*v3
           grad_offset[offset_slot] = m * (s.hx * (dots[2] - dots[0]) + s.lx * (dots[3] - dots[1]));
           grad_offset[offset_slot + P] = m * (s.hy * (dots[1] - dots[0]) + s.ly * (dots[3] - dots[2]));
           if (grad_mask) {
-            grad_mask[slot] = s.weight[0] * dots[0] + s.weight[1] * dots[1] + s.weight[2] * dots[2] + s.weight[3] * dots[3];
+            grad_mask[slot] =
+                s.weight[0] * dots[0] + s.weight[1] * dots[1] + s.weight[2] * dots[2] + s.weight[3] * dots[3];
           }
         }
       }
+    }
+  };
+  if (parts == 1) {
+    body(p_begin, p_end, grad_image);
+    return;
+  }
+  const int64_t chunk = (p_end - p_begin + parts - 1) / parts;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static, 1) num_threads(parts)
+#endif
+  for (int part = 0; part < parts; ++part) {
+    const int64_t b = p_begin + part * chunk, e = std::min(p_end, b + chunk);
+    if (b < e) body(b, e, part == 0 ? grad_image : private_grads[part - 1].data());
+  }
+  parallel_for(0, image_size, parts, [&](int64_t b, int64_t e) {
+    for (const auto& extra : private_grads) {
+      for (int64_t i = b; i < e; ++i) grad_image[i] += extra[i];
     }
   });
 }
@@ -205,31 +236,31 @@ Geometry geometry(const int64_t* shape) {
 
 }  // namespace
 
-// shape: C, H, W, G, kh, kw, H_out, W_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w
+// layout: kImage (0) or kRows (1); shape: C, H, W, G, kh, kw, H_out, W_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w
 extern "C" {
 
-int fapn_dcn_abi_version() { return 6; }
+int fapn_dcn_abi_version() { return 8; }
 
-void fapn_dcn_im2col_f32(const int64_t* shape, int64_t row_begin, int64_t row_end, const float* image, const float* offset, const float* mask,
+void fapn_dcn_im2col_f32(const int64_t* shape, int layout, int64_t row_begin, int64_t row_end, const float* image, const float* offset, const float* mask,
                          float* samples, int threads) {
-  im2col(geometry(shape), row_begin, row_end, image, offset, mask, samples, threads);
+  im2col(geometry(shape), layout, row_begin, row_end, image, offset, mask, samples, threads);
 }
 
-void fapn_dcn_im2col_f64(const int64_t* shape, int64_t row_begin, int64_t row_end, const double* image, const double* offset, const double* mask,
+void fapn_dcn_im2col_f64(const int64_t* shape, int layout, int64_t row_begin, int64_t row_end, const double* image, const double* offset, const double* mask,
                          double* samples, int threads) {
-  im2col(geometry(shape), row_begin, row_end, image, offset, mask, samples, threads);
+  im2col(geometry(shape), layout, row_begin, row_end, image, offset, mask, samples, threads);
 }
 
-void fapn_dcn_col2im_f32(const int64_t* shape, int64_t row_begin, int64_t row_end, const float* image, const float* offset, const float* mask,
+void fapn_dcn_col2im_f32(const int64_t* shape, int layout, int64_t row_begin, int64_t row_end, const float* image, const float* offset, const float* mask,
                          const float* grad_samples, float* grad_image, float* grad_offset, float* grad_mask,
                          int threads) {
-  col2im(geometry(shape), row_begin, row_end, image, offset, mask, grad_samples, grad_image, grad_offset, grad_mask, threads);
+  col2im(geometry(shape), layout, row_begin, row_end, image, offset, mask, grad_samples, grad_image, grad_offset, grad_mask, threads);
 }
 
-void fapn_dcn_col2im_f64(const int64_t* shape, int64_t row_begin, int64_t row_end, const double* image, const double* offset, const double* mask,
+void fapn_dcn_col2im_f64(const int64_t* shape, int layout, int64_t row_begin, int64_t row_end, const double* image, const double* offset, const double* mask,
                          const double* grad_samples, double* grad_image, double* grad_offset, double* grad_mask,
                          int threads) {
-  col2im(geometry(shape), row_begin, row_end, image, offset, mask, grad_samples, grad_image, grad_offset, grad_mask, threads);
+  col2im(geometry(shape), layout, row_begin, row_end, image, offset, mask, grad_samples, grad_image, grad_offset, grad_mask, threads);
 }
 
 }  // extern "C"
