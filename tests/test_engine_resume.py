@@ -81,3 +81,14 @@ def test_loss_is_the_mean_over_labelled_pixels() -> None:
     weights = torch.tensor([1.0, 2.0, 0.5, 3.0])
     expected = torch.nn.functional.cross_entropy(logits.float(), target, weight=weights, ignore_index=255)
     torch.testing.assert_close(segmentation_loss(logits, target, 255, weights), expected)
+
+
+def test_bf16_autocast_on_cpu_trains_with_float32_weights(tmp_path: Path) -> None:
+    result = train(tiny_config("train.amp=true", "train.iterations=2", "model.variant=fapn"),
+                   output_dir=tmp_path, progress=False)
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert all(v.dtype in (torch.float32, torch.int64) for v in ckpt["model"].values())
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    losses = [r["train"]["loss"] for r in records if "train" in r]
+    assert losses and all(0 < loss < 10 for loss in losses)
+    assert result["metrics"]["mIoU"] is not None
