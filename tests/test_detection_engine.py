@@ -50,9 +50,9 @@ def test_panoptic_train_then_eval_reproduces_metrics(tmp_path):
     metrics = saved["metrics"]
     assert metrics["iterations"] == 2 and len(saved["history"]) == 2
     assert {"bbox", "segm", "panoptic"} <= set(metrics) and metrics["panoptic"]["Stuff_n"] == 2
-    checkpoint = torch.load(tmp_path / "run" / "model_final.pth", weights_only=True)
+    checkpoint = torch.load(tmp_path / "run" / "model_final.pt", weights_only=True)
     assert checkpoint["model_config"]["detector"] == "panoptic_fpn" and checkpoint["iteration"] == 2
-    assert run_eval(config, overrides, str(tmp_path / "run" / "model_final.pth"), str(tmp_path / "eval.json")) == 0
+    assert run_eval(config, overrides, str(tmp_path / "run" / "model_final.pt"), str(tmp_path / "eval.json")) == 0
     again = json.loads((tmp_path / "eval.json").read_text())
     assert again["panoptic"]["All_pq"] == pytest.approx(metrics["panoptic"]["All_pq"])
     assert again["bbox"]["AP"] == pytest.approx(metrics["bbox"]["AP"], nan_ok=True)

@@ -210,7 +210,7 @@ def _dataset_meta(dataset: Any, cfg: DetectionConfig, model: nn.Module) -> dict[
 def train(
     cfg: DetectionConfig, output_dir: str | os.PathLike[str], resume: bool = False, progress: bool = True
 ) -> dict[str, Any]:
-    """Train ``cfg`` and evaluate at the end; write ``last.pth``, ``model_final.pth`` and ``metrics.json``.
+    """Train ``cfg`` and evaluate at the end; write ``last.pt``, ``model_final.pt`` and ``metrics.json``.
 
     Returns:
         the final metrics, plus ``iterations`` done and ``train_seconds``.
@@ -238,7 +238,7 @@ def train(
                            warmup_iters=o.warmup_iters, warmup_factor=o.warmup_factor)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     start = 0
-    last = output / "last.pth"
+    last = output / "last.pt"
     if resume and last.is_file():
         state = load_checkpoint(last)
         model.load_state_dict(state["model"])
@@ -299,7 +299,7 @@ def train(
     final = checkpoint(iteration, metrics)
     for key in ("optimizer", "scheduler", "rng"):
         final.pop(key)
-    save_checkpoint(final, output / "model_final.pth")
+    save_checkpoint(final, output / "model_final.pt")
     (output / "metrics.json").write_text(json.dumps({"metrics": metrics, "history": history}, indent=2))
     return metrics
 
@@ -387,7 +387,7 @@ def run_train(config_path: str, overrides: list[str], output_dir: str | None, re
     metrics = train(cfg, output_dir or cfg.train.output_dir, resume=resume)
     _print_metrics(metrics)
     print(f"trained {metrics['iterations']} iterations in {metrics['train_seconds']:.0f} s; "
-          f"checkpoint: {Path(output_dir or cfg.train.output_dir) / 'model_final.pth'}")
+          f"checkpoint: {Path(output_dir or cfg.train.output_dir) / 'model_final.pt'}")
     return 0
 
 
