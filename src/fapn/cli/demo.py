@@ -39,8 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", default="fapn_demo", help="report folder (default: fapn_demo)")
     parser.add_argument("--iterations", type=int, default=300, help="training iterations per model (default: 300)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per iteration (default: 8)")
-    parser.add_argument("--image-size", type=int, nargs=2, default=[128, 160], metavar=("HEIGHT", "WIDTH"),
-                        help="synthetic image size (default: 128 160)")
+    parser.add_argument("--image-size", type=int, nargs=2, default=[96, 128], metavar=("HEIGHT", "WIDTH"),
+                        help="synthetic image size (default: 96 128)")
     parser.add_argument("--train-images", type=int, default=400, help="synthetic training images (default: 400)")
     parser.add_argument("--val-images", type=int, default=40, help="synthetic validation images (default: 40)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")

@@ -47,7 +47,7 @@ class DemoSettings:
     output_dir: str = "fapn_demo"
     iterations: int = 300
     batch_size: int = 8
-    image_size: list[int] = field(default_factory=lambda: [128, 160])
+    image_size: list[int] = field(default_factory=lambda: [96, 128])
     train_images: int = 400
     val_images: int = 40
     backbone: str = "resnet18"

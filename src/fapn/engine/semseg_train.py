@@ -29,7 +29,7 @@ from fapn.data.build import build_dataset
 from fapn.data.sampler import StreamDataset, StreamSampler
 from fapn.data.transforms import eval_transforms, train_transforms
 from fapn.engine.checkpoint import load_checkpoint, save_checkpoint
-from fapn.engine.distributed import DistributedContext, all_reduce_sum, init_distributed
+from fapn.engine.distributed import all_reduce_sum, init_distributed
 from fapn.engine.lr_schedule import lr_multiplier
 from fapn.engine.segmentation_config import SegmentationConfig
 from fapn.engine.semseg_eval import evaluate
