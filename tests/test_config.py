@@ -91,3 +91,34 @@ def test_generic_loader_with_another_dataclass(tmp_path) -> None:
     cfg = load_config(tmp_path / "child.yaml", Detection, ["name=retina"])
     assert cfg == Detection("detection", Solver([60000, 80000], 0.01), "retina")
     assert config_from_dict({"solver": {"base_lr": 1}}, Detection).solver.base_lr == 1.0
+
+
+def test_fapn_configs_lists_recipes_recursively(capsys) -> None:
+    from fapn.cli.main import main
+
+    assert main(["configs"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = [line.split()[0] for line in lines]
+    assert names == list_configs() and "semseg/cityscapes_r18_fapn" in names
+    assert main(["configs", "semseg/camvid_r18_fpn"]) == 0
+    assert "variant: fpn" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("task", ["detection", "instance", "panoptic"])
+def test_train_and_eval_hand_detection_recipes_to_the_detection_engine(task, tmp_path, monkeypatch) -> None:
+    import sys
+    import types
+
+    from fapn.cli.main import main
+
+    calls = []
+    fake = types.ModuleType("fapn.engine.detection")
+    fake.run_train = lambda config, overrides, output_dir, resume: calls.append(("train", config, overrides, output_dir, resume)) or 0
+    fake.run_eval = lambda config, overrides, weights, output: calls.append(("eval", config, overrides, weights, output)) or 0
+    monkeypatch.setitem(sys.modules, "fapn.engine.detection", fake)
+    recipe = tmp_path / "det.yaml"
+    recipe.write_text(f"task: {task}\nsolver: {{base_lr: 0.02}}\n")
+    assert main(["train", str(recipe), "--set", "solver.base_lr=0.01", "--output-dir", "out", "--resume"]) == 0
+    assert main(["eval", str(recipe), "--weights", "w.pt", "--output", "r.json"]) == 0
+    assert calls == [("train", str(recipe), ["solver.base_lr=0.01"], "out", True),
+                     ("eval", str(recipe), [], "w.pt", "r.json")]

@@ -36,5 +36,5 @@ def run(args: argparse.Namespace) -> int:
                 summary += " " + " ".join(f"{k}={model[k]}" for k in ("backbone", "variant") if k in model)
         except Exception as err:  # a broken file should not hide the others
             summary = f"(unreadable: {err})"
-        print(f"{name:<36} {summary}")
+        print(f"{name:<44} {summary}")
     return 0
