@@ -190,3 +190,22 @@ def test_cpu_backend_same_result_on_one_and_several_threads() -> None:
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     expected = deform_conv2d(x, offset, weight, bias, padding=1, mask=mask, backend="torchvision")
     torch.testing.assert_close(results[0][0], expected, rtol=1e-12, atol=1e-12)
+
+
+ROW_BYTES = 3 * 12 * 3 * 16 * 8  # kh * W_out * kw * C * sizeof(float64) of _inputs' default shape
+
+
+@pytest.mark.parametrize("tile_bytes", [1, 4 * ROW_BYTES, 2 * 10 * ROW_BYTES], ids=["row", "band", "images"])
+def test_cpu_backend_tiling(monkeypatch: pytest.MonkeyPatch, tile_bytes: int) -> None:
+    """One output row per tile, bands of 4 rows (the last one short), two whole images per tile: same result."""
+    monkeypatch.setattr(cpu_backend, "SAMPLE_TILE_BYTES", tile_bytes)
+    expected_tiles = {1: 30, 4 * ROW_BYTES: 9, 2 * 10 * ROW_BYTES: 2}[tile_bytes]
+    assert len(cpu_backend._tiles(3, 10, ROW_BYTES)) == expected_tiles
+    x, offset, weight, bias, mask = _inputs(7, dtype=torch.float64, N=3)
+    results = {}
+    for backend in ("torchvision", "cpu"):
+        tensors = [t.clone().requires_grad_() for t in (x, offset, weight, bias, mask)]
+        out = deform_conv2d(*tensors[:4], padding=1, mask=tensors[4], backend=backend)
+        results[backend] = [out, *torch.autograd.grad((out * out.detach().cos()).sum(), tensors)]
+    for a, b in zip(results["cpu"], results["torchvision"]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

@@ -131,17 +131,18 @@ def kernels_available() -> bool:
 
 
 SAMPLE_TILE_BYTES = 16 << 20
-"""Size of the samples buffer: the output rows are processed in tiles whose samples fit in it, which bounds the
-memory (the samples of a whole map are ``kh * kw`` times its size) and keeps the data in cache."""
+"""Size of the samples buffer. The work is cut into tiles whose samples fit in it: several whole images per tile
+for small maps (fewer, larger GEMMs), a band of output rows of one image for large ones. This bounds the memory
+(the samples of a map are ``kh * kw`` times its size) and keeps the data in cache."""
 
 
-def _tile_rows(sample_row_bytes: int) -> int:
-    return max(1, SAMPLE_TILE_BYTES // sample_row_bytes)
-
-
-def _as_image(samples: Tensor) -> Tensor:
-    """The ``[rows, cols, C]`` samples buffer as a channels-last ``[1, C, rows, cols]`` image (a view)."""
-    return samples.unsqueeze(0).permute(0, 3, 1, 2)
+def _tiles(N: int, H_out: int, sample_row_bytes: int) -> list[tuple[int, int, int, int]]:
+    """``(n_begin, n_end, row_begin, row_end)`` tiles covering ``N`` images of ``H_out`` output rows."""
+    rows = max(1, SAMPLE_TILE_BYTES // sample_row_bytes)
+    if rows >= H_out:
+        images = max(1, rows // H_out)
+        return [(n, min(N, n + images), 0, H_out) for n in range(0, N, images)]
+    return [(n, n + 1, r, min(H_out, r + rows)) for n in range(N) for r in range(0, H_out, rows)]
 
 
 class _DeformConv2dCPU(torch.autograd.Function):
@@ -163,22 +164,23 @@ class _DeformConv2dCPU(torch.autograd.Function):
         image = input.permute(0, 2, 3, 1).contiguous()  # a no-op for a channels-last input
         offset = offset.contiguous()
         mask = mask.contiguous() if mask is not None else None
-        tile = min(H_out, _tile_rows(kh * W_out * kw * C * input.element_size()))
-        samples = input.new_empty(tile * kh, W_out * kw, C)
+        tiles = _tiles(N, H_out, kh * W_out * kw * C * input.element_size())
+        largest = max((n1 - n0) * (r1 - r0) for n0, n1, r0, r1 in tiles)
+        buffer = input.new_empty(largest * kh * W_out * kw * C)
         channels_last = input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous()
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         out = torch.empty(N, C_out, H_out, W_out, dtype=input.dtype, memory_format=memory_format)
         shape = (ctypes.c_int64 * 14)(*geometry)
         im2col = getattr(lib, f"fapn_dcn_im2col_{_KERNEL_SUFFIX[input.dtype]}")
         threads = torch.get_num_threads()
-        for n in range(N):
-            mask_ptr = mask[n].data_ptr() if mask is not None else None
-            for begin in range(0, H_out, tile):
-                end = min(H_out, begin + tile)
-                rows = samples[: (end - begin) * kh]
-                im2col(shape, _IMAGE_LAYOUT, begin, end, image[n].data_ptr(), offset[n].data_ptr(), mask_ptr,
-                       rows.data_ptr(), threads)  # fmt: skip
-                out[n, :, begin:end] = F.conv2d(_as_image(rows), weight, bias, stride=(kh, kw))[0]
+        for n0, n1, r0, r1 in tiles:
+            # [images, rows * kh, W_out * kw, C]: a channels-last batch for one strided dense conv
+            samples = buffer[: (n1 - n0) * (r1 - r0) * kh * W_out * kw * C].view(n1 - n0, (r1 - r0) * kh, W_out * kw, C)
+            for n in range(n0, n1):
+                mask_ptr = mask[n].data_ptr() if mask is not None else None
+                im2col(shape, _IMAGE_LAYOUT, r0, r1, image[n].data_ptr(), offset[n].data_ptr(), mask_ptr,
+                       samples[n - n0].data_ptr(), threads)  # fmt: skip
+            out[n0:n1, :, r0:r1] = F.conv2d(samples.permute(0, 3, 1, 2), weight, bias, stride=(kh, kw))
         ctx.save_for_backward(image, offset, mask, weight)
         ctx.geometry = geometry
         ctx.has_bias = bias is not None
@@ -205,32 +207,37 @@ class _DeformConv2dCPU(torch.autograd.Function):
         grad_offset = torch.empty_like(offset)
         grad_mask = torch.empty_like(mask) if mask is not None else None
         grad_weight_rows = weight.new_zeros(C_out, kh * kw * C) if need_weight else None
-        tile = min(H_out, _tile_rows(kh * W_out * kw * C * image.element_size()))
-        samples = image.new_empty(tile * kh, W_out * kw, C)
-        for n in range(N):
-            mask_ptr = mask[n].data_ptr() if mask is not None else None
-            grad_mask_ptr = grad_mask[n].data_ptr() if grad_mask is not None else None
-            for begin in range(0, H_out, tile):
-                end = min(H_out, begin + tile)
-                grad_tile = grad_out[n : n + 1, :, begin:end]
-                if grad_weight_rows is not None:
-                    # The samples are recomputed, not saved by the forward (they are kh * kw times the input), as
-                    # im2col rows: one GEMM then gives the weight gradient, 5x faster than oneDNN's weight gradient
-                    # of the strided conv.
-                    rows = samples.view(-1)[: (end - begin) * W_out * kh * kw * C].view(-1, kh * kw * C)
-                    im2col(shape, _ROWS_LAYOUT, begin, end, image[n].data_ptr(), offset[n].data_ptr(), mask_ptr,
-                           rows.data_ptr(), threads)  # fmt: skip
-                    grad_weight_rows.addmm_(grad_tile.flatten(2)[0], rows)
-                if need_sampling:
-                    grad_samples = F.conv_transpose2d(grad_tile, weight, stride=(kh, kw))  # image layout
-                    grad_samples = grad_samples.permute(0, 2, 3, 1).contiguous()
-                    col2im(shape, _IMAGE_LAYOUT, begin, end, image[n].data_ptr(), offset[n].data_ptr(), mask_ptr,
-                           grad_samples.data_ptr(), grad_image[n].data_ptr(), grad_offset[n].data_ptr(),
+        tiles = _tiles(N, H_out, kh * W_out * kw * C * image.element_size())
+        largest = max((n1 - n0) * (r1 - r0) for n0, n1, r0, r1 in tiles)
+        buffer = image.new_empty(largest * kh * W_out * kw * C)
+        for n0, n1, r0, r1 in tiles:
+            grad_tile = grad_out[n0:n1, :, r0:r1]
+            pixels = (r1 - r0) * W_out
+            if grad_weight_rows is not None:
+                # The samples are recomputed, not saved by the forward (they are kh * kw times the input), as
+                # im2col rows: one GEMM then gives the weight gradient, 5x faster than oneDNN's weight gradient
+                # of the strided conv.
+                rows = buffer[: (n1 - n0) * pixels * kh * kw * C].view(n1 - n0, pixels, kh * kw * C)
+                for n in range(n0, n1):
+                    mask_ptr = mask[n].data_ptr() if mask is not None else None
+                    im2col(shape, _ROWS_LAYOUT, r0, r1, image[n].data_ptr(), offset[n].data_ptr(), mask_ptr,
+                           rows[n - n0].data_ptr(), threads)  # fmt: skip
+                # [C_out, images * pixels] (a view: grad_out is channels-last) times [images * pixels, kh*kw*C]
+                grad_weight_rows.addmm_(grad_tile.permute(1, 0, 2, 3).flatten(1), rows.view(-1, kh * kw * C))
+            if need_sampling:
+                grad_samples = F.conv_transpose2d(grad_tile, weight, stride=(kh, kw))  # image layout
+                grad_samples = grad_samples.permute(0, 2, 3, 1).contiguous()
+                for n in range(n0, n1):
+                    mask_ptr = mask[n].data_ptr() if mask is not None else None
+                    grad_mask_ptr = grad_mask[n].data_ptr() if grad_mask is not None else None
+                    col2im(shape, _IMAGE_LAYOUT, r0, r1, image[n].data_ptr(), offset[n].data_ptr(), mask_ptr,
+                           grad_samples[n - n0].data_ptr(), grad_image[n].data_ptr(), grad_offset[n].data_ptr(),
                            grad_mask_ptr, threads)  # fmt: skip
 
         grad_weight = None
         if grad_weight_rows is not None:
             grad_weight = grad_weight_rows.view(C_out, kh, kw, C).permute(0, 3, 1, 2).contiguous()
+
         grad_input = grad_image.permute(0, 3, 1, 2).contiguous() if need_input else None
         grad_bias = grad_out.sum((0, 2, 3)) if need_bias and ctx.has_bias else None
         return (
