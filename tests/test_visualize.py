@@ -93,8 +93,11 @@ def test_features_to_rgb_shares_one_projection() -> None:
     a = torch.randn(8, 5, 6)
     b = a.clone()
     b[:, 0, 0] = a[:, 1, 1]
-    img_a, img_b = features_to_rgb(a, b)
+    img_a, img_b = features_to_rgb(a, b, standardize=False)
     assert img_a.shape == (5, 6, 3) and np.array_equal(img_b[0, 0], img_a[1, 1])
+    # standardised, a map and a scaled, shifted copy (as after a ReLU's smaller range) look the same
+    img_a, img_c = features_to_rgb(a, 0.01 * a + 3.0)
+    assert np.abs(img_a.astype(int) - img_c.astype(int)).max() <= 1
 
 
 @pytest.fixture(scope="module")

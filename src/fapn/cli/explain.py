@@ -54,6 +54,7 @@ def explain_image(segmenter: Any, path: Any, out: Any, args: argparse.Namespace)
     cells = [shown, resize_rgb(segmenter.overlay(image, label), width=args.width)]
     titles = ["image", "prediction"]
     lines = []
+    laterals: list[tuple[np.ndarray, str]] = []
     stem = path.stem
     for record in records:
         displacement = record.displacement
@@ -66,7 +67,8 @@ def explain_image(segmenter: Any, path: Any, out: Any, args: argparse.Namespace)
         wheel = color_wheel(min(72, size[1] // 3))
         flow[-wheel.shape[0] - 4 : -4, -wheel.shape[1] - 4 : -4] = wheel
         arrows = draw_arrows(shown, displacement, step=args.step, scale=args.arrow_scale)
-        mask = resize_rgb(heatmap(record.mask.mean(0), 0.0, 1.0), *size, nearest=True)
+        mean_mask = record.mask.mean(0)
+        mask = resize_rgb(heatmap(mean_mask), *size, nearest=True)
         lateral, before, after = (
             resize_rgb(f, *size, nearest=True) for f in features_to_rgb(record.selected, record.upsampled, record.aligned)
         )
@@ -76,18 +78,20 @@ def explain_image(segmenter: Any, path: Any, out: Any, args: argparse.Namespace)
             save_rgb_png(picture, out / f"{stem}_{tag}_{name}.png")
         stride = record.stride
         cells += [flow, arrows, mask, before, after]
+        laterals.append((lateral, f"stride {stride:g}: lateral (FSM)"))
+        scale_note = "true length" if args.arrow_scale == 1 else f"x{args.arrow_scale:g}"
         titles += [
-            f"stride {stride:g}: offsets (wheel rim {max_len * stride:.1f} px)",
-            f"stride {stride:g}: arrows (true length)",
-            f"stride {stride:g}: mean mask (0..1)",
+            f"stride {stride:g}: offsets (rim {max_len * stride:.2g} px)",
+            f"stride {stride:g}: arrows ({scale_note})",
+            f"s{stride:g} mask {float(mean_mask.min()):.2f}..{float(mean_mask.max()):.2f}",
             f"stride {stride:g}: before alignment",
             f"stride {stride:g}: after alignment",
         ]
         lines.append(record.summary())
-    if records:  # first row: image and prediction, then one row of five per FAM
-        blank = np.full_like(shown, 255)
-        cells[2:2] = [blank] * 3
-        titles[2:2] = [""] * 3
+    if records:  # first row: image, prediction and the lateral features, then one row of five per FAM
+        first = laterals[:3] + [(np.full_like(shown, 255), "")] * (3 - len(laterals[:3]))
+        cells[2:2] = [cell for cell, _ in first]
+        titles[2:2] = [title for _, title in first]
     grid = image_grid(cells, titles, columns=5 if records else 2)
     save_rgb_png(grid, out / f"{stem}_explain.png")
     np.savez_compressed(

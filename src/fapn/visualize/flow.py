@@ -144,7 +144,7 @@ def draw_arrows(
     return np.asarray(canvas)
 
 
-def features_to_rgb(*features: Tensor) -> list[np.ndarray]:
+def features_to_rgb(*features: Tensor, standardize: bool = True) -> list[np.ndarray]:
     """Feature maps as RGB through one shared PCA: the 3 main components of all maps together.
 
     Sharing the projection makes the pictures comparable: the same feature vector gets the same colour in
@@ -152,6 +152,9 @@ def features_to_rgb(*features: Tensor) -> list[np.ndarray]:
 
     Args:
         features: ``[C, H, W]`` maps with the same ``C``.
+        standardize: scale each map's channels to zero mean and unit variance first, so a map with small
+            values (e.g. after a ReLU) is not drowned by one with large values; colours then compare spatial
+            structure rather than magnitudes.
 
     Returns:
         one ``[H, W, 3]`` uint8 image per map.
@@ -159,7 +162,10 @@ def features_to_rgb(*features: Tensor) -> list[np.ndarray]:
     if not features:
         raise ValueError("features_to_rgb needs at least one feature map")
     channels = features[0].shape[0]
-    flat = torch.cat([f.detach().float().cpu().reshape(channels, -1).T for f in features])
+    blocks = [f.detach().float().cpu().reshape(channels, -1).T for f in features]
+    if standardize:
+        blocks = [(b - b.mean(0)) / b.std(0).clamp_min(1e-6) if len(b) > 1 else b for b in blocks]
+    flat = torch.cat(blocks)
     mean = flat.mean(dim=0, keepdim=True)
     centred = flat - mean
     _, _, v = torch.linalg.svd(centred[:: max(1, len(centred) // 20000)], full_matrices=False)
