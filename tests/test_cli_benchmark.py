@@ -46,9 +46,11 @@ def test_ratios_are_per_setting() -> None:
         LatencyResult("fpn", 8, 8, 1, "onnxruntime", times_ms=[4.0], gmacs=2.0),
         LatencyResult("fapn", 8, 8, 1, "onnxruntime", times_ms=[6.0], gmacs=2.5),
         LatencyResult("fapn", 8, 8, 2, "torch", times_ms=[1.0], gmacs=5.0),  # no baseline at batch 2
+        LatencyResult("fpn (resnet18) [a.pt]", 8, 8, 4, "torch", times_ms=[2.0]),  # a checkpoint's label
+        LatencyResult("fapn (resnet18) [b.pt]", 8, 8, 4, "torch", times_ms=[3.0]),
     ]
     add_ratios(rows, "fpn")
-    assert [r.latency_ratio for r in rows] == [1.0, 1.5, 1.0, 1.5, None]
+    assert [r.latency_ratio for r in rows] == [1.0, 1.5, 1.0, 1.5, None, 1.0, 1.5]
     assert rows[1].macs_ratio == 1.25 and rows[1].iqr_ms == (13.5, 22.5)
     assert "| fapn | cpu | 8x8 | 1 | torch | float32 | contiguous | 15.0 | 13.5-22.5 | 66.67 | 2.50 | 1.500 | 1.250 |" in results_table(rows)
 

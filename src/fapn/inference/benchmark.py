@@ -185,15 +185,19 @@ def time_interleaved(
 
 def add_ratios(results: list[LatencyResult], baseline: str) -> None:
     """Set ``latency_ratio`` and ``macs_ratio`` of each result against the ``baseline`` model measured in the
-    same setting (size, batch, runtime, dtype, memory format, device)."""
+    same setting (size, batch, runtime, dtype, memory format, device). ``baseline`` is a model's full label or
+    its first word (the variant); the first match per setting is used."""
 
     def setting(r: LatencyResult) -> tuple[Any, ...]:
         return (r.height, r.width, r.batch, r.runtime, r.dtype, r.memory_format, r.device)
 
-    def model_name(r: LatencyResult) -> str:
-        return r.model.split(" [")[0]
+    def is_baseline(r: LatencyResult) -> bool:  # the full label, or its variant ("fpn (resnet18) [a.pt]")
+        return r.model == baseline or r.model.split(" ")[0] == baseline
 
-    base = {setting(r): r for r in results if model_name(r) == baseline and r.times_ms}
+    base: dict[tuple[Any, ...], LatencyResult] = {}
+    for r in results:
+        if is_baseline(r) and r.times_ms:
+            base.setdefault(setting(r), r)
     for r in results:
         ref = base.get(setting(r))
         if ref is None or not r.times_ms:
