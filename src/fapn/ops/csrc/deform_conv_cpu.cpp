@@ -48,6 +48,9 @@ void parallel_for(int64_t begin, int64_t end, int threads, const Body& body) {
 #endif
 }
 
+constexpr int kImage = 0;
+constexpr int kRows = 1;
+
 struct Geometry {
   int64_t C, H, W, G, kh, kw, H_out, W_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
   int64_t taps() const { return kh * kw; }
@@ -86,24 +89,33 @@ inline bool locate(const Geometry& g, T y, T x, int64_t channel0, Sample<T>& s) 
   return true;
 }
 
-constexpr int kImage = 0;
-constexpr int kRows = 1;
+// Where the samples of output pixel p go and where they are taken from, with every integer division done once per
+// pixel or once per call (they cost more than the bilinear arithmetic itself).
+struct Sites {
+  const Geometry& g;
+  int layout;
+  int64_t row_begin;
+  std::vector<int64_t> tap_dy, tap_dx, tap_slot;  // per tap k: dilated kernel offsets, slot offset in the buffer
 
-// Element offset of output pixel p's tap k in a samples buffer that starts at output row row_begin.
-inline int64_t sample_slot(const Geometry& g, int layout, int64_t row_begin, int64_t p, int64_t k) {
-  const int64_t ho = p / g.W_out - row_begin, wo = p % g.W_out, i = k / g.kw, j = k % g.kw;
-  if (layout == kRows) return ((ho * g.W_out + wo) * g.taps() + k) * g.C;
-  return ((ho * g.kh + i) * (g.W_out * g.kw) + wo * g.kw + j) * g.C;
-}
+  Sites(const Geometry& geometry, int layout_, int64_t row_begin_)
+      : g(geometry), layout(layout_), row_begin(row_begin_), tap_dy(g.taps()), tap_dx(g.taps()), tap_slot(g.taps()) {
+    for (int64_t k = 0; k < g.taps(); ++k) {
+      const int64_t i = k / g.kw, j = k % g.kw;
+      tap_dy[k] = i * g.dil_h;
+      tap_dx[k] = j * g.dil_w;
+      tap_slot[k] = (layout == kRows ? k : i * g.W_out * g.kw + j) * g.C;
+    }
+  }
 
-template <typename T>
-inline void sample_position(const Geometry& g, const T* offset, int64_t p, int64_t grp, int64_t k, T& y, T& x) {
-  const int64_t ho = p / g.W_out, wo = p % g.W_out;
-  const int64_t i = k / g.kw, j = k % g.kw;
-  const T* o = offset + ((grp * g.taps() + k) * 2) * g.pixels() + p;
-  y = T(ho * g.stride_h - g.pad_h + i * g.dil_h) + o[0];
-  x = T(wo * g.stride_w - g.pad_w + j * g.dil_w) + o[g.pixels()];
-}
+  // Output pixel p: the top-left of its (undeformed) receptive field and the start of its slots in the buffer.
+  void pixel(int64_t p, int64_t& y0, int64_t& x0, int64_t& slot) const {
+    const int64_t ho = p / g.W_out, wo = p % g.W_out;
+    y0 = ho * g.stride_h - g.pad_h;
+    x0 = wo * g.stride_w - g.pad_w;
+    slot = layout == kRows ? ((ho - row_begin) * g.W_out + wo) * g.taps() * g.C
+                           : ((ho - row_begin) * g.kh * g.W_out * g.kw + wo * g.kw) * g.C;
+  }
+};
 
 // sum_c a[c] * b[c] in eight independent lanes, so that the compiler vectorises it without -ffast-math.
 template <typename T>
@@ -127,13 +139,16 @@ template <typename T>
 void im2col(const Geometry& g, int layout, int64_t row_begin, int64_t row_end, const T* image, const T* offset, const T* mask,
             T* __restrict__ samples, int threads) {
   const int64_t K = g.taps(), Cg = g.C / g.G, P = g.pixels();
+  const Sites sites(g, layout, row_begin);
   parallel_for(row_begin * g.W_out, row_end * g.W_out, threads, [&](int64_t chunk_begin, int64_t chunk_end) {
     for (int64_t p = chunk_begin; p < chunk_end; ++p) {
+      int64_t y0, x0, pixel_slot;
+      sites.pixel(p, y0, x0, pixel_slot);
       for (int64_t grp = 0; grp < g.G; ++grp) {
         for (int64_t k = 0; k < K; ++k) {
-          T* out = samples + sample_slot(g, layout, row_begin, p, k) + grp * Cg;
-          T y, x;
-          sample_position(g, offset, p, grp, k, y, x);
+          T* out = samples + pixel_slot + sites.tap_slot[k] + grp * Cg;
+          const T* o = offset + (grp * K + k) * 2 * P + p;
+          const T y = T(y0 + sites.tap_dy[k]) + o[0], x = T(x0 + sites.tap_dx[k]) + o[P];
           Sample<T> s;
           if (!locate(g, y, x, grp * Cg, s)) {
             for (int64_t c = 0; c < Cg; ++c) out[c] = T(0);
@@ -175,15 +190,17 @@ void col2im(const Geometry& g, int layout, int64_t row_begin, int64_t row_end, c
   const int64_t p_begin = row_begin * g.W_out, p_end = row_end * g.W_out, image_size = g.H * g.W * g.C;
   const int parts = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, (p_end - p_begin) / 64)));
   std::vector<std::vector<T>> private_grads(parts - 1, std::vector<T>(image_size, T(0)));
+  const Sites sites(g, layout, row_begin);
   auto body = [&](int64_t chunk_begin, int64_t chunk_end, T* acc) {
     for (int64_t p = chunk_begin; p < chunk_end; ++p) {
+      int64_t y0, x0, pixel_slot;
+      sites.pixel(p, y0, x0, pixel_slot);
       for (int64_t k = 0; k < K; ++k) {
-        const T* slot_grads = grad_samples + sample_slot(g, layout, row_begin, p, k);
+        const T* slot_grads = grad_samples + pixel_slot + sites.tap_slot[k];
         for (int64_t grp = 0; grp < g.G; ++grp) {
           const T* gc = slot_grads + grp * Cg;
           const int64_t slot = (grp * K + k) * P + p, offset_slot = 2 * (grp * K + k) * P + p;
-          T y, x;
-          sample_position(g, offset, p, grp, k, y, x);
+          const T y = T(y0 + sites.tap_dy[k]) + offset[offset_slot], x = T(x0 + sites.tap_dx[k]) + offset[offset_slot + P];
           Sample<T> s;
           if (!locate(g, y, x, grp * Cg, s)) {
             grad_offset[offset_slot] = T(0);
@@ -239,7 +256,7 @@ Geometry geometry(const int64_t* shape) {
 // layout: kImage (0) or kRows (1); shape: C, H, W, G, kh, kw, H_out, W_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w
 extern "C" {
 
-int fapn_dcn_abi_version() { return 8; }
+int fapn_dcn_abi_version() { return 9; }
 
 void fapn_dcn_im2col_f32(const int64_t* shape, int layout, int64_t row_begin, int64_t row_end, const float* image, const float* offset, const float* mask,
                          float* samples, int threads) {
