@@ -14,7 +14,6 @@ from fapn.cli.main import main
 from fapn.inference.benchmark import LatencyResult, add_ratios, count_macs, results_table, time_interleaved
 from fapn.models import realtime_fapn
 
-torch.set_num_threads(1)
 
 
 @pytest.mark.parametrize(("variant", "gmacs"), [("fpn", 44.55), ("fpn+fam", 51.04), ("fapn", 51.79)])
@@ -59,7 +58,11 @@ def test_cli_benchmark_runs_variants_side_by_side(tmp_path: Path, capsys: pytest
     out = tmp_path / "bench.json"
     args = ["benchmark", "--variants", "fpn", "fapn", "--sizes", "64x64", "--batch-sizes", "1", "2", "--repeats", "2",
             "--warmup", "0", "--threads", "1", "--deform-backends", "auto", "torchvision", "--json", str(out)]
-    assert main(args) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert main(args) == 0
+    finally:
+        torch.set_num_threads(threads)  # --threads sets it for the whole process
     table = capsys.readouterr().out
     rows = json.loads(out.read_text())
     assert len(rows) == 2 * 3  # batch 1 and 2 x (fpn, fapn/auto, fapn/torchvision)

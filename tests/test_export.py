@@ -17,7 +17,6 @@ from fapn.models import realtime_fapn
 
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
-torch.set_num_threads(2)
 
 
 def small_model(variant: str = "fapn", seed: int = 0) -> torch.nn.Module:

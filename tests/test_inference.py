@@ -14,7 +14,6 @@ from fapn.engine.checkpoint import save_checkpoint
 from fapn.inference import Segmenter, collect_images, sliding_window_logits, window_starts
 from fapn.models import realtime_fapn
 
-torch.set_num_threads(2)
 
 PALETTE = [[10, 20, 30], [200, 0, 0], [0, 200, 0], [0, 0, 200], [90, 90, 0]]
 MEAN, STD = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]

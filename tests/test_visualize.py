@@ -17,7 +17,6 @@ from fapn.visualize import (
     color_wheel, colorize, default_palette, draw_arrows, features_to_rgb, flow_to_color, image_grid, mean_displacement, overlay,
 )
 
-torch.set_num_threads(2)
 _spec = importlib.util.spec_from_file_location("_inference_helpers", Path(__file__).with_name("test_inference.py"))
 _helpers = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_helpers)  # reuse make_checkpoint without a shared conftest
