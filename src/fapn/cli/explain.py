@@ -78,7 +78,7 @@ def explain_image(segmenter: Any, path: Any, out: Any, args: argparse.Namespace)
             save_rgb_png(picture, out / f"{stem}_{tag}_{name}.png")
         stride = record.stride
         cells += [flow, arrows, mask, before, after]
-        laterals.append((lateral, f"stride {stride:g}: lateral (FSM)"))
+        laterals.append((lateral, f"stride {stride:g}: lateral feature"))
         scale_note = "true length" if args.arrow_scale == 1 else f"x{args.arrow_scale:g}"
         titles += [
             f"stride {stride:g}: offsets (rim {max_len * stride:.2g} px)",
