@@ -37,7 +37,7 @@ from fapn.ops.deform_conv_pytorch import check_shapes, deform_conv2d_pytorch
 __all__ = ["deform_conv2d_cpu", "load_kernels", "kernels_available", "SOURCE"]
 
 SOURCE = Path(__file__).with_name("csrc") / "deform_conv_cpu.cpp"
-_ABI_VERSION = 9
+_ABI_VERSION = 10
 _FLAG_SETS: tuple[tuple[str, ...], ...] = (
     ("-O3", "-march=native", "-fopenmp"),  # vectorised for this CPU (the cache key includes the CPU)
     ("-O3", "-fopenmp"),  # a compiler that does not know -march=native

@@ -256,7 +256,7 @@ Geometry geometry(const int64_t* shape) {
 // layout: kImage (0) or kRows (1); shape: C, H, W, G, kh, kw, H_out, W_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w
 extern "C" {
 
-int fapn_dcn_abi_version() { return 9; }
+int fapn_dcn_abi_version() { return 10; }
 
 void fapn_dcn_im2col_f32(const int64_t* shape, int layout, int64_t row_begin, int64_t row_end, const float* image, const float* offset, const float* mask,
                          float* samples, int threads) {
