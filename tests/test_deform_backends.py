@@ -96,6 +96,21 @@ def test_kernels_compile_once_into_the_cache(monkeypatch: pytest.MonkeyPatch, tm
         cpu_backend.load_kernels.cache_clear()
 
 
+@pytest.mark.skipif(not cpu_backend.kernels_available(), reason="no C++ compiler here")
+def test_kernels_cache_falls_back_to_a_temporary_folder(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """A cache directory that cannot be created (read-only home): the library goes to a per-user temp folder."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    monkeypatch.setenv("FAPN_CACHE_DIR", str(blocker / "fapn"))
+    monkeypatch.setattr(cpu_backend.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    cpu_backend.load_kernels.cache_clear()
+    try:
+        assert cpu_backend.load_kernels() is not None
+        assert list((tmp_path / "tmp").glob("fapn-cache-*/deform_conv_cpu-*.so"))
+    finally:
+        cpu_backend.load_kernels.cache_clear()
+
+
 @pytest.mark.parametrize("backend", sorted(BACKENDS))
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_reduced_precision(backend: str, dtype: torch.dtype) -> None:

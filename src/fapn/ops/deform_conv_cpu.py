@@ -1,18 +1,22 @@
-"""The fast CPU backend: channels-last C++ sampling kernels compiled on first use, PyTorch GEMMs.
+"""The fast CPU backend: channels-last C++ sampling kernels compiled on first use, oneDNN for the GEMMs.
 
-The forward builds, one image at a time, the im2col matrix of the deformable conv (``[H_out * W_out, kh * kw * C]``,
-channels last, so the ``C / G`` channels of one offset group are a contiguous run that the compiler vectorises) and
-multiplies it with the weight in one GEMM. The backward recomputes that matrix (memory as torchvision's op), gets
-the weight gradient and the column gradient from two GEMMs, and a second kernel turns the column gradient into the
-input, offset and mask gradients in one pass.
+Forward, per tile of output pixels: a kernel writes the bilinear samples (times the mask) of every tap and offset
+group into a channels-last image enlarged ``kh x kw`` times (the sample of output pixel ``(ho, wo)``, tap ``(i, j)``
+at ``(ho * kh + i, wo * kw + j)``), and a dense ``kh x kw`` conv with stride ``(kh, kw)`` of that image, run by
+oneDNN as fast as the plain conv, is the deformable conv. Channels last makes the ``C / G`` channels of an offset
+group one contiguous run that the compiler vectorises.
 
-The kernels (``csrc/deform_conv_cpu.cpp``) include no PyTorch header: they compile in about a second with the
-system's C++ compiler (``$CXX``, else ``c++``) and load through :mod:`ctypes`. The library is cached under
-``$FAPN_CACHE_DIR`` (default ``~/.cache/fapn``), keyed by the source, the flags, the compiler and the CPU. Without a
-compiler, or if the build fails, :func:`load_kernels` returns ``None`` and :func:`deform_conv2d_cpu` computes with the
-pure-PyTorch backend instead (with one warning), so the op always works.
+Backward, per tile: the samples are recomputed (memory as torchvision's op) as im2col rows for the weight gradient
+(one GEMM), a transposed strided conv gives the samples' gradient, and a second kernel turns it into the input,
+offset and mask gradients in one pass.
+
+The kernels (``csrc/deform_conv_cpu.cpp``) include no PyTorch header: they compile in seconds with the system's C++
+compiler (``$CXX``, else ``c++``) and load through :mod:`ctypes`. The library is cached under ``$FAPN_CACHE_DIR``
+(default ``~/.cache/fapn``, else a per-user temporary folder), keyed by the source, the flags, the compiler and the
+CPU. Without a compiler, or if the build fails, :func:`load_kernels` returns ``None`` and
+:func:`deform_conv2d_cpu` computes with the pure-PyTorch backend instead (with one warning): the op always works.
+docs/deform_conv.md has the measurements behind each choice.
 """
-
 from __future__ import annotations
 
 import ctypes
@@ -48,11 +52,13 @@ _KERNEL_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _IMAGE_LAYOUT, _ROWS_LAYOUT = 0, 1  # the samples layouts of csrc/deform_conv_cpu.cpp
 
 
-def _cache_dir() -> Path:
+def _cache_dirs() -> list[Path]:
+    """Where the compiled library may live: the user's cache, then a per-user temporary folder (read-only home)."""
     root = os.environ.get("FAPN_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "fapn"
     )
-    return Path(root)
+    user = str(os.getuid()) if hasattr(os, "getuid") else "user"
+    return [Path(root), Path(tempfile.gettempdir()) / f"fapn-cache-{user}"]
 
 
 def _cpu_fingerprint() -> str:
@@ -66,9 +72,12 @@ def _cpu_fingerprint() -> str:
 
 
 def _compile(compiler: str, flags: tuple[str, ...], target: Path) -> bool:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
+    except OSError:  # not writable
+        return False
     cmd = [compiler, *flags, *_COMMON_FLAGS, str(SOURCE), "-o", tmp]
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -115,13 +124,14 @@ def load_kernels() -> ctypes.CDLL | None:
         key = hashlib.sha256(
             b"\0".join([source, " ".join(flags).encode(), version.encode(), _cpu_fingerprint().encode()])
         ).hexdigest()[:16]
-        target = _cache_dir() / f"deform_conv_cpu-{key}.so"
-        if not target.exists() and not _compile(compiler, flags, target):
-            continue
-        try:
-            return _bind(ctypes.CDLL(str(target)))
-        except (OSError, AttributeError):
-            continue
+        for cache in _cache_dirs():
+            target = cache / f"deform_conv_cpu-{key}.so"
+            if not target.exists() and not _compile(compiler, flags, target):
+                continue
+            try:
+                return _bind(ctypes.CDLL(str(target)))
+            except (OSError, AttributeError):
+                continue
     return None
 
 
