@@ -108,12 +108,13 @@ def test_torchscript_and_exported_program_match(tmp_path: Path) -> None:
     assert ts.shapes == ep.shapes == [(1, 3, 96, 128), (2, 3, 64, 160)]
 
 
-def test_cli_export_untrained_fpn_onnx(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_export_untrained_fpn(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from fapn.cli.main import main
 
-    out = tmp_path / "fpn.onnx"
-    code = main(["export", "--model", "realtime_fapn", "--variant", "fpn", "--num-classes", "3", "--format", "onnx", "--out", str(out)])
+    out = tmp_path / "fpn.ts.pt"
+    code = main(["export", "--model", "realtime_fapn", "--variant", "fpn", "--num-classes", "3", "--format", "torchscript", "--out", str(out)])
     text = capsys.readouterr().out
     assert code == 0, text
-    assert "onnx check OK" in text and "0 DeformConv nodes" in text
-    assert main(["export", "--format", "onnx", "--out", str(out)]) == 2
+    assert "torchscript check OK" in text and out.is_file()
+    assert main(["export", "--format", "onnx", "--out", str(out)]) == 2  # neither --weights nor --model
+    assert main(["export", "--model", "nope", "--out", str(out)]) == 2
