@@ -89,8 +89,8 @@ inline bool locate(const Geometry& g, T y, T x, int64_t channel0, Sample<T>& s) 
   return true;
 }
 
-// Where the samples of output pixel p go and where they are taken from, with every integer division done once per
-// pixel or once per call (they cost more than the bilinear arithmetic itself).
+// Where the samples of output pixel p go and where they are taken from, with the integer divisions done once per
+// pixel or once per call rather than per sample (no measurable speed-up here, but no slower and no less clear).
 struct Sites {
   const Geometry& g;
   int layout;
