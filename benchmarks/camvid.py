@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 VARIANTS = {"fpn": "semseg/camvid_r18_fpn", "fapn": "semseg/camvid_r18_fapn"}
+LABELS = {"fpn": "FPN", "fapn": "FaPN"}
 
 
 def parse_args() -> argparse.Namespace:
@@ -104,12 +105,12 @@ def report(args: argparse.Namespace, results: dict) -> str:
     ]
     for variant, r in results.items():
         lines.append(
-            f"| R18 {variant.upper()} | {r['wall_seconds'] / 60:.1f} min | {fmt(r['mIoU'])} | "
+            f"| R18 {LABELS[variant]} | {r['wall_seconds'] / 60:.1f} min | {fmt(r['mIoU'])} | "
             f"{fmt(r['pixel_accuracy'])} | {fmt(r['boundary']['mIoU'])} ({r['boundary']['width']} px) |"
         )
     names = list(next(iter(results.values()))["per_class_iou"])
-    lines += ["", "| class | " + " | ".join(f"{v.upper()} IoU" for v in results) + " | "
-              + " | ".join(f"{v.upper()} bIoU" for v in results) + " |",
+    lines += ["", "| class | " + " | ".join(f"{LABELS[v]} IoU" for v in results) + " | "
+              + " | ".join(f"{LABELS[v]} bIoU" for v in results) + " |",
               "|---" * (1 + 2 * len(results)) + "|"]
     for name in names:
         lines.append(
