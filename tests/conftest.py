@@ -1,4 +1,5 @@
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -8,5 +9,10 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture(autouse=True)
-def _seed() -> None:
+def _seed_and_guard_grad_mode() -> Iterator[None]:
     torch.manual_seed(0)
+    yield
+    # A test that leaves autograd off breaks every test after it, far from the cause: fail it here.
+    if not torch.is_grad_enabled():
+        torch.set_grad_enabled(True)
+        pytest.fail("the test left autograd disabled (torch.set_grad_enabled(False) leaked)")

@@ -100,7 +100,7 @@ def explain_image(segmenter: Any, path: Any, out: Any, args: argparse.Namespace)
     return lines
 
 
-def run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import torch
@@ -116,7 +116,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_grad_enabled(False)
     for path in tqdm(files, desc="explain", unit="img", file=sys.stderr):
         try:
             lines = explain_image(segmenter, path, out, args)
@@ -128,3 +127,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {line}")
     print(f"wrote pictures to {out} (NAME_explain.png: the summary figure)")
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    # no_grad as a context (not torch.set_grad_enabled): the caller's grad mode survives an in-process call
+    with torch.no_grad():
+        return _run(args)

@@ -49,7 +49,7 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
     import torch
 
     from fapn.cli.predict import parse_size
@@ -69,7 +69,6 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, argparse.ArgumentTypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    torch.set_grad_enabled(False)
     example_shape = (2, 3, height, width)
     common: dict[str, Any] = {"example_shape": example_shape, "check": not args.no_check, "tolerance": args.tolerance}
     if args.static:
@@ -94,3 +93,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(report.summary())
     return 0 if report.passed else 1
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    # no_grad as a context (not torch.set_grad_enabled): the caller's grad mode survives an in-process call
+    with torch.no_grad():
+        return _run(args)
