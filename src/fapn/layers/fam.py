@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fapn.layers.deform_conv import ModulatedDeformConv2d
-from fapn.layers.fsm import FeatureSelectionModule
 from fapn.layers.init import c2_xavier_fill
+from fapn.layers.pyramid_ops import (
+    Fusion,
+    UpsampleMode,
+    check_merge_options,
+    make_concat_fuse,
+    make_lateral,
+    upsample_to,
+)
 
 __all__ = ["FeatureAlignModule", "UpsampleMode", "Fusion"]
-
-UpsampleMode = Literal["bilinear", "nearest"]
-Fusion = Literal["sum", "concat"]
 
 
 class FeatureAlignModule(nn.Module):
@@ -66,21 +68,13 @@ class FeatureAlignModule(nn.Module):
         deform_backend: str | None = None,
     ) -> None:
         super().__init__()
-        if upsample_mode not in ("bilinear", "nearest"):
-            raise ValueError(f"upsample_mode must be 'bilinear' or 'nearest', got {upsample_mode!r}")
-        if fusion not in ("sum", "concat"):
-            raise ValueError(f"fusion must be 'sum' or 'concat', got {fusion!r}")
+        check_merge_options(upsample_mode, fusion)
         self.in_channels = in_channels
         self.channels = channels
         self.upsample_mode = upsample_mode
         self.fusion = fusion
         self.offset_groups = offset_groups
-        self.lateral: nn.Module
-        if feature_selection:
-            self.lateral = FeatureSelectionModule(in_channels, channels)
-        else:
-            self.lateral = nn.Conv2d(in_channels, channels, kernel_size=1)
-            c2_xavier_fill(self.lateral)
+        self.lateral = make_lateral(in_channels, channels, feature_selection)
         self.offset_fuse = nn.Conv2d(2 * channels, channels, kernel_size=1, bias=False)
         c2_xavier_fill(self.offset_fuse)
         self.deform = ModulatedDeformConv2d(
@@ -91,14 +85,11 @@ class FeatureAlignModule(nn.Module):
         nn.init.zeros_(self.offset_mask.bias)
         self.concat_fuse: nn.Module | None = None
         if fusion == "concat":
-            self.concat_fuse = nn.Conv2d(2 * channels, channels, kernel_size=1)
-            c2_xavier_fill(self.concat_fuse)
+            self.concat_fuse = make_concat_fuse(channels)
 
     def upsample(self, coarse: Tensor, size: list[int]) -> Tensor:
         """``coarse`` resized to ``size`` with this module's mode."""
-        if self.upsample_mode == "nearest":
-            return F.interpolate(coarse, size=size, mode="nearest")
-        return F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
+        return upsample_to(coarse, size, self.upsample_mode)
 
     def offsets_and_mask(self, selected: Tensor, upsampled: Tensor) -> tuple[Tensor, Tensor]:
         """Offsets ``[N, 2*G*9, H, W]`` (``(dy, dx)`` pairs) and mask ``[N, G*9, H, W]`` in ``[0, 1]``."""

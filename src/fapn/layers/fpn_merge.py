@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fapn.layers.fam import Fusion, UpsampleMode
-from fapn.layers.fsm import FeatureSelectionModule
-from fapn.layers.init import c2_xavier_fill
+from fapn.layers.pyramid_ops import (
+    Fusion,
+    UpsampleMode,
+    check_merge_options,
+    make_concat_fuse,
+    make_lateral,
+    upsample_to,
+)
 
 __all__ = ["FPNMerge"]
 
@@ -43,32 +47,19 @@ class FPNMerge(nn.Module):
         fusion: Fusion = "sum",
     ) -> None:
         super().__init__()
-        if upsample_mode not in ("bilinear", "nearest"):
-            raise ValueError(f"upsample_mode must be 'bilinear' or 'nearest', got {upsample_mode!r}")
-        if fusion not in ("sum", "concat"):
-            raise ValueError(f"fusion must be 'sum' or 'concat', got {fusion!r}")
+        check_merge_options(upsample_mode, fusion)
         self.in_channels = in_channels
         self.channels = channels
         self.upsample_mode = upsample_mode
         self.fusion = fusion
-        self.lateral: nn.Module
-        if feature_selection:
-            self.lateral = FeatureSelectionModule(in_channels, channels)
-        else:
-            self.lateral = nn.Conv2d(in_channels, channels, kernel_size=1)
-            c2_xavier_fill(self.lateral)
+        self.lateral = make_lateral(in_channels, channels, feature_selection)
         self.concat_fuse: nn.Module | None = None
         if fusion == "concat":
-            self.concat_fuse = nn.Conv2d(2 * channels, channels, kernel_size=1)
-            c2_xavier_fill(self.concat_fuse)
+            self.concat_fuse = make_concat_fuse(channels)
 
     def forward(self, lateral: Tensor, coarse: Tensor) -> Tensor:
         selected = self.lateral(lateral)
-        size = [selected.shape[-2], selected.shape[-1]]
-        if self.upsample_mode == "nearest":
-            upsampled = F.interpolate(coarse, size=size, mode="nearest")
-        else:
-            upsampled = F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
+        upsampled = upsample_to(coarse, [selected.shape[-2], selected.shape[-1]], self.upsample_mode)
         if self.concat_fuse is not None:
             return self.concat_fuse(torch.cat([upsampled, selected], dim=1))
         return selected + upsampled
