@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = [
     "LatencyResult",
@@ -88,19 +87,12 @@ def time_calls(fn: Callable[[], Any], warmup: int, repeats: int, synchronize: Ca
 
 
 def count_macs(model: nn.Module, shape: Sequence[int]) -> float:
-    """Multiply-accumulates (GMAC) of one forward at ``shape``, counted on the meta device (nothing is run).
-
-    :class:`torch.utils.flop_counter.FlopCounterMode` counts 2 per MAC and 0 for ``deform_conv2d``, so this is
-    the fvcore / paper convention of supplementary Table 1: the deformable sampling itself is not counted
-    (the dense product of the deformable 3x3 conv is not either).
+    """Multiply-accumulates (GMAC) of one forward at ``shape`` in the paper's convention (fvcore's; the
+    deformable conv not counted), as ``fapn profile`` reports them: counted on the meta device, nothing is run.
     """
-    from fapn.export.backend import deform_backend
+    from fapn.profiling import profile_model
 
-    meta_model = copy.deepcopy(model).to("meta")
-    # torchvision's op has no flop formula: the count does not depend on which backend would run
-    with deform_backend(meta_model, "torchvision"), FlopCounterMode(display=False) as counter, torch.no_grad():
-        meta_model(torch.empty(*shape, device="meta"))
-    return counter.get_total_flops() / 2e9
+    return profile_model(model, tuple(shape)).gmacs_paper
 
 
 def prepare_torch(
