@@ -26,9 +26,15 @@ __all__ = ["save_checkpoint", "load_checkpoint", "build_model_from_checkpoint", 
 
 def _model_builders() -> dict[str, Any]:
     from fapn.models.detection.builders import build_detection_model
+    from fapn.models.detection.semantic_fpn import semantic_fpn_resnet50_fapn, semantic_fpn_resnet101_fapn
     from fapn.models.realtime import realtime_fapn
 
-    return {"realtime_fapn": realtime_fapn, "build_detection_model": build_detection_model}
+    return {
+        "realtime_fapn": realtime_fapn,
+        "build_detection_model": build_detection_model,
+        "semantic_fpn_resnet50_fapn": semantic_fpn_resnet50_fapn,
+        "semantic_fpn_resnet101_fapn": semantic_fpn_resnet101_fapn,
+    }
 
 
 MODEL_BUILDERS = _model_builders

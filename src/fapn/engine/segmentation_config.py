@@ -27,16 +27,20 @@ PAPER_SCALES = [0.75, 1.0, 1.25, 1.5, 1.75, 2.0]
 
 @dataclass
 class ModelConfig:
-    """Arguments of :func:`fapn.models.realtime_fapn` plus how batch norm is trained.
+    """Which segmentation model (its builder's arguments) plus how batch norm is trained.
 
     Args:
-        backbone: ``resnet18`` or ``resnet34``.
+        name: ``realtime_fapn`` (the supplementary's real-time network) or ``semantic_fpn`` (detectron2's
+            semantic FPN head on a ResNet-50/101 + FaPN neck, the paper's Cityscapes setting).
+        backbone: ``resnet18`` or ``resnet34`` (``realtime_fapn``); ``resnet50`` or ``resnet101``
+            (``semantic_fpn``).
         variant: ``fpn``, ``fpn+fam``, ``fpn+fam+fsm`` or ``fapn`` (the ablation rows, one key).
         weights_backbone: ImageNet weights (torchvision name such as ``DEFAULT`` or a ``.pth``), null for none.
         frozen_bn: keep batch-norm statistics and affine parameters fixed (eval mode, no gradient).
         sync_bn: synchronise batch-norm statistics across processes under DDP.
     """
 
+    name: str = "realtime_fapn"
     backbone: str = "resnet18"
     variant: str = "fapn"
     weights_backbone: str | None = None

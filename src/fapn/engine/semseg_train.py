@@ -45,8 +45,19 @@ __all__ = [
 ]
 
 
+SEMANTIC_FPN_BUILDERS = {"resnet50": "semantic_fpn_resnet50_fapn", "resnet101": "semantic_fpn_resnet101_fapn"}
+
+
 def model_config_of(cfg: SegmentationConfig, num_classes: int) -> dict[str, Any]:
     """The checkpoint's ``model_config``: the builder name and its keyword arguments."""
+    if cfg.model.name == "semantic_fpn":
+        if cfg.model.backbone not in SEMANTIC_FPN_BUILDERS:
+            raise ValueError(
+                f"semantic_fpn needs a backbone in {sorted(SEMANTIC_FPN_BUILDERS)}, got {cfg.model.backbone!r}"
+            )
+        return {"name": SEMANTIC_FPN_BUILDERS[cfg.model.backbone], "num_classes": num_classes}
+    if cfg.model.name != "realtime_fapn":
+        raise ValueError(f"unknown model.name {cfg.model.name!r}; valid names: ['realtime_fapn', 'semantic_fpn']")
     return {
         "name": "realtime_fapn",
         "backbone": cfg.model.backbone,
@@ -56,15 +67,13 @@ def model_config_of(cfg: SegmentationConfig, num_classes: int) -> dict[str, Any]
 
 
 def build_segmentation_model(cfg: SegmentationConfig, num_classes: int) -> nn.Module:
-    """``realtime_fapn`` as the config describes it (ImageNet backbone weights when asked)."""
-    from fapn.models import realtime_fapn
+    """The model the config describes (``realtime_fapn`` or ``semantic_fpn``), with ImageNet backbone weights
+    when asked."""
+    from fapn.engine.checkpoint import MODEL_BUILDERS
 
-    return realtime_fapn(
-        backbone=cfg.model.backbone,
-        num_classes=num_classes,
-        variant=cfg.model.variant,
-        weights_backbone=cfg.model.weights_backbone,
-    )
+    config = model_config_of(cfg, num_classes)
+    builder = MODEL_BUILDERS()[config.pop("name")]
+    return builder(**config, weights_backbone=cfg.model.weights_backbone)
 
 
 def build_datasets(cfg: SegmentationConfig) -> tuple[SegmentationDataset, SegmentationDataset]:
