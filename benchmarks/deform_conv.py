@@ -95,7 +95,6 @@ def _onnxruntime_fn(x: dict[str, torch.Tensor], threads: int) -> Callable[[], ob
         from onnx import TensorProto, helper
     except ImportError:
         return None
-    C = x["weight"].shape[0]
     G = x["mask"].shape[1] // 9
     node = helper.make_node(
         "DeformConv", ["X", "W", "offset", "B", "mask"], ["Y"],
@@ -182,7 +181,7 @@ def exactness(backends: list[str]) -> None:
     reference = run("torchvision", x64)
     x32 = {k: v.float() for k, v in x64.items()}
     print("\nnorm-wise error ||a - ref|| / ||ref|| in float32, ref = torchvision in float64 "
-          f"(N=2, C=32, 24x40, 8 groups, offsets std 8 px)")  # fmt: skip
+          "(N=2, C=32, 24x40, 8 groups, offsets std 8 px)")  # fmt: skip
     print(f"{'backend':<14}" + "".join(f"{n:>11}" for n in names))
     for backend in backends:
         errors = [((a.double() - r).norm() / r.norm()).item() for a, r in zip(run(backend, x32), reference)]

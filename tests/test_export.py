@@ -11,7 +11,7 @@ import torchvision
 
 import fapn.ops
 
-from fapn.export import deform_backend, deform_conv2d_translation, export_onnx, export_program, export_torchscript, onnx_op_counts
+from fapn.export import deform_backend, export_onnx, export_program, export_torchscript, onnx_op_counts
 from fapn.layers import ModulatedDeformConv2d
 from fapn.models import realtime_fapn
 

@@ -103,7 +103,6 @@ def explain_image(segmenter: Any, path: Any, out: Any, args: argparse.Namespace)
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import torch
     from tqdm import tqdm
 
     from fapn.inference import Segmenter, collect_images

@@ -50,7 +50,6 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
 
     from fapn.cli.predict import parse_size
     from fapn.export import export_onnx, export_program, export_torchscript

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
