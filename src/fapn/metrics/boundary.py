@@ -9,13 +9,11 @@ ignored pixels themselves are not scored). The IoU is then computed on band pixe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fapn.metrics.segmentation import confusion_matrix, scores_from_confusion
+from fapn.metrics.segmentation import ConfusionMatrix, confusion_matrix
 
 __all__ = ["boundary_band", "BoundaryConfusionMatrix"]
 
@@ -40,8 +38,9 @@ def boundary_band(target: Tensor, width: int) -> Tensor:
     return (high != low).reshape(shape)
 
 
-class BoundaryConfusionMatrix:
-    """Confusion matrix restricted to the boundary band (see :func:`boundary_band`).
+class BoundaryConfusionMatrix(ConfusionMatrix):
+    """Confusion matrix restricted to the boundary band (see :func:`boundary_band`); reduced across processes
+    and scored as :class:`~fapn.metrics.segmentation.ConfusionMatrix`.
 
     Args:
         num_classes: number of classes.
@@ -51,25 +50,10 @@ class BoundaryConfusionMatrix:
     """
 
     def __init__(self, num_classes: int, width: int = 3, ignore_index: int = 255, class_names: Sequence[str] | None = None) -> None:
-        self.num_classes = num_classes
+        super().__init__(num_classes, ignore_index, class_names)
         self.width = width
-        self.ignore_index = ignore_index
-        self.class_names = list(class_names) if class_names is not None else None
-        self.matrix = torch.zeros(num_classes, num_classes + 1, dtype=torch.int64)
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         pred, target = pred.cpu(), target.cpu()
         band = boundary_band(target, self.width)
         self.matrix += confusion_matrix(pred[band], target[band], self.num_classes, self.ignore_index)
-
-    def all_reduce(self) -> None:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            device = torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
-            matrix = self.matrix.to(device)
-            dist.all_reduce(matrix)
-            self.matrix = matrix.cpu()
-
-    def compute(self) -> dict[str, Any]:
-        return scores_from_confusion(self.matrix, self.class_names)
