@@ -84,7 +84,14 @@ def test_eval_is_deterministic(model_case: tuple[str, str]) -> None:
     with torch.no_grad():
         first, second = model(x), model(x)
     assert torch.equal(first, second)
-    # and the batch elements are independent in eval mode
+    # and the batch elements are independent in eval mode. CPU kernels pick different blockings for a batch
+    # of 1 and of 2 (and per processor), so the two differ by float32 rounding: bound the difference relative
+    # to the output's scale, not element-wise (a near-zero element has a large relative error). A real
+    # dependence between batch elements (batch statistics in eval) differs by the output's own scale.
     with torch.no_grad():
         single = model(x[1:])
-    torch.testing.assert_close(single, first[1:], rtol=1e-4, atol=1e-5)
+    reference = first[1:]
+    relative = (single - reference).norm() / reference.norm()
+    worst = (single - reference).abs().max() / reference.abs().max()
+    assert relative <= 1e-4, f"batch of 1 vs batch of 2: norm-wise relative difference {relative:.2e}"
+    assert worst <= 1e-3, f"batch of 1 vs batch of 2: largest difference {worst:.2e} of the output's scale"

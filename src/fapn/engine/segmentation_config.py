@@ -92,6 +92,9 @@ class OptimConfig:
         milestones, gamma: multi-step schedule.
         warmup_iters, warmup_factor: linear warmup from ``lr * warmup_factor`` over the first iterations.
         class_weights: optional per-class loss weights (e.g. CamVid's median-frequency weights).
+        loss: ``ce`` (cross-entropy over every labelled pixel) or ``ohem`` (over the hard pixels only, see
+            :func:`fapn.engine.semseg_train.ohem_targets`).
+        ohem_thresh, ohem_min_kept: OHEM's probability threshold and the pixels it keeps at least per batch.
     """
 
     lr: float = 0.01
@@ -104,6 +107,9 @@ class OptimConfig:
     warmup_iters: int = 0
     warmup_factor: float = 0.1
     class_weights: list[float] | None = None
+    loss: str = "ce"
+    ohem_thresh: float = 0.7
+    ohem_min_kept: int = 100_000
 
 
 @dataclass

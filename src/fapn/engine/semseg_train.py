@@ -42,6 +42,7 @@ __all__ = [
     "freeze_batch_norm",
     "model_config_of",
     "segmentation_loss",
+    "ohem_targets",
 ]
 
 
@@ -130,6 +131,40 @@ def segmentation_loss(
     return loss_sum * world_size / weight_sum.clamp(min=1.0)
 
 
+def ohem_targets(logits: Tensor, target: Tensor, ignore_index: int, thresh: float, min_kept: int) -> Tensor:
+    """Online hard example mining (OHEM) over pixels: ``target`` with the easy pixels set to ``ignore_index``.
+
+    A labelled pixel is hard when the predicted probability of its true class is at most ``max(thresh, p_k)``,
+    where ``p_k`` is the ``min_kept``-th smallest such probability in the batch: so at least ``min_kept``
+    pixels (all labelled ones if fewer) are kept however confident the model is. This is the OHEM of
+    BiSeNet and mmsegmentation's ``OHEMPixelSampler`` (threshold 0.7 there).
+
+    Args:
+        logits: ``[N, C, H, W]``.
+        target: ``[N, H, W]`` class indices with ``ignore_index``.
+        thresh: probability below which a pixel is always hard.
+        min_kept: pixels kept at least, per call.
+
+    Example:
+        >>> logits = torch.tensor([[[[4.0, 0.0]], [[0.0, 0.0]]]])  # 2 classes, 1x2 pixels
+        >>> ohem_targets(logits, torch.tensor([[[0, 0]]]), 255, thresh=0.7, min_kept=1).tolist()
+        [[[255, 0]]]
+    """
+    with torch.no_grad():
+        valid = target != ignore_index
+        if not valid.any():
+            return target
+        probs = logits.detach().float().softmax(dim=1)
+        true_prob = probs.gather(1, target.clamp(0, logits.shape[1] - 1).unsqueeze(1)).squeeze(1)
+        valid_probs = true_prob[valid]
+        threshold = thresh
+        if valid_probs.numel() > min_kept > 0:
+            kth = valid_probs.kthvalue(min_kept).values.item()
+            threshold = max(thresh, kth)
+        hard = valid & (true_prob <= threshold)
+        return torch.where(hard, target, torch.full_like(target, ignore_index))
+
+
 def _autocast(device: torch.device, enabled: bool) -> Any:
     if not enabled:
         return nullcontext()
@@ -204,6 +239,8 @@ def train(
     """
     from tqdm.auto import tqdm
 
+    if cfg.optim.loss not in ("ce", "ohem"):
+        raise ValueError(f"optim.loss must be 'ce' or 'ohem', got {cfg.optim.loss!r}")
     ctx = init_distributed(cfg.train.device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -318,8 +355,18 @@ def train(
         images = images.to(ctx.device, non_blocking=True)
         targets = targets.to(ctx.device, non_blocking=True).long()
         with _autocast(ctx.device, cfg.train.amp):
-            logits = model(images)
-        loss = segmentation_loss(logits, targets, info.ignore_index, class_weights, ctx.world_size)
+            if getattr(bare_model, "computes_loss", False):
+                # Models whose loss needs more than the logits (point heads, set prediction) take the
+                # targets in training mode and return their losses, as torchvision's detectors do.
+                losses = model(images, targets)
+                loss = sum(losses.values())
+            else:
+                logits = model(images)
+        if not getattr(bare_model, "computes_loss", False):
+            if cfg.optim.loss == "ohem":
+                targets = ohem_targets(logits, targets, info.ignore_index, cfg.optim.ohem_thresh,
+                                       cfg.optim.ohem_min_kept)
+            loss = segmentation_loss(logits, targets, info.ignore_index, class_weights, ctx.world_size)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"loss became {loss.item()} at iteration {iteration}; lower optim.lr or check the labels"

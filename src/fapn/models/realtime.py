@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from fapn.layers.fam import Fusion
 from fapn.models.backbones import BackboneWeights, resnet_body
+from fapn.models.registry import register_model
 from fapn.necks.fapn import FaPN
 
 __all__ = ["RealtimeFaPN", "realtime_fapn", "VARIANTS", "BACKBONES", "Variant", "VariantSpec", "SegmentationHead"]
@@ -160,6 +161,7 @@ class RealtimeFaPN(nn.Module):
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
+@register_model()
 def realtime_fapn(
     backbone: str = "resnet18",
     num_classes: int = 19,
