@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from fapn.engine.detection_config import DetectionConfig
+from fapn.runtime import resolve_device, set_threads
 
 __all__ = [
     "run_train",
@@ -156,12 +157,6 @@ def build_model(cfg: DetectionConfig, dataset: Any, with_weights: bool = True) -
     return build_detection_model(**kwargs), kwargs
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _param_groups(model: nn.Module, weight_decay: float, weight_decay_norm: float) -> list[dict[str, Any]]:
     norm_types = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.SyncBatchNorm)
     decay, no_decay = [], []
@@ -223,11 +218,10 @@ def train(
 
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    set_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
     random.seed(cfg.train.seed)
-    device = _device(cfg.train.device)
+    device = resolve_device(cfg.train.device, "train.device")
     datasets = build_datasets(cfg)
     model, kwargs = build_model(cfg, datasets["train"])
     model.to(device)
@@ -395,8 +389,7 @@ def run_eval(config_path: str, overrides: list[str], weights: str, output: str |
     """``fapn eval`` for detection tasks: load ``weights`` (a fapn checkpoint or a state dict), evaluate on the
     config's val split, print the metrics and write them as JSON to ``output`` if given."""
     cfg = load_detection_config(config_path, overrides)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    set_threads(cfg.train.threads)
     dataset = build_datasets(cfg, ("val",))["val"]
     model, _ = build_model(cfg, dataset, with_weights=False)
     if not Path(weights).is_file():
@@ -405,7 +398,7 @@ def run_eval(config_path: str, overrides: list[str], weights: str, output: str |
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     model.load_state_dict(state)
-    model.to(_device(cfg.train.device))
+    model.to(resolve_device(cfg.train.device, "train.device"))
     metrics = evaluate(model, dataset, cfg)
     _print_metrics(metrics)
     if output:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from fapn.runtime import resolve_device
+
 __all__ = ["DistributedContext", "init_distributed", "is_main_process", "all_reduce_sum"]
 
 
@@ -33,21 +35,17 @@ def init_distributed(device: str = "auto") -> DistributedContext:
     """Join the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1): nccl on GPU, gloo on CPU.
 
     Args:
-        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda`` (each process takes GPU ``LOCAL_RANK``).
     """
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but CUDA is not available; use train.device=cpu")
+    resolved = resolve_device(device, "train.device")
+    kind = resolved.type
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
-    torch_device = torch.device("cuda", local_rank) if device == "cuda" else torch.device("cpu")
-    if device == "cuda":
+        dist.init_process_group(backend="nccl" if kind == "cuda" else "gloo")
+    torch_device = torch.device("cuda", local_rank) if kind == "cuda" and world_size > 1 else resolved
+    if kind == "cuda":
         torch.cuda.set_device(torch_device)
     return DistributedContext(rank, world_size, local_rank, torch_device)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +18,9 @@ from torch import Tensor, nn
 from fapn.data.base import SegmentationDataset
 from fapn.data.cityscapes import cityscapes_train_to_label_ids
 from fapn.metrics import BoundaryConfusionMatrix, ConfusionMatrix
+from fapn.runtime import autocast, resolve_device
 
 __all__ = ["predict_logits", "evaluate", "save_prediction", "prediction_file_name", "run_eval"]
-
-
-def _autocast(device: torch.device, enabled: bool) -> Any:
-    if not enabled:
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu" else torch.float16)
 
 
 @torch.no_grad()
@@ -51,7 +45,7 @@ def predict_logits(
             x = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
         views = [x, x.flip(-1)] if flip else [x]
         for i, view in enumerate(views):
-            with _autocast(image.device, amp):
+            with autocast(image.device, amp):
                 logits = model(view)
             logits = logits.float()
             if i == 1:
@@ -159,8 +153,7 @@ def run_eval(
     from fapn.metrics import format_table
 
     cfg = load_config(config_path, SegmentationConfig, overrides)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     checkpoint = load_checkpoint(weights, map_location=device)
     model = build_model_from_checkpoint(checkpoint).to(device).eval()
     stored = checkpoint.get("dataset") or {}

@@ -15,7 +15,6 @@ import json
 import math
 import os
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from fapn.engine.distributed import all_reduce_sum, init_distributed
 from fapn.engine.lr_schedule import lr_multiplier
 from fapn.engine.segmentation_config import SegmentationConfig
 from fapn.engine.semseg_eval import evaluate
+from fapn.runtime import autocast, set_threads
 
 __all__ = [
     "train",
@@ -165,12 +165,6 @@ def ohem_targets(logits: Tensor, target: Tensor, ignore_index: int, thresh: floa
         return torch.where(hard, target, torch.full_like(target, ignore_index))
 
 
-def _autocast(device: torch.device, enabled: bool) -> Any:
-    if not enabled:
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu" else torch.float16)
-
-
 class _Loggers:
     """JSONL log and TensorBoard scalars, on rank 0 only."""
 
@@ -242,8 +236,7 @@ def train(
     if cfg.optim.loss not in ("ce", "ohem"):
         raise ValueError(f"optim.loss must be 'ce' or 'ohem', got {cfg.optim.loss!r}")
     ctx = init_distributed(cfg.train.device)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    set_threads(cfg.train.threads)
     out = Path(output_dir or cfg.train.output_dir)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -354,7 +347,7 @@ def train(
         images, targets = next(data_iter)
         images = images.to(ctx.device, non_blocking=True)
         targets = targets.to(ctx.device, non_blocking=True).long()
-        with _autocast(ctx.device, cfg.train.amp):
+        with autocast(ctx.device, cfg.train.amp):
             if getattr(bare_model, "computes_loss", False):
                 # Models whose loss needs more than the logits (point heads, set prediction) take the
                 # targets in training mode and return their losses, as torchvision's detectors do.

@@ -1,0 +1,92 @@
+"""Where and how a model runs: the device, mixed precision and CPU threads, one definition for the whole library.
+
+The engine, inference, export and the command line all call these three functions, so ``--device``,
+``--threads`` and ``train.amp`` mean the same everywhere. This module imports nothing from fapn [ours].
+
+Example:
+    >>> import torch
+    >>> from fapn.runtime import autocast, resolve_device, set_threads
+    >>> device = resolve_device("cpu")
+    >>> set_threads(None)  # torch's default: one thread per core
+    >>> with autocast(device, enabled=False):
+    ...     y = torch.ones(2) * 2
+    >>> device, y.dtype
+    (device(type='cpu'), torch.float32)
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+
+__all__ = ["resolve_device", "autocast", "set_threads", "DEVICE_CHOICES"]
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+"""The device names a user types (``cuda:N`` is accepted too)."""
+
+
+def resolve_device(name: str | torch.device = "auto", option: str = "--device") -> torch.device:
+    """The :class:`torch.device` a user's device name means.
+
+    Args:
+        name: ``auto`` (the first CUDA GPU when one is visible, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+        option: how the user gave it, for the error message (``--device`` or ``train.device``).
+
+    Raises:
+        ValueError: an unknown name, or a CUDA device that torch does not see.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if isinstance(name, torch.device):
+        name = str(name)
+    text = str(name).strip().lower()
+    shown = f"{option} {name}" if option.startswith("-") else f"{option}={name}"
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    if text == "cuda" or text.startswith("cuda:"):
+        index_text = text.partition(":")[2]
+        if index_text and not index_text.isdigit():
+            raise ValueError(f"{shown}: expected cuda or cuda:N with N a GPU number")
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"{shown}: no CUDA GPU is visible to torch (torch.cuda.is_available() is False); "
+                "use cpu or auto"
+            )
+        if index_text and int(index_text) >= torch.cuda.device_count():
+            raise ValueError(f"{shown}: only {torch.cuda.device_count()} CUDA GPU(s) are visible")
+        return torch.device(text)
+    raise ValueError(f"{shown}: unknown device; expected one of auto, cpu, cuda, cuda:N")
+
+
+def autocast(device: torch.device | str, enabled: bool) -> AbstractContextManager[object]:
+    """Mixed precision for ``device``: bfloat16 on the CPU, float16 on CUDA; a no-op when not ``enabled``.
+
+    bfloat16 on the CPU because float16 matmuls there are slow and have no loss scaler [ours]; layers that need
+    float32 (the deformable convolution) cast their inputs themselves.
+    """
+    if not enabled:
+        return nullcontext()
+    device_type = torch.device(device).type
+    return torch.autocast(device_type, dtype=torch.bfloat16 if device_type == "cpu" else torch.float16)
+
+
+def set_threads(threads: int | None) -> None:
+    """Set torch's CPU threads (intra-op) for this process.
+
+    ``None`` leaves torch's default, one thread per core. On a machine busy with other work fewer threads are
+    often much faster (one thread can be several times faster than two on a loaded 2-core machine); the library
+    does not guess how busy the machine is, so pass ``--threads 1`` (or ``train.threads: 1``) there.
+
+    Raises:
+        ValueError: ``threads`` is not a positive integer.
+    """
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer or null (torch's default), got {threads!r}")
+    torch.set_num_threads(threads)
