@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+import yaml
 
 from fapn.config import apply_overrides, config_from_dict, config_to_dict, list_configs, load_config
 from fapn.engine.segmentation_config import PAPER_SCALES, SegmentationConfig
@@ -100,7 +104,7 @@ def test_fapn_configs_lists_recipes_recursively(capsys) -> None:
     lines = capsys.readouterr().out.splitlines()
     names = [line.split()[0] for line in lines]
     assert names == list_configs() and "semseg/cityscapes_r18_fapn" in names
-    assert main(["configs", "semseg/camvid_r18_fpn"]) == 0
+    assert main(["configs", "semseg/camvid_r18_fpn", "--raw"]) == 0
     assert "variant: fpn" in capsys.readouterr().out
 
 
@@ -122,3 +126,123 @@ def test_train_and_eval_hand_detection_recipes_to_the_detection_engine(task, tmp
     assert main(["eval", str(recipe), "--weights", "w.pt", "--output", "r.json"]) == 0
     assert calls == [("train", str(recipe), ["solver.base_lr=0.01"], "out", True),
                      ("eval", str(recipe), [], "w.pt", "r.json")]
+
+
+# --- recipes: one level of _base_, values unchanged by the flattening, printed resolved ---------------------
+
+FIXTURE = Path(__file__).parent / "fixtures" / "recipes_resolved.json"
+
+
+def _config_class(raw: dict):
+    from fapn.cli.common import config_class
+
+    return config_class(raw.get("task", "semseg"))
+
+
+def test_shipped_recipes_use_at_most_one_level_of_base() -> None:
+    from fapn.config import CONFIG_ROOT, resolve_config_path
+
+    for name in list_configs():
+        path = CONFIG_ROOT / f"{name}.yaml"
+        base = yaml.safe_load(path.read_text()).get("_base_")
+        if base is not None:
+            base_path = resolve_config_path(base, relative_to=path.parent)
+            assert "_base_" not in yaml.safe_load(base_path.read_text()), f"{name}: its base {base} has a base too"
+
+
+def test_flattened_recipes_resolve_to_the_values_they_had_before() -> None:
+    # tests/fixtures/recipes_resolved.json: load_yaml() of every shipped recipe at 95b6b31, before the _base_
+    # chains were flattened (detection chains went three deep). Recipes added later are not in it.
+    from fapn.config import CONFIG_ROOT, load_yaml
+
+    expected = json.loads(FIXTURE.read_text())
+    assert len(expected) == 22
+    for name, raw in expected.items():
+        cls = _config_class(raw)
+        before = config_to_dict(config_from_dict(raw, cls))
+        after = config_to_dict(load_config(name, cls))
+        assert after == before, name
+        assert load_yaml(CONFIG_ROOT / f"{name}.yaml").get("task", "semseg") == raw.get("task", "semseg")
+
+
+def test_fapn_configs_prints_the_resolved_recipe_as_yaml(capsys) -> None:
+    from fapn.cli.main import main
+
+    assert main(["configs", "camvid_r18_fpn", "--set", "optim.lr=0.005"]) == 0
+    text = capsys.readouterr().out
+    printed = yaml.safe_load(text)
+    expected = config_to_dict(load_config("semseg/camvid_r18_fpn", SegmentationConfig, ["optim.lr=0.005"]))
+    assert printed == expected
+    assert printed["model"]["variant"] == "fpn" and printed["data"]["crop_size"] == [176, 240]  # from the base
+    assert printed["train"]["log_period"] == SegmentationConfig().train.log_period  # a default, filled in
+    assert "_base_:" not in text
+
+
+def test_config_names_did_you_mean_and_folder_left_out(capsys) -> None:
+    from fapn.cli.main import main
+    from fapn.config import CONFIG_ROOT, resolve_config_path
+
+    assert resolve_config_path("camvid_r18_fapn") == CONFIG_ROOT / "semseg" / "camvid_r18_fapn.yaml"
+    with pytest.raises(FileNotFoundError, match=r"did you mean semseg/camvid_r18_fapn"):
+        resolve_config_path("semseg/camvid_r18_fapm")
+    assert main(["configs", "semseg/nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fapn: error: config 'semseg/nope'") and "\n" not in err and "Traceback" not in err
+
+
+def test_ambiguous_short_name_lists_the_candidates(tmp_path, monkeypatch) -> None:
+    import fapn.config as config
+
+    for folder in ("semseg", "detection"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "same.yaml").write_text("task: semseg\n")
+    monkeypatch.setattr(config, "CONFIG_ROOT", tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"ambiguous.*detection/same.*semseg/same"):
+        config.resolve_config_path("same")
+
+
+def test_yaml_that_does_not_parse_names_file_and_line(tmp_path, capsys) -> None:
+    from fapn.cli.main import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: semseg\nmodel:\n  variant: [fpn\ntrain: {iterations: 3}\n")
+    with pytest.raises(ValueError, match=rf"{bad}:4:\d+: not valid YAML"):
+        load_config(bad, SegmentationConfig)
+    assert main(["configs", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fapn: error: {bad}:4:") and err.count("\n") == 1
+
+
+def test_literal_fields_checked_at_load_naming_key_value_and_choices(tmp_path) -> None:
+    @dataclass
+    class Model:
+        variant: typing.Literal["fpn", "fapn"] = "fapn"
+        norm: typing.Optional[typing.Literal["GN", "BN"]] = None
+
+    @dataclass
+    class Recipe:
+        model: Model = field(default_factory=Model)
+
+    globals().update(Model=Model, Recipe=Recipe)
+    (tmp_path / "r.yaml").write_text("model: {variant: fapm}\n")
+    with pytest.raises(ValueError, match=r"r\.yaml: model\.variant: 'fapm' is not allowed; expected one of 'fpn', "
+                                         r"'fapn' \(did you mean 'fapn'\?\)"):
+        load_config(tmp_path / "r.yaml", Recipe)
+    with pytest.raises(ValueError, match=r"model\.norm: 'LN' is not allowed; expected one of 'GN', 'BN' \(or null\)"):
+        load_config(tmp_path / "r.yaml", Recipe, ["model.variant=fpn", "model.norm=LN"])
+    assert load_config(tmp_path / "r.yaml", Recipe, ["model.variant=fpn", "model.norm=GN"]).model.norm == "GN"
+    with pytest.raises(ValueError, match="not allowed"):  # True == 1 in Python, but not in a Literal field
+        config_from_dict({"x": True}, _IntChoice)
+
+
+@dataclass
+class _IntChoice:
+    x: "typing.Literal[1, 2]" = 1
+
+
+def test_detection_literal_checked_before_any_data_is_read(tmp_path, monkeypatch) -> None:
+    # DetectionConfig's detector is a Literal: a typo is refused while loading, the datasets are never built.
+    from fapn.engine.detection_config import DetectionConfig
+
+    with pytest.raises(ValueError, match=r"model\.detector: 'maskrcn' is not allowed; expected one of .*'maskrcnn'"):
+        load_config("detection/mask_rcnn_R_50_FaPN_1x", DetectionConfig, ["model.detector=maskrcn"])

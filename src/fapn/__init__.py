@@ -1,5 +1,8 @@
 """fapn: Feature-aligned Pyramid Networks (Huang et al., ICCV 2021) in PyTorch.
 
+The sub-packages and the names below are imported on first use (PEP 562), so that ``import fapn`` -- and with it
+``fapn --help`` -- does not import torch [ours].
+
 Example:
     >>> import torch, fapn
     >>> model = fapn.models.realtime_fapn(backbone="resnet18", num_classes=19, variant="fapn").eval()
@@ -7,9 +10,10 @@ Example:
     torch.Size([1, 19, 64, 96])
 """
 
-from fapn import layers, models, necks, ops
-from fapn.layers import FeatureAlignModule, FeatureSelectionModule, ModulatedDeformConv2d
-from fapn.necks import FaPN
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -24,3 +28,30 @@ __all__ = [
     "ops",
     "__version__",
 ]
+
+_SUBMODULES = ("layers", "models", "necks", "ops")
+_NAMES = {
+    "FaPN": "fapn.necks",
+    "FeatureAlignModule": "fapn.layers",
+    "FeatureSelectionModule": "fapn.layers",
+    "ModulatedDeformConv2d": "fapn.layers",
+}
+
+if TYPE_CHECKING:
+    from fapn import layers, models, necks, ops
+    from fapn.layers import FeatureAlignModule, FeatureSelectionModule, ModulatedDeformConv2d
+    from fapn.necks import FaPN
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"fapn.{name}")
+    if name in _NAMES:
+        value = getattr(importlib.import_module(_NAMES[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fapn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

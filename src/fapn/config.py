@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import types
 import typing
@@ -49,8 +50,14 @@ def list_configs(root: str | os.PathLike[str] | None = None) -> list[str]:
 def resolve_config_path(path_or_name: str | os.PathLike[str], relative_to: Path | None = None) -> Path:
     """A config file path from a path, or from a shipped name such as ``semseg/camvid_r18_fapn``.
 
+    A shipped name may leave out its folder (``camvid_r18_fapn``) when only one folder has it.
+
     Raises:
-        FileNotFoundError: neither a file nor a shipped config, with the shipped names listed.
+        FileNotFoundError: neither a file nor a shipped config; the closest shipped names are suggested.
+
+    Example:
+        >>> resolve_config_path("camvid_r18_fapn").relative_to(CONFIG_ROOT).as_posix()
+        'semseg/camvid_r18_fapn.yaml'
     """
     candidates = [Path(path_or_name)]
     if relative_to is not None:
@@ -62,10 +69,19 @@ def resolve_config_path(path_or_name: str | os.PathLike[str], relative_to: Path 
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(
-        f"config {str(path_or_name)!r} is neither a YAML file nor a shipped config; "
-        f"shipped configs: {', '.join(list_configs())}"
+    shipped = list_configs()
+    stem = name[: -len(Path(name).suffix)] if name.endswith((".yaml", ".yml")) else name
+    same_stem = [n for n in shipped if n.rsplit("/", 1)[-1] == stem]
+    if len(same_stem) == 1:
+        return CONFIG_ROOT / f"{same_stem[0]}.yaml"
+    if len(same_stem) > 1:
+        raise FileNotFoundError(f"config {name!r} is ambiguous: give one of {', '.join(same_stem)}")
+    close = difflib.get_close_matches(stem, shipped, n=3, cutoff=0.6) or difflib.get_close_matches(
+        stem, [n.rsplit("/", 1)[-1] for n in shipped], n=3, cutoff=0.6
     )
+    close = [n if "/" in n else next(s for s in shipped if s.rsplit("/", 1)[-1] == n) for n in close]
+    hint = f"did you mean {' or '.join(close)}?" if close else f"shipped configs: {', '.join(shipped)}"
+    raise FileNotFoundError(f"config {name!r} is neither a YAML file nor a shipped config; {hint}")
 
 
 def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -79,10 +95,18 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def load_yaml(path_or_name: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a YAML config as a dict, following ``_base_`` chains."""
+    """Read a YAML config as a dict, following ``_base_`` chains.
+
+    Raises:
+        FileNotFoundError: no such config (see :func:`resolve_config_path`).
+        ValueError: a file that is not valid YAML (file, line and column named) or not a mapping.
+    """
     path = resolve_config_path(path_or_name)
     with open(path, encoding="utf-8") as handle:
-        data = yaml.safe_load(handle) or {}
+        try:
+            data = yaml.safe_load(handle) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}{_yaml_position(err)}: not valid YAML: {_yaml_problem(err)}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     base_name = data.pop("_base_", None)
@@ -90,6 +114,17 @@ def load_yaml(path_or_name: str | os.PathLike[str]) -> dict[str, Any]:
         base_path = resolve_config_path(base_name, relative_to=path.parent)
         data = _merge(load_yaml(base_path), data)
     return data
+
+
+def _yaml_position(err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    return f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    parts = [getattr(err, "context", None), getattr(err, "problem", None)]
+    text = ", ".join(str(p) for p in parts if p)
+    return text or str(err).splitlines()[0]
 
 
 def _type_name(tp: Any) -> str:
@@ -107,17 +142,24 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        for arg in args:
-            if arg is type(None):
-                continue
+        options = [arg for arg in args if arg is not type(None)]
+        for arg in options:
             try:
                 return _coerce(value, arg, where)
             except ValueError as err:
                 errors.append(str(err))
-        raise ValueError(f"{where}: {value!r} fits none of {[_type_name(a) for a in args]}")
+        if len(options) == 1:  # X | None: X's own message, plus null
+            raise ValueError(f"{errors[0]} (or null)")
+        raise ValueError(f"{where}: {value!r} fits none of {[_type_name(a) for a in options]}")
     if origin is typing.Literal:
-        if value not in typing.get_args(tp):
-            raise ValueError(f"{where}: expected one of {list(typing.get_args(tp))}, got {value!r}")
+        allowed = typing.get_args(tp)
+        # `in` would accept True for 1 and 1.0 for 1; a Literal field takes its exact values only
+        if not any(type(value) is type(a) and value == a for a in allowed):
+            close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"{where}: {value!r} is not allowed; expected one of {', '.join(repr(a) for a in allowed)}{hint}"
+            )
         return value
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):  # type: ignore[arg-type]
@@ -169,7 +211,8 @@ def config_from_dict(
     """Build the dataclass ``cls`` from a (nested) dict, after applying ``key.sub=value`` overrides.
 
     Raises:
-        ValueError: an unknown key (the valid keys are listed) or a value of the wrong type.
+        ValueError: an unknown key (the valid keys are listed) or a value of the wrong type (a ``Literal`` field:
+            a value not among its allowed ones, which are listed).
     """
     data = apply_overrides(dict(data), overrides)
     hints = typing.get_type_hints(cls)
@@ -207,6 +250,10 @@ def load_config(
     path_or_name: str | os.PathLike[str], cls: type[T], overrides: Iterable[str] = ()
 ) -> T:
     """Load a YAML config file (or shipped config name) into the dataclass ``cls``.
+
+    Every value is checked against its field's type here, before anything else runs: a ``Literal[...]`` field
+    (e.g. ``model.variant``) takes only its listed values, so a typo fails at once, naming the key, the value and
+    the allowed values, not after the datasets are read.
 
     Args:
         path_or_name: a YAML file, or a shipped config name such as ``"semseg/camvid_r18_fapn"``.

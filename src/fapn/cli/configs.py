@@ -1,4 +1,4 @@
-"""``fapn configs``: list the shipped recipes (YAML files under ``fapn/configs``), or print one."""
+"""``fapn configs``: list the shipped recipes (YAML files under ``fapn/configs``), or print one resolved."""
 
 from __future__ import annotations
 
@@ -10,22 +10,51 @@ __all__ = ["register", "run"]
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "configs",
-        help="list the shipped training recipes",
+        help="list the shipped training recipes, or print one",
         description=(
             "List the YAML recipes shipped with fapn (semantic segmentation under semseg/, detection under "
-            "detection/). Pass a name to print it; copy it to start your own, or override single values with "
-            "'fapn train NAME --set key=value'."
+            "detection/). Pass a name to print that recipe resolved -- its _base_ merged, every default filled "
+            "in, --set overrides applied -- as the training run will see it (--raw: the file as written). The "
+            "folder may be left out of a name when only one folder has it (camvid_r18_fapn). Copy a recipe to "
+            "start your own, or override single values with 'fapn train NAME --set key=value'."
         ),
     )
-    parser.add_argument("name", nargs="?", help="print this config (e.g. semseg/camvid_r18_fapn)")
+    parser.add_argument("name", nargs="?", help="print this recipe, e.g. semseg/camvid_r18_fapn or a YAML file")
+    parser.add_argument("--raw", action="store_true", help="print the file as written (with its _base_ line)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="show the recipe with this override applied (repeatable)",
+    )
     parser.set_defaults(func=run)
+
+
+def _print_resolved(name: str, overrides: list[str]) -> None:
+    import yaml
+
+    from fapn.cli.common import config_class, config_task
+    from fapn.config import config_to_dict, load_config, resolve_config_path
+
+    path = resolve_config_path(name)
+    config = load_config(path, config_class(config_task(str(path))), overrides)
+    print(f"# {path.name} resolved: _base_ merged, defaults filled" + (", --set applied" if overrides else ""))
+
+    class Dumper(yaml.SafeDumper):  # mappings as blocks, lists on one line, as the shipped recipes are written
+        pass
+
+    Dumper.add_representer(
+        list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
+    )
+    print(yaml.dump(config_to_dict(config), Dumper=Dumper, sort_keys=False, default_flow_style=False, width=110), end="")
 
 
 def run(args: argparse.Namespace) -> int:
     from fapn.config import CONFIG_ROOT, list_configs, load_yaml, resolve_config_path
 
     if args.name:
-        print(resolve_config_path(args.name).read_text(), end="")
+        if args.raw:
+            print(resolve_config_path(args.name).read_text(), end="")
+        else:
+            _print_resolved(args.name, list(args.overrides))
         return 0
     for name in list_configs():
         try:

@@ -1,9 +1,16 @@
-"""The ``fapn`` command line: one subcommand per module of :mod:`fapn.cli`."""
+"""The ``fapn`` command line: one subcommand per module of :mod:`fapn.cli`.
+
+Building the parser imports no torch (each subcommand imports what it needs when it runs), so ``fapn --help``
+answers at once. Errors of the library (``ValueError``, ``FileNotFoundError``: bad input, data or config) and a
+missing optional extra become one line ``fapn: error: ...`` and exit code 2; ``FAPN_DEBUG=1`` shows the
+traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -50,7 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _debug() -> bool:
+    return os.environ.get("FAPN_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``fapn ARGV``; returns the exit code (2: bad input, with a one-line message on stderr)."""
+    from fapn.cli.common import missing_extra_hint
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
@@ -61,6 +75,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (ValueError, FileNotFoundError) as err:  # the library's bad-input errors name what and where
+        if _debug():
+            raise
+        print(f"fapn: error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:  # an optional extra that is not installed
+        hint = missing_extra_hint(err)
+        if hint is None or _debug():
+            raise
+        print(f"fapn: error: {err.msg if 'pip install' in str(err.msg) else hint}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

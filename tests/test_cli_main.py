@@ -1,0 +1,79 @@
+"""The ``fapn`` entry point: a parser built without torch, and one-line errors instead of tracebacks."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from fapn.cli.common import parse_size, require_extra, size_from_values
+from fapn.cli.main import main
+
+
+def test_help_imports_no_torch() -> None:
+    # The real check behind "fapn --help answers in well under a second": nothing heavy is imported to build
+    # the parser (a timing assert would be flaky on a shared machine). `python -m fapn --help`, run by runpy
+    # so that sys.modules can be inspected afterwards; every subcommand's help is formatted too.
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['fapn', '--help']\n"
+        "try:\n    runpy.run_module('fapn', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit as exit:\n    code = exit.code\n"
+        "from fapn.cli.main import build_parser\n"
+        "for action in build_parser()._subparsers._group_actions:\n"
+        "    for sub in action.choices.values(): sub.format_help()\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'torchvision', 'numpy', 'PIL', 'yaml'})\n"
+        "print('RESULT', code, 'fapn.cli.predict' in sys.modules, heavy[:5])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "usage: fapn" in result.stdout and "predict" in result.stdout, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "RESULT 0 True []", result.stdout[-500:]
+
+
+def test_library_errors_become_one_line_and_exit_2(capsys, monkeypatch) -> None:
+    monkeypatch.delenv("FAPN_DEBUG", raising=False)
+    assert main(["configs", "semseg/nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fapn: error: config 'semseg/nope'") and err.count("\n") == 1
+
+
+def test_fapn_debug_reraises(monkeypatch) -> None:
+    monkeypatch.setenv("FAPN_DEBUG", "1")
+    with pytest.raises(FileNotFoundError, match="semseg/nope"):
+        main(["configs", "semseg/nope"])
+
+
+def test_missing_extra_names_the_pip_line(monkeypatch, capsys) -> None:
+    monkeypatch.delenv("FAPN_DEBUG", raising=False)
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if the onnx extra were not installed
+    with pytest.raises(ModuleNotFoundError, match=r'ONNX export needs onnxscript.*pip install "fapn\[onnx\]"'):
+        require_extra(["onnx", "onnxscript"], "ONNX export")
+
+    def command(args: argparse.Namespace) -> int:  # a subcommand whose library code imports the extra
+        import onnxscript  # noqa: F401
+        return 0
+
+    monkeypatch.setattr("fapn.cli.main.build_parser", lambda: _FixedParser(argparse.Namespace(func=command)))
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err == 'fapn: error: onnxscript is not installed; it comes with the onnx extra: pip install "fapn[onnx]"\n'
+
+
+class _FixedParser:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+
+    def parse_args(self, argv: object) -> argparse.Namespace:
+        return self.args
+
+
+def test_one_size_syntax() -> None:
+    assert parse_size("512x1024") == (512, 1024) and parse_size("64") == (64, 64) and parse_size("3X4") == (3, 4)
+    assert size_from_values(["768", "1536"]) == (768, 1536) == size_from_values(["768x1536"])
+    for bad in ["512x", "0x4", "axb", "1x2x3"]:
+        with pytest.raises(argparse.ArgumentTypeError, match="HEIGHTxWIDTH"):
+            parse_size(bad)
+    with pytest.raises(ValueError, match="--input-size: expected HEIGHTxWIDTH"):
+        size_from_values(["1", "2", "3"], "--input-size")
