@@ -7,7 +7,8 @@ import torch
 from torch import Tensor, nn
 
 import fapn.ops.deform_conv_cpu as cpu_backend
-from fapn.ops import BACKEND_ENV_VAR, BACKENDS, default_backend, deform_conv2d
+from fapn.layers import ModulatedDeformConv2d
+from fapn.ops import BACKEND_ENV_VAR, BACKENDS, default_backend, deform_backend, deform_conv2d, resolve_backend
 
 
 def _inputs(seed: int = 0, dtype: torch.dtype = torch.float32, N: int = 2, C: int = 16, H: int = 10, W: int = 12, G: int = 4):
@@ -43,6 +44,62 @@ def test_environment_variable_selects_backend(monkeypatch: pytest.MonkeyPatch) -
     x, offset, weight, bias, mask = _inputs()
     deform_conv2d(x, offset, weight, bias, padding=1, mask=mask)
     assert calls == ["pytorch"]
+
+
+def _recording_backends(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Replace every backend by one that records its name: which backend ran, without computing."""
+    calls: list[str] = []
+    for name in list(BACKENDS):
+        monkeypatch.setitem(BACKENDS, name, lambda *args, _name=name: calls.append(_name) or torch.zeros(()))
+    return calls
+
+
+def test_one_rule_block_then_argument_then_environment_then_automatic(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(BACKEND_ENV_VAR, raising=False)
+    calls = _recording_backends(monkeypatch)
+    x, offset, weight, bias, mask = _inputs()
+    layer = ModulatedDeformConv2d(16, 8, 3, padding=1, offset_groups=4, backend="cpu")
+    run = lambda backend=None: deform_conv2d(x, offset, weight, bias, padding=1, mask=mask, backend=backend)  # noqa: E731
+    run()  # 4. automatic: the device's default
+    run("torchvision")  # 2. the call's argument
+    layer(x, offset, mask)  # 2. the layer's argument
+    monkeypatch.setenv(BACKEND_ENV_VAR, "torchvision")
+    run()  # 3. the environment beats the automatic choice ...
+    run("pytorch")  # ... but not an argument
+    with deform_backend("pytorch"):  # 1. a block beats everything
+        run("torchvision"), layer(x, offset, mask), run()
+        with deform_backend("torchvision"):  # the innermost block wins
+            run()
+            with deform_backend(None):  # None: back to the normal rules
+                layer(x, offset, mask)
+        run()
+    run()  # restored on exit
+    automatic = "cpu" if cpu_backend.kernels_available() else "pytorch"
+    assert calls == [automatic, "torchvision", "cpu", "torchvision", "pytorch",
+                     "pytorch", "pytorch", "pytorch", "torchvision", "cpu", "pytorch", "torchvision"]
+
+
+def test_block_is_local_to_its_thread_and_restored_after_an_error() -> None:
+    import threading
+
+    seen: list[str] = []
+    with deform_backend("torchvision"):
+        worker = threading.Thread(target=lambda: seen.append(resolve_backend("pytorch", "cpu")))
+        worker.start()
+        worker.join()
+        assert resolve_backend("pytorch", "cpu") == "torchvision"
+    assert seen == ["pytorch"]  # the other thread never saw this thread's block
+    with pytest.raises(RuntimeError, match="boom"), deform_backend("torchvision"):
+        raise RuntimeError("boom")
+    assert resolve_backend("pytorch", "cpu") == "pytorch"
+
+
+def test_unknown_names_are_refused_where_they_are_given() -> None:
+    with pytest.raises(ValueError, match=r"unknown deformable-conv backend 'cuda'; valid backends: \['cpu', "):
+        with deform_backend("cuda"):
+            pass
+    with pytest.raises(ValueError, match="valid backends"):
+        ModulatedDeformConv2d(8, 8, backend="fast")
 
 
 def test_unknown_backend_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

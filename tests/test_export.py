@@ -11,7 +11,7 @@ import torchvision
 
 import fapn.ops
 
-from fapn.export import deform_backend, export_onnx, export_program, export_torchscript, onnx_op_counts
+from fapn.export import export_onnx, export_program, export_torchscript, onnx_op_counts
 from fapn.layers import ModulatedDeformConv2d
 from fapn.models import realtime_fapn
 
@@ -88,14 +88,9 @@ def test_export_onnx_realtime_fapn_dynamic_and_metadata(tmp_path: Path, monkeypa
     assert {p.key: p.value for p in proto.metadata_props}["class_names"] == '["a", "b", "c", "d"]'
 
 
-def test_onnx_export_ignores_pytorch_backend(tmp_path: Path) -> None:
-    model = small_model()
-    with deform_backend(model, "a-backend-that-does-not-exist"):
-        layers = [m for m in model.modules() if isinstance(m, ModulatedDeformConv2d)]
-        assert all(layer.backend == "a-backend-that-does-not-exist" for layer in layers)
-    assert all(layer.backend is None for layer in layers)  # restored
+def test_onnx_export_refuses_an_opset_without_deformconv(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="opset >= 19"):
-        export_onnx(model, tmp_path / "old.onnx", opset=17)
+        export_onnx(small_model(), tmp_path / "old.onnx", opset=17)
 
 
 def test_torchscript_and_exported_program_match(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ Example:
     onnx check OK: max |exported - pytorch| = ...
 """
 
-from fapn.export.backend import deform_backend
 from fapn.export.check import DEFAULT_CHECK_SHAPES, ExportCheck, compare_outputs
 from fapn.export.exported_program import export_program
 from fapn.export.onnx import MIN_OPSET, check_onnx, deform_conv2d_translation, export_onnx, onnx_op_counts
@@ -24,6 +23,5 @@ __all__ = [
     "export_program",
     "ExportCheck",
     "compare_outputs",
-    "deform_backend",
     "DEFAULT_CHECK_SHAPES",
 ]

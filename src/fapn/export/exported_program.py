@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fapn.export.backend import deform_backend
 from fapn.export.check import DEFAULT_CHECK_SHAPES, ExportCheck, compare_outputs, dynamic_image_axes, input_name
+from fapn.ops import deform_backend
 
 __all__ = ["export_program"]
 
@@ -44,11 +44,11 @@ def export_program(
     dynamic_shapes = None
     if dynamic:
         dynamic_shapes = {input_name(model): dynamic_image_axes()}
-    with deform_backend(model, "torchvision"), torch.no_grad():
+    with deform_backend("torchvision"), torch.no_grad():
         program = torch.export.export(model, (torch.randn(example_shape),), dynamic_shapes=dynamic_shapes, strict=False)
         torch.export.save(program, str(path))
     if not check:
         return None
     loaded = torch.export.load(str(path)).module()
-    with deform_backend(model, "torchvision"):
+    with deform_backend("torchvision"):
         return compare_outputs(model, loaded, "exported-program", str(path), check_shapes if dynamic else [example_shape], tolerance)

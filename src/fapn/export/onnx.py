@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fapn.export.backend import deform_backend
 from fapn.export.check import DEFAULT_CHECK_SHAPES, ExportCheck, compare_outputs, dynamic_image_axes, input_name
+from fapn.ops import deform_backend
 
 __all__ = ["export_onnx", "check_onnx", "deform_conv2d_translation", "onnx_op_counts", "MIN_OPSET"]
 
@@ -110,7 +110,7 @@ def export_onnx(
     dynamic_shapes = None
     if dynamic:  # keyed by the name of forward's input argument; H, W > 32 (a 1x1 C5 would be specialised)
         dynamic_shapes = {input_name(model): dynamic_image_axes()}
-    with deform_backend(model, "torchvision"), torch.no_grad():
+    with deform_backend("torchvision"), torch.no_grad():
         program = torch.onnx.export(
             model,
             (example,),
@@ -152,7 +152,7 @@ def check_onnx(
     def run(x: Tensor) -> Tensor:
         return torch.from_numpy(session.run(None, {input_name: x.numpy()})[0])
 
-    with deform_backend(model, "torchvision"):
+    with deform_backend("torchvision"):
         report = compare_outputs(model, run, "onnx", str(path), shapes, tolerance)
     report.notes.append(f"{counts.get('DeformConv', 0)} DeformConv nodes, opset {counts['opset']}, onnxruntime {onnxruntime.__version__}")
     return report

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fapn.export.backend import deform_backend
 from fapn.export.check import DEFAULT_CHECK_SHAPES, ExportCheck, compare_outputs
+from fapn.ops import deform_backend
 
 __all__ = ["export_torchscript"]
 
@@ -44,7 +44,7 @@ def export_torchscript(
     model = model.eval()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with deform_backend(model, "torchvision"), torch.no_grad(), warnings.catch_warnings():
+    with deform_backend("torchvision"), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated but still the TorchScript route
         traced = torch.jit.trace(model, torch.randn(example_shape), check_trace=False)
@@ -54,5 +54,5 @@ def export_torchscript(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         loaded = torch.jit.load(str(path), map_location="cpu")
-    with deform_backend(model, "torchvision"):
+    with deform_backend("torchvision"):
         return compare_outputs(model, loaded, "torchscript", str(path), check_shapes, tolerance)

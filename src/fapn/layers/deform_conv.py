@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
-from fapn.ops import deform_conv2d
+from fapn.ops import check_backend, deform_conv2d
 
 __all__ = ["ModulatedDeformConv2d"]
 
@@ -31,7 +31,8 @@ class ModulatedDeformConv2d(nn.Module):
         dilation: dilation.
         offset_groups: offset groups; ``in_channels`` must be divisible by it.
         bias: add a learned bias.
-        backend: deformable-conv backend (a key of :data:`fapn.ops.BACKENDS`), ``None`` for the default.
+        backend: deformable-conv backend (a key of :data:`fapn.ops.BACKENDS`) passed to every call, ``None`` to
+            leave the choice to :func:`fapn.ops.resolve_backend`; a ``fapn.ops.deform_backend`` block overrides it.
 
     Example:
         >>> dcn = ModulatedDeformConv2d(16, 16, 3, padding=1, offset_groups=8)
@@ -65,7 +66,7 @@ class ModulatedDeformConv2d(nn.Module):
         self.padding = _pair(padding)
         self.dilation = _pair(dilation)
         self.offset_groups = offset_groups
-        self.backend = backend
+        self.backend = None if backend is None else check_backend(backend)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self.kernel_size))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.reset_parameters()
