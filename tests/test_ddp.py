@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from fapn.config import load_config
-from fapn.engine.checkpoint import load_checkpoint
+from fapn.checkpoint import load_checkpoint
 from fapn.engine.segmentation_config import SegmentationConfig
 from fapn.engine.semseg_train import train
 

@@ -83,7 +83,7 @@ def test_models_trained_from_imagenet_weights_rebuild_with_frozen_bn_for_eval(tm
     rebuilt, _ = build_model(cfg, dataset, with_weights=False)
     assert kwargs["frozen_batch_norm"] is True
     rebuilt.load_state_dict(trained.state_dict())  # strict: same norm layers, no num_batches_tracked
-    from fapn.engine.checkpoint import build_model_from_checkpoint
+    from fapn.checkpoint import build_model_from_checkpoint
 
     model = build_model_from_checkpoint({"model": trained.state_dict(), "model_config": {
         "name": "build_detection_model", **kwargs}})

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fapn.config import load_config
-from fapn.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
+from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
 from fapn.engine.segmentation_config import SegmentationConfig
 from fapn.engine.semseg_train import segmentation_loss, train
 

@@ -110,7 +110,7 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     """
     from fapn.data.build import build_dataset
     from fapn.data.transforms import eval_transforms
-    from fapn.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
     from fapn.engine.semseg_eval import predict_logits
     from fapn.engine.semseg_train import train
 

@@ -213,7 +213,7 @@ def train(
     from tqdm import tqdm
 
     from fapn.config import config_to_dict
-    from fapn.engine.checkpoint import load_checkpoint, save_checkpoint
+    from fapn.checkpoint import load_checkpoint, save_checkpoint
     from fapn.engine.lr_schedule import lr_multiplier
 
     output = Path(output_dir)

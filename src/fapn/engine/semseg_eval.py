@@ -148,7 +148,7 @@ def run_eval(
     from fapn.config import load_config
     from fapn.data.build import build_dataset
     from fapn.data.transforms import eval_transforms
-    from fapn.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
     from fapn.engine.segmentation_config import SegmentationConfig
     from fapn.metrics import format_table
 

@@ -27,7 +27,7 @@ from fapn.data.base import SegmentationDataset
 from fapn.data.build import build_dataset
 from fapn.data.sampler import StreamDataset, StreamSampler
 from fapn.data.transforms import eval_transforms, train_transforms
-from fapn.engine.checkpoint import load_checkpoint, save_checkpoint
+from fapn.checkpoint import load_checkpoint, save_checkpoint
 from fapn.engine.distributed import all_reduce_sum, init_distributed
 from fapn.engine.lr_schedule import lr_multiplier
 from fapn.engine.segmentation_config import SegmentationConfig
@@ -70,10 +70,10 @@ def model_config_of(cfg: SegmentationConfig, num_classes: int) -> dict[str, Any]
 def build_segmentation_model(cfg: SegmentationConfig, num_classes: int) -> nn.Module:
     """The model the config describes (``realtime_fapn`` or ``semantic_fpn``), with ImageNet backbone weights
     when asked."""
-    from fapn.engine.checkpoint import MODEL_BUILDERS
+    from fapn.checkpoint import model_builder
 
     config = model_config_of(cfg, num_classes)
-    builder = MODEL_BUILDERS()[config.pop("name")]
+    builder = model_builder(config.pop("name"))
     return builder(**config, weights_backbone=cfg.model.weights_backbone)
 
 
