@@ -14,7 +14,8 @@ from fapn.cli.main import main
 from fapn.inference import Segmenter
 from fapn.inference.alignment import record_alignment
 from fapn.visualize import (
-    color_wheel, colorize, default_palette, draw_arrows, features_to_rgb, flow_to_color, image_grid, mean_displacement, overlay,
+    add_legend, arrow_scale, color_wheel, colorize, default_palette, draw_arrows, features_to_rgb, flow_to_color,
+    image_grid, labelled_figure, legend, mean_displacement, overlay, present_classes,
 )
 
 _spec = importlib.util.spec_from_file_location("_inference_helpers", Path(__file__).with_name("test_inference.py"))
@@ -23,13 +24,58 @@ _spec.loader.exec_module(_helpers)  # reuse make_checkpoint without a shared con
 
 
 def test_palette_and_colorize() -> None:
-    palette = default_palette(21)
-    assert len({tuple(c) for c in palette.tolist()}) == 21  # distinct colours
+    palette = default_palette(171)
+    assert len(set(palette)) == 171 and (0, 0, 0) not in palette  # distinct, and never the ignore colour
     label = np.array([[0, 1, 2], [255, 1, 7]])
     colors = colorize(label, [[1, 2, 3], [4, 5, 6], [7, 8, 9]], ignore_index=255)
     assert colors[0].tolist() == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
     assert colors[1, 0].tolist() == [0, 0, 0]  # ignored
-    assert colors[1, 2].tolist() == default_palette(8)[7].tolist()  # beyond the palette: default colours
+    assert colors[1, 2].tolist() == list(default_palette(8)[7])  # beyond the palette: default colours
+    assert colorize(np.array([[0, 1]]))[0].tolist() == [list(c) for c in default_palette(2)]
+
+
+def test_one_default_palette_in_the_library() -> None:
+    import fapn.data.base
+    import fapn.visualize.palette
+    from fapn.data import ADE20K_INFO
+
+    assert fapn.visualize.palette.default_palette is fapn.data.base.default_palette
+    assert ADE20K_INFO.palette == default_palette(150)  # datasets without colours get the same one
+    # the golden-ratio hues, written out again here: hue i * 0.618..., saturation and value cycling
+    import colorsys
+
+    r, g, b = colorsys.hsv_to_rgb((5 * 0.618033988749895) % 1.0, 0.65 + 0.35, 0.6 + 0.4 * 2 / 2)
+    assert default_palette(6)[5] == (int(r * 255), int(g * 255), int(b * 255))
+
+
+def test_legend_shows_the_listed_classes_in_their_colours() -> None:
+    palette = [[250, 0, 0], [0, 250, 0], [0, 0, 250], [250, 250, 0]]
+    names = ["road", "car", "pole", "sign"]
+    strip = legend(names, palette, classes=[0, 2, 3], width=300, swatch=12)
+    assert strip.shape[1] == 300 and strip.dtype == np.uint8
+    for index in range(4):
+        count = int(np.all(strip == palette[index], axis=-1).sum())
+        assert count == (144 if index != 1 else 0), (names[index], count)  # one 12x12 swatch per listed class
+    assert (strip.max(axis=-1) < 128).sum() > 30  # dark text: the names are written (swatches are bright)
+    narrow = legend(names, palette, width=90)
+    assert narrow.shape[0] > strip.shape[0]  # entries wrap onto more rows
+    figure = add_legend(np.zeros((20, 300, 3), np.uint8), names, palette, [1])
+    assert figure.shape[0] == 20 + 4 + strip.shape[0] and np.all(figure[:20] == 0)
+    assert present_classes(np.array([[0, 3, 255]]), np.array([[9, 1]]), num_classes=4) == [0, 1, 3]
+
+
+def test_labelled_figure_has_titles_and_a_legend_of_the_classes_shown() -> None:
+    palette = [[250, 0, 0], [0, 250, 0], [0, 0, 250]]
+    gt = np.array([[0, 0], [2, 255]])
+    pred = np.array([[0, 0], [0, 0]])
+    panels = [np.full((2, 2, 3), 7, np.uint8), colorize(gt, palette), colorize(pred, palette)]
+    figure = labelled_figure(panels, ["image", "ground truth", "model"], ["a", "b", "c"], palette, [gt, pred], scale=8)
+    grid = image_grid([np.zeros((16, 16, 3), np.uint8)] * 3, ["x"] * 3)
+    assert figure.shape[1] == grid.shape[1] and figure.shape[0] > grid.shape[0]
+    assert np.array_equal(figure[20 : 20 + 16, :16], np.full((16, 16, 3), 7, np.uint8))  # panel under its title
+    below = figure[grid.shape[0] :]
+    assert np.all(below == [250, 0, 0], axis=-1).any() and np.all(below == [0, 0, 250], axis=-1).any()
+    assert not np.all(below == [0, 250, 0], axis=-1).any()  # class 1 is in no panel: not in the legend
 
 
 def test_overlay_blends_only_labelled_pixels() -> None:
@@ -86,6 +132,21 @@ def test_arrows_are_drawn_where_the_flow_points() -> None:
     drawn = draw_arrows(image, flow, step=32, color=(255, 0, 0))
     row = drawn[16, :, 0]
     assert row[16] == 255 and row[24] == 255 and row[10] == 0  # shaft from (16,16) to (24,16)
+
+
+def test_arrows_scale_to_the_largest_offset_by_default() -> None:
+    # After short training the offsets are a fraction of a pixel: true-length arrows are dots.
+    image = np.zeros((32, 64, 3), np.uint8)
+    flow = torch.zeros(2, 4, 8)
+    flow[0, :, :4] = 0.01  # 0.08 image px right, left half
+    flow[1, :, 4:] = -0.005  # 0.04 image px up, right half
+    assert arrow_scale(flow, 32, 64, step=16) == pytest.approx(0.8 * 16 / 0.08)
+    true_length = draw_arrows(image, flow, step=16, scale=1.0, color=(255, 0, 0))
+    assert (true_length[..., 0] > 0).sum() == 8  # one dot per grid point
+    auto = draw_arrows(image, flow, step=16, scale=None, color=(255, 0, 0))
+    assert auto[8, 8 : 8 + 12, 0].min() == 255 and auto[8, 8 + 14, 0] == 0  # left half: 12.8 px to the right
+    assert auto[8 - 6 : 8, 40, 0].min() == 255  # right half: half as long (6.4 px), upwards
+    assert arrow_scale(torch.zeros(2, 4, 8), 32, 64) == 1.0
 
 
 def test_features_to_rgb_shares_one_projection() -> None:

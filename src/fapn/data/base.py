@@ -34,7 +34,10 @@ __all__ = [
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
+"""ImageNet's per-channel mean on ``[0, 1]`` images (torchvision's), the normalisation every backbone here expects;
+the one definition in the library (transforms, configs, inference and checkpoints use it)."""
 IMAGENET_STD = (0.229, 0.224, 0.225)
+"""ImageNet's per-channel standard deviation, see :data:`IMAGENET_MEAN`."""
 
 Transform = Callable[[tv_tensors.Image, tv_tensors.Mask], tuple[Any, Any]]
 
@@ -69,7 +72,16 @@ class DatasetInfo:
 
 
 def default_palette(num_classes: int) -> tuple[tuple[int, int, int], ...]:
-    """Distinct, deterministic colours (golden-ratio hues) for datasets that ship none."""
+    """Distinct, deterministic colours (golden-ratio hues) for datasets that ship none, and for classes beyond
+    a given palette; the one default palette of the library (``fapn.visualize`` pads with it too). It lives in
+    :mod:`fapn.data` because datasets store it in their :class:`DatasetInfo` and ``fapn.data`` sits below
+    ``fapn.visualize``, so nothing has to import upward to reach it [ours]. Never black: black marks ignored
+    pixels in pictures.
+
+    Example:
+        >>> default_palette(2)
+        ((153, 53, 53), (0, 59, 204))
+    """
     colours = []
     for i in range(num_classes):
         r, g, b = colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.65 + 0.35 * (i % 2), 0.6 + 0.4 * (i % 3) / 2)

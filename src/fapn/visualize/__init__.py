@@ -1,4 +1,4 @@
-"""Pictures: class palettes, colour masks and overlays, figure grids, and FaPN's learned offsets.
+"""Pictures: class palettes, colour masks and overlays, legends, figure grids, and FaPN's learned offsets.
 
 Example:
     >>> import numpy as np
@@ -8,8 +8,11 @@ Example:
     (2, 2, 3)
 """
 
-from fapn.visualize.flow import color_wheel, draw_arrows, features_to_rgb, flow_to_color, heatmap, mean_displacement
+from fapn.visualize.flow import (
+    arrow_scale, color_wheel, draw_arrows, features_to_rgb, flow_to_color, heatmap, mean_displacement,
+)
 from fapn.visualize.grid import image_grid, resize_rgb, titled
+from fapn.visualize.legend import add_legend, labelled_figure, legend, present_classes
 from fapn.visualize.overlay import blend, overlay
 from fapn.visualize.palette import as_palette, colorize, default_palette
 
@@ -19,6 +22,10 @@ __all__ = [
     "colorize",
     "overlay",
     "blend",
+    "legend",
+    "add_legend",
+    "present_classes",
+    "labelled_figure",
     "image_grid",
     "titled",
     "resize_rgb",
@@ -26,6 +33,7 @@ __all__ = [
     "flow_to_color",
     "color_wheel",
     "draw_arrows",
+    "arrow_scale",
     "features_to_rgb",
     "heatmap",
 ]

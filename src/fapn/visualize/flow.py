@@ -15,6 +15,7 @@ __all__ = [
     "flow_to_color",
     "color_wheel",
     "draw_arrows",
+    "arrow_scale",
     "features_to_rgb",
     "heatmap",
 ]
@@ -95,11 +96,36 @@ def color_wheel(size: int = 96) -> np.ndarray:
     return image
 
 
+def _flow_in_image_pixels(flow: Tensor, height: int, width: int) -> Tensor:
+    """``[2, h, w]`` feature-map displacements resized to ``[2, height, width]`` and scaled to image pixels."""
+    flow = flow.detach().float().cpu()
+    ratio_y, ratio_x = height / flow.shape[1], width / flow.shape[2]
+    resized = torch.nn.functional.interpolate(flow[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+    return resized * torch.tensor([ratio_x, ratio_y]).view(2, 1, 1)
+
+
+def arrow_scale(flow: Tensor, height: int, width: int, step: int = 16, longest: float = 0.8) -> float:
+    """The arrow length factor that draws the largest displacement on the ``step`` grid ``longest * step``
+    image pixels long: short training leaves sub-pixel offsets that true-length arrows show as dots.
+
+    Returns:
+        the factor (``1.0`` for a field that is zero everywhere).
+
+    Example:
+        >>> flow = torch.zeros(2, 4, 4); flow[0] = 0.01  # 0.01 feature pixel = 0.08 image pixel
+        >>> round(arrow_scale(flow, 32, 32, step=16), 3)
+        160.0
+    """
+    field = _flow_in_image_pixels(flow, height, width)[:, step // 2 :: step, step // 2 :: step]
+    largest = float(torch.linalg.vector_norm(field, dim=0).max()) if field.numel() else 0.0
+    return longest * step / largest if largest > 1e-12 else 1.0
+
+
 def draw_arrows(
     image: np.ndarray,
     flow: Tensor,
     step: int = 16,
-    scale: float = 1.0,
+    scale: float | None = 1.0,
     color: tuple[int, int, int] = (255, 255, 0),
     min_length: float = 0.5,
 ) -> np.ndarray:
@@ -110,7 +136,8 @@ def draw_arrows(
             so a feature-map displacement is drawn in image pixels).
         flow: ``[2, h, w]`` ``(dx, dy)`` displacements in pixels of the ``h x w`` map.
         step: grid spacing in image pixels.
-        scale: extra length factor for the arrows (1: true length).
+        scale: extra length factor for the arrows (1: true length; ``None``: :func:`arrow_scale`, the longest
+            arrow 0.8 ``step`` long).
         color: arrow colour.
         min_length: arrows shorter than this (image pixels, after ``scale``) are drawn as dots.
 
@@ -118,15 +145,15 @@ def draw_arrows(
         ``[H, W, 3]`` uint8.
     """
     height, width = image.shape[:2]
-    flow = flow.detach().float().cpu()
-    ratio_y, ratio_x = height / flow.shape[1], width / flow.shape[2]
-    resized = torch.nn.functional.interpolate(flow[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+    if scale is None:
+        scale = arrow_scale(flow, height, width, step)
+    resized = _flow_in_image_pixels(flow, height, width)
     canvas = Image.fromarray(np.ascontiguousarray(image))
     draw = ImageDraw.Draw(canvas)
     for y in range(step // 2, height, step):
         for x in range(step // 2, width, step):
-            dx = float(resized[0, y, x]) * ratio_x * scale
-            dy = float(resized[1, y, x]) * ratio_y * scale
+            dx = float(resized[0, y, x]) * scale
+            dy = float(resized[1, y, x]) * scale
             length = math.hypot(dx, dy)
             if length < min_length:
                 draw.point((x, y), fill=color)

@@ -1,4 +1,5 @@
-"""Class palettes and colour masks."""
+"""Class palettes and colour masks. The default palette is :func:`fapn.data.base.default_palette` (datasets
+store it, and ``fapn.data`` sits below ``fapn.visualize``); it is re-exported here."""
 
 from __future__ import annotations
 
@@ -6,36 +7,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from fapn.data.base import default_palette
+
 __all__ = ["default_palette", "as_palette", "colorize"]
 
 IGNORE_COLOR = (0, 0, 0)
 
 
-def default_palette(num_classes: int) -> np.ndarray:
-    """A distinct colour per class, PASCAL VOC's bit-interleaving palette (class 0 black made grey).
-
-    Args:
-        num_classes: number of classes.
-
-    Returns:
-        ``[num_classes, 3]`` uint8 RGB.
-
-    Example:
-        >>> default_palette(3).tolist()
-        [[170, 170, 170], [128, 0, 0], [0, 128, 0]]
-    """
-    palette = np.zeros((num_classes, 3), dtype=np.uint8)
-    for label in range(num_classes):
-        value, r, g, b = label, 0, 0, 0
-        for bit in range(8):
-            r |= ((value >> 0) & 1) << (7 - bit)
-            g |= ((value >> 1) & 1) << (7 - bit)
-            b |= ((value >> 2) & 1) << (7 - bit)
-            value >>= 3
-        palette[label] = (r, g, b)
-    if num_classes > 0:
-        palette[0] = (170, 170, 170)  # black is kept for ignored pixels; VOC never makes this grey below 2**18 classes
-    return palette
+def _default_array(num_classes: int) -> np.ndarray:
+    return np.asarray(default_palette(num_classes), dtype=np.uint8).reshape(-1, 3)
 
 
 def as_palette(palette: Sequence[Sequence[int]] | np.ndarray | None, num_classes: int) -> np.ndarray:
@@ -45,13 +25,13 @@ def as_palette(palette: Sequence[Sequence[int]] | np.ndarray | None, num_classes
         ValueError: a palette whose rows are not ``[r, g, b]``.
     """
     if palette is None:
-        return default_palette(num_classes)
+        return _default_array(num_classes)
     array = np.asarray(palette)
     if array.ndim != 2 or array.shape[1] != 3:
         raise ValueError(f"a palette is a list of [r, g, b] rows, got an array of shape {array.shape}")
     array = np.clip(array, 0, 255).astype(np.uint8)
     if len(array) < num_classes:
-        array = np.concatenate([array, default_palette(num_classes)[len(array) :]])
+        array = np.concatenate([array, _default_array(num_classes)[len(array) :]])
     return array[: max(num_classes, len(array))]
 
 
@@ -79,7 +59,7 @@ def colorize(
     if ignore_index is not None:
         valid &= label != ignore_index
     num_classes = int(label[valid].max()) + 1 if valid.any() else 1
-    colors = as_palette(palette, num_classes) if palette is not None else default_palette(num_classes)
+    colors = as_palette(palette, num_classes)
     valid &= label < len(colors)
     out = np.zeros((*label.shape, 3), dtype=np.uint8)
     out[:] = IGNORE_COLOR
