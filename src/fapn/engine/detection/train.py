@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from fapn.engine.detection_config import DetectionConfig
+from fapn.engine.detection.config import DetectionConfig
 from fapn.runtime import resolve_device, set_threads
 
 __all__ = [

@@ -1,0 +1,169 @@
+"""The semantic segmentation recipe as dataclasses (filled from the YAML files under ``fapn/configs/semseg``).
+
+Example:
+    >>> from fapn.config import load_config
+    >>> cfg = load_config("semseg/cityscapes_r18_fapn", SegmentationConfig)
+    >>> cfg.data.crop_size, cfg.train.batch_size, cfg.train.iterations, cfg.optim.lr
+    ([768, 1536], 16, 40000, 0.01)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "ModelConfig",
+    "DataConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "SegmentationConfig",
+    "PAPER_SCALES",
+]
+
+PAPER_SCALES = [0.75, 1.0, 1.25, 1.5, 1.75, 2.0]
+"""Random scale set of the supplementary's recipe."""
+
+
+@dataclass
+class ModelConfig:
+    """Which segmentation model (its builder's arguments) plus how batch norm is trained.
+
+    Args:
+        name: ``realtime_fapn`` (the supplementary's real-time network) or ``semantic_fpn`` (detectron2's
+            semantic FPN head on a ResNet-50/101 + FaPN neck, the paper's Cityscapes setting).
+        backbone: ``resnet18`` or ``resnet34`` (``realtime_fapn``); ``resnet50`` or ``resnet101``
+            (``semantic_fpn``).
+        variant: ``fpn``, ``fpn+fam``, ``fpn+fam+fsm`` or ``fapn`` (the ablation rows, one key).
+        weights_backbone: ImageNet weights (torchvision name such as ``DEFAULT`` or a ``.pth``), null for none.
+        frozen_bn: keep batch-norm statistics and affine parameters fixed (eval mode, no gradient).
+        sync_bn: synchronise batch-norm statistics across processes under DDP.
+    """
+
+    name: str = "realtime_fapn"
+    backbone: str = "resnet18"
+    variant: str = "fapn"
+    weights_backbone: str | None = None
+    frozen_bn: bool = False
+    sync_bn: bool = False
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, where, and the training augmentation.
+
+    Args:
+        dataset: ``cityscapes``, ``coco_stuff``, ``ade20k``, ``camvid``, ``folder`` or ``synthetic``.
+        root: dataset folder; null means ``$FAPN_DATA/<default folder>`` (e.g. ``camvid``).
+        train_split, val_split: split names in the dataset's own layout.
+        crop_size: training crop ``[height, width]``; padded with the ignore label when the image is smaller.
+        scales: random scale factors (the paper's set by default).
+        hflip: random horizontal flip.
+        mean, std: normalisation (ImageNet statistics, on 0..1 images).
+        num_workers: data loader processes per training process.
+        options: extra keyword arguments of the dataset (e.g. ``classes_file`` for ``folder``, ``size`` and
+            ``num_images`` for ``synthetic``).
+        val_options: options that differ for the validation split (merged over ``options``).
+    """
+
+    dataset: str = "camvid"
+    root: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    crop_size: list[int] = field(default_factory=lambda: [512, 512])
+    scales: list[float] = field(default_factory=lambda: list(PAPER_SCALES))
+    hflip: bool = True
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    num_workers: int = 2
+    options: dict = field(default_factory=dict)
+    val_options: dict = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """SGD with a poly or multi-step schedule and optional linear warmup.
+
+    Args:
+        lr: initial learning rate.
+        momentum, weight_decay: SGD's.
+        schedule: ``poly`` (``lr * (1 - it / max_it) ** power``) or ``multistep`` (``* gamma`` at milestones).
+        power: poly exponent.
+        milestones, gamma: multi-step schedule.
+        warmup_iters, warmup_factor: linear warmup from ``lr * warmup_factor`` over the first iterations.
+        class_weights: optional per-class loss weights (e.g. CamVid's median-frequency weights).
+        loss: ``ce`` (cross-entropy over every labelled pixel) or ``ohem`` (over the hard pixels only, see
+            :func:`fapn.engine.semseg_train.ohem_targets`).
+        ohem_thresh, ohem_min_kept: OHEM's probability threshold and the pixels it keeps at least per batch.
+    """
+
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "poly"
+    power: float = 0.9
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    warmup_iters: int = 0
+    warmup_factor: float = 0.1
+    class_weights: list[float] | None = None
+    loss: str = "ce"
+    ohem_thresh: float = 0.7
+    ohem_min_kept: int = 100_000
+
+
+@dataclass
+class TrainConfig:
+    """Length and bookkeeping of a run.
+
+    Args:
+        batch_size: global batch (split evenly over DDP processes).
+        iterations: optimiser steps.
+        eval_period: validate every this many iterations (0: only at the end).
+        checkpoint_period: write ``last.pt`` every this many iterations (and at the end).
+        log_period: JSONL / TensorBoard scalars every this many iterations.
+        amp: mixed precision (bf16 on CPU, fp16 on CUDA; the deformable conv computes in float32).
+        seed: seeds initialisation, data order and augmentation.
+        threads: torch CPU threads per process (null: torch's default).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        output_dir: where checkpoints and logs go.
+    """
+
+    batch_size: int = 16
+    iterations: int = 40000
+    eval_period: int = 4000
+    checkpoint_period: int = 1000
+    log_period: int = 20
+    amp: bool = False
+    seed: int = 0
+    threads: int | None = None
+    device: str = "auto"
+    output_dir: str = "runs/semseg"
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation on whole images at full size.
+
+    Args:
+        flip: add the horizontally flipped prediction (test-time augmentation, off in the paper).
+        scales: multi-scale testing factors (``[1.0]``: none).
+        boundary_width: pixels either side of a label boundary counted by the boundary (trimap) mIoU.
+    """
+
+    flip: bool = False
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    boundary_width: int = 3
+
+
+@dataclass
+class SegmentationConfig:
+    """A complete semantic segmentation recipe."""
+
+    task: str = "semseg"
+    name: str = "semseg"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

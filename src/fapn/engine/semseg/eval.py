@@ -1,0 +1,185 @@
+"""Semantic segmentation evaluation: whole images at full size, optional flip / multi-scale testing, mIoU,
+per-class IoU, accuracies and the boundary mIoU, reduced over DDP ranks; predictions saved as PNGs in the
+official submission format (Cityscapes: label ids, full resolution, one file per image named after it)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+
+from fapn.data.base import SegmentationDataset
+from fapn.data.cityscapes import cityscapes_train_to_label_ids
+from fapn.metrics import BoundaryConfusionMatrix, ConfusionMatrix
+from fapn.runtime import autocast, resolve_device
+
+__all__ = ["predict_logits", "evaluate", "save_prediction", "prediction_file_name", "run_eval"]
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, image: Tensor, flip: bool = False, scales: Sequence[float] = (1.0,), amp: bool = False
+) -> Tensor:
+    """Class probabilities ``[N, C, H, W]`` at the input size, averaged over scales (and flips).
+
+    Args:
+        model: maps ``[N, 3, h, w]`` to logits ``[N, C, h, w]``.
+        image: normalised images ``[N, 3, H, W]``.
+        flip: also predict the mirrored image.
+        scales: resize factors (``(1.0,)``: the image as is).
+        amp: run under autocast.
+    """
+    height, width = image.shape[-2:]
+    total: Tensor | None = None
+    for scale in scales:
+        x = image
+        if scale != 1.0:
+            size = (max(32, round(height * scale)), max(32, round(width * scale)))
+            x = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+        views = [x, x.flip(-1)] if flip else [x]
+        for i, view in enumerate(views):
+            with autocast(image.device, amp):
+                logits = model(view)
+            logits = logits.float()
+            if i == 1:
+                logits = logits.flip(-1)
+            if logits.shape[-2:] != (height, width):
+                logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+            probs = logits.softmax(dim=1)
+            total = probs if total is None else total + probs
+    assert total is not None
+    return total / (len(scales) * (2 if flip else 1))
+
+
+def prediction_file_name(dataset: SegmentationDataset, index: int) -> str:
+    """File name of the saved prediction of sample ``index``: the image's name with ``.png``."""
+    return f"{dataset.sample_name(index)}.png"
+
+
+def save_prediction(prediction: np.ndarray, path: str | os.PathLike[str], dataset_name: str) -> None:
+    """Write a ``[H, W]`` train-id prediction as an 8-bit PNG: Cityscapes label ids for ``cityscapes``
+    (the official submission format), train ids otherwise."""
+    values = cityscapes_train_to_label_ids(prediction) if dataset_name == "cityscapes" else prediction.astype(np.uint8)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(values.astype(np.uint8), mode="L").save(path)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: SegmentationDataset,
+    device: torch.device | str = "cpu",
+    flip: bool = False,
+    scales: Sequence[float] = (1.0,),
+    boundary_width: int = 3,
+    save_predictions: str | os.PathLike[str] | None = None,
+    amp: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate ``model`` on every image of ``dataset`` (whose transforms normalise, at full size).
+
+    Under DDP, rank ``r`` takes images ``r, r + W, ...`` and the confusion matrices are summed.
+
+    Returns:
+        scores in percent: ``mIoU``, ``pixel_accuracy``, ``mean_accuracy``, ``per_class_iou``,
+        ``per_class_accuracy``, ``boundary`` (same keys, on the band within ``boundary_width`` pixels of label
+        boundaries, plus ``width``) and ``num_images``.
+
+    Example:
+        >>> from fapn.data import synthetic_streets, eval_transforms
+        >>> from fapn.models import realtime_fapn
+        >>> ds = synthetic_streets(split="val", size=(64, 64), num_images=2, transforms=eval_transforms())
+        >>> scores = evaluate(realtime_fapn(num_classes=8).eval(), ds, progress=False)
+        >>> 0 <= scores["mIoU"] <= 100
+        True
+    """
+    from tqdm.auto import tqdm
+
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    names = dataset.info.class_names
+    confusion = ConfusionMatrix(dataset.num_classes, dataset.ignore_index, names)
+    boundary = BoundaryConfusionMatrix(dataset.num_classes, boundary_width, dataset.ignore_index, names)
+    indices = range(rank, len(dataset), world_size)
+    for index in tqdm(indices, desc="eval", disable=not progress or rank != 0, leave=False):
+        image, target = dataset[index]
+        probs = predict_logits(model, image.unsqueeze(0).to(device), flip=flip, scales=scales, amp=amp)
+        prediction = probs.argmax(dim=1)[0].cpu()
+        target = torch.as_tensor(target).long()
+        confusion.update(prediction, target)
+        boundary.update(prediction, target)
+        if save_predictions is not None:
+            save_prediction(
+                prediction.numpy(), Path(save_predictions) / prediction_file_name(dataset, index), dataset.info.name
+            )
+    confusion.all_reduce()
+    boundary.all_reduce()
+    model.train(was_training)
+    scores = confusion.compute()
+    scores["boundary"] = {**boundary.compute(), "width": boundary_width}
+    scores["num_images"] = len(dataset)
+    return scores
+
+
+def run_eval(
+    config_path: str,
+    overrides: list[str],
+    weights: str,
+    output: str | None,
+    split: str | None = None,
+    save_predictions: str | None = None,
+    flip: bool = False,
+    scales: Sequence[float] | None = None,
+    device: str = "auto",
+) -> int:
+    """``fapn eval`` for semantic segmentation: print a per-class table and write the scores as JSON."""
+    import json
+
+    from fapn.config import load_config
+    from fapn.data.build import build_dataset
+    from fapn.data.transforms import eval_transforms
+    from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from fapn.engine.segmentation_config import SegmentationConfig
+    from fapn.metrics import format_table
+
+    cfg = load_config(config_path, SegmentationConfig, overrides)
+    device = resolve_device(device)
+    checkpoint = load_checkpoint(weights, map_location=device)
+    model = build_model_from_checkpoint(checkpoint).to(device).eval()
+    stored = checkpoint.get("dataset") or {}
+    mean, std = stored.get("mean", cfg.data.mean), stored.get("std", cfg.data.std)
+    dataset = build_dataset(
+        cfg.data.dataset, cfg.data.root, split or cfg.data.val_split, eval_transforms(mean, std),
+        **{**cfg.data.options, **cfg.data.val_options},
+    )
+    num_outputs = checkpoint["model_config"].get("num_classes")
+    if num_outputs != dataset.num_classes:
+        raise ValueError(
+            f"checkpoint {weights} predicts {num_outputs} classes but dataset {cfg.data.dataset} has "
+            f"{dataset.num_classes}; evaluate it with the recipe it was trained with"
+        )
+    scores = evaluate(
+        model, dataset, device, flip=flip, scales=scales or cfg.eval.scales, boundary_width=cfg.eval.boundary_width,
+        save_predictions=save_predictions,
+    )
+    scores["weights"] = str(weights)
+    scores["split"] = split or cfg.data.val_split
+    print(format_table(scores, scores["boundary"]))
+    print(f"mIoU {scores['mIoU']:.2f}  boundary mIoU ({cfg.eval.boundary_width}px) {scores['boundary']['mIoU']:.2f}")
+    output_path = Path(output) if output else Path(weights).with_name(Path(weights).stem + "_eval.json")
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    output_path.write_text(json.dumps(scores, indent=2))
+    print(f"scores written to {output_path}")
+    if save_predictions:
+        print(f"predictions written to {save_predictions}")
+    return 0

@@ -1,0 +1,108 @@
+"""Score saved prediction PNGs against a dataset's ground truth, without the model.
+
+Cityscapes predictions are in the official submission format: label ids (not train ids), full resolution,
+one PNG per image whose name starts with the image's ``{city}_{sequence}_{frame}``. Label ids of classes not
+evaluated count as wrong predictions (a false negative of the true class), as in ``cityscapesscripts``.
+Other datasets: one index PNG of train ids per image, named after the image (``NAME.png``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fapn.data.base import SampleError, read_label
+from fapn.data.build import build_dataset
+from fapn.data.cityscapes import CITYSCAPES_LABEL_TO_TRAIN
+from fapn.metrics import BoundaryConfusionMatrix, ConfusionMatrix
+
+__all__ = ["score_predictions"]
+
+
+def _cityscapes_key(name: str) -> str:
+    return "_".join(name.split("_")[:3])
+
+
+def score_predictions(
+    dataset_name: str,
+    gt_root: str | os.PathLike[str] | None,
+    split: str,
+    pred_dir: str | os.PathLike[str],
+    boundary_width: int = 3,
+    progress: bool = False,
+    **options: Any,
+) -> dict[str, Any]:
+    """Confusion-matrix scores (percent) of the PNGs in ``pred_dir`` against split ``split`` of the dataset.
+
+    Returns:
+        ``{"mIoU", "pixel_accuracy", "mean_accuracy", "per_class_iou", "per_class_accuracy", "boundary",
+        "num_images"}``.
+
+    Raises:
+        FileNotFoundError: a ground-truth image without its prediction (named).
+        ValueError: a prediction of the wrong size or with values outside the label set (named).
+    """
+    from tqdm.auto import tqdm
+
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise FileNotFoundError(f"prediction folder not found: {pred_dir}")
+    dataset = build_dataset(dataset_name, gt_root, split, None, **options)
+    is_cityscapes = dataset.info.name == "cityscapes"
+    predictions: dict[str, Path] = {}
+    for path in pred_dir.rglob("*.png"):
+        key = _cityscapes_key(path.stem) if is_cityscapes else path.stem
+        if key in predictions:
+            raise ValueError(f"two predictions for the same image: {predictions[key]} and {path}")
+        predictions[key] = path
+    lut = np.full(256, -1, dtype=np.int64)
+    for label_id, train_id in CITYSCAPES_LABEL_TO_TRAIN.items():
+        lut[label_id] = train_id
+    names = dataset.info.class_names
+    confusion = ConfusionMatrix(dataset.num_classes, dataset.ignore_index, names)
+    boundary = BoundaryConfusionMatrix(dataset.num_classes, boundary_width, dataset.ignore_index, names)
+    for index in tqdm(range(len(dataset)), desc="score", disable=not progress):
+        name = dataset.sample_name(index)
+        key = _cityscapes_key(name) if is_cityscapes else name
+        if key not in predictions:
+            raise FileNotFoundError(
+                f"no prediction for {name} in {pred_dir}: expected "
+                + (f"a PNG named {key}*.png (label ids)" if is_cityscapes else f"{name}.png (class indices)")
+            )
+        pred_path = predictions[key]
+        try:
+            raw = read_label(pred_path).astype(np.int64)
+        except SampleError as err:
+            raise ValueError(str(err)) from None
+        target = dataset.load_label(index)
+        if raw.shape != target.shape:
+            raise ValueError(
+                f"prediction {pred_path} is {raw.shape[1]}x{raw.shape[0]} but the ground truth is "
+                f"{target.shape[1]}x{target.shape[0]} (width x height): predictions must be at full resolution"
+            )
+        if is_cityscapes:
+            if raw.max() >= 34 or raw.min() < 0:
+                raise ValueError(
+                    f"prediction {pred_path} holds value {raw.max()}, not a Cityscapes label id (0..33): "
+                    "submissions use label ids, see cityscapesscripts.helpers.labels"
+                )
+            pred = lut[raw]
+        else:
+            pred = raw
+            bad = (pred >= dataset.num_classes) & (pred != dataset.ignore_index)
+            if bad.any():
+                raise ValueError(
+                    f"prediction {pred_path} holds value(s) {np.unique(pred[bad]).tolist()[:10]}; expected class "
+                    f"indices 0..{dataset.num_classes - 1}"
+                )
+        pred_t, target_t = torch.from_numpy(pred), torch.from_numpy(target)
+        confusion.update(pred_t, target_t)
+        boundary.update(pred_t, target_t)
+    scores = confusion.compute()
+    scores["boundary"] = {**boundary.compute(), "width": boundary_width}
+    scores["num_images"] = len(dataset)
+    return scores
