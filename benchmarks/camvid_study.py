@@ -1,0 +1,542 @@
+"""CamVid study: the supplementary's Table 1 ablation (FPN, + FAM, + FAM + FSM, FaPN) over seeds, from scratch.
+
+Every run trains the shipped recipe ``semseg/camvid_r18_study`` (one recipe for all four variants; how it was
+chosen: ``benchmarks/results/camvid/pilot.json`` and docs/benchmarks.md) with ``fapn train``, only
+``model.variant`` and ``train.seed`` changing, so a seed gives every variant the same data order and
+augmentation. Runs go two at a time with one torch thread each (the 2-core machine this was written for),
+checkpoints outside the repository (``--work-dir``), and each finished run's result as one JSON file under
+``benchmarks/results/camvid/`` (committed with ``--commit`` as it lands). A study can span several sessions:
+``--missing`` lists the runs still to do, ``--report`` aggregates every result present into the markdown
+tables of docs/benchmarks.md (between the ``camvid-study`` markers) and the pictures in docs/images/.
+
+Usage:
+    python benchmarks/camvid_study.py --missing
+    python benchmarks/camvid_study.py --commit                 # run the missing runs, two at a time
+    python benchmarks/camvid_study.py --runs fpn:0 fapn:0 --commit
+    python benchmarks/camvid_study.py --report                 # needs matplotlib (pip install "fapn[plot]")
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = "semseg/camvid_r18_study"
+VARIANTS = ("fpn", "fpn+fam", "fpn+fam+fsm", "fapn")
+LABELS = {"fpn": "FPN", "fpn+fam": "+ FAM", "fpn+fam+fsm": "+ FAM + FSM", "fapn": "+ FAM + FSM + Concat (FaPN)"}
+SHORT = {"fpn": "FPN", "fpn+fam": "FPN+FAM", "fpn+fam+fsm": "FPN+FAM+FSM", "fapn": "FaPN"}
+PAPER_MIOU = {"fpn": 68.6, "fpn+fam": 73.8, "fpn+fam+fsm": 74.2, "fapn": 75.6}  # supplementary Table 1, Cityscapes
+# The study plan, in the order runs are started: seed 0 of every variant first (Figure 1 needs them), then the
+# seeds that make FPN vs FaPN a measured difference, then the middle rows' second seed.
+PLAN: tuple[tuple[str, int], ...] = (
+    ("fpn", 0), ("fapn", 0), ("fpn+fam", 0), ("fpn+fam+fsm", 0),
+    ("fpn", 1), ("fapn", 1), ("fpn", 2), ("fapn", 2),
+    ("fpn+fam", 1), ("fpn+fam+fsm", 1),
+)
+THIN_CLASSES = ("Pole", "SignSymbol", "Pedestrian", "Bicyclist")
+FIGURE1_VARIANTS = ("fpn", "fpn+fam", "fapn")  # the supplementary's Figure 1 columns
+MARK_BEGIN, MARK_END = "<!-- camvid-study:begin -->", "<!-- camvid-study:end -->"
+
+
+@dataclass(frozen=True)
+class Run:
+    variant: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant}_seed{self.seed}"
+
+    @classmethod
+    def parse(cls, text: str) -> Run:
+        variant, _, seed = text.rpartition(":")
+        if variant not in VARIANTS or not seed.isdigit():
+            raise argparse.ArgumentTypeError(f"expected VARIANT:SEED with VARIANT in {VARIANTS}, got {text!r}")
+        return cls(variant, int(seed))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    default_data = Path(os.environ.get("FAPN_DATA", REPO.parent / "shared" / "data")) / "camvid-half"
+    parser.add_argument("--data", default=str(default_data), help="CamVid folder, SegNet layout (default: %(default)s)")
+    parser.add_argument("--runs", nargs="+", type=Run.parse, default=None, metavar="VARIANT:SEED",
+                        help="runs to do (default: every run of the plan without a result)")
+    parser.add_argument("--parallel", type=int, default=2, help="runs at a time (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default: %(default)s)")
+    parser.add_argument("--work-dir", default=str(Path.home() / ".cache" / "fapn" / "camvid_study"),
+                        help="checkpoints and logs, outside the repository (default: %(default)s)")
+    parser.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "camvid"),
+                        help="one JSON per finished run (default: %(default)s)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra recipe overrides for every run (recorded in each result; a study should not need any)")
+    parser.add_argument("--fifo", action="store_true",
+                        help="run each training under SCHED_FIFO (chrt, root only): on a machine shared with other "
+                             "work it then keeps a core to itself, where nice values were measured to have no effect")
+    parser.add_argument("--commit", action="store_true", help="git-commit each result file as it lands")
+    parser.add_argument("--no-start-after", type=float, default=None, metavar="MINUTES",
+                        help="start no new run after this many minutes (to end before a session does)")
+    parser.add_argument("--missing", action="store_true", help="list the plan's runs without a result and exit")
+    parser.add_argument("--report", action="store_true", help="aggregate the results into docs and pictures and exit")
+    parser.add_argument("--docs", default=str(REPO / "docs"), help="where --report writes (benchmarks.md, images/)")
+    return parser.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------------------------- running
+
+
+def result_path(results: Path, run: Run) -> Path:
+    return results / f"{run.name}.json"
+
+
+def missing_runs(results: Path) -> list[Run]:
+    return [Run(v, s) for v, s in PLAN if not result_path(results, Run(v, s)).is_file()]
+
+
+def train_command(args: argparse.Namespace, run: Run, out: Path) -> list[str]:
+    overrides = [f"data.root={args.data}", f"model.variant={run.variant}", f"train.seed={run.seed}",
+                 f"train.threads={args.threads}", *args.overrides]
+    command = [sys.executable, "-m", "fapn", "train", RECIPE, "--output-dir", str(out)]
+    for override in overrides:
+        command += ["--set", override]
+    return command
+
+
+def eval_command(args: argparse.Namespace, out: Path) -> list[str]:
+    return [sys.executable, "-m", "fapn", "eval", RECIPE, "--weights", str(out / "last.pt"),
+            "--set", f"data.root={args.data}", "--output", str(out / "final_eval.json"),
+            "--save-predictions", str(out / "predictions")]
+
+
+def validation_curve(log_file: Path) -> list[dict[str, float]]:
+    """The ``val`` entries of a run's ``log.jsonl`` (one per ``train.eval_period``, plus the final one)."""
+    curve = []
+    for line in log_file.read_text().splitlines():
+        record = json.loads(line)
+        if "val" in record:
+            val = record["val"]
+            curve.append({"iteration": record["iteration"], "mIoU": val["mIoU"],
+                          "pixel_accuracy": val["pixel_accuracy"], "boundary_mIoU": val["boundary_mIoU"]})
+    return curve
+
+
+def collect(run: Run, out: Path, wall_seconds: float, command: list[str], started: str,
+            scheduling: dict[str, Any]) -> dict[str, Any]:
+    """One run's result file: recipe, seed, budget, time, final scores, per-class IoU, the validation curve."""
+    import torch
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    checkpoint = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    result: dict[str, Any] = {
+        "variant": run.variant,
+        "seed": run.seed,
+        "recipe": RECIPE,
+        "config": checkpoint["config"],
+        "iterations": int(checkpoint["iteration"]),
+        "wall_seconds": round(wall_seconds, 1),
+        "started_utc": started,
+        "command": shlex.join(command),
+        "scheduling": scheduling,
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpus": os.cpu_count(), "torch": torch.__version__,
+                    "load_average_at_end": os.getloadavg()},
+        "mIoU": metrics["mIoU"],
+        "pixel_accuracy": metrics["pixel_accuracy"],
+        "mean_accuracy": metrics.get("mean_accuracy"),
+        "boundary_mIoU": metrics["boundary"]["mIoU"],
+        "boundary_width": metrics["boundary"]["width"],
+        "per_class_iou": metrics["per_class_iou"],
+        "per_class_boundary_iou": metrics["boundary"]["per_class_iou"],
+        "validation_curve": validation_curve(out / "log.jsonl"),
+    }
+    return result
+
+
+def pack_predictions(out: Path, destination: Path) -> None:
+    """Seed-0 runs keep their val predictions (uint8 label maps, a few hundred kB) for Figure 1."""
+    import numpy as np
+    from PIL import Image
+
+    files = sorted((out / "predictions").glob("*.png"))
+    if not files:
+        raise FileNotFoundError(f"no predictions in {out / 'predictions'}")
+    labels = np.stack([np.asarray(Image.open(f)) for f in files]).astype(np.uint8)
+    np.savez_compressed(destination, names=np.array([f.stem for f in files]), labels=labels)
+
+
+def git_commit(paths: list[Path], message: str) -> None:
+    relative = [str(p.resolve().relative_to(REPO)) for p in paths]
+    for attempt in range(20):  # other people may hold the index lock for a moment
+        added = subprocess.run(["git", "-C", str(REPO), "add", "--", *relative], capture_output=True, text=True)
+        if added.returncode == 0:
+            done = subprocess.run(["git", "-C", str(REPO), "commit", "-q", "-m", message, "--", *relative],
+                                  capture_output=True, text=True)
+            if done.returncode == 0:
+                return
+            error = done.stderr
+        else:
+            error = added.stderr
+        if "index.lock" not in error:
+            print(f"git commit failed: {error.strip()}", file=sys.stderr)
+            return
+        time.sleep(3 + attempt)
+    print(f"git commit gave up (index.lock held): {relative}", file=sys.stderr)
+
+
+def run_study(args: argparse.Namespace) -> int:
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    work = Path(args.work_dir)
+    queue = list(args.runs) if args.runs is not None else missing_runs(results)
+    if not queue:
+        print("nothing to do: every run of the plan has a result (see --report)")
+        return 0
+    if not Path(args.data).is_dir():
+        raise SystemExit(f"CamVid not found at {args.data}: pass --data or set FAPN_DATA")
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    study_start = time.time()
+    running: dict[Run, tuple[subprocess.Popen, float, str, list[str], str]] = {}
+    failures = 0
+
+    def log(message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    def start(run: Run) -> None:
+        out = work / run.name
+        if out.exists() and any(out.iterdir()):
+            raise SystemExit(f"{out} holds an earlier run: remove it, or move it away, before rerunning {run.name}")
+        out.mkdir(parents=True, exist_ok=True)
+        command = train_command(args, run, out)
+        log(f"start {run.name}: {shlex.join(command)}")
+        handle = open(out / "train.log", "w")
+        launch = ["chrt", "--fifo", "1", *command] if args.fifo else command
+        process = subprocess.Popen(launch, stdout=handle, stderr=subprocess.STDOUT, env=env)
+        running[run] = (process, time.time(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), command, "train")
+
+    def finish(run: Run) -> None:
+        nonlocal failures
+        process, started, started_utc, command, _ = running.pop(run)
+        out = work / run.name
+        wall = time.time() - started
+        if process.returncode:
+            failures += 1
+            log(f"{run.name} FAILED (exit {process.returncode}); see {out / 'train.log'}")
+            return
+        written = [result_path(results, run)]
+        if run.seed == 0:
+            with open(out / "eval.log", "w") as handle:
+                code = subprocess.call(eval_command(args, out), stdout=handle, stderr=subprocess.STDOUT, env=env)
+            if code == 0:
+                written.append(results / f"{run.name}_predictions.npz")
+                pack_predictions(out, written[-1])
+            else:
+                log(f"{run.name}: saving predictions failed; see {out / 'eval.log'}")
+        result = collect(run, out, wall, command, started_utc,
+                         {"parallel": args.parallel, "threads": args.threads, "fifo": args.fifo})
+        result_path(results, run).write_text(json.dumps(result, indent=1) + "\n")
+        log(f"done {run.name}: {wall / 60:.1f} min, val mIoU {result['mIoU']:.2f}, "
+            f"boundary mIoU {result['boundary_mIoU']:.2f}")
+        if args.commit:
+            git_commit(written, f"camvid study: {run.name} ({result['iterations']} it., "
+                                f"val mIoU {result['mIoU']:.1f}, boundary {result['boundary_mIoU']:.1f})")
+
+    while queue or running:
+        too_late = args.no_start_after is not None and (time.time() - study_start) / 60 > args.no_start_after
+        while queue and len(running) < args.parallel and not too_late:
+            start(queue.pop(0))
+        if too_late and queue and not running:
+            log(f"not starting {', '.join(r.name for r in queue)}: past --no-start-after")
+            break
+        time.sleep(10)
+        for run in [r for r, (p, *_) in running.items() if p.poll() is not None]:
+            finish(run)
+    return 1 if failures else 0
+
+
+# ----------------------------------------------------------------------------------------------- report
+
+
+def load_results(results: Path) -> dict[str, list[dict[str, Any]]]:
+    by_variant: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
+    for path in sorted(results.glob("*_seed*.json")):
+        result = json.loads(path.read_text())
+        by_variant[result["variant"]].append(result)
+    for runs in by_variant.values():
+        runs.sort(key=lambda r: r["seed"])
+    return by_variant
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
+    return mean, std
+
+
+def fmt_ms(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean, std = mean_std(values)
+    return f"{mean:.1f} ± {std:.1f}" if len(values) > 1 else f"{mean:.1f}"
+
+
+def thin_mean(result: dict[str, Any], key: str = "per_class_iou") -> float:
+    return sum(result[key][c] for c in THIN_CLASSES) / len(THIN_CLASSES)
+
+
+def complexity_rows(num_classes: int, size: tuple[int, int]) -> dict[str, tuple[float, float]]:
+    from fapn.models import realtime_fapn
+    from fapn.profiling import profile_model
+
+    rows = {}
+    for variant in VARIANTS:
+        c = profile_model(realtime_fapn(backbone="resnet18", num_classes=num_classes, variant=variant),
+                          (1, 3, *size))
+        rows[variant] = (c.params_m, c.gmacs_paper)
+    return rows
+
+
+def paired_differences(by_variant: dict[str, list[dict[str, Any]]], a: str, b: str, key: str) -> list[float]:
+    """``b - a`` per seed, for the seeds both variants have (a seed fixes the data order of both)."""
+    seeds_a = {r["seed"]: r for r in by_variant[a]}
+    return [r[key] - seeds_a[r["seed"]][key] for r in by_variant[b] if r["seed"] in seeds_a]
+
+
+def markdown_report(by_variant: dict[str, list[dict[str, Any]]], complexity: dict[str, tuple[float, float]],
+                    size: tuple[int, int]) -> str:
+    present = [v for v in VARIANTS if by_variant[v]]
+    any_result = by_variant[present[0]][0]
+    cfg = any_result["config"]
+    lines = [
+        "Generated by `python benchmarks/camvid_study.py --report` from the result files in "
+        "`benchmarks/results/camvid/`; do not edit by hand.",
+        "",
+        f"Recipe `{RECIPE}`: ResNet-18 from scratch, {any_result['iterations']} iterations of batch "
+        f"{cfg['train']['batch_size']} (crop {cfg['data']['crop_size'][0]}x{cfg['data']['crop_size'][1]}), "
+        f"loss `{cfg['optim'].get('loss', 'ce')}`"
+        + (" with median-frequency class weights" if cfg["optim"].get("class_weights") else "")
+        + f", lr {cfg['optim']['lr']} poly; evaluated on the 101 val frames of camvid-half at full size "
+        f"(boundary mIoU: pixels within {any_result['boundary_width']} px of a label boundary). "
+        "Mean ± sample standard deviation over seeds; n = number of seeds.",
+        "",
+        f"| variant | params (M) | GMAC at {size[0]}x{size[1]} | n | val mIoU | boundary mIoU | pixel acc | "
+        "thin-class IoU | paper mIoU (Cityscapes) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for variant in VARIANTS:
+        runs = by_variant[variant]
+        params, gmac = complexity[variant]
+        lines.append(
+            f"| {LABELS[variant]} | {params:.2f} | {gmac:.2f} | {len(runs)} | {fmt_ms([r['mIoU'] for r in runs])} | "
+            f"{fmt_ms([r['boundary_mIoU'] for r in runs])} | {fmt_ms([r['pixel_accuracy'] for r in runs])} | "
+            f"{fmt_ms([thin_mean(r) for r in runs])} | {PAPER_MIOU[variant]} |"
+        )
+    lines += ["", "Thin-class IoU: the mean IoU of " + ", ".join(THIN_CLASSES) + "."]
+
+    if by_variant["fpn"] and by_variant["fapn"]:
+        lines += ["", "**FaPN minus FPN**, per seed (a seed gives both the same data order and augmentation):", "",
+                  "| metric | per-seed differences | mean ± std | goal |", "|---|---|---|---|"]
+        for key, label, goal in (("mIoU", "val mIoU", ">= 1.0"), ("boundary_mIoU", "boundary mIoU", ">= 1.0")):
+            diffs = paired_differences(by_variant, "fpn", "fapn", key)
+            if diffs:
+                lines.append(f"| {label} | {', '.join(f'{d:+.1f}' for d in diffs)} | {fmt_ms(diffs)} | {goal} |")
+
+    names = list(any_result["per_class_iou"])
+    shown = [v for v in ("fpn", "fapn") if by_variant[v]]
+    if shown:
+        lines += ["", "| class | " + " | ".join(f"{SHORT[v]} IoU" for v in shown) + " | "
+                  + " | ".join(f"{SHORT[v]} boundary IoU" for v in shown) + " |", "|---" * (1 + 2 * len(shown)) + "|"]
+        for name in names:
+            lines.append(
+                f"| {name} | " + " | ".join(fmt_ms([r["per_class_iou"][name] for r in by_variant[v]]) for v in shown)
+                + " | " + " | ".join(fmt_ms([r["per_class_boundary_iou"][name] for r in by_variant[v]]) for v in shown)
+                + " |"
+            )
+    lines += ["", "| run | iterations | wall time | val mIoU | boundary mIoU | machine load at end |",
+              "|---|---|---|---|---|---|"]
+    for variant in VARIANTS:
+        for r in by_variant[variant]:
+            load = r["machine"].get("load_average_at_end") or ["-"]
+            lines.append(f"| {SHORT[variant]} seed {r['seed']} | {r['iterations']} | {r['wall_seconds'] / 60:.0f} min | "
+                         f"{r['mIoU']:.1f} | {r['boundary_mIoU']:.1f} | {load[0]} |")
+    todo = missing_runs(RESULTS_DIR)
+    if todo:
+        lines += ["", "Runs of the plan still to do: " + ", ".join(f"{SHORT[r.variant]} seed {r.seed}" for r in todo)
+                  + " (`python benchmarks/camvid_study.py --missing`)."]
+    return "\n".join(lines)
+
+
+RESULTS_DIR = REPO / "benchmarks" / "results" / "camvid"
+
+
+def figure1_frames(data: Path, names: list[str], count: int = 4, min_gap: int = 10) -> list[int]:
+    """The val frames with the most ground-truth pixels of the thin classes, at least ``min_gap`` frames apart
+    (val is a video: neighbours are near-duplicates). Depends on the ground truth only, not on any model."""
+    import numpy as np
+    from PIL import Image
+
+    classes = json.loads((data / "classes.json").read_text())["classes"]
+    thin_ids = [classes.index(c) for c in THIN_CLASSES]
+    counts = []
+    for name in names:
+        label = np.asarray(Image.open(data / "valannot" / f"{name}.png"))
+        counts.append(int(np.isin(label, thin_ids).sum()))
+    picked: list[int] = []
+    for index in sorted(range(len(names)), key=lambda i: (-counts[i], i)):
+        if all(abs(index - p) >= min_gap for p in picked):
+            picked.append(index)
+        if len(picked) == count:
+            break
+    return sorted(picked)
+
+
+def draw_pictures(by_variant: dict[str, list[dict[str, Any]]], results: Path, data: Path, images: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.patches import Patch
+    from PIL import Image
+
+    images.mkdir(parents=True, exist_ok=True)
+    info = json.loads((data / "classes.json").read_text())
+    classes, palette = info["classes"], np.array(info["palette"], dtype=np.uint8)
+    colour_lut = np.zeros((256, 3), dtype=np.uint8)
+    colour_lut[: len(palette)] = palette
+    legend = [Patch(facecolor=palette[i] / 255, label=name) for i, name in enumerate(classes)]
+    written = []
+
+    # validation mIoU against iterations
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for variant in VARIANTS:
+        runs = [r for r in by_variant[variant] if r["validation_curve"]]
+        if not runs:
+            continue
+        its = [p["iteration"] for p in runs[0]["validation_curve"]]
+        curves = np.array([[p["mIoU"] for p in r["validation_curve"]][: len(its)] for r in runs])
+        mean = curves.mean(axis=0)
+        line, = ax.plot(its, mean, marker="o", label=f"{SHORT[variant]} (n={len(runs)})")
+        if len(runs) > 1:
+            ax.fill_between(its, curves.min(axis=0), curves.max(axis=0), color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("iteration (batch 8)")
+    ax.set_ylabel("val mIoU (%)")
+    ax.set_title("CamVid val mIoU during training (mean over seeds; band: min-max)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(images / "camvid_study_curves.png", dpi=110)
+    plt.close(fig)
+    written.append("camvid_study_curves.png")
+
+    # per-class IoU, FPN against FaPN
+    shown = [v for v in ("fpn", "fapn") if by_variant[v]]
+    if shown:
+        fig, ax = plt.subplots(figsize=(10, 4))
+        x = np.arange(len(classes))
+        width = 0.8 / len(shown)
+        for k, variant in enumerate(shown):
+            values = np.array([[r["per_class_iou"][c] for c in classes] for r in by_variant[variant]])
+            offset = (k - (len(shown) - 1) / 2) * width
+            errors = values.std(axis=0, ddof=1) if len(values) > 1 else None
+            ax.bar(x + offset, values.mean(axis=0), width, yerr=errors, capsize=2,
+                   label=f"{SHORT[variant]} (n={len(values)})")
+            for row in values:
+                ax.plot(x + offset, row, "k.", markersize=3)
+        ax.set_xticks(x, classes, rotation=30, ha="right")
+        ax.set_ylabel("val IoU (%)")
+        ax.set_title("CamVid per-class IoU: mean over seeds, bars = std, dots = seeds")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(images / "camvid_study_per_class.png", dpi=110)
+        plt.close(fig)
+        written.append("camvid_study_per_class.png")
+
+    # the supplementary's Figure 1: image | ground truth | FPN | FPN+FAM | FaPN, seed-0 models
+    packs = {v: results / f"{v}_seed0_predictions.npz" for v in FIGURE1_VARIANTS}
+    if all(p.is_file() for p in packs.values()):
+        loaded = {v: np.load(p) for v, p in packs.items()}
+        names = [str(n) for n in loaded["fpn"]["names"]]
+        frames = figure1_frames(data, names)
+        columns = ["image", "ground truth", *[SHORT[v] for v in FIGURE1_VARIANTS]]
+        fig, axes = plt.subplots(len(frames), len(columns), figsize=(2.6 * len(columns), 2.0 * len(frames) + 0.8))
+        for row, index in enumerate(frames):
+            name = names[index]
+            panels = [np.asarray(Image.open(data / "val" / f"{name}.png").convert("RGB")),
+                      colour_lut[np.asarray(Image.open(data / "valannot" / f"{name}.png"))]]
+            panels += [colour_lut[loaded[v]["labels"][index]] for v in FIGURE1_VARIANTS]
+            for col, panel in enumerate(panels):
+                ax = axes[row, col]
+                ax.imshow(panel)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if row == 0:
+                    ax.set_title(columns[col])
+            axes[row, 0].set_ylabel(name, fontsize=7)
+        fig.legend(handles=legend + [Patch(facecolor="black", label="void (ignored)")], loc="lower center",
+                   ncol=6, fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0.08, 1, 1))
+        fig.savefig(images / "camvid_study_figure1.png", dpi=110)
+        plt.close(fig)
+        written.append("camvid_study_figure1.png")
+    return written
+
+
+def write_report(args: argparse.Namespace) -> int:
+    results = Path(args.results)
+    by_variant = load_results(results)
+    if not any(by_variant.values()):
+        raise SystemExit(f"no results in {results}; run the study first")
+    data = Path(args.data)
+    size = (180, 240)
+    complexity = complexity_rows(len(next(r for v in by_variant.values() for r in v)["per_class_iou"]), size)
+    report = markdown_report(by_variant, complexity, size)
+    written = draw_pictures(by_variant, results, data, Path(args.docs) / "images") if data.is_dir() else []
+    pictures = {
+        "camvid_study_figure1.png": "The supplementary's Figure 1 on CamVid val (seed-0 models). Frames: the four "
+                                    "val frames with the most ground-truth pixels of pole, sign, pedestrian and "
+                                    "bicyclist, at least 10 frames apart (a rule on the ground truth only).",
+        "camvid_study_per_class.png": "Per-class IoU, FPN against FaPN.",
+        "camvid_study_curves.png": "Validation mIoU against iterations.",
+    }
+    for name in written:
+        report += f"\n\n{pictures[name]}\n\n![{name}](images/{name})"
+    doc = Path(args.docs) / "benchmarks.md"
+    text = doc.read_text()
+    if MARK_BEGIN in text and MARK_END in text:
+        head, rest = text.split(MARK_BEGIN, 1)
+        _, tail = rest.split(MARK_END, 1)
+        doc.write_text(f"{head}{MARK_BEGIN}\n{report}\n{MARK_END}{tail}")
+        print(f"updated {doc} and {len(written)} pictures in {Path(args.docs) / 'images'}")
+    else:
+        print(f"{doc} has no {MARK_BEGIN} ... {MARK_END} section; the report follows:\n")
+    print(report)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    global RESULTS_DIR
+    RESULTS_DIR = Path(args.results)
+    if args.missing:
+        todo = missing_runs(Path(args.results))
+        print("\n".join(f"{r.variant}:{r.seed}" for r in todo) if todo else "none: the plan is complete")
+        return 0
+    if args.report:
+        return write_report(args)
+    return run_study(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
