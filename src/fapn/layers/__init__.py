@@ -1,5 +1,6 @@
 """FaPN's building blocks: the Feature Selection and Feature Alignment modules."""
 
+from fapn.layers.conv_norm import Conv2dNorm, Norm, make_norm
 from fapn.layers.deform_conv import ModulatedDeformConv2d
 from fapn.layers.fam import FeatureAlignModule, Fusion, UpsampleMode
 from fapn.layers.fpn_merge import FPNMerge
@@ -11,6 +12,9 @@ __all__ = [
     "FeatureAlignModule",
     "ModulatedDeformConv2d",
     "FPNMerge",
+    "Conv2dNorm",
+    "Norm",
+    "make_norm",
     "Fusion",
     "UpsampleMode",
     "c2_xavier_fill",

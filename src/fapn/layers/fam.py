@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fapn.layers.conv_norm import Conv2dNorm, Norm
 from fapn.layers.deform_conv import ModulatedDeformConv2d
 from fapn.layers.init import c2_xavier_fill
 from fapn.layers.pyramid_ops import (
@@ -28,8 +29,8 @@ class FeatureAlignModule(nn.Module):
     1. ``s = lateral(c)``: an FSM (``feature_selection=True``) or FPN's plain 1x1 conv with bias;
     2. ``up = upsample(p)`` to ``s``'s exact size (``bilinear`` with ``align_corners=False`` in the
        detectron2 neck; ``nearest`` in the supplementary's real-time network);
-    3. ``o = conv1x1_{2C->C, no bias}(cat[s, 2 * up])``; the factor 2 is only on this offset branch,
-       "to enlarge the magnitude of upsampled features in case of suppression";
+    3. ``o = conv1x1_{2C->C, no bias}(cat[s, 2 * up])``, then ``norm`` if one is given; the factor 2 is only on
+       this offset branch, "to enlarge the magnitude of upsampled features in case of suppression";
     4. ``offset, mask = conv3x3_{C->3*G*9}(o)``, zero-initialised: first ``2*G*9`` channels are
        ``(dy, dx)`` offsets, the last ``G*9`` mask logits (sigmoid). At initialisation the offsets are 0 and
        the mask 0.5, so the module starts as ``0.5 x`` a plain 3x3 conv of ``up``;
@@ -49,6 +50,8 @@ class FeatureAlignModule(nn.Module):
         fusion: ``"sum"`` or ``"concat"``.
         offset_groups: deformable offset groups ``G`` (8 in every released configuration).
         deform_backend: deformable-conv backend, ``None`` for the default.
+        norm: ``None``, ``"GN"`` or ``"BN"`` after the 1x1 offset conv, where the authors' ``FeatureAlign_V2``
+            puts its ``norm`` (and on a plain 1x1 lateral, which then loses its bias; never on the FSM).
 
     Example:
         >>> fam = FeatureAlignModule(256, 128, upsample_mode="nearest", fusion="concat")
@@ -66,6 +69,7 @@ class FeatureAlignModule(nn.Module):
         fusion: Fusion = "sum",
         offset_groups: int = 8,
         deform_backend: str | None = None,
+        norm: Norm | None = None,
     ) -> None:
         super().__init__()
         check_merge_options(upsample_mode, fusion)
@@ -74,8 +78,8 @@ class FeatureAlignModule(nn.Module):
         self.upsample_mode = upsample_mode
         self.fusion = fusion
         self.offset_groups = offset_groups
-        self.lateral = make_lateral(in_channels, channels, feature_selection)
-        self.offset_fuse = nn.Conv2d(2 * channels, channels, kernel_size=1, bias=False)
+        self.lateral = make_lateral(in_channels, channels, feature_selection, norm)
+        self.offset_fuse = Conv2dNorm(2 * channels, channels, kernel_size=1, bias=False, norm=norm)
         c2_xavier_fill(self.offset_fuse)
         self.deform = ModulatedDeformConv2d(
             channels, channels, 3, padding=1, offset_groups=offset_groups, backend=deform_backend

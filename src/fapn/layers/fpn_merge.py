@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from fapn.layers.conv_norm import Norm
 from fapn.layers.pyramid_ops import (
     Fusion,
     UpsampleMode,
@@ -30,6 +31,7 @@ class FPNMerge(nn.Module):
         feature_selection: FSM as lateral, else a 1x1 conv with bias.
         upsample_mode: ``"nearest"`` (FPN) or ``"bilinear"``.
         fusion: ``"sum"`` (FPN) or ``"concat"`` (concatenation then a 1x1 conv with bias).
+        norm: ``None``, ``"GN"`` or ``"BN"`` after a plain 1x1 lateral (detectron2's FPN; not on an FSM).
 
     Example:
         >>> merge = FPNMerge(256, 128, feature_selection=False, upsample_mode="nearest")
@@ -45,6 +47,7 @@ class FPNMerge(nn.Module):
         feature_selection: bool = False,
         upsample_mode: UpsampleMode = "nearest",
         fusion: Fusion = "sum",
+        norm: Norm | None = None,
     ) -> None:
         super().__init__()
         check_merge_options(upsample_mode, fusion)
@@ -52,7 +55,7 @@ class FPNMerge(nn.Module):
         self.channels = channels
         self.upsample_mode = upsample_mode
         self.fusion = fusion
-        self.lateral = make_lateral(in_channels, channels, feature_selection)
+        self.lateral = make_lateral(in_channels, channels, feature_selection, norm)
         self.concat_fuse: nn.Module | None = None
         if fusion == "concat":
             self.concat_fuse = make_concat_fuse(channels)

@@ -7,6 +7,7 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fapn.layers.conv_norm import Conv2dNorm, Norm
 from fapn.layers.fsm import FeatureSelectionModule
 from fapn.layers.init import c2_xavier_fill
 
@@ -24,11 +25,15 @@ def check_merge_options(upsample_mode: str, fusion: str) -> None:
         raise ValueError(f"fusion must be 'sum' or 'concat', got {fusion!r}")
 
 
-def make_lateral(in_channels: int, channels: int, feature_selection: bool) -> nn.Module:
-    """An FSM (FaPN) or FPN's 1x1 conv with bias (``c2_xavier_fill``), ``in_channels -> channels``."""
+def make_lateral(in_channels: int, channels: int, feature_selection: bool, norm: Norm | None = None) -> nn.Module:
+    """An FSM (FaPN) or FPN's 1x1 conv (``c2_xavier_fill``), ``in_channels -> channels``.
+
+    ``norm`` applies to the plain conv only, which then has no bias (detectron2's FPN); the authors never normalise
+    the FSM (their ``FeatureAlign_V2`` builds it with ``norm=""``).
+    """
     if feature_selection:
         return FeatureSelectionModule(in_channels, channels)
-    conv = nn.Conv2d(in_channels, channels, kernel_size=1)
+    conv = Conv2dNorm(in_channels, channels, kernel_size=1, bias=norm is None, norm=norm)
     c2_xavier_fill(conv)
     return conv
 

@@ -7,6 +7,7 @@ from collections import OrderedDict
 from torch import Tensor, nn
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock
 
+from fapn.layers.conv_norm import Conv2dNorm, Norm
 from fapn.layers.fam import FeatureAlignModule, Fusion, UpsampleMode
 from fapn.layers.fpn_merge import FPNMerge
 from fapn.layers.fsm import FeatureSelectionModule
@@ -24,7 +25,10 @@ class FaPN(nn.Module):
     * every other level, coarse to fine: ``prev = FAM(C_i, prev)``, ``P_i = conv3x3(prev)``; the top-down
       path carries the FAM output, not ``P_i``;
     * ``extra_blocks`` (e.g. :class:`torchvision.ops.feature_pyramid_network.LastLevelMaxPool` for P6) run on
-      the outputs as in torchvision.
+      the outputs as in torchvision;
+    * ``norm`` (the authors' ``FAN(norm=...)``, ``cfg.MODEL.FPN.NORM``; none in their released configurations)
+      follows the top lateral, each FAM's 1x1 offset conv and each output conv, which then have no bias; the
+      FSM, the offset/mask conv and the deformable conv are never normalised.
 
     The switches give the ablation: ``feature_alignment=False`` replaces each FAM by FPN's
     ``lateral + upsample`` (:class:`~fapn.layers.FPNMerge`); ``feature_selection`` picks FSM or a 1x1 conv as
@@ -45,6 +49,8 @@ class FaPN(nn.Module):
         top_output_conv: a 3x3 output conv on the top level too (torchvision's FPN; not the authors').
         offset_groups: deformable offset groups in each FAM.
         deform_backend: deformable-conv backend, ``None`` for the default.
+        norm: ``None`` (the authors' released necks), ``"GN"`` (``GroupNorm(32, C)``) or ``"BN"``, where the
+            authors' neck applies its ``norm`` (see above).
 
     Example:
         >>> from collections import OrderedDict
@@ -71,6 +77,7 @@ class FaPN(nn.Module):
         top_output_conv: bool = False,
         offset_groups: int = 8,
         deform_backend: str | None = None,
+        norm: Norm | None = None,
     ) -> None:
         super().__init__()
         if len(in_channels_list) < 1 or any(c <= 0 for c in in_channels_list):
@@ -79,11 +86,13 @@ class FaPN(nn.Module):
             raise TypeError(f"extra_blocks should be of type ExtraFPNBlock not {type(extra_blocks)}")
         self.in_channels_list = list(in_channels_list)
         self.out_channels = out_channels
+        self.norm = norm
+        bias = norm is None  # detectron2: a normalised conv has no bias
         self.top_lateral: nn.Module
         if top_feature_selection:
             self.top_lateral = FeatureSelectionModule(in_channels_list[-1], out_channels)
         else:
-            self.top_lateral = nn.Conv2d(in_channels_list[-1], out_channels, kernel_size=1)
+            self.top_lateral = Conv2dNorm(in_channels_list[-1], out_channels, kernel_size=1, bias=bias, norm=norm)
             c2_xavier_fill(self.top_lateral)
         self.merges = nn.ModuleList()
         for in_channels in in_channels_list[:-1]:
@@ -97,6 +106,7 @@ class FaPN(nn.Module):
                     fusion=fusion,
                     offset_groups=offset_groups,
                     deform_backend=deform_backend,
+                    norm=norm,
                 )
             else:
                 merge = FPNMerge(
@@ -105,17 +115,18 @@ class FaPN(nn.Module):
                     feature_selection=feature_selection,
                     upsample_mode=upsample_mode,
                     fusion=fusion,
+                    norm=norm,
                 )
             self.merges.append(merge)
         self.output_convs = nn.ModuleList()
         if output_convs:
             for _ in in_channels_list[:-1]:
-                conv = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
+                conv = Conv2dNorm(out_channels, out_channels, kernel_size=3, padding=1, bias=bias, norm=norm)
                 c2_xavier_fill(conv)
                 self.output_convs.append(conv)
         self.top_output: nn.Module | None = None
         if top_output_conv:
-            self.top_output = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
+            self.top_output = Conv2dNorm(out_channels, out_channels, kernel_size=3, padding=1, bias=bias, norm=norm)
             c2_xavier_fill(self.top_output)
         self.extra_blocks = extra_blocks
 
