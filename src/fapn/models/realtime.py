@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fapn.layers.fam import Fusion
-from fapn.models.backbones import BackboneWeights, resnet_body
+from fapn.models.backbones import TIMM_PREFIX, BackboneWeights, build_backbone
 from fapn.models.registry import register_model
 from fapn.necks.fapn import FaPN
 
@@ -175,12 +175,14 @@ def realtime_fapn(
     """The real-time FaPN (supplementary, section 2) or one of its Table 1 ablation variants.
 
     Args:
-        backbone: ``"resnet18"`` or ``"resnet34"``.
+        backbone: ``"resnet18"``, ``"resnet34"`` or ``"timm:<name>"``, any timm encoder with maps at strides
+            8, 16 and 32 (``"timm:convnext_tiny"``, ``"timm:efficientnet_b0"``; needs ``fapn[timm]``).
         num_classes: output classes (19 for Cityscapes).
         variant: ``"fpn"``, ``"fpn+fam"``, ``"fpn+fam+fsm"`` or ``"fapn"`` (= + FAM + FSM + Concat).
         weights_backbone: ImageNet weights for the ResNet: a torchvision enum
             (``torchvision.models.ResNet18_Weights.IMAGENET1K_V1``), its name (``"DEFAULT"``) or a local
-            ``.pth`` file; ``None`` for random initialisation.
+            ``.pth`` file; ``None`` for random initialisation. For timm encoders see
+            :func:`fapn.models.backbones.timm_backbone`.
         channels: pyramid width (128 in the paper).
         head_channels: width of the head's 3x3 conv (ours: 64).
         deform_backend: deformable-conv backend, ``None`` for the default.
@@ -193,16 +195,16 @@ def realtime_fapn(
         >>> model(torch.randn(1, 3, 97, 131)).shape
         torch.Size([1, 19, 97, 131])
     """
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; valid backbones: {sorted(BACKBONES)}")
+    if backbone not in BACKBONES and not backbone.startswith(TIMM_PREFIX):
+        raise ValueError(f"unknown backbone {backbone!r}; valid backbones: {sorted(BACKBONES)} or 'timm:<name>'")
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; valid variants: {list(VARIANTS)}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
-    body = resnet_body(backbone, {"layer2": "c3", "layer3": "c4", "layer4": "c5"}, weights_backbone)
+    body = build_backbone(backbone, weights_backbone, strides=(8, 16, 32))
     return RealtimeFaPN(
         body,
-        BACKBONES[backbone],
+        body.channels,
         num_classes,
         variant=variant,
         channels=channels,
