@@ -141,3 +141,50 @@ def test_score_index_pngs_for_other_datasets(tmp_path: Path, capsys) -> None:
     scores = json.loads(capsys.readouterr().out)
     assert scores["per_class_iou"]["Road"] == pytest.approx(75.0)
     assert scores["mIoU"] == pytest.approx((75.0 + 0.0) / 2)
+
+
+def _camvid_like(tmp_path: Path, gt: np.ndarray, pred: np.ndarray) -> tuple[Path, Path]:
+    root, pred_dir = tmp_path / "camvid", tmp_path / "pred"
+    for folder in (root / "val", root / "valannot", pred_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((*gt.shape, 3), np.uint8)).save(root / "val" / "a.png")
+    Image.fromarray(gt.astype(np.uint8)).save(root / "valannot" / "a.png")
+    Image.fromarray(pred.astype(np.uint8)).save(pred_dir / "a.png")
+    return root, pred_dir
+
+
+def test_score_default_boundary_width_is_the_recipes(tmp_path: Path, capsys) -> None:
+    from fapn.config import load_config
+    from fapn.engine.semseg.config import SegmentationConfig
+    from fapn.metrics import DEFAULT_BOUNDARY_WIDTH, BoundaryConfusionMatrix
+
+    gt = np.zeros((16, 16), np.int64)
+    gt[:, 8:] = 3
+    pred = np.roll(gt, 1, axis=1)
+    root, pred_dir = _camvid_like(tmp_path, gt, pred)
+    assert main(["score", "--dataset", "camvid", "--gt-root", str(root), "--pred", str(pred_dir), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["boundary"]["width"] == DEFAULT_BOUNDARY_WIDTH == 2
+    assert load_config("semseg/camvid_r18_fapn", SegmentationConfig).eval.boundary_width == DEFAULT_BOUNDARY_WIDTH
+    assert BoundaryConfusionMatrix(11).width == DEFAULT_BOUNDARY_WIDTH
+    # the band at width 2 around the edge at x=8 is columns 6..9: an independent count of its IoU for class 0
+    band = np.zeros_like(gt, bool)
+    band[:, 6:10] = True
+    tp = ((pred == 0) & (gt == 0) & band).sum()
+    union = (((pred == 0) | (gt == 0)) & band).sum()
+    assert scores["boundary"]["per_class_iou"]["Sky"] == pytest.approx(100 * tp / union)
+
+
+def test_score_warns_when_the_top_classes_are_never_predicted(tmp_path: Path, capsys) -> None:
+    # ground truth uses all 11 CamVid classes, the predictions only 0..7: an 8-class model
+    gt = np.arange(11).repeat(4)[None].repeat(8, axis=0)
+    pred = np.minimum(gt, 7)
+    root, pred_dir = _camvid_like(tmp_path, gt, pred)
+    assert main(["score", "--dataset", "camvid", "--gt-root", str(root), "--pred", str(pred_dir)]) == 0
+    err = capsys.readouterr().err
+    assert "fapn: warning: the predictions use classes 0..7 only, but the ground truth has 11 classes" in err
+    assert "trained with 8 classes instead of 11" in err
+    Image.fromarray(gt.astype(np.uint8)).save(pred_dir / "a.png")  # every class predicted: no warning
+    assert main(["score", "--dataset", "camvid", "--gt-root", str(root), "--pred", str(pred_dir), "--json"]) == 0
+    out = capsys.readouterr()
+    assert "warning" not in out.err and json.loads(out.out)["class_count_warning"] is None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 __all__ = ["register", "run"]
 
@@ -15,7 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Score a folder of prediction PNGs. Cityscapes: the official submission format (label ids, full "
             "resolution, one file per image named after it, as 'fapn eval --save-predictions' writes); the "
-            "mIoU equals cityscapesscripts'. Other datasets: one index PNG (class ids) per image, NAME.png."
+            "mIoU equals cityscapesscripts'. Other datasets: one index PNG (class ids) per image, NAME.png. "
+            "Warns when the predictions never use the ground truth's highest classes (a model trained with "
+            "fewer classes)."
         ),
         epilog="example:\n  fapn score --dataset cityscapes --gt-root $FAPN_DATA/cityscapes --split val --pred preds/ --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -25,7 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gt-root", required=True, help="dataset root folder, in its own layout")
     parser.add_argument("--split", default="val", help="split to score (default: val)")
     parser.add_argument("--pred", required=True, help="folder of prediction PNGs")
-    parser.add_argument("--boundary-width", type=int, default=3, help="pixels of the boundary band (default: 3)")
+    parser.add_argument(
+        "--boundary-width", type=int, default=None, metavar="PIXELS",
+        help="pixels of the boundary band (default: the recipes' eval.boundary_width default, "
+        "fapn.metrics.DEFAULT_BOUNDARY_WIDTH = 2)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object (mIoU in percent)")
     parser.set_defaults(func=run)
 
@@ -33,18 +38,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from fapn.engine.semseg_score import score_predictions
-    from fapn.metrics import format_table
+    from fapn.cli.common import warn
+    from fapn.engine.semseg.score import score_predictions
+    from fapn.metrics import DEFAULT_BOUNDARY_WIDTH, format_table
 
-    try:
-        scores = score_predictions(args.dataset, args.gt_root, args.split, args.pred, args.boundary_width,
-                                   progress=not args.json)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"fapn score: error: {err}", file=sys.stderr)
-        return 2
+    width = DEFAULT_BOUNDARY_WIDTH if args.boundary_width is None else args.boundary_width
+    scores = score_predictions(args.dataset, args.gt_root, args.split, args.pred, width, progress=not args.json)
+    if scores.get("class_count_warning"):
+        warn(scores["class_count_warning"])
     if args.json:
         print(json.dumps(scores))
     else:
         print(format_table(scores, scores["boundary"]))
-        print(f"mIoU {scores['mIoU']:.2f} over {scores['num_images']} images")
+        print(f"mIoU {scores['mIoU']:.2f}, boundary mIoU ({width} px) {scores['boundary']['mIoU']:.2f} "
+              f"over {scores['num_images']} images")
     return 0

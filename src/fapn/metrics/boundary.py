@@ -15,7 +15,11 @@ from torch import Tensor
 
 from fapn.metrics.segmentation import ConfusionMatrix, confusion_matrix
 
-__all__ = ["boundary_band", "BoundaryConfusionMatrix"]
+__all__ = ["boundary_band", "BoundaryConfusionMatrix", "DEFAULT_BOUNDARY_WIDTH"]
+
+DEFAULT_BOUNDARY_WIDTH = 2
+"""Band half-width in pixels used unless a recipe or ``--boundary-width`` says otherwise: ``fapn score``, the
+recipes' ``eval.boundary_width`` and every boundary figure in the docs use this one value [ours]."""
 
 
 def boundary_band(target: Tensor, width: int) -> Tensor:
@@ -49,7 +53,13 @@ class BoundaryConfusionMatrix(ConfusionMatrix):
         class_names: names for the per-class scores.
     """
 
-    def __init__(self, num_classes: int, width: int = 3, ignore_index: int = 255, class_names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        width: int = DEFAULT_BOUNDARY_WIDTH,
+        ignore_index: int = 255,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
         super().__init__(num_classes, ignore_index, class_names)
         self.width = width
 

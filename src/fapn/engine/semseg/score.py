@@ -18,7 +18,7 @@ import torch
 from fapn.data.base import SampleError, read_label
 from fapn.data.build import build_dataset
 from fapn.data.cityscapes import CITYSCAPES_LABEL_TO_TRAIN
-from fapn.metrics import BoundaryConfusionMatrix, ConfusionMatrix
+from fapn.metrics import DEFAULT_BOUNDARY_WIDTH, BoundaryConfusionMatrix, ConfusionMatrix, class_count_warning
 
 __all__ = ["score_predictions"]
 
@@ -32,7 +32,7 @@ def score_predictions(
     gt_root: str | os.PathLike[str] | None,
     split: str,
     pred_dir: str | os.PathLike[str],
-    boundary_width: int = 3,
+    boundary_width: int = DEFAULT_BOUNDARY_WIDTH,
     progress: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def score_predictions(
 
     Returns:
         ``{"mIoU", "pixel_accuracy", "mean_accuracy", "per_class_iou", "per_class_accuracy", "boundary",
-        "num_images"}``.
+        "num_images", "class_count_warning" (see :func:`fapn.metrics.class_count_warning`, or None)}``.
 
     Raises:
         FileNotFoundError: a ground-truth image without its prediction (named).
@@ -105,4 +105,5 @@ def score_predictions(
     scores = confusion.compute()
     scores["boundary"] = {**boundary.compute(), "width": boundary_width}
     scores["num_images"] = len(dataset)
+    scores["class_count_warning"] = class_count_warning(confusion.matrix, names)
     return scores
