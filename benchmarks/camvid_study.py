@@ -6,7 +6,8 @@ chosen: ``benchmarks/results/camvid/pilot.json`` and docs/benchmarks.md) with ``
 augmentation. Runs go two at a time with one torch thread each (the 2-core machine this was written for),
 checkpoints outside the repository (``--work-dir``), and each finished run's result as one JSON file under
 ``benchmarks/results/camvid/`` (committed with ``--commit`` as it lands). A study can span several sessions:
-``--missing`` lists the runs still to do, ``--report`` aggregates every result present into the markdown
+a run cut short continues from its last checkpoint
+(every 500 iterations) when the work folder is still there; ``--missing`` lists the runs still to do, ``--report`` aggregates every result present into the markdown
 tables of docs/benchmarks.md (between the ``camvid-study`` markers) and the pictures in docs/images/.
 
 Usage:
@@ -213,12 +214,15 @@ def run_study(args: argparse.Namespace) -> int:
 
     def start(run: Run) -> None:
         out = work / run.name
-        if out.exists() and any(out.iterdir()):
-            raise SystemExit(f"{out} holds an earlier run: remove it, or move it away, before rerunning {run.name}")
-        out.mkdir(parents=True, exist_ok=True)
         command = train_command(args, run, out)
+        if (out / "last.pt").is_file():
+            # a run cut short (e.g. by the end of a session) continues exactly where its checkpoint left off
+            command.append("--resume")
+        elif out.exists() and any(out.iterdir()):
+            raise SystemExit(f"{out} holds something that is not a resumable run: move it away before {run.name}")
+        out.mkdir(parents=True, exist_ok=True)
         log(f"start {run.name}: {shlex.join(command)}")
-        handle = open(out / "train.log", "w")
+        handle = open(out / "train.log", "a")
         launch = ["chrt", "--fifo", "1", *command] if args.fifo else command
         process = subprocess.Popen(launch, stdout=handle, stderr=subprocess.STDOUT, env=env)
         running[run] = (process, time.time(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), command, "train")
