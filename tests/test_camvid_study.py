@@ -1,0 +1,121 @@
+"""The CamVid study's bookkeeping (benchmarks/camvid_study.py): plan, aggregation, paired differences, the
+Figure 1 frame rule and the pictures, on fabricated results (the study itself is a benchmark, not a test)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def study():
+    spec = importlib.util.spec_from_file_location("camvid_study", ROOT / "benchmarks" / "camvid_study.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["camvid_study"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
+           "Bicyclist"]
+
+
+def fake_result(variant: str, seed: int, miou: float, boundary: float) -> dict:
+    per_class = {c: miou + i for i, c in enumerate(CLASSES)}
+    return {
+        "variant": variant, "seed": seed, "recipe": "semseg/camvid_r18_study", "iterations": 3000,
+        "config": {"train": {"batch_size": 8}, "data": {"crop_size": [176, 240]},
+                   "optim": {"loss": "ce", "class_weights": [1.0] * 11, "lr": 0.02}},
+        "wall_seconds": 600.0, "machine": {"load_average_at_end": [1.0, 1.0, 1.0]},
+        "mIoU": miou, "pixel_accuracy": 90.0, "boundary_mIoU": boundary, "boundary_width": 2,
+        "per_class_iou": per_class, "per_class_boundary_iou": per_class,
+        "validation_curve": [{"iteration": 1500, "mIoU": miou - 5, "pixel_accuracy": 80.0, "boundary_mIoU": 1.0},
+                             {"iteration": 3000, "mIoU": miou, "pixel_accuracy": 90.0, "boundary_mIoU": 2.0}],
+    }
+
+
+def test_run_parse_and_plan(study, tmp_path: Path) -> None:
+    assert study.Run.parse("fpn+fam:1") == study.Run("fpn+fam", 1)
+    with pytest.raises(argparse.ArgumentTypeError, match="VARIANT:SEED"):
+        study.Run.parse("fpn+xyz:0")
+    plan = study.PLAN
+    assert sum(v == "fpn" for v, _ in plan) == 3 and sum(v == "fapn" for v, _ in plan) == 3
+    assert sum(v == "fpn+fam" for v, _ in plan) >= 2 and sum(v == "fpn+fam+fsm" for v, _ in plan) >= 2
+    (tmp_path / "fpn_seed0.json").write_text("{}")
+    missing = study.missing_runs(tmp_path)
+    assert study.Run("fpn", 0) not in missing and len(missing) == len(plan) - 1
+
+
+def test_aggregation_is_paired_by_seed(study, tmp_path: Path) -> None:
+    runs = [fake_result("fpn", 0, 50.0, 30.0), fake_result("fpn", 1, 52.0, 31.0), fake_result("fpn", 2, 54.0, 32.0),
+            fake_result("fapn", 0, 51.0, 33.0), fake_result("fapn", 2, 56.5, 34.0)]
+    for r in runs:
+        (tmp_path / f"{r['variant']}_seed{r['seed']}.json").write_text(json.dumps(r))
+    by_variant = study.load_results(tmp_path)
+    assert [r["seed"] for r in by_variant["fpn"]] == [0, 1, 2]
+    # seed 1 has no FaPN run: it drops out of the paired differences
+    assert study.paired_differences(by_variant, "fpn", "fapn", "mIoU") == [1.0, 2.5]
+    mean, std = study.mean_std([50.0, 52.0, 54.0])
+    assert mean == 52.0 and math.isclose(std, 2.0)
+    assert math.isnan(study.mean_std([1.0])[1])
+    study.RESULTS_DIR = tmp_path
+    complexity = {v: (12.0, 3.0) for v in study.VARIANTS}
+    report = study.markdown_report(by_variant, complexity, (180, 240))
+    assert "| FPN | 12.00 | 3.00 | 3 | 52.0 ± 2.0 |" in report
+    assert "| val mIoU | +1.0, +2.5 | 1.8 ± 1.1 | >= 1.0 |" in report
+    assert "| boundary mIoU | +3.0, +2.0 | 2.5 ± 0.7 | >= 1.0 |" in report
+    # thin-class IoU: mean of Pole (2), SignSymbol (6), Pedestrian (9), Bicyclist (10) offsets
+    assert study.thin_mean(runs[0]) == 50.0 + (2 + 6 + 9 + 10) / 4
+
+
+def fake_camvid(root: Path, thin_pixels: list[int]) -> list[str]:
+    (root / "valannot").mkdir(parents=True)
+    (root / "val").mkdir()
+    palette = [[i * 20, 255 - i * 20, (i * 50) % 256] for i in range(12)]
+    (root / "classes.json").write_text(json.dumps({"classes": CLASSES, "palette": palette}))
+    names = []
+    for index, count in enumerate(thin_pixels):
+        label = np.full((12, 16), 3, dtype=np.uint8)  # road
+        label.flat[:count] = 2  # pole
+        name = f"frame{index:03d}"
+        Image.fromarray(label).save(root / "valannot" / f"{name}.png")
+        Image.fromarray(np.zeros((12, 16, 3), dtype=np.uint8)).save(root / "val" / f"{name}.png")
+        names.append(name)
+    return names
+
+
+def test_figure1_frames_rule(study, tmp_path: Path) -> None:
+    counts = [0] * 40
+    counts[5], counts[7], counts[20], counts[33], counts[39], counts[12] = 90, 80, 70, 60, 50, 10
+    names = fake_camvid(tmp_path, counts)
+    # 7 is within 10 frames of 5 (a near-duplicate), so the next best ones are taken instead
+    assert study.figure1_frames(tmp_path, names, count=4, min_gap=10) == [5, 20, 33]  # 39 is 6 from 33
+    assert study.figure1_frames(tmp_path, names, count=4, min_gap=2) == [5, 7, 20, 33]
+
+
+def test_pictures_are_drawn(study, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    data, results, images = tmp_path / "data", tmp_path / "results", tmp_path / "images"
+    names = fake_camvid(data, [5 * i for i in range(30)])
+    results.mkdir()
+    by_variant = {v: [] for v in study.VARIANTS}
+    for variant in study.VARIANTS:
+        for seed in (0, 1):
+            by_variant[variant].append(fake_result(variant, seed, 40.0 + seed, 20.0))
+    for variant in study.FIGURE1_VARIANTS:
+        labels = np.random.default_rng(0).integers(0, 11, size=(len(names), 12, 16), dtype=np.uint8)
+        np.savez_compressed(results / f"{variant}_seed0_predictions.npz", names=np.array(names), labels=labels)
+    written = study.draw_pictures(by_variant, results, data, images)
+    assert written == ["camvid_study_curves.png", "camvid_study_per_class.png", "camvid_study_figure1.png"]
+    for name in written:
+        assert Image.open(images / name).size[0] > 300
