@@ -74,5 +74,7 @@ def test_cli_benchmark_runs_variants_side_by_side(tmp_path: Path, capsys: pytest
     fapn_row = next(r for r in rows if r["model"] == "fapn" and r["batch"] == 1)
     assert fapn_row["macs_ratio"] == pytest.approx(count_macs(realtime_fapn(variant="fapn"), (1, 3, 64, 64)) / count_macs(realtime_fapn(variant="fpn"), (1, 3, 64, 64)))
     assert "latency x fpn" in table
-    assert main(["benchmark", "--sizes", "12xAB"]) == 2
+    with pytest.raises(SystemExit) as usage:  # argparse: "argument --sizes: expected HEIGHTxWIDTH ..."
+        main(["benchmark", "--sizes", "12xAB"])
+    assert usage.value.code == 2 and "--sizes: expected HEIGHTxWIDTH" in capsys.readouterr().err
     assert main(["benchmark", "--deform-backends", "nope"]) == 2

@@ -168,3 +168,93 @@ def test_cli_predict_writes_label_color_overlay(checkpoint: Path, tmp_path: Path
         overlay = np.asarray(Image.open(out / f"{name}_overlay.png")).astype(int)
         assert np.abs(overlay - (0.5 * array + 0.5 * color[..., :3])).max() <= 1
     assert main(["predict", "--weights", str(checkpoint), str(tmp_path / "nothing.png"), "--out", str(out)]) == 2
+
+
+def _truncated_png(path: Path, seed: int) -> None:
+    Image.fromarray(random_image(40, 48, seed)).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_cli_predict_goes_past_an_unreadable_image(checkpoint: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    # a good image, a truncated one, a good one: both good images' outputs are written, the bad file (and only
+    # it) is named, a summary is printed and the exit code says something failed.
+    import fapn.inference
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(random_image(40, 48, 1)).save(images / "a_good.png")
+    _truncated_png(images / "b_truncated.png", 2)
+    Image.fromarray(random_image(40, 48, 3)).save(images / "c_good.png")
+    out = tmp_path / "out"
+    read_order: list[tuple[str, list[str]]] = []
+    real_load = fapn.inference.load_image
+
+    def spying_load(path):  # records which outputs exist when each image is read
+        read_order.append((Path(path).name, sorted(p.name for p in out.glob("*_label.png"))))
+        return real_load(path)
+
+    monkeypatch.setattr(fapn.inference, "load_image", spying_load)
+    code = main(["predict", "--weights", str(checkpoint), str(images), "--out", str(out), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 1
+    for stem in ("a_good", "c_good"):
+        for kind in ("label", "color", "overlay"):
+            assert (out / f"{stem}_{kind}.png").is_file()
+    assert not list(out.glob("b_truncated*"))
+    # each image's outputs are on disk before the next image is read
+    assert read_order == [("a_good.png", []), ("b_truncated.png", ["a_good_label.png"]),
+                          ("c_good.png", ["a_good_label.png"])]
+    warnings = [line for line in captured.err.splitlines() if "warning" in line]
+    assert any(line.startswith(f"fapn: warning: skipped {images / 'b_truncated.png'}: ") for line in warnings)
+    assert not any("a_good" in line or "c_good" in line for line in warnings)
+    assert "wrote 2 of 3 predictions" in captured.out
+    assert warnings[-1] == f"fapn: warning: 1 of 3 images skipped: {images / 'b_truncated.png'}"
+
+
+def test_cli_predict_writes_a_legend_and_keeps_masks_pixel_aligned(checkpoint: Path, tmp_path: Path) -> None:
+    from fapn.visualize import legend
+
+    Image.fromarray(random_image(40, 48, 4)).save(tmp_path / "x.png")
+    out = tmp_path / "out"
+    assert main(["predict", "--weights", str(checkpoint), str(tmp_path / "x.png"), "--out", str(out), "--threads", "1"]) == 0
+    key = np.asarray(Image.open(out / "legend.png"))
+    assert np.array_equal(key, legend([f"c{i}" for i in range(5)], PALETTE, width=480))
+    for color in PALETTE:
+        assert np.all(key == color, axis=-1).sum() == 12 * 12  # a swatch per class
+    assert np.asarray(Image.open(out / "x_color.png")).shape == (40, 48, 3)  # the mask itself is unchanged in size
+
+
+def test_cli_predict_compare_explain_refuse_cuda_without_a_gpu(checkpoint: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("FAPN_DEBUG", raising=False)
+    Image.fromarray(random_image(40, 48, 5)).save(tmp_path / "x.png")
+    for command in ("predict", "compare", "explain"):
+        args = [command, str(tmp_path / "x.png"), "--weights", str(checkpoint), "--out", str(tmp_path / "o")]
+        assert main([*args, "--device", "cuda"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("fapn: error: --device cuda: no CUDA GPU is visible") and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
+def test_threads_option_sets_torch_threads(checkpoint: Path, tmp_path: Path) -> None:
+    Image.fromarray(random_image(40, 48, 6)).save(tmp_path / "x.png")
+    before = torch.get_num_threads()
+    try:
+        for command in (["predict"], ["compare"], ["explain"]):
+            torch.set_num_threads(2)
+            assert main([*command, str(tmp_path / "x.png"), "--weights", str(checkpoint), "--out", str(tmp_path / "o"),
+                         "--threads", "1"]) == 0
+            assert torch.get_num_threads() == 1, command
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_inference_does_not_import_the_engine() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, fapn.inference, fapn.inference.loading, fapn.inference.alignment, fapn.inference.benchmark\n"
+            "print(sorted(m for m in sys.modules if m.startswith('fapn.engine')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.stdout.strip() == "[]", result.stderr[-2000:]

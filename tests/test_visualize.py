@@ -198,7 +198,13 @@ def test_cli_compare_and_explain(checkpoints: tuple[Path, Path], tmp_path: Path,
     valid = gt != 255
     assert f"FaPN: pixel accuracy {100 * (fapn_label[valid] == gt[valid]).mean():.2f}%" in text
     figure = np.asarray(Image.open(out / "street_compare.png"))
-    assert figure.shape == (64 + 20, 4 * 96 + 3 * 4, 3)
+    grid_height = 64 + 20  # title band + panel
+    assert figure.shape[1] == 4 * 96 + 3 * 4 and figure.shape[0] > grid_height + 4
+    fpn_label = Segmenter.from_checkpoint(checkpoints[0]).predict(image)
+    shown = set(present_classes(gt, fpn_label, fapn_label, num_classes=5))
+    below = figure[grid_height + 4 :]  # the legend: a swatch for each class in the figure, none for the others
+    for index, color in enumerate(_helpers.PALETTE):
+        assert (np.all(below == color, axis=-1).sum() == 144) == (index in shown), index
     assert main(["explain", "--weights", str(checkpoints[1]), str(tmp_path / "street.png"), "--out", str(out), "--width", "96"]) == 0
     text = capsys.readouterr().out
     assert "FAM 0 (stride 8)" in text and "FAM 1 (stride 16)" in text
@@ -207,5 +213,7 @@ def test_cli_compare_and_explain(checkpoints: tuple[Path, Path], tmp_path: Path,
     saved = np.load(out / "street_displacements.npz")
     assert saved["stride8"].shape == (2, 8, 12)
     summary = np.asarray(Image.open(out / "street_explain.png"))
-    assert summary.shape[0] == 3 * (64 + 20) + 2 * 4
+    assert summary.shape[0] > 3 * (64 + 20) + 2 * 4 + 4  # three rows of pictures, then the legend
+    legend_part = summary[3 * (64 + 20) + 2 * 4 + 4 :]
+    assert any(np.all(legend_part == color, axis=-1).sum() == 144 for color in _helpers.PALETTE)
     assert main(["explain", "--weights", str(checkpoints[0]), str(tmp_path / "street.png"), "--out", str(out)]) == 2

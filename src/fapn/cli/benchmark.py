@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from fapn.cli.common import THREADS_HELP, parse_size
+
 __all__ = ["register", "run"]
 
 RUNTIMES = ("torch", "compile", "onnxruntime")
@@ -30,15 +32,15 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--backbone", default="resnet18", help="backbone of the untrained variants")
     parser.add_argument("--num-classes", type=int, default=19, help="classes of the untrained variants")
     parser.add_argument("--baseline", default="fpn", help="model the ratios are taken against (a variant or label)")
-    parser.add_argument("--sizes", nargs="+", default=["768x1536"], metavar="HxW", help="input sizes")
+    parser.add_argument("--sizes", nargs="+", type=parse_size, default=["768x1536"], metavar="HxW", help="input sizes")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1], help="batch sizes")
     parser.add_argument("--runtimes", nargs="+", choices=RUNTIMES, default=["torch"], help="compile = torch.compile")
     parser.add_argument("--dtypes", nargs="+", choices=("float32", "float16", "bfloat16"), default=["float32"])
     parser.add_argument("--memory-formats", nargs="+", choices=("contiguous", "channels_last"), default=["contiguous"])
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch and onnxruntime)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP + " (torch and onnxruntime)")
     parser.add_argument(
         "--deform-backends", nargs="+", default=["auto"],
         help="deformable-conv backends to time FaPN models with in PyTorch (auto = the default for the device)",
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     import fapn.ops
-    from fapn.cli.predict import parse_size
+    from fapn.cli.common import require_extra, setup_runtime
     from fapn.export import export_onnx
     from fapn.inference.benchmark import (
         LatencyResult, add_ratios, count_macs, prepare_onnxruntime, prepare_torch, results_table, time_interleaved,
@@ -66,30 +68,24 @@ def run(args: argparse.Namespace) -> int:
     from fapn.layers import ModulatedDeformConv2d
 
     if args.repeats < 1 or args.warmup < 0:
-        print("error: --repeats must be >= 1 and --warmup >= 0", file=sys.stderr)
-        return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    backends = [fapn.ops.default_backend(args.device) if b == "auto" else b for b in args.deform_backends]
+        raise ValueError("--repeats must be >= 1 and --warmup >= 0")
+    device = str(setup_runtime(args))
+    backends = [fapn.ops.default_backend(device) if b == "auto" else b for b in args.deform_backends]
     unknown = [b for b in backends if b not in fapn.ops.BACKENDS]
     if unknown:
-        print(f"error: unknown --deform-backends {unknown}; valid: auto, {', '.join(sorted(fapn.ops.BACKENDS))}", file=sys.stderr)
-        return 2
-    try:
-        sizes = [parse_size(s) for s in args.sizes]
-        bases = [
-            (variant, load_model(name="realtime_fapn", backbone=args.backbone, variant=variant, num_classes=args.num_classes)[0])
-            for variant in args.variants
-        ]
-        for path in args.weights:
-            model, checkpoint = load_model(path)
-            bases.append((model_label(model, checkpoint, fallback=str(path)) + f" [{Path(path).name}]", model))
-    except (FileNotFoundError, ValueError, argparse.ArgumentTypeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise ValueError(f"unknown --deform-backends {unknown}; valid: auto, {', '.join(sorted(fapn.ops.BACKENDS))}")
+    if "onnxruntime" in args.runtimes:
+        require_extra(["onnx", "onnxscript", "onnxruntime"], "fapn benchmark --runtimes onnxruntime")
+    sizes = list(args.sizes)
+    bases = [
+        (variant, load_model(name="realtime_fapn", backbone=args.backbone, variant=variant, num_classes=args.num_classes)[0])
+        for variant in args.variants
+    ]
+    for path in args.weights:
+        model, checkpoint = load_model(path)
+        bases.append((model_label(model, checkpoint, fallback=str(path)) + f" [{Path(path).name}]", model))
     if not bases:
-        print("error: nothing to time: give --variants and/or --weights", file=sys.stderr)
-        return 2
+        raise ValueError("nothing to time: give --variants and/or --weights")
     # (label, deform backend or "", model); models without deformable convs are timed once
     entries: list[tuple[str, str, torch.nn.Module]] = []
     for label, model in bases:
@@ -99,8 +95,8 @@ def run(args: argparse.Namespace) -> int:
             entries.append((label, "", model))
     threads = args.threads or torch.get_num_threads()
     print(
-        f"# fapn benchmark: {platform.machine()}, {threads} threads, device {args.device}"
-        + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
+        f"# fapn benchmark: {platform.machine()}, {threads} threads, device {device}"
+        + (f" ({torch.cuda.get_device_name()})" if device.startswith("cuda") else "")
         + f", torch {torch.__version__}; warmup {args.warmup}, {args.repeats} interleaved repeats",
         flush=True,
     )
@@ -114,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     results: list[LatencyResult] = []
     macs: dict[tuple[str, tuple[int, ...]], float] = {}
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else None
+    sync = torch.cuda.synchronize if device.startswith("cuda") else None
     with tempfile.TemporaryDirectory() as folder, tqdm(settings, desc="benchmark", unit="setting", file=sys.stderr) as bar:
         onnx_files: dict[str, Path] = {}
         for (height, width), batch, runtime, dtype, memory in bar:
@@ -132,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
                         onnx_files[label] = Path(folder) / f"{len(onnx_files)}.onnx"
                         report = export_onnx(model, onnx_files[label], check_shapes=[(1, 3, 64, 96)])
                         tqdm.write(f"{label}: {report.summary()}", file=sys.stderr)
-                    runner, provider = prepare_onnxruntime(onnx_files[label], shape, device=args.device, threads=threads)
+                    runner, provider = prepare_onnxruntime(onnx_files[label], shape, device=device, threads=threads)
                     key = label
                     row = LatencyResult(label, height, width, batch, "onnxruntime", "float32", "contiguous",
                                         "cuda" if provider.startswith("CUDA") else "cpu",
@@ -141,11 +137,11 @@ def run(args: argparse.Namespace) -> int:
                     for layer in model.modules():
                         if isinstance(layer, ModulatedDeformConv2d):
                             layer.backend = backend or None
-                    runner = prepare_torch(model, shape, device=args.device, dtype=dtype,
+                    runner = prepare_torch(model, shape, device=device, dtype=dtype,
                                            channels_last=memory == "channels_last", compile=runtime == "compile")
                     key = f"{label}/{backend}"
                     row = LatencyResult(label, height, width, batch, "torch.compile" if runtime == "compile" else "torch",
-                                        dtype, memory, args.device, backend)
+                                        dtype, memory, device, backend)
                 runners[key] = runner
                 rows[key] = row
                 if (label, shape) not in macs:

@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from fapn.cli.common import add_device_argument, add_threads_argument
+
 __all__ = ["register", "run", "find_ground_truth"]
 
 
@@ -16,7 +18,7 @@ def register(subparsers: Any) -> None:
         description=(
             "For every input image write NAME_compare.png: the image, its ground truth (when --gt gives it) "
             "and each checkpoint's prediction in the dataset's palette, with the pixel accuracy against the "
-            "ground truth in the titles. Example: fapn compare --weights fpn.pt fapn.pt --names FPN FaPN "
+            "ground truth in the titles and a legend of the classes shown below. Example: fapn compare --weights fpn.pt fapn.pt --names FPN FaPN "
             "--gt data/camvid/valannot data/camvid/val/0001TP_008550.png --out figures/"
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -29,7 +31,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--overlay", action="store_true", help="draw the labels over the image instead of alone")
     parser.add_argument("--width", type=int, default=480, help="width of each panel")
     parser.add_argument("--columns", type=int, default=None, help="panels per row (default: all in one row)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    add_device_argument(parser)
+    add_threads_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -56,22 +59,18 @@ def run(args: argparse.Namespace) -> int:
     from PIL import Image
     from tqdm import tqdm
 
+    from fapn.cli.common import setup_runtime
     from fapn.inference import Segmenter, collect_images, load_image, save_rgb_png
     from fapn.inference.loading import model_label
-    from fapn.visualize import colorize, image_grid, overlay, resize_rgb
+    from fapn.visualize import colorize, labelled_figure, overlay, resize_rgb
 
     if args.names is not None and len(args.names) != len(args.weights):
-        print(f"error: {len(args.weights)} checkpoints but {len(args.names)} --names", file=sys.stderr)
-        return 2
+        raise ValueError(f"{len(args.weights)} checkpoints but {len(args.names)} --names")
     if args.gt is not None and not Path(args.gt).exists():
-        print(f"error: --gt {args.gt} does not exist (expected a folder of label PNGs or one file)", file=sys.stderr)
-        return 2
-    try:
-        files = collect_images(args.inputs)
-        segmenters = [Segmenter.from_checkpoint(w, device=args.device) for w in args.weights]
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise FileNotFoundError(f"--gt {args.gt} does not exist (expected a folder of label PNGs or one file)")
+    device = setup_runtime(args)
+    files = collect_images(args.inputs)
+    segmenters = [Segmenter.from_checkpoint(w, device=device) for w in args.weights]
     names = args.names or [model_label(s.model, fallback=Path(w).stem) for s, w in zip(segmenters, args.weights)]
     reference = segmenters[0]
     out = Path(args.out)
@@ -84,16 +83,16 @@ def run(args: argparse.Namespace) -> int:
 
     for path in tqdm(files, desc="compare", unit="img", file=sys.stderr):
         image = load_image(path)
-        panels, titles = [image], [path.name]
+        panels, titles, labels = [image], [path.name], []
         gt_path = find_ground_truth(args.gt, path)
         gt = None
         if gt_path is not None:
             gt = np.asarray(Image.open(gt_path))
             if gt.shape != image.shape[:2]:
-                print(f"error: ground truth {gt_path} is {gt.shape}, image {path} is {image.shape[:2]}", file=sys.stderr)
-                return 2
+                raise ValueError(f"ground truth {gt_path} is {gt.shape}, image {path} is {image.shape[:2]}")
             panels.append(draw(image, gt))
             titles.append("ground truth")
+            labels.append(gt)
         line = [str(path)]
         for name, segmenter in zip(names, segmenters):
             label = segmenter.predict(image)
@@ -105,8 +104,11 @@ def run(args: argparse.Namespace) -> int:
                 line.append(f"{name}: pixel accuracy {100 * accuracy:.2f}%")
             panels.append(draw(image, label))
             titles.append(title)
+            labels.append(label)
         panels = [resize_rgb(p, width=args.width, nearest=i > 0) for i, p in enumerate(panels)]
-        save_rgb_png(image_grid(panels, titles, columns=args.columns), out / f"{path.stem}_compare.png")
+        figure = labelled_figure(panels, titles, reference.class_names, reference.palette, labels,
+                                 reference.ignore_index, columns=args.columns)
+        save_rgb_png(figure, out / f"{path.stem}_compare.png")
         if len(line) > 1:
             tqdm.write("  ".join(line), file=sys.stdout)
     print(f"wrote {len(files)} figures to {out}")

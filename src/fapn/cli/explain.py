@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from fapn.cli.common import add_device_argument, add_threads_argument
+
 __all__ = ["register", "run"]
 
 
@@ -17,7 +19,9 @@ def register(subparsers: Any) -> None:
             "For a FaPN checkpoint and an image, draw for every Feature Alignment Module: its offsets as "
             "the mean displacement per pixel (mask-weighted mean over the 8 groups x 9 taps) in flow colours "
             "with a colour wheel (hue = direction, saturation = length up to the printed maximum), the same "
-            "displacements as arrows on a grid over the image, the mean modulation mask, and the features "
+            "displacements as arrows on a grid over the image (scaled so that the longest is 0.8 grid steps "
+            "long, unless --arrow-scale is given: after short training the offsets are fractions of a pixel), "
+            "the mean modulation mask, and the features "
             "(shared PCA colours) of the lateral input, the upsampled coarse map before alignment and after it. "
             "Writes one PNG per picture and a summary figure NAME_explain.png."
         ),
@@ -26,10 +30,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument("image", metavar="IMAGE", nargs="+", help="image files (or folders / globs)")
     parser.add_argument("--weights", required=True, help="checkpoint (.pt) of a FaPN variant")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    add_device_argument(parser)
+    add_threads_argument(parser)
     parser.add_argument("--width", type=int, default=480, help="width of each picture in the figures")
     parser.add_argument("--step", type=int, default=16, help="arrow grid spacing (picture pixels)")
-    parser.add_argument("--arrow-scale", type=float, default=1.0, help="arrow length factor (1 = true length)")
+    parser.add_argument(
+        "--arrow-scale", type=float, default=None,
+        help="arrow length factor (1 = true length; default: the longest arrow of each FAM 0.8 * --step long)",
+    )
     parser.add_argument("--no-mask-weighting", action="store_true", help="plain mean of the offsets")
     parser.set_defaults(func=run)
 
@@ -42,7 +50,8 @@ def explain_image(segmenter: Any, path: Any, out: Any, args: argparse.Namespace)
     from fapn.inference import load_image, save_rgb_png
     from fapn.inference.alignment import record_alignment
     from fapn.visualize import (
-        color_wheel, draw_arrows, features_to_rgb, flow_to_color, heatmap, image_grid, mean_displacement, resize_rgb,
+        add_legend, arrow_scale, color_wheel, draw_arrows, features_to_rgb, flow_to_color, heatmap, image_grid,
+        mean_displacement, present_classes, resize_rgb,
     )
 
     image = load_image(path)
@@ -66,7 +75,8 @@ def explain_image(segmenter: Any, path: Any, out: Any, args: argparse.Namespace)
         flow = resize_rgb(flow_to_color(displacement, max_len), *size, nearest=True).copy()
         wheel = color_wheel(min(72, size[1] // 3))
         flow[-wheel.shape[0] - 4 : -4, -wheel.shape[1] - 4 : -4] = wheel
-        arrows = draw_arrows(shown, displacement, step=args.step, scale=args.arrow_scale)
+        scale = args.arrow_scale or arrow_scale(displacement, shown.shape[0], shown.shape[1], args.step)
+        arrows = draw_arrows(shown, displacement, step=args.step, scale=scale)
         mean_mask = record.mask.mean(0)
         mask = resize_rgb(heatmap(mean_mask), *size, nearest=True)
         lateral, before, after = (
@@ -79,7 +89,7 @@ def explain_image(segmenter: Any, path: Any, out: Any, args: argparse.Namespace)
         stride = record.stride
         cells += [flow, arrows, mask, before, after]
         laterals.append((lateral, f"stride {stride:g}: lateral feature"))
-        scale_note = "true length" if args.arrow_scale == 1 else f"x{args.arrow_scale:g}"
+        scale_note = "true length" if scale == 1 else f"x{scale:.3g}"
         titles += [
             f"stride {stride:g}: offsets (rim {max_len * stride:.2g} px)",
             f"stride {stride:g}: arrows ({scale_note})",
@@ -93,7 +103,8 @@ def explain_image(segmenter: Any, path: Any, out: Any, args: argparse.Namespace)
         cells[2:2] = [cell for cell, _ in first]
         titles[2:2] = [title for _, title in first]
     grid = image_grid(cells, titles, columns=5 if records else 2)
-    save_rgb_png(grid, out / f"{stem}_explain.png")
+    classes = present_classes(label, num_classes=len(segmenter.class_names), ignore_index=None)
+    save_rgb_png(add_legend(grid, segmenter.class_names, segmenter.palette, classes), out / f"{stem}_explain.png")
     np.savez_compressed(
         out / f"{stem}_displacements.npz", **{f"stride{r.stride:g}": r.displacement.cpu().numpy() for r in records}
     )
@@ -105,22 +116,16 @@ def _run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from fapn.cli.common import setup_runtime
     from fapn.inference import Segmenter, collect_images
 
-    try:
-        files = collect_images(args.image)
-        segmenter = Segmenter.from_checkpoint(args.weights, device=args.device)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    device = setup_runtime(args)
+    files = collect_images(args.image)
+    segmenter = Segmenter.from_checkpoint(args.weights, device=device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for path in tqdm(files, desc="explain", unit="img", file=sys.stderr):
-        try:
-            lines = explain_image(segmenter, path, out, args)
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        lines = explain_image(segmenter, path, out, args)
         print(f"{path}:")
         for line in lines:
             print(f"  {line}")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
+
+from fapn.cli.common import add_threads_argument, parse_size
 
 __all__ = ["register", "run"]
 
@@ -32,7 +33,7 @@ def register(subparsers: Any) -> None:
             "(whatever PyTorch backend is in use), dynamic batch/height/width, and the checkpoint's class "
             "names, palette, mean and std as metadata. Every export is reloaded (onnxruntime for ONNX) and "
             "compared with PyTorch on random inputs; the command fails if the largest difference exceeds "
-            "--tolerance times the output scale."
+            "--tolerance times the output scale. ONNX needs the onnx extra: pip install \"fapn[onnx]\"."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -42,50 +43,45 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--opset", type=int, default=19, help="ONNX opset (>= 19 for DeformConv)")
     parser.add_argument("--static", action="store_true", help="fixed input shape (--example-size) instead of dynamic")
     parser.add_argument(
-        "--example-size", default="64x96", metavar="HxW", help="input size used for tracing (batch 2)"
+        "--example-size", type=parse_size, default="64x96", metavar="HxW", help="input size used for tracing (batch 2)"
     )
     parser.add_argument("--tolerance", type=float, default=1e-4, help="largest relative difference to PyTorch")
     parser.add_argument("--no-check", action="store_true", help="skip the comparison with PyTorch")
+    add_threads_argument(parser)
     parser.set_defaults(func=run)
 
 
 def _run(args: argparse.Namespace) -> int:
-
-    from fapn.cli.predict import parse_size
+    from fapn.cli.common import require_extra, setup_runtime
     from fapn.export import export_onnx, export_program, export_torchscript
     from fapn.inference.loading import load_model
 
-    try:
-        height, width = parse_size(args.example_size)
-        model, checkpoint = load_model(
-            args.weights,
-            name=args.model,
-            deform_backend=args.deform_backend,
-            backbone=args.backbone,
-            variant=args.variant,
-            num_classes=args.num_classes,
-        )
-    except (FileNotFoundError, ValueError, argparse.ArgumentTypeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    height, width = args.example_size
+    if args.format == "onnx":  # before building anything: say which extra is missing, not a traceback later
+        require_extra(["onnx", "onnxscript"] + ([] if args.no_check else ["onnxruntime"]), "fapn export --format onnx")
+    setup_runtime(args)
+    model, checkpoint = load_model(
+        args.weights,
+        name=args.model,
+        deform_backend=args.deform_backend,
+        backbone=args.backbone,
+        variant=args.variant,
+        num_classes=args.num_classes,
+    )
     example_shape = (2, 3, height, width)
     common: dict[str, Any] = {"example_shape": example_shape, "check": not args.no_check, "tolerance": args.tolerance}
     if args.static:
         common["check_shapes"] = [example_shape]
-    try:
-        if args.format == "onnx":
-            metadata: dict[str, Any] = {}
-            if checkpoint is not None:
-                metadata["model_config"] = checkpoint.get("model_config", {})
-                metadata.update({k: v for k, v in (checkpoint.get("dataset") or {}).items()})
-            report = export_onnx(model, args.out, opset=args.opset, dynamic=not args.static, metadata=metadata, **common)
-        elif args.format == "torchscript":
-            report = export_torchscript(model, args.out, **common)
-        else:
-            report = export_program(model, args.out, dynamic=not args.static, **common)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if args.format == "onnx":
+        metadata: dict[str, Any] = {}
+        if checkpoint is not None:
+            metadata["model_config"] = checkpoint.get("model_config", {})
+            metadata.update({k: v for k, v in (checkpoint.get("dataset") or {}).items()})
+        report = export_onnx(model, args.out, opset=args.opset, dynamic=not args.static, metadata=metadata, **common)
+    elif args.format == "torchscript":
+        report = export_torchscript(model, args.out, **common)
+    else:
+        report = export_program(model, args.out, dynamic=not args.static, **common)
     print(f"wrote {args.out} ({args.format})")
     if report is None:
         print("not checked (--no-check)")

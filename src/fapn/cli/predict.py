@@ -6,22 +6,11 @@ import argparse
 import sys
 from typing import Any
 
-__all__ = ["register", "run", "parse_size"]
+from fapn.cli.common import add_device_argument, add_threads_argument, parse_size
+
+__all__ = ["register", "run"]
 
 OUTPUT_KINDS = ("label", "color", "overlay")
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"512x1024"`` (height x width) or ``"512"`` (square) as ``(height, width)``."""
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 512x1024, got {text!r}") from None
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2 or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH with positive sides such as 512x1024, got {text!r}")
-    return parts[0], parts[1]
 
 
 def register(subparsers: Any) -> None:
@@ -31,7 +20,10 @@ def register(subparsers: Any) -> None:
         description=(
             "Segment images with a checkpoint written by 'fapn train'. For every input image writes NAME_label.png "
             "(class indices), NAME_color.png (the dataset's palette) and NAME_overlay.png (colours over the "
-            "image) into --out. Class names, palette and normalisation come from the checkpoint."
+            "image) into --out, each image's files before the next image is read; legend.png in --out is the key "
+            "to the colours (the colour images stay pixel-aligned with the input). Class names, palette and "
+            "normalisation come from the checkpoint. An image that cannot be read or predicted is reported and "
+            "skipped; the command then ends with a summary and exit code 1."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -39,7 +31,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--weights", required=True, help="checkpoint (.pt) written by 'fapn train'")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (same-size images)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    add_device_argument(parser)
+    add_threads_argument(parser)
     parser.add_argument(
         "--window",
         type=parse_size,
@@ -62,34 +55,47 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from fapn.cli.common import setup_runtime, warn
     from fapn.inference import Segmenter, collect_images, load_image, save_label_png, save_rgb_png
+    from fapn.visualize import legend
 
     if args.batch_size < 1:
-        print(f"error: --batch-size must be at least 1, got {args.batch_size}", file=sys.stderr)
-        return 2
-    try:
-        files = collect_images(args.inputs, recursive=args.recursive)
-        segmenter = Segmenter.from_checkpoint(
-            args.weights,
-            device=args.device,
-            window=args.window,
-            window_stride=args.window_stride,
-            deform_backend=args.deform_backend,
-        )
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    device = setup_runtime(args)
+    files = collect_images(args.inputs, recursive=args.recursive)
+    segmenter = Segmenter.from_checkpoint(
+        args.weights, device=device, window=args.window, window_stride=args.window_stride,
+        deform_backend=args.deform_backend,
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    names: dict[str, int] = {}
+    if "color" in args.save or "overlay" in args.save:
+        save_rgb_png(legend(segmenter.class_names, segmenter.palette, width=480), out / "legend.png")
+    stems: dict[str, int] = {}
+    failed: list[tuple[Path, str]] = []
+    written = 0
 
     def output_stem(path: Path) -> str:
-        count = names.get(path.stem, 0)
-        names[path.stem] = count + 1
+        count = stems.get(path.stem, 0)
+        stems[path.stem] = count + 1
         return path.stem if count == 0 else f"{path.stem}_{count}"
 
+    def skip(path: Path, reason: str) -> None:
+        failed.append((path, reason))
+        tqdm.write(f"fapn: warning: skipped {path}: {reason}", file=sys.stderr)
+
     def flush(batch: list[tuple[Path, Any]]) -> None:
-        labels = segmenter.predict_batch([image for _, image in batch])
+        nonlocal written
+        try:
+            labels = segmenter.predict_batch([image for _, image in batch])
+        except ValueError as err:  # e.g. an image the model cannot take: find which, go on with the others
+            if len(batch) > 1:
+                for item in batch:
+                    flush([item])
+                return
+            skip(batch[0][0], str(err))
+            progress.update(1)
+            return
         for (path, image), label in zip(batch, labels):
             stem = output_stem(path)
             if "label" in args.save:
@@ -98,25 +104,30 @@ def run(args: argparse.Namespace) -> int:
                 save_rgb_png(segmenter.colorize(label), out / f"{stem}_color.png")
             if "overlay" in args.save:
                 save_rgb_png(segmenter.overlay(image, label, args.alpha), out / f"{stem}_overlay.png")
+            written += 1
         progress.update(len(batch))
 
     batch: list[tuple[Path, Any]] = []
     with tqdm(total=len(files), desc="predict", unit="img", file=sys.stderr) as progress:
-        try:
-            for path in files:
-                try:
-                    image = load_image(path)
-                except OSError as err:
-                    raise ValueError(f"cannot read {path} as an image: {err}") from None
-                if batch and (len(batch) == args.batch_size or batch[0][1].shape != image.shape):
-                    flush(batch)
-                    batch = []
-                batch.append((path, image))
-            if batch:
+        for path in files:
+            try:
+                image = load_image(path)
+            except (ValueError, OSError) as err:
+                skip(path, str(err).removeprefix(f"cannot read {path} as an image: "))
+                progress.update(1)
+                continue
+            if batch and batch[0][1].shape != image.shape:
                 flush(batch)
-        except ValueError as err:
-            names = ", ".join(str(p) for p, _ in batch) or str(path)
-            print(f"error: {names}: {err}", file=sys.stderr)
-            return 2
-    print(f"wrote {len(files)} predictions ({', '.join(args.save)}) to {out} with {segmenter}")
+                batch = []
+            batch.append((path, image))
+            if len(batch) == args.batch_size:  # written before the next image is read
+                flush(batch)
+                batch = []
+        if batch:
+            flush(batch)
+    kinds = ", ".join(args.save)
+    print(f"wrote {written} of {len(files)} predictions ({kinds}) to {out} with {segmenter}")
+    if failed:
+        warn(f"{len(failed)} of {len(files)} images skipped: {', '.join(str(p) for p, _ in failed)}")
+        return 1
     return 0

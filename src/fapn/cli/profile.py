@@ -34,7 +34,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--num-classes", type=int, default=19, help="output classes")
     parser.add_argument("--weights", default=None, help="profile the model of this checkpoint instead")
     parser.add_argument(
-        "--input-size", type=int, nargs=2, default=(768, 1536), metavar=("H", "W"), help="input height and width"
+        "--input-size", nargs="+", default=["768x1536"], metavar="HxW",
+        help="input height x width (the older form 'H W' is accepted too)",
     )
     parser.add_argument("--batch-size", type=int, default=1, help="input batch size")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -93,12 +94,14 @@ def _table1(as_json: bool) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.table1:
         return _table1(args.json)
+    from fapn.cli.common import size_from_values
     from fapn.profiling.complexity import profile_model
 
-    if args.batch_size < 1 or min(args.input_size) < 32:
-        raise SystemExit("fapn profile: --batch-size must be >= 1 and --input-size at least 32 32")
+    h, w = size_from_values(args.input_size, "--input-size")
+    if args.batch_size < 1 or min(h, w) < 32:
+        raise ValueError(f"--batch-size must be >= 1 and --input-size at least 32x32, got {args.batch_size} and {h}x{w}")
     if args.weights:
-        from fapn.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
+        from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
 
         model = build_model_from_checkpoint(load_checkpoint(args.weights))
         name = args.weights
@@ -107,7 +110,6 @@ def run(args: argparse.Namespace) -> int:
 
         model = realtime_fapn(backbone=args.backbone, num_classes=args.num_classes, variant=args.variant)
         name = f"realtime_fapn(backbone={args.backbone!r}, variant={args.variant!r}, num_classes={args.num_classes})"
-    h, w = args.input_size
     c = profile_model(model, (args.batch_size, 3, h, w))
     if args.json:
         print(

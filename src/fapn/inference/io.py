@@ -56,9 +56,19 @@ def collect_images(inputs: Iterable[str | os.PathLike[str]], recursive: bool = F
 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """An image file as ``[H, W, 3]`` uint8 RGB (grey and RGBA are converted)."""
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+    """An image file as ``[H, W, 3]`` uint8 RGB (grey and RGBA are converted).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a file that cannot be decoded as an image (truncated, not an image), naming it.
+    """
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image not found: {path}") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ValueError(f"cannot read {path} as an image: {err}") from None
 
 
 def save_label_png(label: np.ndarray, path: str | os.PathLike[str]) -> None:

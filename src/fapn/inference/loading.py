@@ -7,7 +7,8 @@ from typing import Any
 
 from torch import nn
 
-from fapn.engine.checkpoint import MODEL_BUILDERS, build_model_from_checkpoint, load_checkpoint
+from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
+from fapn.models import get_model_builder
 
 __all__ = ["load_model", "model_label"]
 
@@ -23,7 +24,7 @@ def load_model(
 
     Args:
         weights: a ``fapn train`` checkpoint.
-        name: a builder of :data:`fapn.engine.checkpoint.MODEL_BUILDERS` (``"realtime_fapn"``), when no weights.
+        name: a registry name (:func:`fapn.models.list_models`, e.g. ``"realtime_fapn"``), when no weights.
         deform_backend: deformable-conv backend (``None``: default).
         builder_kwargs: e.g. ``backbone``, ``variant``, ``num_classes``; ``None`` values are dropped.
 
@@ -45,10 +46,7 @@ def load_model(
         return build_model_from_checkpoint(checkpoint).eval(), checkpoint
     if name is None:
         raise ValueError("give either a checkpoint (--weights) or a model name (--model)")
-    builders = MODEL_BUILDERS()
-    if name not in builders:
-        raise ValueError(f"unknown model {name!r}; known models: {sorted(builders)}")
-    return builders[name](**kwargs).eval(), None
+    return get_model_builder(name)(**kwargs).eval(), None
 
 
 def model_label(model: nn.Module, checkpoint: dict[str, Any] | None = None, fallback: str = "model") -> str:

@@ -12,28 +12,17 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from fapn.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
+from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
+from fapn.data.base import IMAGENET_MEAN, IMAGENET_STD
 from fapn.inference.io import load_image
 from fapn.inference.sliding_window import sliding_window_logits
+from fapn.runtime import resolve_device
 from fapn.visualize import as_palette, colorize, overlay
 
-__all__ = ["Segmenter", "ImageLike", "IMAGENET_MEAN", "IMAGENET_STD", "resolve_device"]
+__all__ = ["Segmenter", "ImageLike"]
 
 ImageLike = Union[str, os.PathLike, np.ndarray, Image.Image, Tensor]
 """A path, a PIL image, an ``[H, W, 3]`` uint8 RGB array, or a ``[3, H, W]`` tensor (uint8, or float in [0, 1])."""
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as :class:`torch.device`."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available; use --device cpu")
-    return device
 
 
 def _to_uint8_chw(image: ImageLike) -> Tensor:
@@ -77,7 +66,8 @@ class Segmenter:
         class_names: a name per class.
         palette: an ``[r, g, b]`` colour per class.
         ignore_index: the label that marks unlabelled pixels in ground truth.
-        device: ``"cpu"``, ``"cuda"``, ``"auto"``...
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (see :func:`fapn.runtime.resolve_device`: a CUDA
+            device torch does not see is a ``ValueError``).
         window: ``(height, width)``: images with a larger side are predicted window by window; ``None``: always
             the whole image.
         window_stride: step between windows (``None``: two thirds of the window).
@@ -134,7 +124,10 @@ class Segmenter:
         """
         checkpoint = load_checkpoint(path)
         if deform_backend is not None:
-            checkpoint = {**checkpoint, "model_config": {**checkpoint["model_config"], "deform_backend": deform_backend}}
+            checkpoint = {
+                **checkpoint,
+                "model_config": {**(checkpoint.get("model_config") or {}), "deform_backend": deform_backend},
+            }
         model = build_model_from_checkpoint(checkpoint)
         config: dict[str, Any] = checkpoint.get("model_config") or {}
         dataset: dict[str, Any] = checkpoint.get("dataset") or {}
