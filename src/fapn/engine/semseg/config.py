@@ -95,6 +95,10 @@ class OptimConfig:
         loss: ``ce`` (cross-entropy over every labelled pixel) or ``ohem`` (over the hard pixels only, see
             :func:`fapn.engine.semseg_train.ohem_targets`).
         ohem_thresh, ohem_min_kept: OHEM's probability threshold and the pixels it keeps at least per batch.
+        name: ``sgd`` or ``adamw`` (MaskFormer's recipes; see :func:`fapn.engine.optimizer.build_optimizer`).
+        backbone_lr_factor: learning-rate multiplier of the backbone's parameters (MaskFormer: 0.1).
+        weight_decay_norm: weight decay of normalisation layers and embeddings; null: ``weight_decay``.
+        clip_grad_norm: clip the gradient norm of the whole model to this before each step; 0: off.
     """
 
     lr: float = 0.01
@@ -110,6 +114,10 @@ class OptimConfig:
     loss: str = "ce"
     ohem_thresh: float = 0.7
     ohem_min_kept: int = 100_000
+    name: str = "sgd"
+    backbone_lr_factor: float = 1.0
+    weight_decay_norm: float | None = None
+    clip_grad_norm: float = 0.0
 
 
 @dataclass

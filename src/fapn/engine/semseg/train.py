@@ -30,6 +30,7 @@ from fapn.data.transforms import eval_transforms, train_transforms
 from fapn.checkpoint import load_checkpoint, save_checkpoint
 from fapn.engine.distributed import all_reduce_sum, init_distributed
 from fapn.engine.lr_schedule import lr_multiplier
+from fapn.engine.optimizer import build_optimizer
 from fapn.engine.segmentation_config import SegmentationConfig
 from fapn.engine.semseg_eval import evaluate
 from fapn.runtime import autocast, set_threads
@@ -254,11 +255,9 @@ def train(
             )
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     bare_model = model
-    optimizer = torch.optim.SGD(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=cfg.optim.lr,
-        momentum=cfg.optim.momentum,
-        weight_decay=cfg.optim.weight_decay,
+    optimizer = build_optimizer(
+        model, cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.momentum,
+        cfg.optim.backbone_lr_factor, cfg.optim.weight_decay_norm, cfg.optim.clip_grad_norm,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
