@@ -77,3 +77,26 @@ def test_one_size_syntax() -> None:
             parse_size(bad)
     with pytest.raises(ValueError, match="--input-size: expected HEIGHTxWIDTH"):
         size_from_values(["1", "2", "3"], "--input-size")
+
+
+def test_export_onnx_without_the_extra_says_how_to_install_it(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.delenv("FAPN_DEBUG", raising=False)
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if `pip install -e .` without the onnx extra
+    args = ["export", "--model", "realtime_fapn", "--num-classes", "3", "--format", "onnx", "--out", str(tmp_path / "m.onnx")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err == ('fapn: error: fapn export --format onnx needs onnx, which is not installed; '
+                   'pip install "fapn[onnx]"\n')
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_profile_input_size_takes_hxw_and_the_old_form(capsys) -> None:
+    import json
+
+    assert main(["profile", "--variant", "fpn", "--input-size", "64x96", "--json"]) == 0
+    new = json.loads(capsys.readouterr().out)
+    assert main(["profile", "--variant", "fpn", "--input-size", "64", "96", "--json"]) == 0
+    old = json.loads(capsys.readouterr().out)
+    assert new == old and new["input_shape"] == [1, 3, 64, 96]
+    assert main(["profile", "--input-size", "16x16"]) == 2
+    assert "at least 32x32" in capsys.readouterr().err
