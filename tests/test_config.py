@@ -246,3 +246,16 @@ def test_detection_literal_checked_before_any_data_is_read(tmp_path, monkeypatch
 
     with pytest.raises(ValueError, match=r"model\.detector: 'maskrcn' is not allowed; expected one of .*'maskrcnn'"):
         load_config("detection/mask_rcnn_R_50_FaPN_1x", DetectionConfig, ["model.detector=maskrcn"])
+
+
+def test_bad_variant_is_refused_before_any_data_is_read(tmp_path, capsys, monkeypatch) -> None:
+    # The data root does not exist: if the datasets were built first, that would be the error.
+    from fapn.cli.main import main
+
+    monkeypatch.delenv("FAPN_DEBUG", raising=False)
+    code = main(["train", "semseg/camvid_r18_fapn", "--set", "model.variant=fapm", "--set",
+                 f"data.root={tmp_path / 'missing'}", "--output-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "model.variant: 'fapm' is not allowed; expected one of 'fpn', 'fpn+fam', 'fpn+fam+fsm', 'fapn'" in err
+    assert "did you mean 'fapn'" in err and "missing" not in err
