@@ -40,14 +40,13 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from fapn.convert import convert_detectron2_fapn, convert_fapn_neck, load_detectron2_checkpoint
-    from fapn.engine.checkpoint import save_checkpoint
+    from fapn.checkpoint import save_checkpoint
 
+    state = load_detectron2_checkpoint(args.src)
     try:
-        state = load_detectron2_checkpoint(args.src)
         model_config = json.loads(args.model_config) if args.model_config else None
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except ValueError as err:
+        raise ValueError(f"--model-config is not valid JSON: {err}") from None
     if args.neck_only:
         mapped, neck_unmapped = convert_fapn_neck(state)
         used = {k for k in state if k.startswith("backbone.") and not k.startswith("backbone.bottom_up.")}
@@ -56,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         mapped, unmapped = convert_detectron2_fapn(state)
     if not mapped:
-        print(f"error: no FaPN key found in {args.src} (expected backbone.fan_align*, backbone.fpn_output*)", file=sys.stderr)
+        print(f"fapn: error: no FaPN key found in {args.src} (expected backbone.fan_align*, backbone.fpn_output*)",
+              file=sys.stderr)
         return 1
     checkpoint: dict[str, Any] = {"model": mapped, "converted_from": str(args.src), "unmapped_keys": unmapped}
     if model_config is not None:
