@@ -14,8 +14,8 @@ import torch
 
 from fapn.config import load_config
 from fapn.checkpoint import load_checkpoint
-from fapn.engine.segmentation_config import SegmentationConfig
-from fapn.engine.semseg_train import train
+from fapn.engine.semseg.config import SegmentationConfig
+from fapn.engine.semseg.train import train
 
 RECIPE = """\
 task: semseg

@@ -10,8 +10,8 @@ import torch
 
 from fapn.config import load_config
 from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
-from fapn.engine.segmentation_config import SegmentationConfig
-from fapn.engine.semseg_train import segmentation_loss, train
+from fapn.engine.semseg.config import SegmentationConfig
+from fapn.engine.semseg.train import segmentation_loss, train
 
 TINY = [
     "train.iterations=20", "train.batch_size=2", "train.eval_period=0", "train.checkpoint_period=5",

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from fapn.cli.common import DETECTION_TASKS, add_device_argument, add_threads_argument, config_task
+
 __all__ = ["register", "run"]
 
 EPILOG = """\
 examples:
   fapn eval semseg/camvid_r18_fapn --weights runs/camvid_r18_fapn/best.pt --set data.root=../shared/data/camvid-half
   fapn eval semseg/cityscapes_r18_fapn --weights best.pt --save-predictions preds/   # official submission PNGs
+  fapn eval semseg/camvid_r18_fapn --weights best.pt --threads 1 --no-progress      # a busy machine, a log file
   fapn score --dataset cityscapes --gt-root $FAPN_DATA/cityscapes --split val --pred preds/
 """
 
@@ -17,10 +20,11 @@ examples:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="evaluate a checkpoint (mIoU, per-class IoU, boundary mIoU)",
+        help="evaluate a checkpoint (mIoU, per-class IoU, boundary mIoU; box/mask AP, PQ)",
         description=(
             "Evaluate a checkpoint on whole images at full size (no test-time augmentation unless --flip or "
-            "--scales). Prints a per-class table and writes the scores as JSON."
+            "--scales). Prints a per-class table and writes the scores as JSON. Warns when the checkpoint's "
+            "classes are not the dataset's."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -35,31 +39,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="write one PNG per image (Cityscapes: label ids, the official submission format)")
     parser.add_argument("--flip", action="store_true", help="add horizontally flipped predictions")
     parser.add_argument("--scales", type=float, nargs="+", default=None, help="multi-scale testing factors")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device_argument(parser, default=None)
+    add_threads_argument(parser)
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="no progress bar (for log files)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
-    from fapn.cli.train import DETECTION_TASKS, config_task
-
-    try:
-        task = config_task(args.config)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"fapn eval: error: {err}", file=sys.stderr)
-        return 2
+    task = config_task(args.config)
     if task in DETECTION_TASKS:
-        from fapn.engine.detection import run_eval as run_detection_eval
+        from fapn.engine.detection.eval import run_eval as run_detection_eval
 
-        return run_detection_eval(args.config, list(args.overrides), args.weights, args.output)
-    from fapn.engine.semseg_eval import run_eval
+        return run_detection_eval(args.config, list(args.overrides), args.weights, args.output, device=args.device,
+                                  threads=args.threads, progress=args.progress)
+    from fapn.engine.semseg.eval import run_eval
 
-    try:
-        return run_eval(
-            args.config, list(args.overrides), args.weights, args.output, split=args.split,
-            save_predictions=args.save_predictions, flip=args.flip, scales=args.scales, device=args.device,
-        )
-    except (FileNotFoundError, ValueError) as err:
-        print(f"fapn eval: error: {err}", file=sys.stderr)
-        return 2
+    return run_eval(
+        args.config, list(args.overrides), args.weights, args.output, split=args.split,
+        save_predictions=args.save_predictions, flip=args.flip, scales=args.scales, device=args.device or "auto",
+        threads=args.threads, progress=args.progress,
+    )

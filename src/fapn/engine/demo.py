@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from fapn.config import config_to_dict
-from fapn.engine.segmentation_config import (
+from fapn.engine.semseg.config import (
     DataConfig,
     EvalConfig,
     ModelConfig,
@@ -111,8 +111,8 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     from fapn.data.build import build_dataset
     from fapn.data.transforms import eval_transforms
     from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
-    from fapn.engine.semseg_eval import predict_logits
-    from fapn.engine.semseg_train import train
+    from fapn.engine.semseg.eval import predict_logits
+    from fapn.engine.semseg.train import train
 
     if len(settings.image_size) != 2 or min(settings.image_size) < 32:
         raise ValueError(f"image size must be HEIGHT WIDTH, both at least 32, got {settings.image_size}")
@@ -123,7 +123,7 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     for variant in ("fpn", "fapn"):
         cfg = demo_config(settings, variant)
         t0 = time.perf_counter()
-        result = train(cfg, progress=settings.progress)
+        result = train(cfg, progress=settings.progress, overwrite=True)  # the demo's own folder
         results[variant] = {**result["metrics"], "train_seconds": time.perf_counter() - t0}
 
     # Comparison pictures: image | ground truth | FPN | FaPN.

@@ -99,7 +99,8 @@ class DetectionOptimConfig:
 
 @dataclass
 class DetectionTrainConfig:
-    """The loop. ``time_budget_s`` stops training early (used by the CPU benchmark)."""
+    """The loop. ``time_budget_s`` stops training early (used by the CPU benchmark); ``threads``: torch CPU
+    threads (null: torch's default, one per core); ``device``: ``auto``, ``cpu`` or ``cuda``."""
 
     batch_size: int = 16
     iterations: int = 90000
@@ -108,7 +109,7 @@ class DetectionTrainConfig:
     log_period: int = 20
     seed: int = 0
     threads: int | None = None
-    device: str = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     output_dir: str = "runs/detection"
     time_budget_s: float | None = None
 

@@ -1,9 +1,6 @@
-"""Training and evaluation for detection, instance and panoptic segmentation (``fapn train`` / ``fapn eval``).
-
-``fapn train CONFIG`` and ``fapn eval CONFIG --weights W`` call :func:`run_train` and :func:`run_eval` for
-YAML configs whose ``task`` is ``detection``, ``instance`` or ``panoptic`` (:class:`DetectionConfig`).
-Metrics: COCO box AP (and mask AP for ``instance``/``panoptic`` with an instances JSON) with pycocotools,
-and PQ/SQ/RQ for ``panoptic``.
+"""Detection, instance and panoptic training on torchvision's detectors (``fapn train`` for recipes whose
+``task`` is ``detection``, ``instance`` or ``panoptic``), on the skeleton of :mod:`fapn.engine.trainer`: the same
+run-folder and resume rules, checkpoint contents, RNG state and logs as semantic segmentation; resuming is exact.
 
 Example:
     >>> run_train("detection/synthetic_mask_rcnn_R_18_FaPN", ["train.iterations=2"], "/tmp/run", False)  # doctest: +SKIP
@@ -13,21 +10,17 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
-import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
 from fapn.engine.detection.config import DetectionConfig
-from fapn.runtime import resolve_device, set_threads
+from fapn.engine.detection.data import build_datasets
+from fapn.engine.detection.eval import evaluate, print_metrics
 
 __all__ = [
     "run_train",
@@ -38,6 +31,7 @@ __all__ = [
     "train",
     "evaluate",
     "model_kwargs",
+    "resume_config",
 ]
 
 
@@ -46,76 +40,6 @@ def load_detection_config(path_or_name: str, overrides: list[str] | tuple[str, .
     from fapn.config import load_config
 
     return load_config(path_or_name, DetectionConfig, overrides)
-
-
-def _data_root(cfg: DetectionConfig) -> Path:
-    data = cfg.data
-    if data.root is not None:
-        return Path(os.path.expandvars(os.path.expanduser(data.root)))
-    if data.format == "synthetic":
-        s = data.synthetic
-        tag = "_".join(f"{k}{s[k]}" for k in sorted(s)) or "default"
-        return Path(tempfile.gettempdir()) / "fapn-synthetic-coco" / tag
-    base = os.environ.get("FAPN_DATA")
-    if base is None:
-        raise FileNotFoundError(
-            "data.root is not set and FAPN_DATA is not defined: set data.root=/path/to/coco "
-            "(holding train2017/, val2017/, annotations/) or export FAPN_DATA"
-        )
-    return Path(base) / "coco"
-
-
-def _synthetic_paths(cfg: DetectionConfig, split: str) -> dict[str, Path]:
-    from fapn.data.synthetic_coco import make_synthetic_coco
-
-    options = dict(cfg.data.synthetic)
-    num_train = int(options.pop("num_train", 64))
-    num_val = int(options.pop("num_val", 16))
-    seed = int(options.pop("seed", 0))
-    root = _data_root(cfg) / split
-    marker = root / "annotations" / "panoptic.json"
-    count = num_train if split == "train" else num_val
-    if not marker.is_file():
-        return make_synthetic_coco(root, count, seed=seed + (0 if split == "train" else 1000), **options)
-    return {"images": root / "images", "instances": root / "annotations" / "instances.json",
-            "panoptic_json": marker, "panoptic_root": root / "annotations" / "panoptic"}
-
-
-def build_datasets(cfg: DetectionConfig, splits: tuple[str, ...] = ("train", "val")) -> dict[str, Dataset[Any]]:
-    """The train/val datasets the config names: :class:`~fapn.data.coco_detection.CocoInstances` or
-    :class:`~fapn.data.coco_panoptic.CocoPanoptic` (for ``task: panoptic``). Each gets ``instances_json``
-    (or ``None``) for AP evaluation."""
-    from fapn.data.coco_detection import CocoInstances
-    from fapn.data.coco_panoptic import CocoPanoptic
-
-    datasets: dict[str, Dataset[Any]] = {}
-    for split in splits:
-        train = split == "train"
-        if cfg.data.format == "synthetic":
-            paths = _synthetic_paths(cfg, split)
-            images, instances = paths["images"], paths["instances"]
-            panoptic_json, panoptic_root = paths["panoptic_json"], paths["panoptic_root"]
-        else:
-            root = _data_root(cfg)
-            images = root / (cfg.data.train_images if train else cfg.data.val_images)
-            annotations = cfg.data.train_annotations if train else cfg.data.val_annotations
-            instances = root / annotations if annotations else None
-            pj = cfg.data.train_panoptic_json if train else cfg.data.val_panoptic_json
-            pr = cfg.data.train_panoptic_root if train else cfg.data.val_panoptic_root
-            panoptic_json = root / pj if pj else None
-            panoptic_root = root / pr if pr else None
-        dataset: Any
-        if cfg.task == "panoptic":
-            if panoptic_json is None or panoptic_root is None:
-                raise ValueError(f"task panoptic needs data.{split}_panoptic_json and data.{split}_panoptic_root")
-            dataset = CocoPanoptic(images, panoptic_json, panoptic_root, train=train)
-        else:
-            if instances is None:
-                raise ValueError(f"task {cfg.task} needs data.{split}_annotations (an instances JSON)")
-            dataset = CocoInstances(images, instances, train=train, masks=cfg.task == "instance")
-        dataset.instances_json = instances
-        datasets[split] = dataset
-    return datasets
 
 
 def model_kwargs(cfg: DetectionConfig, num_classes: int, num_stuff_classes: int = 0) -> dict[str, Any]:
@@ -168,17 +92,6 @@ def _param_groups(model: nn.Module, weight_decay: float, weight_decay_norm: floa
             {"params": no_decay, "weight_decay": weight_decay_norm}]
 
 
-def _batches(dataset: Dataset[Any], batch_size: int, num_workers: int, seed: int) -> Iterator[Any]:
-    from fapn.data.coco_detection import collate_detection
-
-    generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate_detection,
-                        num_workers=num_workers, drop_last=len(dataset) >= batch_size,  # type: ignore[arg-type]
-                        generator=generator, persistent_workers=num_workers > 0)
-    while True:
-        yield from loader
-
-
 def _to_device(images: list[torch.Tensor], targets: list[dict[str, Any]], device: torch.device) -> tuple[Any, Any]:
     images = [img.to(device) for img in images]
     targets = [{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in t.items()} for t in targets]
@@ -186,222 +99,175 @@ def _to_device(images: list[torch.Tensor], targets: list[dict[str, Any]], device
 
 
 def _dataset_meta(dataset: Any, cfg: DetectionConfig, model: nn.Module) -> dict[str, Any]:
+    from fapn.data.base import default_palette
+
     transform = getattr(model, "transform", None) or getattr(getattr(model, "detector", None), "transform", None)
     names = list(getattr(dataset, "class_names", []))
     if not names and hasattr(dataset, "label_to_thing"):
         names = [dataset.categories[c]["name"] for c in dataset.label_to_thing.values()]
-    gen = torch.Generator().manual_seed(1)
-    palette = torch.randint(0, 256, (len(names) + 1, 3), generator=gen).tolist()
     return {
         "name": cfg.name,
         "class_names": ["__background__", *names],
-        "palette": palette,
+        "palette": [list(c) for c in default_palette(len(names) + 1)],
         "ignore_index": 255,
         "mean": list(transform.image_mean) if transform is not None else [],
         "std": list(transform.image_std) if transform is not None else [],
     }
 
 
+def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    from fapn.config import config_from_dict, config_to_dict
+
+    try:
+        return config_to_dict(config_from_dict(saved, DetectionConfig))
+    except ValueError:
+        return saved
+
+
 def train(
-    cfg: DetectionConfig, output_dir: str | os.PathLike[str], resume: bool = False, progress: bool = True
+    cfg: DetectionConfig,
+    output_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    overwrite: bool = False,
+    stop_after: int | None = None,
 ) -> dict[str, Any]:
-    """Train ``cfg`` and evaluate at the end; write ``last.pt``, ``model_final.pt`` and ``metrics.json``.
+    """Train ``cfg`` and evaluate at the end; write ``last.pt``, ``model_final.pt`` (weights and model config
+    only) and ``metrics.json``.
+
+    Args:
+        cfg: the recipe.
+        output_dir: the run folder (default ``cfg.train.output_dir``).
+        resume: continue exactly from ``output_dir/last.pt`` (``cfg`` must equal its saved config, keys of
+            :data:`fapn.engine.trainer.RUNTIME_KEYS` aside).
+        progress: a tqdm bar (else one plain line per log record).
+        overwrite: replace a run already in ``output_dir``.
+        stop_after: stop once this iteration is done and ``last.pt`` written, without the final evaluation.
 
     Returns:
         the final metrics, plus ``iterations`` done and ``train_seconds``.
     """
-    from tqdm import tqdm
-
-    from fapn.config import config_to_dict
-    from fapn.checkpoint import load_checkpoint, save_checkpoint
+    from fapn.checkpoint import TRAINING_STATE_KEYS, load_checkpoint
+    from fapn.config import config_from_dict, config_to_dict
+    from fapn.data.coco_detection import collate_detection
+    from fapn.data.sampler import StreamDataset, StreamSampler
+    from fapn.engine.distributed import init_distributed
     from fapn.engine.lr_schedule import lr_multiplier
+    from fapn.engine.trainer import Trainer, check_resume_config, prepare_output_dir, startup_summary
+    from fapn.runtime import set_threads
 
-    output = Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
+    config_from_dict(config_to_dict(cfg), DetectionConfig)  # every value checked, before any data is read
+    ctx = init_distributed(cfg.train.device)
+    if ctx.distributed:
+        raise ValueError("detection training runs in one process; start it without torchrun")
     set_threads(cfg.train.threads)
+    out = prepare_output_dir(output_dir or cfg.train.output_dir, resume=resume, overwrite=overwrite)
+    checkpoint = None
+    if resume:
+        checkpoint = load_checkpoint(out / "last.pt", map_location=ctx.device, require=TRAINING_STATE_KEYS)
+        check_resume_config(_with_defaults(checkpoint["config"]), config_to_dict(cfg), out / "last.pt")
     torch.manual_seed(cfg.train.seed)
     random.seed(cfg.train.seed)
-    device = resolve_device(cfg.train.device, "train.device")
     datasets = build_datasets(cfg)
     model, kwargs = build_model(cfg, datasets["train"])
-    model.to(device)
+    model.to(ctx.device)
     o = cfg.optim
     optimizer = torch.optim.SGD(_param_groups(model, o.weight_decay, o.weight_decay_norm), lr=o.lr,
                                 momentum=o.momentum)
     factor = lr_multiplier("multistep", cfg.train.iterations, milestones=o.milestones, gamma=o.gamma,
                            warmup_iters=o.warmup_iters, warmup_factor=o.warmup_factor)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    start = 0
-    last = output / "last.pt"
-    if resume and last.is_file():
-        state = load_checkpoint(last)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start = int(state["iteration"])
-    meta = _dataset_meta(datasets["train"], cfg, model)
     model_config = {"name": "build_detection_model", **{k: (list(v) if isinstance(v, tuple) else v)
                                                         for k, v in kwargs.items()}}
+    trainer = Trainer(
+        model=model, bare_model=model, optimizer=optimizer, scheduler=scheduler, ctx=ctx, output_dir=out,
+        iterations=cfg.train.iterations, config=config_to_dict(cfg),
+        extra={"model_config": model_config, "dataset": _dataset_meta(datasets["train"], cfg, model)},
+        log_period=cfg.train.log_period, checkpoint_period=cfg.train.checkpoint_period,
+        eval_period=cfg.train.eval_period, clip_grad_norm=o.clip_grad_norm, time_budget_s=cfg.train.time_budget_s,
+        progress=progress, description=f"train {cfg.name}",
+    )
+    if checkpoint is not None:
+        trainer.resume(checkpoint)
+        del checkpoint
+    print(startup_summary(
+        task=cfg.task, name=cfg.name,
+        model=f"{cfg.model.detector} {cfg.model.backbone} + {cfg.model.neck}, {kwargs['num_classes']} classes",
+        datasets={split: f"{cfg.data.format} {split}, {len(ds)} images" for split, ds in datasets.items()},
+        device=ctx.device, amp=False, world_size=1, output_dir=out, start_iteration=trainer.iteration,
+        iterations=cfg.train.iterations, resumed_from=trainer.resumed_from,
+    ), flush=True)
+    loader = torch.utils.data.DataLoader(
+        StreamDataset(datasets["train"], cfg.train.seed),
+        batch_size=cfg.train.batch_size,
+        sampler=StreamSampler(cfg.train.batch_size, trainer.iteration),
+        collate_fn=collate_detection,
+        num_workers=cfg.data.num_workers,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(cfg.train.seed),  # the iterator draws nothing from the training RNG
+    )
+    batches = iter(loader)
 
-    def checkpoint(iteration: int, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
-        return {"model": model.state_dict(), "model_config": model_config, "dataset": meta,
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "iteration": iteration, "rng": torch.get_rng_state(), "config": config_to_dict(cfg),
-                "metrics": metrics or {}}
+    def step(batch: Any) -> dict[str, torch.Tensor]:
+        images, targets = _to_device(*batch, ctx.device)
+        return model(images, targets)
 
-    batches = _batches(datasets["train"], cfg.train.batch_size, cfg.data.num_workers, cfg.train.seed + start)
-    model.train()
-    began = time.perf_counter()
-    iteration = start
-    bar = tqdm(range(start, cfg.train.iterations), desc=f"train {cfg.name}", disable=not progress,
-               initial=start, total=cfg.train.iterations)
-    history: list[dict[str, float]] = []
-    for iteration in bar:
-        images, targets = _to_device(*next(batches), device)
-        losses = model(images, targets)
-        loss = sum(losses.values())
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"loss is {float(loss)} at iteration {iteration}: {losses}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if o.clip_grad_norm:
-            nn.utils.clip_grad_norm_(model.parameters(), o.clip_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        if (iteration + 1) % cfg.train.log_period == 0 or iteration == start:
-            record = {"iteration": iteration + 1, "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"],
-                      **{k: v.item() for k, v in losses.items()}}
-            history.append(record)
-            bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
-        if cfg.train.checkpoint_period and (iteration + 1) % cfg.train.checkpoint_period == 0:
-            save_checkpoint(checkpoint(iteration + 1), last)
-        periodic_eval = cfg.train.eval_period and (iteration + 1) % cfg.train.eval_period == 0
-        if periodic_eval and iteration + 1 < cfg.train.iterations:  # the final evaluation follows anyway
-            evaluate(model, datasets["val"], cfg, progress=progress)
-            model.train()
-        if cfg.train.time_budget_s is not None and time.perf_counter() - began > cfg.train.time_budget_s:
-            iteration += 1
-            break
-    else:
-        iteration = cfg.train.iterations
-    bar.close()
-    train_seconds = time.perf_counter() - began
-    metrics = evaluate(model, datasets["val"], cfg, progress=progress)
-    metrics["iterations"] = iteration
-    metrics["train_seconds"] = train_seconds
-    save_checkpoint(checkpoint(iteration, metrics), last)
-    final = checkpoint(iteration, metrics)
-    for key in ("optimizer", "scheduler", "rng"):
-        final.pop(key)
-    save_checkpoint(final, output / "model_final.pt")
-    (output / "metrics.json").write_text(json.dumps({"metrics": metrics, "history": history}, indent=2))
+    def validate(iteration: int) -> dict[str, Any]:
+        return evaluate(model, datasets["val"], cfg, progress=progress)
+
+    try:
+        result = trainer.fit(batches, step, validate, stop_after=stop_after)
+        if result.stopped == "stop_after":
+            return {"iterations": trainer.iteration, "train_seconds": result.seconds}
+        metrics = trainer.validate(validate)
+        metrics["iterations"] = trainer.iteration
+        metrics["train_seconds"] = result.seconds
+        trainer.save("last.pt")
+        trainer.save("model_final.pt", training_state=False)
+        (out / "metrics.json").write_text(json.dumps({"metrics": metrics, "history": result.history}, indent=2))
+    finally:
+        trainer.close()
     return metrics
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, dataset: Any, cfg: DetectionConfig, progress: bool = True) -> dict[str, Any]:
-    """COCO AP (``bbox``; ``segm`` too for instance and panoptic) and, for panoptic, PQ/SQ/RQ.
+def resume_config(config_path: str, overrides: list[str], output_dir: str | None) -> DetectionConfig:
+    """The saved config of the run to resume, with ``overrides`` applied (see
+    :func:`fapn.engine.semseg.train.resume_config`)."""
+    from fapn.checkpoint import TRAINING_STATE_KEYS, load_checkpoint
+    from fapn.config import config_from_dict
 
-    Args:
-        model: a torchvision detector or :class:`~fapn.models.detection.PanopticFPN`.
-        dataset: :class:`~fapn.data.coco_detection.CocoInstances` or
-            :class:`~fapn.data.coco_panoptic.CocoPanoptic` (with ``instances_json`` for AP, or ``None``).
-        cfg: the config (task, ``eval.max_images``, ``eval.mask_threshold``).
-    """
-    from pycocotools.coco import COCO
-    from tqdm import tqdm
-
-    from fapn.data.coco_panoptic import read_panoptic_png
-    from fapn.metrics.coco import detections_to_coco_results, evaluate_coco
-    from fapn.metrics.panoptic import PanopticQuality
-
-    model.eval()
-    device = next(model.parameters()).device
-    count = len(dataset) if cfg.eval.max_images is None else min(cfg.eval.max_images, len(dataset))
-    panoptic = cfg.task == "panoptic"
-    label_to_category = dataset.label_to_thing if panoptic else dataset.label_to_category
-    pq = PanopticQuality(dataset.categories) if panoptic else None
-    results: list[dict[str, Any]] = []
-    image_ids: list[int] = []
-    with_masks = cfg.task in ("instance", "panoptic")
-    for index in tqdm(range(count), desc="eval", disable=not progress):
-        image, target = dataset[index]
-        output = model([image.to(device)])[0]
-        image_id = int(target["image_id"])
-        image_ids.append(image_id)
-        detection = {k: output[k] for k in ("boxes", "labels", "scores", "masks") if k in output}
-        if not with_masks:
-            detection.pop("masks", None)
-        results += detections_to_coco_results(image_id, detection, label_to_category,
-                                              mask_threshold=cfg.eval.mask_threshold)
-        if pq is not None:
-            annotation = dataset.annotations[index]
-            gt_ids = read_panoptic_png(dataset.panoptic_root / annotation["file_name"])
-            segments = []
-            for s in output["segments_info"]:
-                category = (dataset.label_to_thing[s["category_id"]] if s["isthing"]
-                            else dataset.label_to_stuff[s["category_id"]])
-                segments.append({"id": s["id"], "category_id": category})
-            pq.update(gt_ids, annotation["segments_info"], output["panoptic_seg"].cpu().numpy(), segments)
-    metrics: dict[str, Any] = {}
-    instances_json = getattr(dataset, "instances_json", None)
-    coco_gt = getattr(dataset, "coco", None)
-    if coco_gt is None and instances_json is not None and Path(instances_json).is_file():
-        import contextlib
-        import io
-
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco_gt = COCO(str(instances_json))
-    if coco_gt is not None:
-        iou_types = ("bbox", "segm") if with_masks else ("bbox",)
-        metrics.update(evaluate_coco(coco_gt, results, iou_types, image_ids=image_ids))
-    if pq is not None:
-        pq_metrics = pq.compute()
-        per_class = pq_metrics.pop("per_class")
-        metrics["panoptic"] = {**{f"{g}_{k}": v for g, d in pq_metrics.items() for k, v in d.items()},
-                               "per_class": {str(k): v for k, v in per_class.items()}}
-    metrics["images"] = count
-    return metrics
+    recipe = load_detection_config(config_path, overrides)
+    last = Path(output_dir or recipe.train.output_dir) / "last.pt"
+    if not last.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint to resume from at {last}; start a new run without --resume")
+    saved = load_checkpoint(last, require=TRAINING_STATE_KEYS)["config"]
+    try:
+        return config_from_dict(saved, DetectionConfig, overrides)
+    except ValueError as err:
+        raise ValueError(f"{last}: its saved config: {err}") from None
 
 
-def _print_metrics(metrics: dict[str, Any]) -> None:
-    for key in ("bbox", "segm"):
-        if key in metrics:
-            print(f"{key}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics[key].items()))
-    if "panoptic" in metrics:
-        p = metrics["panoptic"]
-        for group in ("All", "Things", "Stuff"):
-            print(f"{group:6s} PQ {p[f'{group}_pq']:.2f}  SQ {p[f'{group}_sq']:.2f}  RQ {p[f'{group}_rq']:.2f}  "
-                  f"(n={p[f'{group}_n']})")
-
-
-def run_train(config_path: str, overrides: list[str], output_dir: str | None, resume: bool) -> int:
+def run_train(
+    config_path: str,
+    overrides: list[str],
+    output_dir: str | None,
+    resume: bool,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> int:
     """``fapn train`` for detection tasks: train, evaluate, print the metrics. Returns the exit code."""
-    cfg = load_detection_config(config_path, overrides)
-    metrics = train(cfg, output_dir or cfg.train.output_dir, resume=resume)
-    _print_metrics(metrics)
+    cfg = resume_config(config_path, overrides, output_dir) if resume else load_detection_config(config_path, overrides)
+    out = Path(output_dir or cfg.train.output_dir)
+    metrics = train(cfg, out, resume=resume, progress=progress, overwrite=overwrite)
+    print_metrics(metrics)
     print(f"trained {metrics['iterations']} iterations in {metrics['train_seconds']:.0f} s; "
-          f"checkpoint: {Path(output_dir or cfg.train.output_dir) / 'model_final.pt'}")
+          f"checkpoint: {out / 'model_final.pt'}")
     return 0
 
 
-def run_eval(config_path: str, overrides: list[str], weights: str, output: str | None) -> int:
-    """``fapn eval`` for detection tasks: load ``weights`` (a fapn checkpoint or a state dict), evaluate on the
-    config's val split, print the metrics and write them as JSON to ``output`` if given."""
-    cfg = load_detection_config(config_path, overrides)
-    set_threads(cfg.train.threads)
-    dataset = build_datasets(cfg, ("val",))["val"]
-    model, _ = build_model(cfg, dataset, with_weights=False)
-    if not Path(weights).is_file():
-        raise FileNotFoundError(f"weights not found: {weights}")
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    model.load_state_dict(state)
-    model.to(resolve_device(cfg.train.device, "train.device"))
-    metrics = evaluate(model, dataset, cfg)
-    _print_metrics(metrics)
-    if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(json.dumps(metrics, indent=2))
-    return 0
+def run_eval(*args: Any, **kwargs: Any) -> int:
+    """``fapn eval`` for detection tasks: see :func:`fapn.engine.detection.eval.run_eval`."""
+    from fapn.engine.detection.eval import run_eval as _run_eval
+
+    return _run_eval(*args, **kwargs)

@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 __all__ = [
     "ModelConfig",
@@ -19,33 +20,44 @@ __all__ = [
     "EvalConfig",
     "SegmentationConfig",
     "PAPER_SCALES",
+    "Variant",
 ]
 
 PAPER_SCALES = [0.75, 1.0, 1.25, 1.5, 1.75, 2.0]
 """Random scale set of the supplementary's recipe."""
+
+Variant = Literal["fpn", "fpn+fam", "fpn+fam+fsm", "fapn"]
+"""The rows of the supplementary's Table 1 ablation, one key (``fapn`` = ``fpn+fam+fsm`` with the FaPN head)."""
 
 
 @dataclass
 class ModelConfig:
     """Which segmentation model (its builder's arguments) plus how batch norm is trained.
 
+    The engine calls the builder registered as ``name`` (:func:`fapn.models.get_model_builder`) with
+    ``num_classes``, ``weights_backbone``, and ``backbone`` / ``variant`` / ``ignore_index`` where its signature
+    has them, plus ``options``.
+
     Args:
-        name: ``realtime_fapn`` (the supplementary's real-time network) or ``semantic_fpn`` (detectron2's
-            semantic FPN head on a ResNet-50/101 + FaPN neck, the paper's Cityscapes setting).
+        name: a registry name (``fapn.models.list_models(task="semseg")``): ``realtime_fapn`` (the
+            supplementary's real-time network), ``semantic_fpn`` (detectron2's semantic FPN head on a
+            ResNet-50/101 + FaPN neck, the paper's Cityscapes setting; ``backbone`` picks the ResNet), ...
         backbone: ``resnet18`` or ``resnet34`` (``realtime_fapn``); ``resnet50`` or ``resnet101``
             (``semantic_fpn``).
         variant: ``fpn``, ``fpn+fam``, ``fpn+fam+fsm`` or ``fapn`` (the ablation rows, one key).
         weights_backbone: ImageNet weights (torchvision name such as ``DEFAULT`` or a ``.pth``), null for none.
         frozen_bn: keep batch-norm statistics and affine parameters fixed (eval mode, no gradient).
         sync_bn: synchronise batch-norm statistics across processes under DDP.
+        options: more keyword arguments of the builder (e.g. ``{channels: 96}``); stored in the checkpoint.
     """
 
     name: str = "realtime_fapn"
     backbone: str = "resnet18"
-    variant: str = "fapn"
+    variant: Variant = "fapn"
     weights_backbone: str | None = None
     frozen_bn: bool = False
     sync_bn: bool = False
+    options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -64,6 +76,9 @@ class DataConfig:
         options: extra keyword arguments of the dataset (e.g. ``classes_file`` for ``folder``, ``size`` and
             ``num_images`` for ``synthetic``).
         val_options: options that differ for the validation split (merged over ``options``).
+        skip_unreadable: read every image and label once at start-up and train without the ones that cannot be
+            read (listed in ``skipped_files.txt`` of the run folder); off: a fast header check of every file at
+            start-up, and any bad file stops the run with its name.
     """
 
     dataset: str = "camvid"
@@ -78,6 +93,7 @@ class DataConfig:
     num_workers: int = 2
     options: dict = field(default_factory=dict)
     val_options: dict = field(default_factory=dict)
+    skip_unreadable: bool = False
 
 
 @dataclass
@@ -93,7 +109,7 @@ class OptimConfig:
         warmup_iters, warmup_factor: linear warmup from ``lr * warmup_factor`` over the first iterations.
         class_weights: optional per-class loss weights (e.g. CamVid's median-frequency weights).
         loss: ``ce`` (cross-entropy over every labelled pixel) or ``ohem`` (over the hard pixels only, see
-            :func:`fapn.engine.semseg_train.ohem_targets`).
+            :func:`fapn.engine.semseg.train.ohem_targets`).
         ohem_thresh, ohem_min_kept: OHEM's probability threshold and the pixels it keeps at least per batch.
         name: ``sgd`` or ``adamw`` (MaskFormer's recipes; see :func:`fapn.engine.optimizer.build_optimizer`).
         backbone_lr_factor: learning-rate multiplier of the backbone's parameters (MaskFormer: 0.1).
@@ -104,14 +120,14 @@ class OptimConfig:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "poly"
+    schedule: Literal["poly", "multistep"] = "poly"
     power: float = 0.9
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
     warmup_iters: int = 0
     warmup_factor: float = 0.1
     class_weights: list[float] | None = None
-    loss: str = "ce"
+    loss: Literal["ce", "ohem"] = "ce"
     ohem_thresh: float = 0.7
     ohem_min_kept: int = 100_000
     name: str = "sgd"
@@ -132,8 +148,10 @@ class TrainConfig:
         log_period: JSONL / TensorBoard scalars every this many iterations.
         amp: mixed precision (bf16 on CPU, fp16 on CUDA; the deformable conv computes in float32).
         seed: seeds initialisation, data order and augmentation.
-        threads: torch CPU threads per process (null: torch's default).
-        device: ``auto``, ``cpu`` or ``cuda``.
+        threads: torch CPU threads per process (null: torch's default, one per core; on a machine busy with other
+            work 1 is often much faster, which the library does not guess). ``fapn train --threads`` overrides it.
+        device: ``auto`` (a CUDA GPU when torch sees one), ``cpu`` or ``cuda`` (under ``torchrun`` each process
+            takes GPU ``LOCAL_RANK``; pick GPUs with ``CUDA_VISIBLE_DEVICES``).
         output_dir: where checkpoints and logs go.
     """
 
@@ -145,7 +163,7 @@ class TrainConfig:
     amp: bool = False
     seed: int = 0
     threads: int | None = None
-    device: str = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     output_dir: str = "runs/semseg"
 
 
@@ -168,7 +186,7 @@ class EvalConfig:
 class SegmentationConfig:
     """A complete semantic segmentation recipe."""
 
-    task: str = "semseg"
+    task: Literal["semseg"] = "semseg"
     name: str = "semseg"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)

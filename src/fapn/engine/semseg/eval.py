@@ -20,7 +20,7 @@ from fapn.data.cityscapes import cityscapes_train_to_label_ids
 from fapn.metrics import BoundaryConfusionMatrix, ConfusionMatrix
 from fapn.runtime import autocast, resolve_device
 
-__all__ = ["predict_logits", "evaluate", "save_prediction", "prediction_file_name", "run_eval"]
+__all__ = ["predict_logits", "evaluate", "save_prediction", "prediction_file_name", "run_eval", "class_mismatch"]
 
 
 @torch.no_grad()
@@ -131,6 +131,24 @@ def evaluate(
     return scores
 
 
+def class_mismatch(checkpoint: dict[str, Any], dataset: SegmentationDataset, weights: str | os.PathLike[str]) -> str | None:
+    """A warning when the checkpoint's classes are not the dataset's (count or names), else ``None``: the
+    scores are then computed all the same (predictions outside the dataset's classes count as wrong), but
+    they compare different things."""
+    stored = checkpoint.get("dataset") or {}
+    names = list(stored.get("class_names") or [])
+    count = (checkpoint.get("model_config") or {}).get("num_classes") or len(names) or None
+    if count is not None and count != dataset.num_classes:
+        return (
+            f"checkpoint {weights} predicts {count} classes but {dataset.info.name} has {dataset.num_classes}: "
+            "scores compare different class sets (evaluate with the recipe the model was trained with)"
+        )
+    if names and len(names) == dataset.num_classes and names != list(dataset.info.class_names):
+        differing = [f"{i}: {a} vs {b}" for i, (a, b) in enumerate(zip(names, dataset.info.class_names)) if a != b]
+        return f"checkpoint {weights} names its classes differently from {dataset.info.name} ({', '.join(differing[:3])})"
+    return None
+
+
 def run_eval(
     config_path: str,
     overrides: list[str],
@@ -141,39 +159,49 @@ def run_eval(
     flip: bool = False,
     scales: Sequence[float] | None = None,
     device: str = "auto",
+    *,
+    threads: int | None = None,
+    progress: bool = True,
 ) -> int:
-    """``fapn eval`` for semantic segmentation: print a per-class table and write the scores as JSON."""
-    import json
+    """``fapn eval`` for semantic segmentation: print a per-class table and write the scores as JSON.
 
+    Args:
+        threads: torch CPU threads (``None``: the recipe's ``train.threads``, else torch's default, one per core).
+        progress: a tqdm bar (off: no carriage returns in logs).
+    """
+    import json
+    import sys
+
+    from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
     from fapn.config import load_config
     from fapn.data.build import build_dataset
     from fapn.data.transforms import eval_transforms
-    from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
-    from fapn.engine.segmentation_config import SegmentationConfig
+    from fapn.engine.semseg.config import SegmentationConfig
     from fapn.metrics import format_table
+    from fapn.runtime import set_threads
 
     cfg = load_config(config_path, SegmentationConfig, overrides)
-    device = resolve_device(device)
-    checkpoint = load_checkpoint(weights, map_location=device)
-    model = build_model_from_checkpoint(checkpoint).to(device).eval()
+    set_threads(threads if threads is not None else cfg.train.threads)
+    torch_device = resolve_device(device)
+    checkpoint = load_checkpoint(weights, map_location=torch_device)
+    model = build_model_from_checkpoint(checkpoint).to(torch_device).eval()
     stored = checkpoint.get("dataset") or {}
     mean, std = stored.get("mean", cfg.data.mean), stored.get("std", cfg.data.std)
     dataset = build_dataset(
         cfg.data.dataset, cfg.data.root, split or cfg.data.val_split, eval_transforms(mean, std),
         **{**cfg.data.options, **cfg.data.val_options},
     )
-    num_outputs = checkpoint["model_config"].get("num_classes")
-    if num_outputs != dataset.num_classes:
-        raise ValueError(
-            f"checkpoint {weights} predicts {num_outputs} classes but dataset {cfg.data.dataset} has "
-            f"{dataset.num_classes}; evaluate it with the recipe it was trained with"
-        )
+    mismatch = class_mismatch(checkpoint, dataset, weights)
+    if mismatch is not None:
+        print(f"fapn: warning: {mismatch}", file=sys.stderr, flush=True)
     scores = evaluate(
-        model, dataset, device, flip=flip, scales=scales or cfg.eval.scales, boundary_width=cfg.eval.boundary_width,
-        save_predictions=save_predictions,
+        model, dataset, torch_device, flip=flip, scales=scales or cfg.eval.scales,
+        boundary_width=cfg.eval.boundary_width, save_predictions=save_predictions, progress=progress,
     )
     scores["weights"] = str(weights)
     scores["split"] = split or cfg.data.val_split
+    if mismatch is not None:
+        scores["warning"] = mismatch
     print(format_table(scores, scores["boundary"]))
     print(f"mIoU {scores['mIoU']:.2f}  boundary mIoU ({cfg.eval.boundary_width}px) {scores['boundary']['mIoU']:.2f}")
     output_path = Path(output) if output else Path(weights).with_name(Path(weights).stem + "_eval.json")

@@ -1,20 +1,22 @@
 """Semantic segmentation training: SGD with poly / multi-step schedules, optional warmup, mixed precision,
 frozen or synchronised batch norm, DDP, periodic validation, tqdm / TensorBoard / JSONL logging and exactly
-resumable checkpoints (``last.pt`` and ``best.pt``, atomic, plain data).
+resumable checkpoints (``last.pt`` and ``best.pt``, atomic, plain data), on the skeleton of
+:mod:`fapn.engine.trainer` (run-folder and resume rules, start-up summary).
 
 Example:
     >>> from fapn.config import load_config
-    >>> from fapn.engine.segmentation_config import SegmentationConfig
+    >>> from fapn.engine.semseg.config import SegmentationConfig
     >>> cfg = load_config("semseg/synthetic_r18_fapn", SegmentationConfig, ["train.iterations=2"])
     >>> result = train(cfg, output_dir="/tmp/fapn_doctest_run")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import inspect
 import json
-import math
 import os
-import time
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,60 +24,111 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fapn.config import config_to_dict, load_config
-from fapn.data.base import SegmentationDataset
+from fapn.checkpoint import TRAINING_STATE_KEYS, load_checkpoint, model_builder
+from fapn.config import config_from_dict, config_to_dict, load_config
+from fapn.data.base import SampleError, SegmentationDataset
 from fapn.data.build import build_dataset
 from fapn.data.sampler import StreamDataset, StreamSampler
+from fapn.data.scan import BadFile, check_files, check_headers, format_bad_files, without_samples, write_report
 from fapn.data.transforms import eval_transforms, train_transforms
-from fapn.checkpoint import load_checkpoint, save_checkpoint
 from fapn.engine.distributed import all_reduce_sum, init_distributed
 from fapn.engine.lr_schedule import lr_multiplier
 from fapn.engine.optimizer import build_optimizer
-from fapn.engine.segmentation_config import SegmentationConfig
-from fapn.engine.semseg_eval import evaluate
+from fapn.engine.semseg.config import SegmentationConfig
+from fapn.engine.semseg.eval import evaluate
+from fapn.engine.trainer import Trainer, check_resume_config, prepare_output_dir, startup_summary
 from fapn.runtime import autocast, set_threads
 
 __all__ = [
     "train",
     "run_train",
+    "check_data",
     "build_segmentation_model",
     "build_datasets",
     "freeze_batch_norm",
     "model_config_of",
     "segmentation_loss",
     "ohem_targets",
+    "resume_config",
 ]
 
+# Builder arguments the engine fills from the recipe when the builder's signature has them (HELPERS contract).
+_OPTIONAL_ARGUMENTS = ("backbone", "variant", "ignore_index")
 
-SEMANTIC_FPN_BUILDERS = {"resnet50": "semantic_fpn_resnet50_fapn", "resnet101": "semantic_fpn_resnet101_fapn"}
+
+def _known_names() -> list[str]:
+    from fapn.checkpoint import _LEGACY_BUILDERS
+    from fapn.models import list_models
+
+    return sorted({*list_models(), *_LEGACY_BUILDERS})
 
 
-def model_config_of(cfg: SegmentationConfig, num_classes: int) -> dict[str, Any]:
-    """The checkpoint's ``model_config``: the builder name and its keyword arguments."""
-    if cfg.model.name == "semantic_fpn":
-        if cfg.model.backbone not in SEMANTIC_FPN_BUILDERS:
+def _registry_name(cfg: SegmentationConfig) -> str:
+    """The registry name of the recipe's model; ``semantic_fpn`` + ``backbone`` names the builder
+    ``semantic_fpn_{backbone}_fapn`` unless ``semantic_fpn`` itself is registered."""
+    name = cfg.model.name
+    known = _known_names()
+    if name == "semantic_fpn" and name not in known:
+        prefix, suffix = "semantic_fpn_", "_fapn"
+        backbones = sorted(n[len(prefix):-len(suffix)] for n in known if n.startswith(prefix) and n.endswith(suffix))
+        if cfg.model.backbone not in backbones:
+            raise ValueError(f"semantic_fpn needs a backbone in {backbones}, got {cfg.model.backbone!r}")
+        return f"{prefix}{cfg.model.backbone}{suffix}"
+    if name not in known:
+        from fapn.models import list_models
+
+        raise ValueError(
+            f"unknown model.name {name!r}; registered semantic segmentation models: {list_models(task='semseg')}"
+        )
+    return name
+
+
+def model_config_of(cfg: SegmentationConfig, num_classes: int, ignore_index: int = 255) -> dict[str, Any]:
+    """The checkpoint's ``model_config``: the registry name and the builder's keyword arguments (the recipe's
+    ``num_classes``, ``backbone`` / ``variant`` / ``ignore_index`` where the builder takes them, and
+    ``model.options``).
+
+    Raises:
+        ValueError: an unknown model name, or an option the builder does not take.
+    """
+    name = _registry_name(cfg)
+    parameters = inspect.signature(model_builder(name)).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    recipe = {"backbone": cfg.model.backbone, "variant": cfg.model.variant, "ignore_index": ignore_index}
+    config: dict[str, Any] = {"name": name}
+    for key in _OPTIONAL_ARGUMENTS:
+        if key in parameters:
+            config[key] = recipe[key]
+    config["num_classes"] = num_classes
+    if "frozen_batch_norm" in parameters and "frozen_batch_norm" not in cfg.model.options:
+        # recorded, as the detection engine does: the checkpoint then rebuilds with the same norm layers
+        # although it is rebuilt without loading ImageNet weights again
+        config["frozen_batch_norm"] = cfg.model.weights_backbone is not None
+    for key, value in cfg.model.options.items():
+        if key not in parameters and not takes_any:
             raise ValueError(
-                f"semantic_fpn needs a backbone in {sorted(SEMANTIC_FPN_BUILDERS)}, got {cfg.model.backbone!r}"
+                f"model.options.{key}: {name} takes no argument {key!r}; its arguments: {sorted(parameters)}"
             )
-        return {"name": SEMANTIC_FPN_BUILDERS[cfg.model.backbone], "num_classes": num_classes}
-    if cfg.model.name != "realtime_fapn":
-        raise ValueError(f"unknown model.name {cfg.model.name!r}; valid names: ['realtime_fapn', 'semantic_fpn']")
-    return {
-        "name": "realtime_fapn",
-        "backbone": cfg.model.backbone,
-        "num_classes": num_classes,
-        "variant": cfg.model.variant,
-    }
+        config[key] = value
+    if "backbone" in config:  # keep the key order of earlier checkpoints: name, backbone, num_classes, variant
+        config = {"name": name, "backbone": config.pop("backbone"), **{k: v for k, v in config.items() if k != "name"}}
+    return config
 
 
-def build_segmentation_model(cfg: SegmentationConfig, num_classes: int) -> nn.Module:
-    """The model the config describes (``realtime_fapn`` or ``semantic_fpn``), with ImageNet backbone weights
-    when asked."""
-    from fapn.checkpoint import model_builder
+def build_segmentation_model(cfg: SegmentationConfig, num_classes: int, ignore_index: int = 255) -> nn.Module:
+    """The model the recipe describes, through the registry, with ImageNet backbone weights when asked."""
+    config = model_config_of(cfg, num_classes, ignore_index)
+    return model_builder(config.pop("name"))(**config, weights_backbone=cfg.model.weights_backbone)
 
-    config = model_config_of(cfg, num_classes)
-    builder = model_builder(config.pop("name"))
-    return builder(**config, weights_backbone=cfg.model.weights_backbone)
+
+def _check_config(cfg: SegmentationConfig) -> None:
+    """Every value against its type (``Literal`` choices too, for configs built in Python rather than loaded) and
+    the model name against the registry: before any data is read."""
+    try:
+        config_from_dict(config_to_dict(cfg), SegmentationConfig)
+    except ValueError as err:
+        raise ValueError(f"recipe {cfg.name!r}: {err}") from None
+    _registry_name(cfg)
 
 
 def build_datasets(cfg: SegmentationConfig) -> tuple[SegmentationDataset, SegmentationDataset]:
@@ -94,6 +147,47 @@ def build_datasets(cfg: SegmentationConfig) -> tuple[SegmentationDataset, Segmen
         data.dataset, data.root, data.val_split, eval_transforms(data.mean, data.std), **val_options
     )
     return train_set, val_set
+
+
+def check_data(cfg: SegmentationConfig, progress: bool = True) -> dict[str, list[BadFile]]:
+    """Read every file of the training and validation splits fully; returns the bad ones per split
+    (``fapn train --check-data``)."""
+    train_set, val_set = build_datasets(cfg)
+    return {
+        cfg.data.train_split: check_files(train_set, progress, f"check {cfg.data.train_split}"),
+        cfg.data.val_split: check_files(val_set, progress, f"check {cfg.data.val_split}"),
+    }
+
+
+def _scan(
+    cfg: SegmentationConfig, train_set: SegmentationDataset, val_set: SegmentationDataset, out: Path,
+    is_main: bool, progress: bool,
+) -> tuple[SegmentationDataset, SegmentationDataset, dict[str, int]]:
+    """The start-up check: headers of every file (a bad one stops the run before it starts), or with
+    ``data.skip_unreadable`` a full read that drops the bad samples and lists them in ``skipped_files.txt``."""
+    splits = {cfg.data.train_split: train_set, cfg.data.val_split: val_set}
+    skipped: dict[str, int] = {}
+    if not cfg.data.skip_unreadable:
+        bad = {split: check_headers(ds) for split, ds in splits.items()}
+        count = sum(len(b) for b in bad.values())
+        if count:
+            listing = "\n".join(f"{split}:\n{format_bad_files(b)}" for split, b in bad.items() if b)
+            raise SampleError(
+                f"{count} unreadable file(s) in {cfg.data.dataset} ({cfg.data.root}):\n{listing}\nfix or remove them, "
+                "or train without them with --set data.skip_unreadable=true (they are then listed in "
+                "skipped_files.txt of the run folder)"
+            )
+        return train_set, val_set, skipped
+    kept = {}
+    for split, ds in splits.items():
+        bad_files = check_files(ds, progress and is_main, f"check {split}")
+        kept[split] = without_samples(ds, bad_files)
+        skipped[split] = len(bad_files)
+        if bad_files and is_main:
+            write_report(bad_files, out / "skipped_files.txt", split)
+            print(f"fapn train: skipping {len(bad_files)} unreadable {split} sample(s) (data.skip_unreadable), "
+                  f"listed in {out / 'skipped_files.txt'}:\n{format_bad_files(bad_files)}", file=sys.stderr, flush=True)
+    return kept[cfg.data.train_split], kept[cfg.data.val_split], skipped
 
 
 def freeze_batch_norm(model: nn.Module) -> list[nn.Module]:
@@ -166,47 +260,36 @@ def ohem_targets(logits: Tensor, target: Tensor, ignore_index: int, thresh: floa
         return torch.where(hard, target, torch.full_like(target, ignore_index))
 
 
-class _Loggers:
-    """JSONL log and TensorBoard scalars, on rank 0 only."""
+def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with the keys added since it was written at their defaults."""
+    try:
+        return config_to_dict(config_from_dict(saved, SegmentationConfig))
+    except ValueError:
+        return saved
 
-    def __init__(self, output_dir: Path, enabled: bool) -> None:
-        self.enabled = enabled
-        self.writer = None
-        if not enabled:
-            return
-        self.jsonl = open(output_dir / "log.jsonl", "a", encoding="utf-8")
+
+def _data_stream(loader: torch.utils.data.DataLoader, trainer: Trainer) -> Iterator[Any]:
+    """The loader's batches; a sample that fails mid-run stops the run with its file named and what to do."""
+    batches = iter(loader)
+    while True:
         try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"))
-        except ImportError:  # tensorboard is an optional dependency
-            self.writer = None
-
-    def log(self, iteration: int, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        self.jsonl.write(json.dumps({"iteration": iteration, **record}) + "\n")
-        self.jsonl.flush()
-        if self.writer is not None:
-            for key, value in _flatten(record).items():
-                if isinstance(value, (int, float)) and value is not None:
-                    self.writer.add_scalar(key, value, iteration)
-
-    def close(self) -> None:
-        if self.enabled:
-            self.jsonl.close()
-            if self.writer is not None:
-                self.writer.close()
+            yield next(batches)
+        except SampleError as err:  # from a worker, the message holds its traceback: keep the last line
+            lines = [line for line in str(err).strip().splitlines() if line.strip()]
+            problem = lines[-1].split("SampleError: ", 1)[-1] if lines else "unreadable sample"
+            raise SampleError(
+                f"{problem}; training stopped at iteration {trainer.iteration} ({trainer.output_dir / 'last.pt'} "
+                "holds the last checkpoint): find every bad file with --check-data, or continue without them "
+                "with --resume --set data.skip_unreadable=true"
+            ) from None
 
 
-def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in record.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}/"))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+def _describe(split: str, dataset: SegmentationDataset, cfg: SegmentationConfig, skipped: dict[str, int]) -> str:
+    where = f", {cfg.data.root}" if cfg.data.root else ""
+    text = f"{cfg.data.dataset} {split}, {len(dataset)} images, {dataset.num_classes} classes{where}"
+    if skipped.get(split):
+        text += f" ({skipped[split]} unreadable skipped, see skipped_files.txt)"
+    return text
 
 
 def train(
@@ -215,37 +298,46 @@ def train(
     resume: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Train ``realtime_fapn`` with the recipe ``cfg``; returns the final validation scores.
+    """Train the recipe's model; returns the final validation scores.
 
     Launched by ``torchrun --nproc_per_node N``, each process takes ``batch_size / N`` samples of every global
     batch (same data as one process), gradients are averaged by DDP, rank 0 logs and writes checkpoints.
 
     Args:
-        cfg: the recipe.
+        cfg: the recipe (checked before any data is read).
         output_dir: overrides ``cfg.train.output_dir``.
-        resume: continue from ``output_dir/last.pt`` (exactly: same weights as an uninterrupted run).
-        progress: show a tqdm bar.
+        resume: continue from ``output_dir/last.pt`` (exactly: same weights as an uninterrupted run); ``cfg``
+            must equal the config saved there, keys of :data:`fapn.engine.trainer.RUNTIME_KEYS` aside (see
+            :func:`resume_config` to get it).
+        progress: show a tqdm bar (else one plain line per log record).
         stop_after: stop once this iteration is done and its checkpoint written, as an interrupted run would
             (the schedule still targets ``cfg.train.iterations``); ``--resume`` continues it.
+        overwrite: replace a run already in ``output_dir`` (without it, and without ``resume``, that is an error).
 
     Returns:
         ``{"iteration", "metrics" (last validation), "best_mIoU", "output_dir", "seconds"}``.
-    """
-    from tqdm.auto import tqdm
 
-    if cfg.optim.loss not in ("ce", "ohem"):
-        raise ValueError(f"optim.loss must be 'ce' or 'ohem', got {cfg.optim.loss!r}")
+    Raises:
+        ValueError: a bad recipe, a folder holding a run, a resume with a different recipe, unreadable data.
+        FileNotFoundError: missing data, or ``resume`` without ``last.pt``.
+    """
+    _check_config(cfg)
     ctx = init_distributed(cfg.train.device)
     set_threads(cfg.train.threads)
-    out = Path(output_dir or cfg.train.output_dir)
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(output_dir or cfg.train.output_dir, resume=resume, overwrite=overwrite,
+                             is_main=ctx.is_main)
+    checkpoint = None
+    if resume:  # read and compare the saved recipe before any data is read
+        checkpoint = load_checkpoint(out / "last.pt", map_location=ctx.device, require=TRAINING_STATE_KEYS)
+        check_resume_config(_with_defaults(checkpoint["config"]), config_to_dict(cfg), out / "last.pt")
     torch.manual_seed(cfg.train.seed)
 
     train_set, val_set = build_datasets(cfg)
+    train_set, val_set, skipped = _scan(cfg, train_set, val_set, out, ctx.is_main, progress)
     info = train_set.info
-    model = build_segmentation_model(cfg, info.num_classes).to(ctx.device)
+    model = build_segmentation_model(cfg, info.num_classes, info.ignore_index).to(ctx.device)
     frozen = freeze_batch_norm(model) if cfg.model.frozen_bn else []
     if ctx.distributed and cfg.model.sync_bn and not cfg.model.frozen_bn:
         if ctx.device.type != "cuda":
@@ -266,153 +358,159 @@ def train(
             cfg.optim.warmup_iters, cfg.optim.warmup_factor,
         ),
     )
-    start_iteration, best_miou, last_metrics = 0, -math.inf, None
-    if resume:
-        last = out / "last.pt"
-        if not last.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint to resume from at {last}")
-        checkpoint = load_checkpoint(last, map_location=ctx.device)
-        bare_model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        start_iteration = int(checkpoint["iteration"])
-        stored_best = (checkpoint.get("metrics") or {}).get("best_mIoU")
-        best_miou = float(stored_best) if stored_best is not None else -math.inf
-        last_metrics = (checkpoint.get("metrics") or {}).get("val")
-        torch.set_rng_state(checkpoint["rng"]["torch"])
     if ctx.distributed:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None
         )
-
     global_batch = cfg.train.batch_size
     if global_batch % ctx.world_size:
         raise ValueError(f"train.batch_size={global_batch} is not divisible by {ctx.world_size} processes")
+    model_config = model_config_of(cfg, info.num_classes, info.ignore_index)
+    trainer = Trainer(
+        model=model, bare_model=bare_model, optimizer=optimizer, scheduler=scheduler,
+        scaler=torch.amp.GradScaler("cuda", enabled=cfg.train.amp and ctx.device.type == "cuda"),
+        ctx=ctx, output_dir=out, iterations=cfg.train.iterations, config=config_to_dict(cfg),
+        extra={"model_config": model_config, "dataset": info.to_dict(cfg.data.mean, cfg.data.std)},
+        log_period=cfg.train.log_period, checkpoint_period=cfg.train.checkpoint_period,
+        eval_period=cfg.train.eval_period, progress=progress, description=f"train {cfg.name}",
+        train_mode=lambda: _set_train_mode(model, frozen),
+        best_metric=lambda scores: scores["mIoU"], best_name="best_mIoU",
+        val_record=lambda scores: {"mIoU": scores["mIoU"], "pixel_accuracy": scores["pixel_accuracy"],
+                                   "boundary_mIoU": scores["boundary"]["mIoU"]},
+    )
+    if checkpoint is not None:
+        trainer.resume(checkpoint)
+        del checkpoint
+    if ctx.is_main:
+        print(startup_summary(
+            task="semseg", name=cfg.name,
+            model=" ".join(f"{k}={v}" for k, v in model_config.items() if k != "num_classes"),
+            datasets={"train": _describe(cfg.data.train_split, train_set, cfg, skipped),
+                      "val": _describe(cfg.data.val_split, val_set, cfg, skipped)},
+            device=ctx.device, amp=cfg.train.amp, world_size=ctx.world_size, output_dir=out,
+            start_iteration=trainer.iteration, iterations=cfg.train.iterations, resumed_from=trainer.resumed_from,
+        ), flush=True)
+
     loader = torch.utils.data.DataLoader(
         StreamDataset(train_set, cfg.train.seed),
         batch_size=global_batch // ctx.world_size,
-        sampler=StreamSampler(global_batch, start_iteration, ctx.rank, ctx.world_size),
+        sampler=StreamSampler(global_batch, trainer.iteration, ctx.rank, ctx.world_size),
         num_workers=cfg.data.num_workers,
         pin_memory=ctx.device.type == "cuda",
         drop_last=True,
         persistent_workers=False,
+        # its own generator: creating the iterator draws no number from the training RNG
+        generator=torch.Generator().manual_seed(cfg.train.seed),
     )
     class_weights = (
         torch.tensor(cfg.optim.class_weights, dtype=torch.float32, device=ctx.device)
         if cfg.optim.class_weights
         else None
     )
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp and ctx.device.type == "cuda")
-    loggers = _Loggers(out, ctx.is_main)
-    dataset_entry = info.to_dict(cfg.data.mean, cfg.data.std)
-    model_config = model_config_of(cfg, info.num_classes)
+    computes_loss = getattr(bare_model, "computes_loss", False)
 
-    def checkpoint_dict(iteration: int) -> dict[str, Any]:
-        return {
-            "model": bare_model.state_dict(),
-            "model_config": model_config,
-            "dataset": dataset_entry,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "iteration": iteration,
-            "rng": {"torch": torch.get_rng_state()},
-            "config": config_to_dict(cfg),
-            "metrics": {"val": last_metrics, "best_mIoU": best_miou if best_miou > -math.inf else None},
-        }
-
-    def validate(iteration: int) -> dict[str, Any]:
-        nonlocal best_miou, last_metrics
-        scores = evaluate(
-            bare_model, val_set, ctx.device, cfg.eval.flip, cfg.eval.scales, cfg.eval.boundary_width,
-            amp=cfg.train.amp, rank=ctx.rank, world_size=ctx.world_size, progress=progress,
-        )
-        last_metrics = scores
-        loggers.log(iteration, {"val": {"mIoU": scores["mIoU"], "pixel_accuracy": scores["pixel_accuracy"],
-                                        "boundary_mIoU": scores["boundary"]["mIoU"]}})
-        miou = scores["mIoU"] if scores["mIoU"] is not None else -math.inf
-        if miou > best_miou:
-            best_miou = miou
-            if ctx.is_main:
-                save_checkpoint(checkpoint_dict(iteration), out / "best.pt")
-        return scores
-
-    start_time = time.perf_counter()
-    _set_train_mode(model, frozen)
-    bar = tqdm(total=cfg.train.iterations, initial=start_iteration, desc=f"train {cfg.name}",
-               disable=not progress or not ctx.is_main, dynamic_ncols=True)
-    data_iter = iter(loader)
-    iteration = start_iteration
-    while iteration < cfg.train.iterations:
-        images, targets = next(data_iter)
+    def step(batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
+        images, targets = batch
         images = images.to(ctx.device, non_blocking=True)
         targets = targets.to(ctx.device, non_blocking=True).long()
         with autocast(ctx.device, cfg.train.amp):
-            if getattr(bare_model, "computes_loss", False):
+            if computes_loss:
                 # Models whose loss needs more than the logits (point heads, set prediction) take the
                 # targets in training mode and return their losses, as torchvision's detectors do.
-                losses = model(images, targets)
-                loss = sum(losses.values())
-            else:
-                logits = model(images)
-        if not getattr(bare_model, "computes_loss", False):
-            if cfg.optim.loss == "ohem":
-                targets = ohem_targets(logits, targets, info.ignore_index, cfg.optim.ohem_thresh,
-                                       cfg.optim.ohem_min_kept)
-            loss = segmentation_loss(logits, targets, info.ignore_index, class_weights, ctx.world_size)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"loss became {loss.item()} at iteration {iteration}; lower optim.lr or check the labels"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        iteration += 1
-        loss_value = loss.item() / ctx.world_size
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}")
-        if iteration % cfg.train.log_period == 0 or iteration == cfg.train.iterations:
-            loggers.log(iteration, {"train": {"loss": loss_value, "lr": lr},
-                                    "time": time.perf_counter() - start_time})
-        if cfg.train.eval_period and iteration % cfg.train.eval_period == 0 and iteration < cfg.train.iterations:
-            validate(iteration)
-            _set_train_mode(model, frozen)
-        interrupted = stop_after is not None and iteration >= stop_after
-        if ctx.is_main and (
-            iteration % cfg.train.checkpoint_period == 0 or iteration == cfg.train.iterations or interrupted
-        ):
-            save_checkpoint(checkpoint_dict(iteration), out / "last.pt")
-        if interrupted and iteration < cfg.train.iterations:
-            bar.close()
-            loggers.close()
-            return {"iteration": iteration, "metrics": last_metrics, "best_mIoU": best_miou,
-                    "output_dir": str(out), "seconds": time.perf_counter() - start_time}
-    bar.close()
-    scores = validate(iteration) if iteration > start_iteration or last_metrics is None else last_metrics
-    if ctx.is_main:
-        save_checkpoint(checkpoint_dict(iteration), out / "last.pt")
-        (out / "metrics.json").write_text(json.dumps(scores, indent=2))
-    loggers.close()
+                return dict(model(images, targets))
+            logits = model(images)
+        if cfg.optim.loss == "ohem":
+            targets = ohem_targets(logits, targets, info.ignore_index, cfg.optim.ohem_thresh, cfg.optim.ohem_min_kept)
+        return {"loss": segmentation_loss(logits, targets, info.ignore_index, class_weights, ctx.world_size)}
+
+    def validate(iteration: int) -> dict[str, Any]:
+        return evaluate(
+            bare_model, val_set, ctx.device, cfg.eval.flip, cfg.eval.scales, cfg.eval.boundary_width,
+            amp=cfg.train.amp, rank=ctx.rank, world_size=ctx.world_size, progress=progress,
+        )
+
+    start_iteration = trainer.iteration
+    try:
+        result = trainer.fit(_data_stream(loader, trainer), step, validate, stop_after=stop_after)
+        if result.stopped == "stop_after":
+            return {"iteration": trainer.iteration, "metrics": trainer.last_metrics, "best_mIoU": trainer.best,
+                    "output_dir": str(out), "seconds": result.seconds}
+        if trainer.iteration > start_iteration or trainer.last_metrics is None:
+            trainer.validate(validate)
+        scores = trainer.last_metrics
+        assert scores is not None
+        trainer.save("last.pt")
+        if ctx.is_main:
+            (out / "metrics.json").write_text(json.dumps(scores, indent=2))
+    finally:
+        trainer.close()
     return {
-        "iteration": iteration,
+        "iteration": trainer.iteration,
         "metrics": scores,
-        "best_mIoU": best_miou,
+        "best_mIoU": trainer.best,
         "output_dir": str(out),
-        "seconds": time.perf_counter() - start_time,
+        "seconds": result.seconds,
     }
 
 
-def run_train(config_path: str, overrides: list[str], output_dir: str | None, resume: bool) -> int:
-    """``fapn train`` for semantic segmentation: load the recipe, train, print the final table."""
+def resume_config(
+    config_path: str | os.PathLike[str], overrides: list[str], output_dir: str | os.PathLike[str] | None
+) -> SegmentationConfig:
+    """The config of the run to resume: the one saved in its ``last.pt``, with ``overrides`` applied (those that
+    change the recipe then fail in :func:`train`, naming the key). ``config_path`` (with ``overrides``) only
+    says where the run is when ``output_dir`` is ``None``.
+
+    Raises:
+        FileNotFoundError: no ``last.pt`` there.
+        ValueError: an unreadable ``last.pt``.
+    """
+    recipe = load_config(config_path, SegmentationConfig, overrides)
+    last = Path(output_dir or recipe.train.output_dir) / "last.pt"
+    if not last.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint to resume from at {last}; start a new run without --resume")
+    saved = load_checkpoint(last, require=TRAINING_STATE_KEYS)["config"]
+    try:
+        return config_from_dict(saved, SegmentationConfig, overrides)
+    except ValueError as err:
+        raise ValueError(f"{last}: its saved config: {err}") from None
+
+
+def _print_bad_files(bad: dict[str, list[BadFile]]) -> int:
+    count = sum(len(b) for b in bad.values())
+    for split, files in bad.items():
+        print(f"{split}: {len(files)} unreadable file(s)" + (":" if files else ""))
+        for b in files:
+            print(f"  {b}")
+    return count
+
+
+def run_train(
+    config_path: str,
+    overrides: list[str],
+    output_dir: str | None,
+    resume: bool,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    check_data_only: bool = False,
+) -> int:
+    """``fapn train`` for semantic segmentation: load the recipe (the saved one with ``resume``), train, print the
+    final table. With ``check_data_only``, read every file and report the bad ones instead (exit code 1 if any)."""
     import torch.distributed as dist
 
     from fapn.metrics import format_table
 
-    cfg = load_config(config_path, SegmentationConfig, overrides)
+    if check_data_only:
+        bad = check_data(load_config(config_path, SegmentationConfig, overrides), progress=progress)
+        count = _print_bad_files(bad)
+        print(f"{count} unreadable file(s)" if count else "every file reads")
+        return 1 if count else 0
+    if resume:
+        cfg = resume_config(config_path, overrides, output_dir)
+    else:
+        cfg = load_config(config_path, SegmentationConfig, overrides)
     try:
-        result = train(cfg, output_dir=output_dir, resume=resume)
+        result = train(cfg, output_dir=output_dir, resume=resume, progress=progress, overwrite=overwrite)
     finally:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()

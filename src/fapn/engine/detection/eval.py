@@ -1,0 +1,140 @@
+"""Detection, instance and panoptic evaluation: COCO box (and mask) AP with pycocotools, PQ/SQ/RQ for panoptic
+(``fapn eval`` on a detection recipe)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fapn.engine.detection.config import DetectionConfig
+
+__all__ = ["evaluate", "run_eval", "print_metrics"]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Any, cfg: DetectionConfig, progress: bool = True) -> dict[str, Any]:
+    """COCO AP (``bbox``; ``segm`` too for instance and panoptic) and, for panoptic, PQ/SQ/RQ.
+
+    Args:
+        model: a torchvision detector or :class:`~fapn.models.detection.PanopticFPN`.
+        dataset: :class:`~fapn.data.coco_detection.CocoInstances` or
+            :class:`~fapn.data.coco_panoptic.CocoPanoptic` (with ``instances_json`` for AP, or ``None``).
+        cfg: the config (task, ``eval.max_images``, ``eval.mask_threshold``).
+    """
+    from pycocotools.coco import COCO
+    from tqdm import tqdm
+
+    from fapn.data.coco_panoptic import read_panoptic_png
+    from fapn.metrics.coco import detections_to_coco_results, evaluate_coco
+    from fapn.metrics.panoptic import PanopticQuality
+
+    model.eval()
+    device = next(model.parameters()).device
+    count = len(dataset) if cfg.eval.max_images is None else min(cfg.eval.max_images, len(dataset))
+    panoptic = cfg.task == "panoptic"
+    label_to_category = dataset.label_to_thing if panoptic else dataset.label_to_category
+    pq = PanopticQuality(dataset.categories) if panoptic else None
+    results: list[dict[str, Any]] = []
+    image_ids: list[int] = []
+    with_masks = cfg.task in ("instance", "panoptic")
+    for index in tqdm(range(count), desc="eval", disable=not progress, leave=False):
+        image, target = dataset[index]
+        output = model([image.to(device)])[0]
+        image_id = int(target["image_id"])
+        image_ids.append(image_id)
+        detection = {k: output[k] for k in ("boxes", "labels", "scores", "masks") if k in output}
+        if not with_masks:
+            detection.pop("masks", None)
+        results += detections_to_coco_results(image_id, detection, label_to_category,
+                                              mask_threshold=cfg.eval.mask_threshold)
+        if pq is not None:
+            annotation = dataset.annotations[index]
+            gt_ids = read_panoptic_png(dataset.panoptic_root / annotation["file_name"])
+            segments = []
+            for s in output["segments_info"]:
+                category = (dataset.label_to_thing[s["category_id"]] if s["isthing"]
+                            else dataset.label_to_stuff[s["category_id"]])
+                segments.append({"id": s["id"], "category_id": category})
+            pq.update(gt_ids, annotation["segments_info"], output["panoptic_seg"].cpu().numpy(), segments)
+    metrics: dict[str, Any] = {}
+    instances_json = getattr(dataset, "instances_json", None)
+    coco_gt = getattr(dataset, "coco", None)
+    if coco_gt is None and instances_json is not None and Path(instances_json).is_file():
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_gt = COCO(str(instances_json))
+    if coco_gt is not None:
+        iou_types = ("bbox", "segm") if with_masks else ("bbox",)
+        metrics.update(evaluate_coco(coco_gt, results, iou_types, image_ids=image_ids))
+    if pq is not None:
+        pq_metrics = pq.compute()
+        per_class = pq_metrics.pop("per_class")
+        metrics["panoptic"] = {**{f"{g}_{k}": v for g, d in pq_metrics.items() for k, v in d.items()},
+                               "per_class": {str(k): v for k, v in per_class.items()}}
+    metrics["images"] = count
+    return metrics
+
+
+def print_metrics(metrics: dict[str, Any]) -> None:
+    for key in ("bbox", "segm"):
+        if key in metrics:
+            print(f"{key}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics[key].items()))
+    if "panoptic" in metrics:
+        p = metrics["panoptic"]
+        for group in ("All", "Things", "Stuff"):
+            print(f"{group:6s} PQ {p[f'{group}_pq']:.2f}  SQ {p[f'{group}_sq']:.2f}  RQ {p[f'{group}_rq']:.2f}  "
+                  f"(n={p[f'{group}_n']})")
+
+
+def run_eval(
+    config_path: str,
+    overrides: list[str],
+    weights: str,
+    output: str | None,
+    *,
+    device: str | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+) -> int:
+    """``fapn eval`` for detection tasks: load ``weights`` (a fapn checkpoint or a state dict), evaluate on the
+    config's val split, print the metrics and write them as JSON to ``output`` if given.
+
+    Args:
+        device: ``auto``, ``cpu``, ``cuda``... (``None``: the recipe's ``train.device``).
+        threads: torch CPU threads (``None``: the recipe's ``train.threads``, else torch's default, one per core).
+        progress: a tqdm bar.
+
+    Raises:
+        FileNotFoundError: no ``weights`` file.
+        ValueError: an unreadable file, or weights of another model.
+    """
+    from fapn.checkpoint import load_state_dict_file
+    from fapn.engine.detection.data import build_datasets
+    from fapn.engine.detection.train import build_model, load_detection_config
+    from fapn.runtime import resolve_device, set_threads
+
+    cfg = load_detection_config(config_path, overrides)
+    set_threads(threads if threads is not None else cfg.train.threads)
+    torch_device = resolve_device(device or cfg.train.device, "--device" if device else "train.device")
+    state = load_state_dict_file(weights)
+    dataset = build_datasets(cfg, ("val",))["val"]
+    model, _ = build_model(cfg, dataset, with_weights=False)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise ValueError(f"{weights}: its weights do not fit the recipe's model ({first})") from None
+    model.to(torch_device)
+    metrics = evaluate(model, dataset, cfg, progress=progress)
+    print_metrics(metrics)
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(json.dumps(metrics, indent=2))
+    return 0
