@@ -94,6 +94,15 @@ def test_block_is_local_to_its_thread_and_restored_after_an_error() -> None:
     assert resolve_backend("pytorch", "cpu") == "pytorch"
 
 
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_empty_batch_gives_an_empty_output_and_gradient(backend: str) -> None:
+    x, offset, weight, bias, mask = _inputs()
+    x, offset, mask = x[:0].requires_grad_(), offset[:0], mask[:0]
+    out = deform_conv2d(x, offset, weight, bias, padding=1, mask=mask, backend=backend)
+    out.sum().backward()
+    assert out.shape == (0, 8, 10, 12) and x.grad is not None and x.grad.shape == x.shape
+
+
 def test_unknown_names_are_refused_where_they_are_given() -> None:
     with pytest.raises(ValueError, match=r"unknown deformable-conv backend 'cuda'; valid backends: \['cpu', "):
         with deform_backend("cuda"):

@@ -11,11 +11,10 @@ import torchvision
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops import FrozenBatchNorm2d
 
+from fapn.convert import convert_detectron2_fapn_rcnn, convert_detectron2_resnet
 from fapn.models.detection import (
     BackboneWithFaPN,
     build_detection_model,
-    convert_detectron2_fapn_rcnn,
-    convert_detectron2_resnet,
     detectron2_fapn_rcnn,
     detectron2_resnet,
     fasterrcnn_resnet50_fapn,
@@ -90,10 +89,18 @@ def test_resnet101_builders(builder, detector):
 
 def test_retinanet_builder_p3_to_p7():
     model = retinanet_resnet50_fapn(num_classes=3, **TINY_RETINA)
-    feats = model.backbone(torch.rand(1, 3, 64, 64))
+    x = torch.rand(1, 3, 64, 64)
+    feats = model.backbone(x)
     assert list(feats) == ["0", "1", "2", "p6", "p7"]
     assert [f.shape[-1] for f in feats.values()] == [8, 4, 2, 1, 1]
     assert model.backbone.fapn.in_channels_list == [512, 1024, 2048]
+    # P6 from C5 (2048 channels), as the authors' LastLevelP6P7(2048, 256), not from P5 (torchvision's v1)
+    p6 = model.backbone.fapn.extra_blocks.p6
+    assert (p6.in_channels, p6.out_channels) == (2048, 256)
+    with torch.no_grad():
+        c5 = model.backbone.body(x)["2"]
+        torch.testing.assert_close(feats["p6"], p6(c5))
+        torch.testing.assert_close(feats["p7"], model.backbone.fapn.extra_blocks.p7(F.relu(p6(c5))))
     losses = model([torch.rand(3, 64, 64)], _targets(False))
     assert set(losses) == {"classification", "bbox_regression"}
     sum(losses.values()).backward()
@@ -142,6 +149,13 @@ def test_build_detection_model_neck_choice():
     fapn = build_detection_model(detector="fasterrcnn", backbone="resnet18", neck="fapn", num_classes=4)
     fpn = build_detection_model(detector="fasterrcnn", backbone="resnet18", neck="fpn", num_classes=4)
     assert type(fapn.backbone).__name__ == "BackboneWithFaPN" and type(fpn.backbone).__name__ == "BackboneWithFPN"
+    for neck, attribute in (("fapn", "fapn"), ("fpn", "fpn")):  # RetinaNet: P6 from C5 (512 on ResNet-18) either way
+        retina = build_detection_model(detector="retinanet", backbone="resnet18", neck=neck, num_classes=4)
+        extra = getattr(retina.backbone, attribute).extra_blocks
+        assert extra.p6.in_channels == 512 and not extra.use_P5
+    gn = build_detection_model(detector="fasterrcnn", backbone="resnet18", num_classes=4, fapn_kwargs={"norm": "GN"})
+    assert isinstance(gn.backbone.fapn.output_convs[0].norm, torch.nn.GroupNorm)
+    assert gn.backbone.fapn.output_convs[0].bias is None
     with pytest.raises(ValueError, match="neck must be one of"):
         build_detection_model(neck="bifpn")
     with pytest.raises(ValueError, match="torchvision ResNet"):

@@ -25,11 +25,27 @@ def model() -> torch.nn.Module:
         (torch.randn(1, 1, 64, 64), r"expected 3 input channels .* got shape \(1, 1, 64, 64\)"),
         (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), r"floating-point .* got dtype torch.uint8"),
         (torch.randn(1, 3, 31, 64), r"31x64 pixels is smaller than the network's stride; .* at least 32"),
+        (torch.randn(0, 3, 64, 64), r"expected at least one image, got an empty batch of shape \(0, 3, 64, 64\)"),
+        (
+            torch.randn(1, 3, 64, 64, dtype=torch.float64),
+            r"input dtype torch.float64 differs from the model's weights \(torch.float32\); convert the input",
+        ),
     ],
 )
 def test_bad_input(model: torch.nn.Module, x: torch.Tensor, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         model(x)
+
+
+def test_float64_model_takes_float64_input_and_equals_float32() -> None:
+    torch.manual_seed(0)
+    model = realtime_fapn(num_classes=3, variant="fapn", channels=32, head_channels=16).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        expected = model(x)
+        got = model.double()(x.double())
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got.float(), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_unknown_names_list_the_valid_ones() -> None:

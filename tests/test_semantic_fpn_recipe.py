@@ -36,9 +36,9 @@ def test_semantic_fpn_builds_runs_and_rebuilds_from_its_checkpoint_config() -> N
 
 
 def test_wrong_model_names_are_refused() -> None:
-    cfg = load_config("semseg/cityscapes_semantic_fpn_r50_fapn", SegmentationConfig, ["model.backbone=resnet18"])
-    with pytest.raises(ValueError, match=r"semantic_fpn needs a backbone in \['resnet101', 'resnet50'\]"):
-        model_config_of(cfg, 19)
+    cfg = load_config("semseg/cityscapes_semantic_fpn_r50_fapn", SegmentationConfig, ["model.backbone=resnet9"])
+    with pytest.raises(ValueError, match=r"unknown backbone 'resnet9' for semantic_fpn; valid backbones: \['resnet101', "):
+        build_segmentation_model(cfg, 19)
     cfg = load_config("semseg/camvid_r18_fapn", SegmentationConfig, ["model.name=unet"])
     with pytest.raises(ValueError, match=r"unknown model.name 'unet'"):
         model_config_of(cfg, 11)

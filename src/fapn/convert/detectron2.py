@@ -1,22 +1,44 @@
-"""The authors' detectron2 FaPN checkpoints -> fapn's modules.
+"""The authors' detectron2 FaPN checkpoints -> fapn's modules: every key mapping of the library, in one place.
 
-Key names in the authors' neck (prefix ``backbone.``, levels ``s = 2, 3, 4`` for res2..res4):
+The authors' neck (``FAN`` in their ``fan.py``; prefix ``backbone.``) names each module after the stage ``s`` of
+its input (``res{s}``), so the mapping goes by name: for a neck over stages ``s_0 < ... < s_top`` (res2-res5 for
+R-CNN, res3-res5 for RetinaNet), the merge of stage ``s`` is ``merges.{i}`` with ``i`` the position of ``s``:
 
-=====================================================  ==================================================
-authors                                                 fapn (:class:`fapn.necks.FaPN`, levels res2..res5)
-=====================================================  ==================================================
-``fan_align{s}.lateral_conv.conv_atten.weight``         ``merges.{s-2}.lateral.attention.weight``
-``fan_align{s}.lateral_conv.conv.weight``               ``merges.{s-2}.lateral.projection.weight``
-``fan_align{s}.offset.weight``                          ``merges.{s-2}.offset_fuse.weight``
-``fan_align{s}.dcpack_L2.weight`` / ``.bias``           ``merges.{s-2}.deform.weight`` / ``.bias``
-``fan_align{s}.dcpack_L2.conv_offset_mask.weight/bias`` ``merges.{s-2}.offset_mask.weight`` / ``.bias``
-``fpn_output{s}.weight`` / ``.bias``                    ``output_convs.{s-2}.weight`` / ``.bias``
-``fan_align5.weight`` / ``.bias``                       ``top_lateral.weight`` / ``.bias``
-=====================================================  ==================================================
+=========================================================  ==================================================
+authors                                                     fapn (:class:`fapn.necks.FaPN`)
+=========================================================  ==================================================
+``fan_align{s}.lateral_conv.conv_atten.weight``             ``merges.{i}.lateral.attention.weight``
+``fan_align{s}.lateral_conv.conv.weight``                   ``merges.{i}.lateral.projection.weight``
+``fan_align{s}.offset.weight`` (``.norm.*`` with a norm)    ``merges.{i}.offset_fuse.weight`` (``.norm.*``)
+``fan_align{s}.dcpack_L2.weight`` / ``.bias``               ``merges.{i}.deform.weight`` / ``.bias``
+``fan_align{s}.dcpack_L2.conv_offset_mask.weight/bias``     ``merges.{i}.offset_mask.weight`` / ``.bias``
+``fpn_output{s}.weight`` / ``.bias`` / ``.norm.*``          ``output_convs.{i}.weight`` / ``.bias`` / ``.norm.*``
+``fan_align{s_top}.weight`` / ``.bias`` / ``.norm.*``       ``top_lateral.weight`` / ``.bias`` / ``.norm.*``
+``top_block.p6.*``, ``top_block.p7.*`` (RetinaNet)          ``extra_blocks.p6.*``, ``extra_blocks.p7.*``
+=========================================================  ==================================================
 
-The offset/mask layout of the authors' DCNv2 is torchvision's, so tensors are copied unchanged. The ResNet
-under ``backbone.bottom_up.`` is mapped by :func:`fapn.models.detection.convert_detectron2_resnet` when that
-module is available.
+The offset/mask layout of the authors' DCNv2 is torchvision's, so tensors are copied unchanged. The ResNet under
+``backbone.bottom_up.`` (detectron2 names, :func:`convert_detectron2_resnet`) and the R-CNN heads
+(:func:`convert_detectron2_fapn`) map onto torchvision's names:
+
+==============================================  ================================================
+``stem.conv1.weight``                           ``body.conv1.weight`` (input channels reversed: BGR -> RGB)
+``stem.conv1.norm.*``                           ``body.bn1.*``
+``res{s}.{i}.conv{k}.weight`` / ``.norm.*``     ``body.layer{s-1}.{i}.conv{k}.weight`` / ``.bn{k}.*``
+``res{s}.{i}.shortcut.weight`` / ``.norm.*``    ``body.layer{s-1}.{i}.downsample.0.weight`` / ``.1.*``
+``proposal_generator.rpn_head.conv``            ``rpn.head.conv.0.0``
+``proposal_generator.rpn_head.objectness_logits``  ``rpn.head.cls_logits``
+``proposal_generator.rpn_head.anchor_deltas``   ``rpn.head.bbox_pred``
+``roi_heads.box_head.fc1`` / ``fc2``            ``roi_heads.box_head.fc6`` / ``fc7``
+``roi_heads.box_predictor.cls_score``           same name; background row moved from last to first
+``roi_heads.box_predictor.bbox_pred``           same name; 4 zero rows prepended for background
+``roi_heads.mask_head.mask_fcn{k}``             ``roi_heads.mask_head.{k-1}.0``
+``roi_heads.mask_head.deconv``                  ``roi_heads.mask_predictor.conv5_mask``
+``roi_heads.mask_head.predictor``               ``roi_heads.mask_predictor.mask_fcn_logits``; zero row prepended
+==============================================  ================================================
+
+The models these keys load into are :func:`fapn.models.detection.detectron2_fapn_rcnn` (R-CNN in the authors'
+configuration) and any builder of :mod:`fapn.models.detection` (``backbone.fapn.*`` for the neck).
 """
 
 from __future__ import annotations
@@ -24,7 +46,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,19 +57,28 @@ from torch import Tensor
 __all__ = [
     "load_detectron2_checkpoint",
     "convert_fapn_neck",
+    "convert_detectron2_resnet",
     "convert_detectron2_fapn",
-    "NECK_KEY_PATTERNS",
+    "convert_detectron2_fapn_rcnn",
+    "neck_stages",
 ]
 
-NECK_KEY_PATTERNS: tuple[tuple[str, Callable[[re.Match[str]], str]], ...] = (
-    (r"fan_align([2-9])\.lateral_conv\.conv_atten\.weight", lambda m: f"merges.{int(m[1]) - 2}.lateral.attention.weight"),
-    (r"fan_align([2-9])\.lateral_conv\.conv\.weight", lambda m: f"merges.{int(m[1]) - 2}.lateral.projection.weight"),
-    (r"fan_align([2-9])\.offset\.weight", lambda m: f"merges.{int(m[1]) - 2}.offset_fuse.weight"),
-    (r"fan_align([2-9])\.dcpack_L2\.conv_offset_mask\.(weight|bias)", lambda m: f"merges.{int(m[1]) - 2}.offset_mask.{m[2]}"),
-    (r"fan_align([2-9])\.dcpack_L2\.(weight|bias)", lambda m: f"merges.{int(m[1]) - 2}.deform.{m[2]}"),
-    (r"fpn_output([2-9])\.(weight|bias)", lambda m: f"output_convs.{int(m[1]) - 2}.{m[2]}"),
+_NORM_LEAF = r"norm\.(?:weight|bias|running_mean|running_var|num_batches_tracked)"
+_MERGE_PARTS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), target)
+    for pattern, target in (
+        (r"lateral_conv\.conv_atten\.weight", "lateral.attention.weight"),
+        (r"lateral_conv\.conv\.weight", "lateral.projection.weight"),
+        (rf"offset\.(weight|{_NORM_LEAF})", r"offset_fuse.\1"),
+        (r"dcpack_L2\.conv_offset_mask\.(weight|bias)", r"offset_mask.\1"),
+        (r"dcpack_L2\.(weight|bias)", r"deform.\1"),
+    )
 )
-"""Authors' neck key (without ``backbone.``) -> ours, for every level below the top."""
+"""The parts of one authors' ``FeatureAlign_V2`` -> ours, within ``merges.{i}``."""
+_CONV_PART = re.compile(rf"(weight|bias|{_NORM_LEAF})")
+_FAN_ALIGN = re.compile(r"fan_align(\d+)\.(.+)")
+_FPN_OUTPUT = re.compile(r"fpn_output(\d+)\.(.+)")
+_TOP_BLOCK = re.compile(r"top_block\.(p6|p7)\.(weight|bias)")
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -103,88 +134,209 @@ def load_detectron2_checkpoint(path: str | os.PathLike[str]) -> dict[str, Tensor
     return state
 
 
+def neck_stages(state_dict: Mapping[str, Tensor], prefix: str = "backbone.") -> list[int]:
+    """The stages ``s`` of the authors' neck in a state dict (from its ``fan_align{s}`` keys), ascending.
+
+    Example:
+        >>> neck_stages({"backbone.fan_align3.offset.weight": torch.zeros(1), "backbone.fan_align5.bias": torch.zeros(1)})
+        [3, 5]
+    """
+    stages = {int(m[1]) for key in state_dict if key.startswith(prefix) and (m := _FAN_ALIGN.fullmatch(key[len(prefix) :]))}
+    return sorted(stages)
+
+
 def convert_fapn_neck(
-    state_dict: Mapping[str, Tensor], prefix: str = "backbone.", top_level: int = 5
+    state_dict: Mapping[str, Tensor], prefix: str = "backbone.", stages: Sequence[int] | None = None
 ) -> tuple[dict[str, Tensor], list[str]]:
-    """Map the authors' FaPN neck to the keys of :class:`fapn.necks.FaPN` (res2..res5 inputs).
+    """Map the authors' FaPN neck to the keys of :class:`fapn.necks.FaPN`, by stage name.
 
     Args:
         state_dict: the authors' model state dict (or only its neck).
         prefix: what precedes the neck's keys (``"backbone."`` in detectron2 models).
-        top_level: the level of the top lateral (``fan_align5``).
+        stages: the stages of the neck's inputs, ascending (``[2, 3, 4, 5]`` for R-CNN, ``[3, 4, 5]`` for
+            RetinaNet); default: those of the checkpoint's ``fan_align{s}`` keys. The last one is the top lateral.
 
     Returns:
         ``(mapped, unmapped)``: our neck keys -> the original tensors, and the keys under ``prefix`` that are
-        neither the neck's nor the ResNet's (``bottom_up``) and were left out.
+        neither the neck's nor the ResNet's (``bottom_up``), in input order.
 
     Example:
-        >>> mapped, _ = convert_fapn_neck({"backbone.fan_align3.offset.weight": torch.zeros(1)})
-        >>> list(mapped)
-        ['merges.1.offset_fuse.weight']
+        >>> state = {f"backbone.fan_align{s}.offset.weight": torch.zeros(1) for s in (3, 4)}
+        >>> state["backbone.fan_align5.weight"] = torch.zeros(1)
+        >>> list(convert_fapn_neck(state)[0])
+        ['merges.0.offset_fuse.weight', 'merges.1.offset_fuse.weight', 'top_lateral.weight']
     """
+    order = list(stages) if stages is not None else neck_stages(state_dict, prefix)
+    if order != sorted(set(order)):
+        raise ValueError(f"stages must be distinct and ascending, got {order}")
+    top = order[-1] if order else None
     mapped: dict[str, Tensor] = {}
     unmapped: list[str] = []
-    top = re.compile(rf"fan_align{top_level}\.(weight|bias)")
-    compiled = [(re.compile(p), f) for p, f in NECK_KEY_PATTERNS]
     for key, value in state_dict.items():
         if not key.startswith(prefix):
             continue
         local = key[len(prefix) :]
         if local.startswith("bottom_up."):
             continue
-        if match := top.fullmatch(local):
-            mapped[f"top_lateral.{match[1]}"] = value
-            continue
-        for pattern, target in compiled:
-            if match := pattern.fullmatch(local):
-                mapped[target(match)] = value
-                break
+        target = _neck_target(local, order, top)
+        if target is None:
+            unmapped.append(key)
+        else:
+            mapped[target] = value
+    return mapped, unmapped
+
+
+def _neck_target(local: str, order: list[int], top: int | None) -> str | None:
+    if match := _TOP_BLOCK.fullmatch(local):
+        return f"extra_blocks.{match[1]}.{match[2]}"
+    if match := _FPN_OUTPUT.fullmatch(local):
+        stage, part = int(match[1]), match[2]
+        if stage in order and stage != top and _CONV_PART.fullmatch(part):
+            return f"output_convs.{order.index(stage)}.{part}"
+        return None
+    if match := _FAN_ALIGN.fullmatch(local):
+        stage, part = int(match[1]), match[2]
+        if stage not in order:
+            return None
+        if stage == top:
+            return f"top_lateral.{part}" if _CONV_PART.fullmatch(part) else None
+        for pattern, replacement in _MERGE_PARTS:
+            if pattern.fullmatch(part):
+                return f"merges.{order.index(stage)}.{pattern.sub(replacement, part)}"
+    return None
+
+
+_STEM = re.compile(r"^stem\.conv1\.(weight|norm\.(weight|bias|running_mean|running_var))$")
+_BLOCK = re.compile(
+    r"^res([2-5])\.(\d+)\.(conv[123]|shortcut)\.(weight|norm\.(?:weight|bias|running_mean|running_var))$"
+)
+
+
+def convert_detectron2_resnet(state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """Map a detectron2 ResNet state dict onto a torchvision ResNet's names
+    (:func:`fapn.models.detection.detectron2_resnet`).
+
+    Accepts keys with or without the ``backbone.bottom_up.`` prefix (the authors' whole checkpoints pass
+    through: the keys that are not ResNet keys come back as unmapped). The stem conv's input channels are
+    reversed (detectron2 reads BGR, this body RGB).
+
+    Args:
+        state_dict: detectron2 names, e.g. ``res2.0.conv1.norm.running_mean``.
+
+    Returns:
+        ``(mapped, unmapped)``: a state dict for ``detectron2_resnet(...)`` (load it with ``strict=False``:
+        it has no ``fc``), and the input keys that are not ResNet body keys, in input order.
+
+    Example:
+        >>> mapped, unmapped = convert_detectron2_resnet({"res2.0.conv1.weight": torch.zeros(1), "pixel_mean": torch.zeros(1)})
+        >>> list(mapped), unmapped
+        (['layer1.0.conv1.weight'], ['pixel_mean'])
+    """
+    mapped: dict[str, Tensor] = {}
+    unmapped: list[str] = []
+    for key, value in state_dict.items():
+        name = key.removeprefix("backbone.bottom_up.")
+        if match := _STEM.match(name):
+            if match.group(1) == "weight":
+                mapped["conv1.weight"] = value.flip(1)  # BGR -> RGB input channels
+            else:
+                mapped[f"bn1.{match.group(2)}"] = value
+        elif match := _BLOCK.match(name):
+            stage, index, conv, leaf = match.groups()
+            prefix = f"layer{int(stage) - 1}.{index}"
+            if conv == "shortcut":
+                module = "downsample.0" if leaf == "weight" else "downsample.1"
+            else:
+                module = conv if leaf == "weight" else f"bn{conv[-1]}"
+            mapped[f"{prefix}.{module}.{leaf.removeprefix('norm.')}"] = value
         else:
             unmapped.append(key)
     return mapped, unmapped
 
 
-def _detection_converter(name: str) -> Callable[..., tuple[dict[str, Tensor], list[str]]] | None:
-    try:
-        from fapn.models import detection
-    except ImportError:
-        return None
-    return getattr(detection, name, None)
+_HEAD_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), target)
+    for pattern, target in (
+        (r"proposal_generator\.rpn_head\.conv\.(weight|bias)", r"rpn.head.conv.0.0.\1"),
+        (r"proposal_generator\.rpn_head\.objectness_logits\.(weight|bias)", r"rpn.head.cls_logits.\1"),
+        (r"proposal_generator\.rpn_head\.anchor_deltas\.(weight|bias)", r"rpn.head.bbox_pred.\1"),
+        (r"roi_heads\.box_head\.fc1\.(weight|bias)", r"roi_heads.box_head.fc6.\1"),
+        (r"roi_heads\.box_head\.fc2\.(weight|bias)", r"roi_heads.box_head.fc7.\1"),
+        (r"roi_heads\.mask_head\.deconv\.(weight|bias)", r"roi_heads.mask_predictor.conv5_mask.\1"),
+        (r"roi_heads\.mask_head\.mask_fcn(\d)\.(weight|bias)", "mask_fcn"),
+        (r"roi_heads\.box_predictor\.cls_score\.(weight|bias)", r"roi_heads.box_predictor.cls_score.\1"),
+        (r"roi_heads\.box_predictor\.bbox_pred\.(weight|bias)", r"roi_heads.box_predictor.bbox_pred.\1"),
+        (r"roi_heads\.mask_head\.predictor\.(weight|bias)", r"roi_heads.mask_predictor.mask_fcn_logits.\1"),
+    )
+)
+
+
+def _background_first(value: Tensor) -> Tensor:
+    """detectron2 puts background last in ``cls_score``; torchvision first."""
+    return torch.cat([value[-1:], value[:-1]])
+
+
+def _prepend_zeros(value: Tensor, rows: int) -> Tensor:
+    return torch.cat([value.new_zeros((rows, *value.shape[1:])), value])
+
+
+def _head_target(key: str, value: Tensor) -> tuple[str, Tensor] | None:
+    for pattern, replacement in _HEAD_RULES:
+        if match := pattern.fullmatch(key):
+            if replacement == "mask_fcn":
+                return f"roi_heads.mask_head.{int(match[1]) - 1}.0.{match[2]}", value
+            target = pattern.sub(replacement, key)
+            if ".cls_score." in key:
+                return target, _background_first(value)
+            if ".bbox_pred." in key:
+                return target, _prepend_zeros(value, 4)
+            if ".mask_head.predictor." in key:
+                return target, _prepend_zeros(value, 1)
+            return target, value
+    return None
 
 
 def convert_detectron2_fapn(
     state_dict: Mapping[str, Tensor],
     neck_prefix: str = "backbone.fapn.",
     body_prefix: str = "backbone.body.",
+    stages: Sequence[int] | None = None,
 ) -> tuple[dict[str, Tensor], list[str]]:
-    """A whole detectron2 FaPN checkpoint mapped onto fapn's models.
-
-    An R-CNN checkpoint (with ``roi_heads.*`` keys) goes through
-    :func:`fapn.models.detection.convert_detectron2_fapn_rcnn` when it is available (body, neck, RPN, heads).
-    Otherwise the neck is mapped here and the ResNet body by
-    :func:`fapn.models.detection.convert_detectron2_resnet` (if available), under ``neck_prefix`` and
-    ``body_prefix`` (the names of :class:`fapn.models.detection.BackboneWithFaPN`).
+    """A whole detectron2 FaPN checkpoint mapped onto fapn's models: ResNet body, neck (by stage, with
+    RetinaNet's ``top_block``) and, when present, the R-CNN heads (RPN, box and mask heads; class-specific box
+    regression and masks; background moved to index 0).
 
     Args:
-        state_dict: the authors' model state dict.
-        neck_prefix: prefix of our neck's keys in the target model.
-        body_prefix: prefix of the ResNet's keys.
+        state_dict: the authors' model state dict (the checkpoint's ``"model"`` entry).
+        neck_prefix: prefix of our neck's keys in the target model (``BackboneWithFaPN``: ``backbone.fapn.``).
+        body_prefix: prefix of the ResNet's keys (``backbone.body.``).
+        stages: the neck's input stages, see :func:`convert_fapn_neck`.
 
     Returns:
-        ``(mapped, unmapped)``: target keys -> tensors, and every source key that was not mapped, in input order.
+        ``(mapped, unmapped)``: target keys -> tensors, and every source key that was not mapped (PointRend
+        heads, ``pixel_mean``, RetinaNet's head, ...), in input order. A Faster/Mask R-CNN checkpoint maps onto
+        ``detectron2_fapn_rcnn(depth, mask=..., num_classes=K + 1)`` exactly.
     """
-    rcnn = _detection_converter("convert_detectron2_fapn_rcnn")
-    if rcnn is not None and any(key.startswith("roi_heads.") for key in state_dict):
-        return rcnn(dict(state_dict))
-    neck, neck_unmapped = convert_fapn_neck(state_dict)
-    mapped = {neck_prefix + key: value for key, value in neck.items()}
-    body_source = {k: v for k, v in state_dict.items() if k.startswith("backbone.bottom_up.")}
-    resnet = _detection_converter("convert_detectron2_resnet")
-    body_unmapped: set[str] = set(body_source)
-    if resnet is not None and body_source:
-        body_mapped, rest = resnet(body_source)
-        mapped.update({body_prefix + key: value for key, value in body_mapped.items()})
-        body_unmapped = set(rest)
-    left = set(neck_unmapped) | body_unmapped
-    unmapped = [key for key in state_dict if key in left or not key.startswith("backbone.")]
+    body, body_unmapped = convert_detectron2_resnet(
+        {k: v for k, v in state_dict.items() if k.startswith("backbone.bottom_up.")}
+    )
+    neck, neck_unmapped = convert_fapn_neck(state_dict, stages=stages)
+    mapped = {body_prefix + key: value for key, value in body.items()}
+    mapped.update({neck_prefix + key: value for key, value in neck.items()})
+    left = set(body_unmapped) | set(neck_unmapped)
+    unmapped: list[str] = []
+    for key, value in state_dict.items():
+        if key.startswith("backbone.") and key not in left:
+            continue
+        head = None if key.startswith("backbone.") else _head_target(key, value)
+        if head is None:
+            unmapped.append(key)
+        else:
+            mapped[head[0]] = head[1]
     return mapped, unmapped
+
+
+def convert_detectron2_fapn_rcnn(state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """The authors' Faster/Mask R-CNN FaPN checkpoint onto :func:`fapn.models.detection.detectron2_fapn_rcnn`:
+    :func:`convert_detectron2_fapn` with its defaults."""
+    return convert_detectron2_fapn(state_dict)

@@ -24,8 +24,9 @@ def make_norm(norm: str | None, channels: int) -> nn.Module | None:
         ValueError: an unknown name, or ``"GN"`` on a channel count that is not a multiple of 32.
 
     Example:
-        >>> make_norm("GN", 64)
-        GroupNorm(32, 64, eps=1e-05, affine=True)
+        >>> norm = make_norm("GN", 64)
+        >>> type(norm).__name__, norm.num_groups, norm.num_channels
+        ('GroupNorm', 32, 64)
     """
     if norm is None:
         return None

@@ -1,8 +1,21 @@
-"""Models: the real-time segmentation FaPN and backbones."""
+"""Models: the real-time FaPN, the semantic FPN, FaPN on torchvision's detectors, and the registry naming them all.
+
+Importing this package imports every builder module, so every builder is registered:
+``fapn.models.list_models()`` names them, ``fapn.models.get_model(name, **kwargs)`` builds one.
+"""
 
 from fapn.models.backbones import RESNETS, load_resnet_weights, resnet_body
 from fapn.models.registry import get_model, get_model_builder, list_models, register_model
 from fapn.models.realtime import BACKBONES, VARIANTS, RealtimeFaPN, SegmentationHead, realtime_fapn
+from fapn.models.semantic_fpn import (
+    SemanticFPN,
+    SemanticFPNHead,
+    semantic_fpn,
+    semantic_fpn_resnet50_fapn,
+    semantic_fpn_resnet101_fapn,
+)
+
+import fapn.models.detection  # noqa: E402,F401  (registers the detection builders)
 
 import fapn.models.maskformer  # noqa: E402,F401  (registers maskformer_fapn and maskformer_fpn)
 
@@ -16,6 +29,11 @@ __all__ = [
     "SegmentationHead",
     "VARIANTS",
     "BACKBONES",
+    "semantic_fpn",
+    "semantic_fpn_resnet50_fapn",
+    "semantic_fpn_resnet101_fapn",
+    "SemanticFPN",
+    "SemanticFPNHead",
     "resnet_body",
     "load_resnet_weights",
     "RESNETS",

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from fapn.layers.fam import Fusion
 from fapn.models.backbones import TIMM_PREFIX, BackboneWeights, build_backbone
+from fapn.models.inputs import check_image_batch
 from fapn.models.registry import register_model
 from fapn.necks.fapn import FaPN
 
@@ -66,31 +67,6 @@ class SegmentationHead(nn.Sequential):
         nn.init.kaiming_normal_(self[0].weight, mode="fan_out", nonlinearity="relu")
         nn.init.normal_(self[3].weight, std=0.01)
         nn.init.zeros_(self[3].bias)
-
-
-def check_image_batch(x: Tensor, in_channels: int, min_size: int) -> None:
-    """Raise ``ValueError`` unless ``x`` is a float ``[N, in_channels, H, W]`` batch with ``H, W >= min_size``."""
-    if not isinstance(x, Tensor):
-        raise ValueError(f"expected a torch.Tensor image batch, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(
-            f"expected a 4-D image batch [N, {in_channels}, H, W], got a {x.dim()}-D tensor of shape "
-            f"{tuple(x.shape)}" + (" (add a batch dimension with x.unsqueeze(0))" if x.dim() == 3 else "")
-        )
-    if x.shape[1] != in_channels:
-        raise ValueError(
-            f"expected {in_channels} input channels [N, {in_channels}, H, W], got shape {tuple(x.shape)}"
-        )
-    if not x.is_floating_point():
-        raise ValueError(
-            f"expected a floating-point image batch (normalised float32), got dtype {x.dtype}; "
-            "convert uint8 images with x.float() / 255 and normalise them"
-        )
-    if x.shape[-2] < min_size or x.shape[-1] < min_size:
-        raise ValueError(
-            f"input of {x.shape[-2]}x{x.shape[-1]} pixels is smaller than the network's stride; "
-            f"height and width must be at least {min_size}"
-        )
 
 
 class RealtimeFaPN(nn.Module):
@@ -149,13 +125,14 @@ class RealtimeFaPN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Args:
-            x: normalised float images ``[N, 3, H, W]``, ``H, W >= 32``.
+            x: normalised float images ``[N, 3, H, W]``, ``N >= 1``, ``H, W >= 32``, in the weights' dtype
+                (float64 works on a ``model.double()``).
 
         Returns:
             logits ``[N, num_classes, H, W]``.
         """
         if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
-            check_image_batch(x, 3, self.stride)
+            check_image_batch(x, self, min_size=self.stride)
         p3 = next(iter(self.features(x).values()))
         logits = self.head(p3)
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)

@@ -296,6 +296,7 @@ def deform_conv2d_cpu(
         and input.dtype in _KERNEL_SUFFIX
         and all(t.device.type == "cpu" and t.dtype == input.dtype for t in tensors)
         and weight.shape[1] == input.shape[1]
+        and input.shape[0] > 0  # an empty batch: nothing to tile, the pure-PyTorch op returns the empty output
     )
     if usable and load_kernels() is None:
         if not _warned:

@@ -13,14 +13,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models import WeightsEnum, resnet
+from torchvision.models import WeightsEnum
 from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
-from torchvision.models.detection.backbone_utils import _validate_trainable_layers
-from torchvision.ops import misc as misc_nn_ops
-from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from fapn.models.backbones import load_resnet_weights
-from fapn.models.detection.backbone import BackboneWithFaPN, resnet_fapn_extractor
+from fapn.models.backbones import BackboneWeights
+from fapn.models.detection.panoptic_fpn import PanopticFPN
+from fapn.models.pyramid import NECKS, Neck, fapn_backbone, resnet_pyramid
+from fapn.models.registry import register_model
 
 __all__ = [
     "fasterrcnn_resnet50_fapn",
@@ -31,52 +30,11 @@ __all__ = [
     "retinanet_resnet101_fapn",
     "fapn_backbone",
     "build_detection_model",
-    "DETECTION_BUILDERS",
     "DETECTORS",
     "NECKS",
 ]
 
 WeightsLike = str | os.PathLike[str] | None
-BackboneWeightsLike = WeightsEnum | str | os.PathLike[str] | None
-
-
-def fapn_backbone(
-    depth: int | str,
-    weights_backbone: BackboneWeightsLike,
-    trainable_backbone_layers: int | None,
-    is_trained: bool,
-    *,
-    retinanet: bool = False,
-    fapn_kwargs: dict[str, Any] | None = None,
-    frozen_batch_norm: bool | None = None,
-) -> BackboneWithFaPN:
-    """The ResNet + FaPN backbone every builder here uses, with torchvision's freezing rules.
-
-    Frozen batch norm and 3 trainable stages when weights are given (as torchvision and detectron2's
-    ``FREEZE_AT: 2``); trainable batch norm and all stages when training from scratch.
-
-    Args:
-        depth: 18, 34, 50, 101 or a torchvision ResNet name.
-        weights_backbone: ImageNet weights (enum, enum name, or a local ``.pth``), or ``None``.
-        trainable_backbone_layers: 0 to 5, or ``None`` for the default.
-        is_trained: whether any weights are loaded (changes the defaults, as in torchvision).
-        retinanet: P3-P7 (``LastLevelP6P7`` on P5) instead of P2-P6.
-        fapn_kwargs: extra arguments of :class:`fapn.FaPN` (ablations).
-        frozen_batch_norm: ``FrozenBatchNorm2d`` or ``BatchNorm2d``; ``None`` follows ``is_trained`` (torchvision).
-            Set it to rebuild a model trained from ImageNet weights without loading them again.
-    """
-    name = depth if isinstance(depth, str) else f"resnet{depth}"
-    trainable = _validate_trainable_layers(is_trained, trainable_backbone_layers, 5, 3)
-    frozen = is_trained if frozen_batch_norm is None else frozen_batch_norm
-    norm_layer = misc_nn_ops.FrozenBatchNorm2d if frozen else nn.BatchNorm2d
-    body = resnet.__dict__[name](weights=None, norm_layer=norm_layer)
-    load_resnet_weights(body, name, weights_backbone)
-    kwargs = dict(fapn_kwargs or {})
-    if retinanet:
-        return resnet_fapn_extractor(
-            body, trainable, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256), **kwargs
-        )
-    return resnet_fapn_extractor(body, trainable, **kwargs)
 
 
 def _load_weights(model: nn.Module, weights: WeightsLike) -> None:
@@ -99,7 +57,7 @@ def _build(
     *,
     weights: WeightsLike,
     num_classes: int | None,
-    weights_backbone: BackboneWeightsLike,
+    weights_backbone: BackboneWeights,
     trainable_backbone_layers: int | None,
     fapn_kwargs: dict[str, Any] | None,
     kwargs: dict[str, Any],
@@ -108,13 +66,12 @@ def _build(
         weights_backbone = None  # the model weights contain the backbone
     if num_classes is None:
         num_classes = 91
-    is_trained = weights is not None or weights_backbone is not None
-    backbone = fapn_backbone(
-        depth,
-        weights_backbone,
-        trainable_backbone_layers,
-        is_trained,
-        retinanet=detector is RetinaNet,
+    backbone = resnet_pyramid(
+        f"resnet{depth}",
+        weights_backbone=weights_backbone,
+        trainable_backbone_layers=trainable_backbone_layers,
+        is_trained=weights is not None or weights_backbone is not None,
+        levels="p3-p7" if detector is RetinaNet else "p2-p6",
         fapn_kwargs=fapn_kwargs,
     )
     model = detector(backbone, num_classes=num_classes, **kwargs)
@@ -122,12 +79,13 @@ def _build(
     return model
 
 
+@register_model(task="detection")
 def fasterrcnn_resnet50_fapn(
     *,
     weights: WeightsLike = None,
     progress: bool = True,
     num_classes: int | None = None,
-    weights_backbone: BackboneWeightsLike = None,
+    weights_backbone: BackboneWeights = None,
     trainable_backbone_layers: int | None = None,
     fapn_kwargs: dict[str, Any] | None = None,
     **kwargs: Any,
@@ -153,12 +111,13 @@ def fasterrcnn_resnet50_fapn(
                   trainable_backbone_layers=trainable_backbone_layers, fapn_kwargs=fapn_kwargs, kwargs=kwargs)
 
 
+@register_model(task="detection")
 def fasterrcnn_resnet101_fapn(
     *,
     weights: WeightsLike = None,
     progress: bool = True,
     num_classes: int | None = None,
-    weights_backbone: BackboneWeightsLike = None,
+    weights_backbone: BackboneWeights = None,
     trainable_backbone_layers: int | None = None,
     fapn_kwargs: dict[str, Any] | None = None,
     **kwargs: Any,
@@ -169,12 +128,13 @@ def fasterrcnn_resnet101_fapn(
                   trainable_backbone_layers=trainable_backbone_layers, fapn_kwargs=fapn_kwargs, kwargs=kwargs)
 
 
+@register_model(task="detection")
 def maskrcnn_resnet50_fapn(
     *,
     weights: WeightsLike = None,
     progress: bool = True,
     num_classes: int | None = None,
-    weights_backbone: BackboneWeightsLike = None,
+    weights_backbone: BackboneWeights = None,
     trainable_backbone_layers: int | None = None,
     fapn_kwargs: dict[str, Any] | None = None,
     **kwargs: Any,
@@ -193,12 +153,13 @@ def maskrcnn_resnet50_fapn(
                   trainable_backbone_layers=trainable_backbone_layers, fapn_kwargs=fapn_kwargs, kwargs=kwargs)
 
 
+@register_model(task="detection")
 def maskrcnn_resnet101_fapn(
     *,
     weights: WeightsLike = None,
     progress: bool = True,
     num_classes: int | None = None,
-    weights_backbone: BackboneWeightsLike = None,
+    weights_backbone: BackboneWeights = None,
     trainable_backbone_layers: int | None = None,
     fapn_kwargs: dict[str, Any] | None = None,
     **kwargs: Any,
@@ -209,17 +170,21 @@ def maskrcnn_resnet101_fapn(
                   trainable_backbone_layers=trainable_backbone_layers, fapn_kwargs=fapn_kwargs, kwargs=kwargs)
 
 
+@register_model(task="detection")
 def retinanet_resnet50_fapn(
     *,
     weights: WeightsLike = None,
     progress: bool = True,
     num_classes: int | None = None,
-    weights_backbone: BackboneWeightsLike = None,
+    weights_backbone: BackboneWeights = None,
     trainable_backbone_layers: int | None = None,
     fapn_kwargs: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> RetinaNet:
-    """RetinaNet, ResNet-50 + FaPN on C3-C5 with P6/P7 from P5 (``LastLevelP6P7``), as ``retinanet_resnet50_fpn``.
+    """RetinaNet, ResNet-50 + FaPN on C3-C5 with P6/P7 from C5, as the authors' ``LastLevelP6P7(2048, 256)``.
+
+    torchvision's ``retinanet_resnet50_fpn`` (v1) computes P6 from P5; its ``_v2``, detectron2 and the authors'
+    FaPN RetinaNet from C5.
 
     Args: as :func:`fasterrcnn_resnet50_fapn`; ``**kwargs`` go to ``RetinaNet``.
     """
@@ -228,12 +193,13 @@ def retinanet_resnet50_fapn(
                   trainable_backbone_layers=trainable_backbone_layers, fapn_kwargs=fapn_kwargs, kwargs=kwargs)
 
 
+@register_model(task="detection")
 def retinanet_resnet101_fapn(
     *,
     weights: WeightsLike = None,
     progress: bool = True,
     num_classes: int | None = None,
-    weights_backbone: BackboneWeightsLike = None,
+    weights_backbone: BackboneWeights = None,
     trainable_backbone_layers: int | None = None,
     fapn_kwargs: dict[str, Any] | None = None,
     **kwargs: Any,
@@ -244,28 +210,18 @@ def retinanet_resnet101_fapn(
                   trainable_backbone_layers=trainable_backbone_layers, fapn_kwargs=fapn_kwargs, kwargs=kwargs)
 
 
-DETECTION_BUILDERS = {
-    "fasterrcnn_resnet50_fapn": fasterrcnn_resnet50_fapn,
-    "fasterrcnn_resnet101_fapn": fasterrcnn_resnet101_fapn,
-    "maskrcnn_resnet50_fapn": maskrcnn_resnet50_fapn,
-    "maskrcnn_resnet101_fapn": maskrcnn_resnet101_fapn,
-    "retinanet_resnet50_fapn": retinanet_resnet50_fapn,
-    "retinanet_resnet101_fapn": retinanet_resnet101_fapn,
-}
-
-
 DETECTORS = ("fasterrcnn", "maskrcnn", "retinanet", "panoptic_fpn")
-NECKS = ("fapn", "fpn")
 
 
+@register_model(task="detection")
 def build_detection_model(
     *,
     detector: str = "maskrcnn",
     backbone: str = "resnet50",
-    neck: str = "fapn",
+    neck: Neck = "fapn",
     num_classes: int = 91,
     num_stuff_classes: int = 0,
-    weights_backbone: BackboneWeightsLike = None,
+    weights_backbone: BackboneWeights = None,
     trainable_backbone_layers: int | None = None,
     fapn_kwargs: dict[str, Any] | None = None,
     panoptic_kwargs: dict[str, Any] | None = None,
@@ -276,7 +232,8 @@ def build_detection_model(
 
     ``build_detection_model(detector="maskrcnn", backbone="resnet50", neck="fapn")`` is
     :func:`maskrcnn_resnet50_fapn`; ``neck="fpn"`` is torchvision's ``maskrcnn_resnet50_fpn`` (the baseline,
-    structurally detectron2's FPN: 1x1 laterals, nearest upsampling, 3x3 outputs on every level).
+    structurally detectron2's FPN: 1x1 laterals, nearest upsampling, 3x3 outputs on every level). RetinaNet's
+    P6/P7 come from C5 with either neck (the authors', detectron2's and torchvision's ``_v2``).
 
     Args:
         detector: ``"fasterrcnn"``, ``"maskrcnn"``, ``"retinanet"`` or ``"panoptic_fpn"``.
@@ -296,42 +253,24 @@ def build_detection_model(
         >>> type(model.backbone).__name__
         'BackboneWithFaPN'
     """
-    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
-
-    from fapn.models.detection.panoptic_fpn import PanopticFPN
-
     if detector not in DETECTORS:
         raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")
-    if neck not in NECKS:
-        raise ValueError(f"neck must be one of {NECKS}, got {neck!r}")
-    if backbone not in resnet.__dict__ or not backbone.startswith(("resnet", "resnext", "wide_resnet")):
-        raise ValueError(f"backbone must be a torchvision ResNet name such as 'resnet50', got {backbone!r}")
-    is_trained = weights_backbone is not None
-    frozen = is_trained if frozen_batch_norm is None else frozen_batch_norm
-    retinanet = detector == "retinanet"
-    if neck == "fapn":
-        body_and_neck: nn.Module = fapn_backbone(backbone, weights_backbone, trainable_backbone_layers, is_trained,
-                                                 retinanet=retinanet, fapn_kwargs=fapn_kwargs,
-                                                 frozen_batch_norm=frozen)
-    else:
-        if fapn_kwargs:
-            raise ValueError("fapn_kwargs only apply to neck='fapn'")
-        trainable = _validate_trainable_layers(is_trained, trainable_backbone_layers, 5, 3)
-        norm_layer = misc_nn_ops.FrozenBatchNorm2d if frozen else nn.BatchNorm2d
-        body = resnet.__dict__[backbone](weights=None, norm_layer=norm_layer)
-        load_resnet_weights(body, backbone, weights_backbone)
-        if retinanet:
-            body_and_neck = _resnet_fpn_extractor(body, trainable, returned_layers=[2, 3, 4],
-                                                  extra_blocks=LastLevelP6P7(256, 256))
-        else:
-            body_and_neck = _resnet_fpn_extractor(body, trainable)
+    if detector == "panoptic_fpn" and num_stuff_classes < 1:
+        raise ValueError("panoptic_fpn needs num_stuff_classes >= 1")
+    body_and_neck = resnet_pyramid(
+        backbone,
+        neck=neck,
+        weights_backbone=weights_backbone,
+        trainable_backbone_layers=trainable_backbone_layers,
+        frozen_batch_norm=frozen_batch_norm,
+        levels="p3-p7" if detector == "retinanet" else "p2-p6",
+        fapn_kwargs=fapn_kwargs,
+    )
     if detector == "fasterrcnn":
         return FasterRCNN(body_and_neck, num_classes=num_classes, **detector_kwargs)
     if detector == "maskrcnn":
         return MaskRCNN(body_and_neck, num_classes=num_classes, **detector_kwargs)
     if detector == "retinanet":
         return RetinaNet(body_and_neck, num_classes=num_classes, **detector_kwargs)
-    if num_stuff_classes < 1:
-        raise ValueError("panoptic_fpn needs num_stuff_classes >= 1")
     return PanopticFPN(MaskRCNN(body_and_neck, num_classes=num_classes, **detector_kwargs), num_stuff_classes,
                        **(panoptic_kwargs or {}))

@@ -7,10 +7,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.models import WeightsEnum
 from torchvision.models.detection import MaskRCNN
 
-from fapn.models.detection.semantic_fpn import SemanticFPNHead
+from fapn.models.backbones import BackboneWeights
+from fapn.models.pyramid import resnet_pyramid
+from fapn.models.registry import register_model
+from fapn.models.semantic_fpn import SemanticFPNHead
 
 __all__ = ["PanopticFPN", "panoptic_merge", "panoptic_fpn_resnet50_fapn", "panoptic_fpn_resnet101_fapn"]
 
@@ -199,25 +201,24 @@ def _panoptic(
     depth: int,
     num_classes: int,
     num_stuff_classes: int,
-    weights_backbone: WeightsEnum | str | None,
+    weights_backbone: BackboneWeights,
     trainable_backbone_layers: int | None,
     fapn_kwargs: dict[str, Any] | None,
     panoptic_kwargs: dict[str, Any] | None,
     kwargs: dict[str, Any],
 ) -> PanopticFPN:
-    from fapn.models.detection.builders import fapn_backbone
-
-    backbone = fapn_backbone(depth, weights_backbone, trainable_backbone_layers, weights_backbone is not None,
-                             fapn_kwargs=fapn_kwargs)
+    backbone = resnet_pyramid(f"resnet{depth}", weights_backbone=weights_backbone,
+                              trainable_backbone_layers=trainable_backbone_layers, fapn_kwargs=fapn_kwargs)
     return PanopticFPN(MaskRCNN(backbone, num_classes=num_classes, **kwargs), num_stuff_classes,
                        **(panoptic_kwargs or {}))
 
 
+@register_model(task="detection")
 def panoptic_fpn_resnet50_fapn(
     *,
     num_classes: int,
     num_stuff_classes: int,
-    weights_backbone: WeightsEnum | str | None = None,
+    weights_backbone: BackboneWeights = None,
     trainable_backbone_layers: int | None = None,
     fapn_kwargs: dict[str, Any] | None = None,
     panoptic_kwargs: dict[str, Any] | None = None,
@@ -238,11 +239,12 @@ def panoptic_fpn_resnet50_fapn(
                      fapn_kwargs, panoptic_kwargs, kwargs)
 
 
+@register_model(task="detection")
 def panoptic_fpn_resnet101_fapn(
     *,
     num_classes: int,
     num_stuff_classes: int,
-    weights_backbone: WeightsEnum | str | None = None,
+    weights_backbone: BackboneWeights = None,
     trainable_backbone_layers: int | None = None,
     fapn_kwargs: dict[str, Any] | None = None,
     panoptic_kwargs: dict[str, Any] | None = None,

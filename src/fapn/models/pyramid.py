@@ -1,18 +1,41 @@
-"""``BackboneWithFaPN``: torchvision's ``BackboneWithFPN`` with the FaPN neck."""
+"""Pyramid backbones shared by the semantic and the detection models: a ResNet body + the FaPN neck (or
+torchvision's FPN, the baseline), with torchvision's freezing rules.
+
+``BackboneWithFaPN`` is torchvision's ``BackboneWithFPN`` with the FaPN neck; :func:`resnet_pyramid` is the one
+factory the builders in :mod:`fapn.models.semantic_fpn` and :mod:`fapn.models.detection` call.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, Literal
 
 from torch import Tensor, nn
 from torchvision.models import resnet
 from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor, _validate_trainable_layers
 from torchvision.ops import misc as misc_nn_ops
-from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
 
+from fapn.models.backbones import BackboneWeights, load_resnet_weights
 from fapn.necks.fapn import FaPN
 
-__all__ = ["BackboneWithFaPN", "resnet_fapn_backbone", "resnet_fapn_extractor", "freeze_resnet_layers"]
+__all__ = [
+    "BackboneWithFaPN",
+    "resnet_fapn_backbone",
+    "resnet_fapn_extractor",
+    "freeze_resnet_layers",
+    "resnet_pyramid",
+    "fapn_backbone",
+    "p6p7_from_c5",
+    "NECKS",
+    "Neck",
+    "Levels",
+]
+
+Neck = Literal["fapn", "fpn"]
+NECKS: tuple[str, ...] = ("fapn", "fpn")
+Levels = Literal["p2-p6", "p3-p7"]
 
 
 class BackboneWithFaPN(nn.Module):
@@ -139,3 +162,93 @@ def resnet_fapn_backbone(
     """
     body = resnet.__dict__[backbone_name](weights=weights, norm_layer=norm_layer)
     return resnet_fapn_extractor(body, trainable_layers, returned_layers, extra_blocks, **neck_kwargs)
+
+
+def p6p7_from_c5(c5_channels: int, out_channels: int) -> LastLevelP6P7:
+    """RetinaNet's P6 = conv3x3/2(C5), P7 = conv3x3/2(relu(P6)), as the authors' ``LastLevelP6P7(2048, 256)``.
+
+    torchvision's block reads C5 only when its input and output widths differ; this one always reads C5 (a
+    ResNet-18 body with a 512-wide pyramid would otherwise silently switch to P5).
+    """
+    block = LastLevelP6P7(c5_channels, out_channels)
+    block.use_P5 = False
+    return block
+
+
+def resnet_pyramid(
+    backbone: str = "resnet50",
+    *,
+    neck: Neck = "fapn",
+    weights_backbone: BackboneWeights = None,
+    trainable_backbone_layers: int | None = None,
+    is_trained: bool | None = None,
+    frozen_batch_norm: bool | None = None,
+    levels: Levels = "p2-p6",
+    fapn_kwargs: dict[str, Any] | None = None,
+) -> nn.Module:
+    """A torchvision ResNet + the FaPN neck (or torchvision's FPN), frozen as torchvision's builders freeze.
+
+    Frozen batch norm and 3 trainable stages when weights are given (torchvision, and detectron2's
+    ``FREEZE_AT: 2``); trainable batch norm and all stages when training from scratch.
+
+    Args:
+        backbone: a torchvision ResNet name (``"resnet18"`` ... ``"resnet101"``, ``"resnext50_32x4d"``, ...).
+        neck: ``"fapn"`` (:class:`BackboneWithFaPN`) or ``"fpn"`` (torchvision's ``BackboneWithFPN``, the baseline,
+            structurally detectron2's FPN).
+        weights_backbone: ImageNet weights (enum, enum name, or a local ``.pth``), or ``None``.
+        trainable_backbone_layers: 0 to 5, or ``None`` for the default.
+        is_trained: whether any weights will be loaded (changes the defaults, as in torchvision); ``None``:
+            ``weights_backbone is not None``.
+        frozen_batch_norm: ``FrozenBatchNorm2d`` or ``BatchNorm2d``; ``None`` follows ``is_trained`` (torchvision).
+            Set it to rebuild a model trained from ImageNet weights without loading them again.
+        levels: ``"p2-p6"`` (C2-C5 and a max-pooled P6: Faster/Mask R-CNN, Panoptic FPN, semantic FPN) or
+            ``"p3-p7"`` (C3-C5, P6/P7 by strided convs on C5: RetinaNet, as the authors' ``LastLevelP6P7``).
+        fapn_kwargs: extra arguments of :class:`fapn.FaPN` (ablations, ``norm``); ``neck="fapn"`` only.
+
+    Example:
+        >>> pyramid = resnet_pyramid("resnet18", levels="p3-p7")
+        >>> [(k, v.shape[-1]) for k, v in pyramid(torch.randn(1, 3, 64, 64)).items()]
+        [('0', 8), ('1', 4), ('2', 2), ('p6', 1), ('p7', 1)]
+    """
+    if neck not in NECKS:
+        raise ValueError(f"neck must be one of {NECKS}, got {neck!r}")
+    if levels not in ("p2-p6", "p3-p7"):
+        raise ValueError(f"levels must be 'p2-p6' or 'p3-p7', got {levels!r}")
+    if backbone not in resnet.__dict__ or not backbone.startswith(("resnet", "resnext", "wide_resnet")):
+        raise ValueError(f"backbone must be a torchvision ResNet name such as 'resnet50', got {backbone!r}")
+    if fapn_kwargs and neck != "fapn":
+        raise ValueError("fapn_kwargs only apply to neck='fapn'")
+    trained = weights_backbone is not None if is_trained is None else is_trained
+    trainable = _validate_trainable_layers(trained, trainable_backbone_layers, 5, 3)
+    frozen = trained if frozen_batch_norm is None else frozen_batch_norm
+    norm_layer = misc_nn_ops.FrozenBatchNorm2d if frozen else nn.BatchNorm2d
+    body = resnet.__dict__[backbone](weights=None, norm_layer=norm_layer)
+    load_resnet_weights(body, backbone, weights_backbone)
+    returned_layers, extra_blocks = None, None
+    if levels == "p3-p7":
+        returned_layers, extra_blocks = [2, 3, 4], p6p7_from_c5(body.inplanes, 256)
+    if neck == "fpn":
+        return _resnet_fpn_extractor(body, trainable, returned_layers=returned_layers, extra_blocks=extra_blocks)
+    return resnet_fapn_extractor(body, trainable, returned_layers, extra_blocks, **(fapn_kwargs or {}))
+
+
+def fapn_backbone(
+    depth: int | str,
+    weights_backbone: BackboneWeights,
+    trainable_backbone_layers: int | None,
+    is_trained: bool,
+    *,
+    retinanet: bool = False,
+    fapn_kwargs: dict[str, Any] | None = None,
+    frozen_batch_norm: bool | None = None,
+) -> nn.Module:
+    """Deprecated spelling of :func:`resnet_pyramid` with ``neck="fapn"`` (kept while callers move over)."""
+    return resnet_pyramid(
+        depth if isinstance(depth, str) else f"resnet{depth}",
+        weights_backbone=weights_backbone,
+        trainable_backbone_layers=trainable_backbone_layers,
+        is_trained=is_trained,
+        frozen_batch_norm=frozen_batch_norm,
+        levels="p3-p7" if retinanet else "p2-p6",
+        fapn_kwargs=fapn_kwargs,
+    )
