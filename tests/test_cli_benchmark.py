@@ -11,8 +11,9 @@ import torch
 import fapn.ops
 
 from fapn.cli.main import main
-from fapn.inference.benchmark import LatencyResult, add_ratios, count_macs, results_table, time_interleaved
+from fapn.inference.benchmark import LatencyResult, add_ratios, results_table, time_interleaved
 from fapn.models import realtime_fapn
+from fapn.profiling import profile_model
 
 
 
@@ -21,7 +22,7 @@ def test_macs_follow_the_table1_convention(variant: str, gmacs: float) -> None:
     # fapn profile's paper convention at 768x1536 (Table 1: 44.5 / 51.0 / 51.8; conv-only 44.55 / 51.04 / 51.79,
     # fvcore also counts batch norm and the final resize of the logits).
     model = realtime_fapn(backbone="resnet18", num_classes=19, variant=variant)
-    assert count_macs(model, (1, 3, 768, 1536)) == pytest.approx(gmacs, abs=0.006)
+    assert profile_model(model, (1, 3, 768, 1536)).gmacs_paper == pytest.approx(gmacs, abs=0.006)
 
 
 def test_time_interleaved_takes_turns_and_reports_errors() -> None:
@@ -72,7 +73,7 @@ def test_cli_benchmark_runs_variants_side_by_side(tmp_path: Path, capsys: pytest
     fpn = [r for r in rows if r["model"] == "fpn"]
     assert all(r["latency_ratio"] == 1.0 for r in fpn)
     fapn_row = next(r for r in rows if r["model"] == "fapn" and r["batch"] == 1)
-    assert fapn_row["macs_ratio"] == pytest.approx(count_macs(realtime_fapn(variant="fapn"), (1, 3, 64, 64)) / count_macs(realtime_fapn(variant="fpn"), (1, 3, 64, 64)))
+    assert fapn_row["macs_ratio"] == pytest.approx(profile_model(realtime_fapn(variant="fapn"), (1, 3, 64, 64)).gmacs_paper / profile_model(realtime_fapn(variant="fpn"), (1, 3, 64, 64)).gmacs_paper)
     assert "latency x fpn" in table
     with pytest.raises(SystemExit) as usage:  # argparse: "argument --sizes: expected HEIGHTxWIDTH ..."
         main(["benchmark", "--sizes", "12xAB"])

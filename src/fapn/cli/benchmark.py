@@ -62,8 +62,9 @@ def run(args: argparse.Namespace) -> int:
     from fapn.cli.common import require_extra, setup_runtime
     from fapn.export import export_onnx
     from fapn.inference.benchmark import (
-        LatencyResult, add_ratios, count_macs, prepare_onnxruntime, prepare_torch, results_table, time_interleaved,
+        LatencyResult, add_ratios, prepare_onnxruntime, prepare_torch, results_table, time_interleaved,
     )
+    from fapn.profiling import profile_model
     from fapn.inference.loading import load_model, model_label
     from fapn.layers import ModulatedDeformConv2d
 
@@ -145,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
                 runners[key] = runner
                 rows[key] = row
                 if (label, shape) not in macs:
-                    macs[(label, shape)] = count_macs(model, shape)
+                    macs[(label, shape)] = profile_model(model, shape).gmacs_paper
                 row.gmacs = macs[(label, shape)]
             times, errors = time_interleaved(runners, args.warmup, args.repeats, sync)
             for key, row in rows.items():

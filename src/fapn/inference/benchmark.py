@@ -17,7 +17,6 @@ from torch import Tensor, nn
 __all__ = [
     "LatencyResult",
     "time_calls",
-    "count_macs",
     "prepare_torch",
     "prepare_onnxruntime",
     "time_interleaved",
@@ -83,15 +82,6 @@ def time_calls(fn: Callable[[], Any], warmup: int, repeats: int, synchronize: Ca
         sync()
         times.append((time.perf_counter() - start) * 1000.0)
     return times
-
-
-def count_macs(model: nn.Module, shape: Sequence[int]) -> float:
-    """Multiply-accumulates (GMAC) of one forward at ``shape`` in the paper's convention (fvcore's; the
-    deformable conv not counted), as ``fapn profile`` reports them: counted on the meta device, nothing is run.
-    """
-    from fapn.profiling import profile_model
-
-    return profile_model(model, tuple(shape)).gmacs_paper
 
 
 def prepare_torch(
