@@ -88,3 +88,33 @@ def test_models_trained_from_imagenet_weights_rebuild_with_frozen_bn_for_eval(tm
     model = build_model_from_checkpoint({"model": trained.state_dict(), "model_config": {
         "name": "build_detection_model", **kwargs}})
     assert type(model.backbone.body.bn1).__name__ == "FrozenBatchNorm2d"
+
+
+def test_detection_resume_is_exact_and_follows_the_run_folder_rules(tmp_path):
+    # N iterations straight == N/2, then --resume, then N/2: bitwise, weights and optimiser state
+    from fapn.checkpoint import load_checkpoint
+    from fapn.engine.detection import train
+
+    overrides = [*TINY, f"data.root={tmp_path / 'data'}", "train.iterations=4", "data.synthetic.num_val=1",
+                 "eval.max_images=1"]
+    cfg = load_detection_config("detection/synthetic_mask_rcnn_R_18_FaPN", overrides)
+    train(cfg, tmp_path / "straight", progress=False)
+    stopped = train(cfg, tmp_path / "resumed", progress=False, stop_after=2)
+    assert stopped["iterations"] == 2 and load_checkpoint(tmp_path / "resumed" / "last.pt")["iteration"] == 2
+    with pytest.raises(ValueError, match="already holds a run.*--resume.*--overwrite"):
+        train(cfg, tmp_path / "resumed", progress=False)
+    other = load_detection_config("detection/synthetic_mask_rcnn_R_18_FaPN", [*overrides, "optim.lr=0.01"])
+    with pytest.raises(ValueError, match=r"with optim\.lr=0\.01: the run was trained with optim\.lr=0\.02"):
+        train(other, tmp_path / "resumed", resume=True, progress=False)
+    train(cfg, tmp_path / "resumed", resume=True, progress=False)
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert a["iteration"] == b["iteration"] == 4
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    for key, state in a["optimizer"]["state"].items():
+        assert torch.equal(state["momentum_buffer"], b["optimizer"]["state"][key]["momentum_buffer"])
+    # one RNG format for every task
+    assert set(a["rng"]) >= {"torch", "python"} and set(a["rng"]) == set(b["rng"])
+    with pytest.raises(FileNotFoundError, match="no checkpoint to resume from"):
+        train(cfg, tmp_path / "fresh", resume=True, progress=False)

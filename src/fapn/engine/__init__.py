@@ -1,7 +1,11 @@
 """Training and evaluation engine.
 
-Semantic segmentation: :mod:`fapn.engine.semseg_train` (``train``, ``fapn train``),
-:mod:`fapn.engine.semseg_eval` (``evaluate``, ``fapn eval``), :mod:`fapn.engine.semseg_score` (``fapn score``),
-:mod:`fapn.engine.demo` (``fapn demo``), recipes in :mod:`fapn.engine.segmentation_config`; checkpoints in
-:mod:`fapn.engine.checkpoint`.
+* :mod:`fapn.engine.trainer`: the skeleton every task shares (run folder and resume rules, checkpoint contents,
+  RNG state, logging, start-up summary, the optimisation loop);
+* :mod:`fapn.engine.semseg`: semantic segmentation recipe (``config``), training (``train``, ``fapn train``),
+  evaluation (``eval``, ``fapn eval``) and scoring of saved predictions (``score``, ``fapn score``);
+* :mod:`fapn.engine.detection`: detection, instance and panoptic recipe, data, training and evaluation;
+* :mod:`fapn.engine.demo` (``fapn demo``), :mod:`fapn.engine.distributed`, :mod:`fapn.engine.lr_schedule`.
+
+Checkpoints are :mod:`fapn.checkpoint`; device, mixed precision and threads are :mod:`fapn.runtime`.
 """

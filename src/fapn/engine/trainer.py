@@ -452,7 +452,7 @@ class Trainer:
                 if self.iteration % self.log_period == 0 or self.iteration == self.iterations:
                     record: dict[str, Any] = {"loss": loss_value, "lr": lr}
                     if len(losses) > 1:
-                        record.update({k: float(v) / world for k, v in losses.items()})
+                        record.update({k: float(v.detach()) / world for k, v in losses.items()})
                     history.append({"iteration": self.iteration, **record})
                     self.logger.log(self.iteration, {"train": record, "time": time.perf_counter() - began})
                 if (
