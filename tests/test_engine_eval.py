@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from fapn.engine.semseg_eval import predict_logits, save_prediction
+from fapn.engine.semseg.eval import predict_logits, save_prediction
 
 
 def test_flip_and_scales_average_probabilities() -> None:
