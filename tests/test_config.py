@@ -116,10 +116,18 @@ def test_train_and_eval_hand_detection_recipes_to_the_detection_engine(task, tmp
     from fapn.cli.main import main
 
     calls = []
-    fake = types.ModuleType("fapn.engine.detection")
-    fake.run_train = lambda config, overrides, output_dir, resume: calls.append(("train", config, overrides, output_dir, resume)) or 0
-    fake.run_eval = lambda config, overrides, weights, output: calls.append(("eval", config, overrides, weights, output)) or 0
-    monkeypatch.setitem(sys.modules, "fapn.engine.detection", fake)
+    fake_train = types.ModuleType("fapn.engine.detection.train")
+    fake_train.run_train = lambda config, overrides, output_dir, resume, **kw: calls.append(
+        ("train", config, overrides, output_dir, resume)) or 0
+    fake_eval = types.ModuleType("fapn.engine.detection.eval")
+    fake_eval.run_eval = lambda config, overrides, weights, output, **kw: calls.append(
+        ("eval", config, overrides, weights, output)) or 0
+    import fapn.engine.detection as detection_package
+
+    monkeypatch.setitem(sys.modules, "fapn.engine.detection.train", fake_train)
+    monkeypatch.setitem(sys.modules, "fapn.engine.detection.eval", fake_eval)
+    monkeypatch.setattr(detection_package, "train", fake_train, raising=False)
+    monkeypatch.setattr(detection_package, "eval", fake_eval, raising=False)
     recipe = tmp_path / "det.yaml"
     recipe.write_text(f"task: {task}\nsolver: {{base_lr: 0.02}}\n")
     assert main(["train", str(recipe), "--set", "solver.base_lr=0.01", "--output-dir", "out", "--resume"]) == 0

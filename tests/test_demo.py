@@ -20,7 +20,7 @@ def demo_run(tmp_path_factory) -> tuple[Path, str]:
 
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
-        code = main(["demo", "--output", str(out), "--iterations", "3", "--batch-size", "2", "--image-size", "64", "96",
+        code = main(["demo", "--output", str(out), "--iterations", "3", "--batch-size", "2", "--image-size", "64x96",
                      "--train-images", "4", "--val-images", "2", "--threads", "2", "--no-progress"])
     assert code == 0
     return out, buffer.getvalue()
@@ -30,10 +30,21 @@ def test_demo_writes_the_report_folder(demo_run) -> None:
     out, stdout = demo_run
     assert (out / "report.md").is_file() and (out / "results.json").is_file()
     assert (out / "fpn" / "last.pt").is_file() and (out / "fapn" / "last.pt").is_file()
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.pt")) == ["fapn/last.pt", "fpn/last.pt"]
     pictures = sorted(out.glob("comparison_*.png"))
     assert len(pictures) == 2  # min(4 pictures, 2 val images)
-    with Image.open(pictures[0]) as picture:
-        assert picture.size == ((4 * 96 + 3 * 4) * 2, 64 * 2)  # image | ground truth | FPN | FaPN, 2x
+    picture = np.asarray(Image.open(pictures[0]).convert("RGB"))
+    # image | ground truth | FPN | FaPN at 2x under 20-px titles, then a legend of the classes shown
+    width, grid_height = 4 * 96 * 2 + 3 * 4, 20 + 64 * 2
+    assert picture.shape[1] == width and picture.shape[0] > grid_height + 4
+    assert (picture[:20].max(axis=-1) < 128).any()  # title text
+    from fapn.data import SYNTHETIC_INFO, synthetic_streets
+
+    _, target = synthetic_streets(split="val", size=(64, 96), num_images=2)[0]
+    legend_part = picture[grid_height + 4 :]
+    for index in np.unique(target.numpy()):
+        if index != SYNTHETIC_INFO.ignore_index:
+            assert np.all(legend_part == SYNTHETIC_INFO.palette[index], axis=-1).sum() >= 144, index
     results = json.loads((out / "results.json").read_text())
     report = (out / "report.md").read_text()
     for variant, label in (("fpn", "FPN"), ("fapn", "FaPN")):

@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from fapn.data.base import IMAGENET_MEAN, IMAGENET_STD
+from fapn.metrics.boundary import DEFAULT_BOUNDARY_WIDTH
+
 __all__ = [
     "ModelConfig",
     "DataConfig",
@@ -88,8 +91,8 @@ class DataConfig:
     crop_size: list[int] = field(default_factory=lambda: [512, 512])
     scales: list[float] = field(default_factory=lambda: list(PAPER_SCALES))
     hflip: bool = True
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     num_workers: int = 2
     options: dict = field(default_factory=dict)
     val_options: dict = field(default_factory=dict)
@@ -179,7 +182,7 @@ class EvalConfig:
 
     flip: bool = False
     scales: list[float] = field(default_factory=lambda: [1.0])
-    boundary_width: int = 3
+    boundary_width: int = DEFAULT_BOUNDARY_WIDTH
 
 
 @dataclass

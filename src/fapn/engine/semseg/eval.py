@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from fapn.data.base import SegmentationDataset
 from fapn.data.cityscapes import cityscapes_train_to_label_ids
-from fapn.metrics import BoundaryConfusionMatrix, ConfusionMatrix
+from fapn.metrics import DEFAULT_BOUNDARY_WIDTH, BoundaryConfusionMatrix, ConfusionMatrix
 from fapn.runtime import autocast, resolve_device
 
 __all__ = ["predict_logits", "evaluate", "save_prediction", "prediction_file_name", "run_eval", "class_mismatch"]
@@ -78,7 +78,7 @@ def evaluate(
     device: torch.device | str = "cpu",
     flip: bool = False,
     scales: Sequence[float] = (1.0,),
-    boundary_width: int = 3,
+    boundary_width: int = DEFAULT_BOUNDARY_WIDTH,
     save_predictions: str | os.PathLike[str] | None = None,
     amp: bool = False,
     rank: int = 0,

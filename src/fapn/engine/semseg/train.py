@@ -299,6 +299,7 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     overwrite: bool = False,
+    keep_best: bool = True,
 ) -> dict[str, Any]:
     """Train the recipe's model; returns the final validation scores.
 
@@ -315,6 +316,8 @@ def train(
         stop_after: stop once this iteration is done and its checkpoint written, as an interrupted run would
             (the schedule still targets ``cfg.train.iterations``); ``--resume`` continues it.
         overwrite: replace a run already in ``output_dir`` (without it, and without ``resume``, that is an error).
+        keep_best: keep ``best.pt``, the checkpoint of the best validation mIoU (``False``: only ``last.pt``, for
+            runs that validate once, at the end, where the two would be the same file).
 
     Returns:
         ``{"iteration", "metrics" (last validation), "best_mIoU", "output_dir", "seconds"}``.
@@ -374,7 +377,7 @@ def train(
         log_period=cfg.train.log_period, checkpoint_period=cfg.train.checkpoint_period,
         eval_period=cfg.train.eval_period, progress=progress, description=f"train {cfg.name}",
         train_mode=lambda: _set_train_mode(model, frozen),
-        best_metric=lambda scores: scores["mIoU"], best_name="best_mIoU",
+        best_metric=(lambda scores: scores["mIoU"]) if keep_best else None, best_name="best_mIoU",
         val_record=lambda scores: {"mIoU": scores["mIoU"], "pixel_accuracy": scores["pixel_accuracy"],
                                    "boundary_mIoU": scores["boundary"]["mIoU"]},
     )
