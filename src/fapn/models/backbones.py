@@ -228,8 +228,7 @@ class TimmBackbone(nn.Module):
         height, width = x.shape[-2:]
         pad_h = (-height) % self.size_divisibility
         pad_w = (-width) % self.size_divisibility
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x = F.pad(x, (0, pad_w, 0, pad_h))  # unconditional (a no-op when 0): no branch on the size when exported
         if self.fixed_size is not None and tuple(x.shape[-2:]) != self.fixed_size:
             raise ValueError(
                 f"timm:{self.name} takes only {self.fixed_size[0]}x{self.fixed_size[1]} inputs (fixed windows), "
@@ -240,8 +239,7 @@ class TimmBackbone(nn.Module):
         for key, stride, feature in zip(self.names, self.strides, features):
             if self.nhwc:
                 feature = feature.permute(0, 3, 1, 2)
-            if pad_h or pad_w:
-                feature = feature[..., : -(-height // stride), : -(-width // stride)]
+            feature = feature[..., : -(-height // stride), : -(-width // stride)]
             out[key] = feature.contiguous() if self.nhwc else feature
         return out
 

@@ -56,6 +56,8 @@ def maskformer_fapn(
     backbone: str = "resnet50",
     num_classes: int = 150,
     weights_backbone: BackboneWeights = None,
+    *,
+    ignore_index: int = 255,
     **kwargs: Any,
 ) -> MaskFormer:
     """MaskFormer with the FaPN pixel decoder (the FaPN authors' ``BasePixelFANDecoder``: FAM, no FSM).
@@ -65,8 +67,8 @@ def maskformer_fapn(
             (``"timm:swin_tiny_patch4_window7_224"``, ``"timm:convnext_tiny"``; needs ``fapn[timm]``).
         num_classes: semantic classes (150 for ADE20K).
         weights_backbone: ImageNet weights (see :func:`fapn.models.backbones.build_backbone`), ``None``: random.
-        **kwargs: keyword-only options, MaskFormer's defaults in brackets: ``ignore_index`` (255),
-            ``num_queries`` (100), ``hidden_dim`` (256), ``nheads`` (8), ``dim_feedforward`` (2048),
+        ignore_index: label of unlabelled pixels in the training targets.
+        **kwargs: keyword-only options, MaskFormer's defaults in brackets: ``num_queries`` (100), ``hidden_dim`` (256), ``nheads`` (8), ``dim_feedforward`` (2048),
             ``dec_layers`` (6), ``dropout`` (0.1), ``conv_dim`` (256), ``mask_dim`` (256), ``norm`` ("GN"),
             ``deep_supervision`` (True), ``no_object_weight`` (0.1), ``class_weight`` (1), ``mask_weight``
             (20, focal), ``dice_weight`` (1), ``deform_backend``, ``backbone_kwargs`` (for ``timm.create_model``).
@@ -80,7 +82,7 @@ def maskformer_fapn(
         >>> model(torch.randn(1, 3, 512, 512)).shape  # doctest: +SKIP
         torch.Size([1, 150, 512, 512])
     """
-    return build_maskformer(backbone, num_classes, weights_backbone, True, **kwargs)
+    return build_maskformer(backbone, num_classes, weights_backbone, True, ignore_index=ignore_index, **kwargs)
 
 
 @register_model()
@@ -88,7 +90,9 @@ def maskformer_fpn(
     backbone: str = "resnet50",
     num_classes: int = 150,
     weights_backbone: BackboneWeights = None,
+    *,
+    ignore_index: int = 255,
     **kwargs: Any,
 ) -> MaskFormer:
     """MaskFormer with its own FPN pixel decoder (``BasePixelDecoder``); arguments as :func:`maskformer_fapn`."""
-    return build_maskformer(backbone, num_classes, weights_backbone, False, **kwargs)
+    return build_maskformer(backbone, num_classes, weights_backbone, False, ignore_index=ignore_index, **kwargs)

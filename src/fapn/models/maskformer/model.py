@@ -97,7 +97,7 @@ class MaskFormer(nn.Module):
         height, width = images.shape[-2:]
         pad_h = (-height) % self.size_divisibility
         pad_w = (-width) % self.size_divisibility
-        x = F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
+        x = F.pad(images, (0, pad_w, 0, pad_h))  # unconditional: no branch on the size when exported
         if self.training:
             if targets is None:
                 raise ValueError("in training mode MaskFormer needs targets [N, H, W] to compute its losses")
