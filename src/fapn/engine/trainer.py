@@ -104,20 +104,21 @@ def prepare_output_dir(output_dir: str | os.PathLike[str], *, resume: bool, over
                 f"--resume: no checkpoint to resume from at {out / 'last.pt'}; start a new run without --resume"
             )
         return out
+    if not is_main:  # rank 0 decides (and may already be writing the new run's files)
+        return out
     found = [name for name in RUN_FILES if (out / name).exists()]
     if found and not overwrite:
         raise ValueError(
             f"{out} already holds a run ({', '.join(found)}): continue it with --resume, replace it with "
             "--overwrite, or choose another --output-dir"
         )
-    if is_main:
-        for name in found:
-            path = out / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        out.mkdir(parents=True, exist_ok=True)
+    for name in found:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
     return out
 
 

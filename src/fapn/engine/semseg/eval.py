@@ -203,7 +203,8 @@ def run_eval(
     if mismatch is not None:
         scores["warning"] = mismatch
     print(format_table(scores, scores["boundary"]))
-    print(f"mIoU {scores['mIoU']:.2f}  boundary mIoU ({cfg.eval.boundary_width}px) {scores['boundary']['mIoU']:.2f}")
+    shown = {k: "-" if v is None else f"{v:.2f}" for k, v in (("all", scores["mIoU"]), ("band", scores["boundary"]["mIoU"]))}
+    print(f"mIoU {shown['all']}  boundary mIoU ({cfg.eval.boundary_width}px) {shown['band']}")  # None: no such pixel
     output_path = Path(output) if output else Path(weights).with_name(Path(weights).stem + "_eval.json")
     output_path.parent.mkdir(parents=True, exist_ok=True)
     output_path.write_text(json.dumps(scores, indent=2))
