@@ -186,3 +186,25 @@ def test_eval_threads_progress_and_class_count_warning(half_run: Path, tmp_path:
         assert "predicts 8 classes" in json.loads((tmp_path / "f.json").read_text())["warning"]
     finally:
         torch.set_num_threads(before)
+
+
+def test_run_folder_rule_and_rng_state_units(tmp_path: Path) -> None:
+    import random
+
+    from fapn.engine.trainer import prepare_output_dir, rng_state, set_rng_state
+
+    (tmp_path / "log.jsonl").write_text("{}\n")  # a run that died before its first checkpoint
+    with pytest.raises(ValueError, match="no last.pt to --resume from: replace it with --overwrite"):
+        prepare_output_dir(tmp_path, resume=False, overwrite=False)
+    assert prepare_output_dir(tmp_path, resume=False, overwrite=False, is_main=False) == tmp_path  # rank 0 decides
+    prepare_output_dir(tmp_path, resume=False, overwrite=True)
+    assert not (tmp_path / "log.jsonl").exists()
+    # one RNG format (torch + Python's random), saved as plain data; the older shapes still restore
+    state = rng_state()
+    path = save_checkpoint({"model": {}, "rng": state}, tmp_path / "rng.pt")
+    expected = (torch.rand(3), random.random())
+    set_rng_state(load_checkpoint(path)["rng"])
+    assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
+    for old in ({"torch": state["torch"]}, state["torch"]):
+        set_rng_state(old)
+        assert torch.equal(torch.rand(3), expected[0])

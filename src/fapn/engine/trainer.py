@@ -108,10 +108,11 @@ def prepare_output_dir(output_dir: str | os.PathLike[str], *, resume: bool, over
         return out
     found = [name for name in RUN_FILES if (out / name).exists()]
     if found and not overwrite:
-        raise ValueError(
-            f"{out} already holds a run ({', '.join(found)}): continue it with --resume, replace it with "
-            "--overwrite, or choose another --output-dir"
-        )
+        if "last.pt" in found:
+            what = "continue it with --resume, replace it with --overwrite"
+        else:  # a run that stopped before its first checkpoint cannot be continued
+            what = "it has no last.pt to --resume from: replace it with --overwrite"
+        raise ValueError(f"{out} already holds a run ({', '.join(found)}): {what}, or choose another --output-dir")
     for name in found:
         path = out / name
         if path.is_dir():
