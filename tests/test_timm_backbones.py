@@ -111,3 +111,23 @@ def test_realtime_fapn_on_timm() -> None:
     assert out.shape == (1, 5, 70, 90)
     out.mean().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_semantic_fpn_and_detector_pyramids_on_timm() -> None:
+    from torchvision.models.detection import FasterRCNN
+
+    from fapn.models.pyramid import BackboneWithFaPN, resnet_pyramid
+    from fapn.models.semantic_fpn import semantic_fpn
+
+    torch.manual_seed(0)
+    model = semantic_fpn("timm:test_convnext", num_classes=5, conv_dims=32).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 45, 70)).shape == (1, 5, 45, 70)
+    pyramid = resnet_pyramid("timm:test_efficientnet", levels="p3-p7")
+    assert isinstance(pyramid, BackboneWithFaPN) and pyramid.out_channels == 256
+    with torch.no_grad():
+        shapes = {k: tuple(v.shape[-2:]) for k, v in pyramid(torch.randn(1, 3, 64, 96)).items()}
+    assert shapes == {"0": (8, 12), "1": (4, 6), "2": (2, 3), "p6": (1, 2), "p7": (1, 1)}
+    detector = FasterRCNN(resnet_pyramid("timm:test_efficientnet"), num_classes=3, min_size=64, max_size=96)
+    with torch.no_grad():
+        assert set(detector.eval()([torch.rand(3, 64, 90)])[0]) == {"boxes", "labels", "scores"}

@@ -17,7 +17,7 @@ from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor, _
 from torchvision.ops import misc as misc_nn_ops
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
 
-from fapn.models.backbones import BackboneWeights, load_resnet_weights
+from fapn.models.backbones import TIMM_PREFIX, BackboneWeights, build_backbone, load_resnet_weights
 from fapn.necks.fapn import FaPN
 
 __all__ = [
@@ -49,7 +49,8 @@ class BackboneWithFaPN(nn.Module):
     Args:
         backbone: the body, e.g. a torchvision ResNet.
         return_layers: body module name -> output name (torchvision uses ``"0"``, ``"1"``, ...; the detectors'
-            default anchor generator and RoI pooler expect ``"0".."3"`` plus ``"pool"``).
+            default anchor generator and RoI pooler expect ``"0".."3"`` plus ``"pool"``); ``None`` when the body
+            already returns the ``OrderedDict`` of maps (e.g. :func:`fapn.models.backbones.build_backbone`).
         in_channels_list: channels of each returned map, highest resolution first.
         out_channels: pyramid width (256 for the detectors).
         extra_blocks: appended levels; ``LastLevelMaxPool`` (P6, Faster/Mask R-CNN) when ``None``.
@@ -69,7 +70,7 @@ class BackboneWithFaPN(nn.Module):
     def __init__(
         self,
         backbone: nn.Module,
-        return_layers: dict[str, str],
+        return_layers: dict[str, str] | None,
         in_channels_list: list[int],
         out_channels: int,
         extra_blocks: ExtraFPNBlock | None = None,
@@ -78,7 +79,8 @@ class BackboneWithFaPN(nn.Module):
         super().__init__()
         if extra_blocks is None:
             extra_blocks = LastLevelMaxPool()
-        self.body = IntermediateLayerGetter(backbone, return_layers=return_layers)
+        # return_layers=None: the body already returns the OrderedDict of maps (a timm encoder, build_backbone)
+        self.body = backbone if return_layers is None else IntermediateLayerGetter(backbone, return_layers=return_layers)
         self.fapn = FaPN(in_channels_list, out_channels, extra_blocks=extra_blocks, **neck_kwargs)  # type: ignore[arg-type]
         self.out_channels = out_channels
 
@@ -192,7 +194,8 @@ def resnet_pyramid(
     ``FREEZE_AT: 2``); trainable batch norm and all stages when training from scratch.
 
     Args:
-        backbone: a torchvision ResNet name (``"resnet18"`` ... ``"resnet101"``, ``"resnext50_32x4d"``, ...).
+        backbone: a torchvision ResNet name (``"resnet18"`` ... ``"resnet101"``, ``"resnext50_32x4d"``, ...), or
+            ``"timm:<name>"`` (see :func:`timm_pyramid`).
         neck: ``"fapn"`` (:class:`BackboneWithFaPN`) or ``"fpn"`` (torchvision's ``BackboneWithFPN``, the baseline,
             structurally detectron2's FPN).
         weights_backbone: ImageNet weights (enum, enum name, or a local ``.pth``), or ``None``.
@@ -214,6 +217,9 @@ def resnet_pyramid(
         raise ValueError(f"neck must be one of {NECKS}, got {neck!r}")
     if levels not in ("p2-p6", "p3-p7"):
         raise ValueError(f"levels must be 'p2-p6' or 'p3-p7', got {levels!r}")
+    if backbone.startswith(TIMM_PREFIX):
+        return timm_pyramid(backbone, neck=neck, weights_backbone=weights_backbone, is_trained=is_trained,
+                            frozen_batch_norm=frozen_batch_norm, levels=levels, fapn_kwargs=fapn_kwargs)
     if backbone not in resnet.__dict__ or not backbone.startswith(("resnet", "resnext", "wide_resnet")):
         raise ValueError(f"backbone must be a torchvision ResNet name such as 'resnet50', got {backbone!r}")
     if fapn_kwargs and neck != "fapn":
@@ -230,6 +236,49 @@ def resnet_pyramid(
     if neck == "fpn":
         return _resnet_fpn_extractor(body, trainable, returned_layers=returned_layers, extra_blocks=extra_blocks)
     return resnet_fapn_extractor(body, trainable, returned_layers, extra_blocks, **(fapn_kwargs or {}))
+
+
+def timm_pyramid(
+    backbone: str,
+    *,
+    neck: Neck = "fapn",
+    weights_backbone: BackboneWeights = None,
+    is_trained: bool | None = None,
+    frozen_batch_norm: bool | None = None,
+    levels: Levels = "p2-p6",
+    fapn_kwargs: dict[str, Any] | None = None,
+    out_channels: int = 256,
+) -> BackboneWithFaPN:
+    """A timm encoder (``"timm:<name>"``) + the FaPN neck, or the neck configured as torchvision's FPN
+    (``neck="fpn"``: 1x1 laterals, nearest upsampling, 3x3 output convs on every level, identical to
+    ``torchvision.ops.FeaturePyramidNetwork``), with the keys the detectors expect (``"0"``, ``"1"``, ...).
+
+    Every encoder stage stays trainable (timm encoders have no torchvision stage names to freeze); batch norms
+    are frozen (timm's ``freeze_batch_norm_2d``) exactly when ImageNet weights are loaded, as the ResNet path.
+
+    Args:
+        backbone: ``"timm:<name>"`` with maps at strides 4-32 (``p2-p6``) or 8-32 (``p3-p7``).
+        neck, weights_backbone, is_trained, frozen_batch_norm, levels, fapn_kwargs: as :func:`resnet_pyramid`.
+        out_channels: pyramid width.
+
+    Example:
+        >>> pyramid = timm_pyramid("timm:resnet10t", levels="p3-p7")  # doctest: +SKIP
+        >>> [k for k in pyramid(torch.randn(1, 3, 64, 64))]  # doctest: +SKIP
+        ['0', '1', '2', 'p6', 'p7']
+    """
+    strides = (4, 8, 16, 32) if levels == "p2-p6" else (8, 16, 32)
+    body = build_backbone(backbone, weights_backbone, strides=strides, names=[str(i) for i in range(len(strides))])
+    trained = weights_backbone is not None if is_trained is None else is_trained
+    if trained if frozen_batch_norm is None else frozen_batch_norm:
+        from timm.layers import freeze_batch_norm_2d
+
+        body.model = freeze_batch_norm_2d(body.model)
+    extra_blocks = LastLevelMaxPool() if levels == "p2-p6" else p6p7_from_c5(body.channels[-1], out_channels)
+    kwargs: dict[str, Any] = dict(fapn_kwargs or {})
+    if neck == "fpn":
+        kwargs = dict(feature_alignment=False, feature_selection=False, upsample_mode="nearest",
+                      top_output_conv=True)
+    return BackboneWithFaPN(body, None, body.channels, out_channels, extra_blocks=extra_blocks, **kwargs)
 
 
 def fapn_backbone(

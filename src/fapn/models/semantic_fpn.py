@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fapn.models.backbones import RESNETS, BackboneWeights
+from fapn.models.backbones import RESNETS, TIMM_PREFIX, BackboneWeights
 from fapn.models.inputs import check_image_batch
 from fapn.models.pyramid import Neck, resnet_pyramid
 from fapn.models.registry import register_model
@@ -163,7 +163,8 @@ def semantic_fpn(
     ``FREEZE_AT: 2``); everything trainable from scratch.
 
     Args:
-        backbone: ``"resnet18"``, ``"resnet34"``, ``"resnet50"`` or ``"resnet101"``.
+        backbone: ``"resnet18"``, ``"resnet34"``, ``"resnet50"``, ``"resnet101"`` or ``"timm:<name>"`` (any timm
+            encoder with maps at strides 4-32, see :func:`fapn.models.pyramid.timm_pyramid`).
         num_classes: semantic classes (19 for Cityscapes).
         weights_backbone: ImageNet weights (enum, name or ``.pth`` path), or ``None``.
         neck: ``"fapn"`` or ``"fpn"`` (torchvision's, the baseline).
@@ -177,8 +178,10 @@ def semantic_fpn(
         >>> model(torch.randn(1, 3, 45, 70)).shape
         torch.Size([1, 5, 45, 70])
     """
-    if backbone not in RESNETS:
-        raise ValueError(f"unknown backbone {backbone!r} for semantic_fpn; valid backbones: {sorted(RESNETS)}")
+    if backbone not in RESNETS and not backbone.startswith(TIMM_PREFIX):
+        raise ValueError(
+            f"unknown backbone {backbone!r} for semantic_fpn; valid backbones: {sorted(RESNETS)} or 'timm:<name>'"
+        )
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
     pyramid = resnet_pyramid(
