@@ -208,3 +208,14 @@ def test_run_folder_rule_and_rng_state_units(tmp_path: Path) -> None:
     for old in ({"torch": state["torch"]}, state["torch"]):
         set_rng_state(old)
         assert torch.equal(torch.rand(3), expected[0])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_a_gpu_is_one_line_before_any_data(tmp_path: Path, capsys) -> None:
+    argv = ["train", "semseg/camvid_r18_fapn", "--set", "train.device=cuda", "--set", f"data.root={tmp_path / 'none'}",
+            "--output-dir", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fapn: error: train.device=cuda: no CUDA GPU is visible") and err.count("\n") == 1
+    assert main(["eval", RECIPE, "--weights", str(tmp_path / "w.pt"), "--device", "cuda"]) == 2
+    assert "--device cuda: no CUDA GPU is visible" in capsys.readouterr().err
