@@ -16,6 +16,7 @@ from fapn.models.semantic_fpn import (
 )
 
 import fapn.models.detection  # noqa: E402,F401  (registers the detection builders)
+import fapn.models.pointrend  # noqa: E402,F401  (registers the PointRend builders)
 
 import fapn.models.maskformer  # noqa: E402,F401  (registers maskformer_fapn and maskformer_fpn)
 

@@ -1,0 +1,214 @@
+"""The authors' PointRend checkpoints: state dicts in detectron2's layouts (names and shapes written out here from
+detectron2's modules) convert onto fapn's detectron2-configured PointRend models, load strictly, and the converted
+heads compute what a float64 forward written here from the original tensors computes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fapn.convert.pointrend import convert_pointrend, is_pointrend_checkpoint
+from fapn.models.pointrend import detectron2_pointrend_rcnn, detectron2_pointrend_semantic, point_sample
+
+_BN = ("weight", "bias", "running_mean", "running_var")
+
+
+def d2_backbone_r50_fapn() -> dict[str, torch.Tensor]:
+    """detectron2 R-50 (``backbone.bottom_up.*``) + the authors' FaPN neck (``fan_align*``, ``fpn_output*``); names
+    and shapes matter here, not values (the ResNet and neck conversions are checked numerically elsewhere)."""
+    shapes: dict[str, tuple[int, ...]] = {"stem.conv1.weight": (64, 3, 7, 7)}
+    shapes.update({f"stem.conv1.norm.{b}": (64,) for b in _BN})
+    in_ch, mid = 64, 64
+    for stage, blocks in {2: 3, 3: 4, 4: 6, 5: 3}.items():
+        out_ch = mid * 4
+        for i in range(blocks):
+            p = f"res{stage}.{i}"
+            if i == 0:
+                shapes[f"{p}.shortcut.weight"] = (out_ch, in_ch, 1, 1)
+                shapes.update({f"{p}.shortcut.norm.{b}": (out_ch,) for b in _BN})
+            shapes[f"{p}.conv1.weight"] = (mid, in_ch if i == 0 else out_ch, 1, 1)
+            shapes[f"{p}.conv2.weight"] = (mid, mid, 3, 3)
+            shapes[f"{p}.conv3.weight"] = (out_ch, mid, 1, 1)
+            for k, ch in ((1, mid), (2, mid), (3, out_ch)):
+                shapes.update({f"{p}.conv{k}.norm.{b}": (ch,) for b in _BN})
+        in_ch, mid = out_ch, mid * 2
+    state = {f"backbone.bottom_up.{k}": torch.zeros(s) for k, s in shapes.items()}
+    for level, c in ((2, 256), (3, 512), (4, 1024)):
+        p = f"backbone.fan_align{level}"
+        for name, shape in (("lateral_conv.conv_atten.weight", (c, c, 1, 1)),
+                            ("lateral_conv.conv.weight", (256, c, 1, 1)),
+                            ("offset.weight", (256, 512, 1, 1)), ("dcpack_L2.weight", (256, 256, 3, 3)),
+                            ("dcpack_L2.bias", (256,)), ("dcpack_L2.conv_offset_mask.weight", (216, 256, 3, 3)),
+                            ("dcpack_L2.conv_offset_mask.bias", (216,))):
+            state[f"{p}.{name}"] = torch.zeros(shape)
+        state[f"backbone.fpn_output{level}.weight"] = torch.zeros(256, 256, 3, 3)
+        state[f"backbone.fpn_output{level}.bias"] = torch.zeros(256)
+    state["backbone.fan_align5.weight"] = torch.zeros(256, 2048, 1, 1)
+    state["backbone.fan_align5.bias"] = torch.zeros(256)
+    return state
+
+
+def d2_semantic_heads(num_classes: int = 19) -> dict[str, torch.Tensor]:
+    """``PointRendSemSegHead``: ``SemSegFPNHead`` (per level conv3x3 + GN [+ upsample] as one Sequential whose
+    convs sit at indices 0, 2, 4) and ``StandardPointHead`` without ``coarse_pred_each_layer``."""
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int, scale: float = 1.0, offset: float = 0.0) -> torch.Tensor:
+        return torch.randn(shape, dtype=torch.float64, generator=gen) * scale + offset
+
+    state = {}
+    for level, convs in ((2, 1), (3, 1), (4, 2), (5, 3)):
+        for k in range(convs):
+            p = f"sem_seg_head.coarse_sem_seg_head.p{level}.{2 * k}"
+            state[f"{p}.weight"] = rand(128, 256 if k == 0 else 128, 3, 3, scale=0.05)
+            state[f"{p}.norm.weight"] = rand(128, scale=0.1, offset=1.0)
+            state[f"{p}.norm.bias"] = rand(128, scale=0.1)
+    state["sem_seg_head.coarse_sem_seg_head.predictor.weight"] = rand(num_classes, 128, 1, 1, scale=0.1)
+    state["sem_seg_head.coarse_sem_seg_head.predictor.bias"] = rand(num_classes)
+    width = 256 + num_classes
+    for k in (1, 2, 3):
+        state[f"sem_seg_head.point_head.fc{k}.weight"] = rand(256, width, 1, scale=0.05)
+        state[f"sem_seg_head.point_head.fc{k}.bias"] = rand(256, scale=0.1)
+        width = 256
+    state["sem_seg_head.point_head.predictor.weight"] = rand(num_classes, 256, 1, scale=0.05)
+    state["sem_seg_head.point_head.predictor.bias"] = rand(num_classes)
+    return state
+
+
+def reference_semantic_coarse(d2: dict[str, torch.Tensor], features: list[torch.Tensor]) -> torch.Tensor:
+    """detectron2's ``SemSegFPNHead.layers``: conv (no bias) -> GroupNorm(32) -> ReLU, 2x bilinear while coarser
+    than stride 4, summed, 1x1 predictor."""
+    total = 0
+    for level, feature in zip((2, 3, 4, 5), features):
+        x = feature
+        for k in range(max(1, level - 2)):
+            p = f"sem_seg_head.coarse_sem_seg_head.p{level}.{2 * k}"
+            x = F.conv2d(x, d2[f"{p}.weight"], padding=1)
+            x = F.relu(F.group_norm(x, 32, d2[f"{p}.norm.weight"], d2[f"{p}.norm.bias"]))
+            if level > 2:
+                x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        total = total + x
+    p = "sem_seg_head.coarse_sem_seg_head.predictor"
+    return F.conv2d(total, d2[f"{p}.weight"], d2[f"{p}.bias"])
+
+
+def reference_point_head(d2: dict[str, torch.Tensor], prefix: str, fine: torch.Tensor, coarse: torch.Tensor,
+                         each_layer: bool) -> torch.Tensor:
+    x = torch.cat([fine, coarse], 1)
+    for k in (1, 2, 3):
+        x = F.relu(F.conv1d(x, d2[f"{prefix}.fc{k}.weight"], d2[f"{prefix}.fc{k}.bias"]))
+        if each_layer:
+            x = torch.cat([x, coarse], 1)
+    return F.conv1d(x, d2[f"{prefix}.predictor.weight"], d2[f"{prefix}.predictor.bias"])
+
+
+def reference_semantic_inference(d2, features, steps: int, num_points: int) -> torch.Tensor:
+    """detectron2's ``PointRendSemSegHead`` inference: upsample 2x, top-N uncertain cells (second - first logit),
+    point head on P2 and the coarse logits there, scatter."""
+    coarse = reference_semantic_coarse(d2, features)
+    logits = coarse.clone()
+    for _ in range(steps):
+        logits = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=False)
+        top2 = logits.topk(2, dim=1).values
+        uncertainty = (top2[:, 1] - top2[:, 0]).flatten(1)
+        n, c, h, w = logits.shape
+        index = uncertainty.topk(min(num_points, h * w), dim=1).indices
+        coords = torch.stack([((index % w).double() + 0.5) / w, ((index // w).double() + 0.5) / h], dim=2)
+        point = reference_point_head(d2, "sem_seg_head.point_head", point_sample(features[0], coords),
+                                     point_sample(coarse, coords), each_layer=False)
+        logits = logits.reshape(n, c, h * w).scatter(2, index[:, None].expand(-1, c, -1), point).view(n, c, h, w)
+    return logits
+
+
+@pytest.mark.slow
+def test_semantic_checkpoint_converts_and_computes_the_reference() -> None:
+    d2 = {**d2_backbone_r50_fapn(), **d2_semantic_heads(), "pixel_mean": torch.zeros(3, 1, 1)}
+    assert is_pointrend_checkpoint(d2)
+    mapped, unmapped = convert_pointrend(d2)
+    assert unmapped == ["pixel_mean"]
+    with torch.device("meta"):  # no initialisation: every tensor comes from the checkpoint
+        model = detectron2_pointrend_semantic(50, num_classes=19).eval()
+    model.load_state_dict(mapped, assign=True)  # strict: every key filled, nothing left over
+    gen = torch.Generator().manual_seed(1)
+    features = [torch.randn(1, 256, 16 // s, 24 // s, dtype=torch.float64, generator=gen) for s in (1, 2, 4, 8)]
+    assert (model.subdivision_steps, model.subdivision_num_points) == (2, 8192)  # the authors' values
+    model.subdivision_num_points = 700  # fewer than the cells of both steps (768, 3072): the selection matters
+    with torch.no_grad():
+        torch.testing.assert_close(model.coarse_head.layers(features), reference_semantic_coarse(d2, features))
+        ours = model.subdivision_inference(model.coarse_head.layers(features), features[0], (64, 96))
+    expected = reference_semantic_inference(d2, features, steps=2, num_points=700)
+    torch.testing.assert_close(ours, expected, rtol=1e-9, atol=1e-9)
+
+
+def d2_mask_heads(layout: int, num_classes: int = 80) -> dict[str, torch.Tensor]:
+    """PointRend's coarse mask head (conv 2x2/2 + 2 FC 1024 + 7x7 prediction) and point head (256 + classes in,
+    coarse prediction at every layer), under the current names (2) or the first release's (1)."""
+    gen = torch.Generator().manual_seed(2)
+    coarse = {"reduce_spatial_dim_conv.weight": (256, 256, 2, 2), "reduce_spatial_dim_conv.bias": (256,),
+              "fc1.weight": (1024, 256 * 49), "fc1.bias": (1024,), "fc2.weight": (1024, 1024), "fc2.bias": (1024,),
+              "prediction.weight": (num_classes * 49, 1024), "prediction.bias": (num_classes * 49,)}
+    width = 256 + num_classes
+    point = {}
+    for k in (1, 2, 3):
+        point[f"fc{k}.weight"], point[f"fc{k}.bias"] = (256, width, 1), (256,)
+        width = 256 + num_classes
+    point["predictor.weight"], point["predictor.bias"] = (num_classes, width, 1), (num_classes,)
+    if layout == 2:
+        coarse_prefix, point_prefix = "roi_heads.mask_head.coarse_head", "roi_heads.mask_head.point_head"
+    else:
+        coarse_prefix, point_prefix = "roi_heads.mask_coarse_head", "roi_heads.mask_point_head"
+        coarse = {k.replace("fc", "coarse_mask_fc") if k.startswith("fc") else k: v for k, v in coarse.items()}
+    state = {f"{coarse_prefix}.{k}": torch.randn(s, dtype=torch.float64, generator=gen) * 0.03
+             for k, s in coarse.items()}
+    state.update({f"{point_prefix}.{k}": torch.randn(s, dtype=torch.float64, generator=gen) * 0.05
+                  for k, s in point.items()})
+    return state
+
+
+def d2_rcnn_rest() -> dict[str, torch.Tensor]:
+    shapes = {
+        "proposal_generator.rpn_head.conv": ((256, 256, 3, 3), (256,)),
+        "proposal_generator.rpn_head.objectness_logits": ((3, 256, 1, 1), (3,)),
+        "proposal_generator.rpn_head.anchor_deltas": ((12, 256, 1, 1), (12,)),
+        "roi_heads.box_head.fc1": ((1024, 12544), (1024,)),
+        "roi_heads.box_head.fc2": ((1024, 1024), (1024,)),
+        "roi_heads.box_predictor.cls_score": ((81, 1024), (81,)),
+        "roi_heads.box_predictor.bbox_pred": ((320, 1024), (320,)),
+    }
+    state = {}
+    for name, (w, b) in shapes.items():
+        state[f"{name}.weight"], state[f"{name}.bias"] = torch.zeros(w), torch.zeros(b)
+    return state
+
+
+@pytest.mark.slow
+def test_rcnn_checkpoints_in_both_layouts_convert_and_compute_the_reference() -> None:
+    rest = {**d2_backbone_r50_fapn(), **d2_rcnn_rest()}
+    new, old = d2_mask_heads(2), d2_mask_heads(1)
+    mapped_new, unmapped_new = convert_pointrend({**rest, **new})
+    mapped_old, unmapped_old = convert_pointrend({**rest, **old})
+    assert unmapped_new == [] and unmapped_old == []
+    assert mapped_new.keys() == mapped_old.keys()
+    assert all(torch.equal(mapped_new[k], mapped_old[k]) for k in mapped_new)
+    with torch.device("meta"):
+        model = detectron2_pointrend_rcnn(50, num_classes=81).eval()
+    model.load_state_dict(mapped_old, assign=True)  # strict
+    head = model.roi_heads.mask_head
+    gen = torch.Generator().manual_seed(3)
+    rois = torch.randn(5, 256, 14, 14, dtype=torch.float64, generator=gen)
+    d2 = new
+    p = "roi_heads.mask_head.coarse_head"
+    x = F.relu(F.conv2d(rois, d2[f"{p}.reduce_spatial_dim_conv.weight"], d2[f"{p}.reduce_spatial_dim_conv.bias"],
+                        stride=2)).flatten(1)
+    x = F.relu(F.linear(x, d2[f"{p}.fc1.weight"], d2[f"{p}.fc1.bias"]))
+    x = F.relu(F.linear(x, d2[f"{p}.fc2.weight"], d2[f"{p}.fc2.bias"]))
+    expected_coarse = F.linear(x, d2[f"{p}.prediction.weight"], d2[f"{p}.prediction.bias"]).view(5, 80, 7, 7)
+    fine, coarse_points = (torch.randn(5, 256, 11, dtype=torch.float64, generator=gen),
+                           torch.randn(5, 80, 11, dtype=torch.float64, generator=gen))
+    with torch.no_grad():
+        torch.testing.assert_close(head.coarse_head(rois), expected_coarse)
+        torch.testing.assert_close(head.point_head(fine, coarse_points),
+                                   reference_point_head(d2, "roi_heads.mask_head.point_head", fine, coarse_points,
+                                                        each_layer=True))
+    assert (head.subdivision_init_resolution, head.subdivision_steps) == (28, 3)
