@@ -131,3 +131,25 @@ def test_semantic_fpn_and_detector_pyramids_on_timm() -> None:
     detector = FasterRCNN(resnet_pyramid("timm:test_efficientnet"), num_classes=3, min_size=64, max_size=96)
     with torch.no_grad():
         assert set(detector.eval()([torch.rand(3, 64, 90)])[0]) == {"boxes", "labels", "scores"}
+
+
+@pytest.mark.parametrize(
+    ("args", "build"),
+    [
+        (["--backbone", "timm:convnext_atto"], lambda: realtime_fapn(backbone="timm:convnext_atto", num_classes=19)),
+        (["--model", "maskformer_fapn", "--backbone", f"timm:{SWIN}", "--num-classes", "150"], None),
+    ],
+    ids=["cnn-realtime", "swin-maskformer"],
+)
+def test_fapn_profile_on_timm_encoders(args: list[str], build, capsys) -> None:
+    import json
+
+    from fapn.cli.main import main
+
+    assert main(["profile", *args, "--input-size", "64x96", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["input_shape"] == [1, 3, 64, 96] and result["gmacs_full"] >= result["gmacs_paper"] > 0
+    if build is not None:  # the meta-device count equals the real model's parameters
+        assert result["params"] == sum(p.numel() for p in build().parameters())
+    else:
+        assert 45.0e6 < result["params"] < 45.8e6  # MaskFormer-FaPN on Swin-T: 45.41 M (docs/architecture.md)

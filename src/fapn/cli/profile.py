@@ -15,7 +15,8 @@ def register(subparsers: Any) -> None:
         "profile",
         help="parameters and MACs of a model; --table1 reproduces the supplementary's Table 1",
         description=(
-            "Count parameters and multiply-accumulates (MACs) of a real-time FaPN model at any input size, in "
+            "Count parameters and multiply-accumulates (MACs) of a model (the real-time FaPN by default, or "
+            "any registered one with --model, on any backbone including timm:<name>) at any input size, in "
             "two conventions: 'paper' (fvcore's: convolutions, matmuls, norms, upsampling; a deformable conv "
             "counts 0, as in the paper's Table 1) and 'full' (the deformable conv counted: C_out*C_in*9 for "
             "the product plus 5*C_in*9 for bilinear sampling and mask, per output pixel). Counting runs on the "
@@ -29,8 +30,16 @@ def register(subparsers: Any) -> None:
         help="profile the four ablation variants (ResNet-18, 19 classes, 768x1536) against the paper's Table 1; "
         "exit code 1 if a row is off by more than 0.05M parameters or 0.3 GMAC",
     )
-    parser.add_argument("--backbone", default="resnet18", choices=BACKBONE_CHOICES, help="ResNet backbone")
-    parser.add_argument("--variant", default="fapn", choices=VARIANT_CHOICES, help="ablation variant")
+    parser.add_argument(
+        "--model", default="realtime_fapn",
+        help="a registered semantic segmentation model, e.g. maskformer_fapn, maskformer_fpn, semantic_fpn",
+    )
+    parser.add_argument(
+        "--backbone", default=None,
+        help=f"backbone: {', '.join(BACKBONE_CHOICES)}, resnet50, resnet101 or timm:<name> such as "
+        "timm:convnext_tiny (default: the model's own, resnet18 for realtime_fapn)",
+    )
+    parser.add_argument("--variant", default="fapn", choices=VARIANT_CHOICES, help="ablation variant (realtime_fapn)")
     parser.add_argument("--num-classes", type=int, default=19, help="output classes")
     parser.add_argument("--weights", default=None, help="profile the model of this checkpoint instead")
     parser.add_argument(
@@ -106,10 +115,21 @@ def run(args: argparse.Namespace) -> int:
         model = build_model_from_checkpoint(load_checkpoint(args.weights))
         name = args.weights
     else:
-        from fapn.models.realtime import realtime_fapn
+        import inspect
 
-        model = realtime_fapn(backbone=args.backbone, num_classes=args.num_classes, variant=args.variant)
-        name = f"realtime_fapn(backbone={args.backbone!r}, variant={args.variant!r}, num_classes={args.num_classes})"
+        import torch
+
+        from fapn.models import get_model_builder
+
+        builder = get_model_builder(args.model)
+        kwargs: dict[str, Any] = {"num_classes": args.num_classes}
+        if args.backbone is not None:
+            kwargs["backbone"] = args.backbone
+        if "variant" in inspect.signature(builder).parameters:
+            kwargs["variant"] = args.variant
+        with torch.device("meta"):  # no weights allocated: instant for any model size
+            model = builder(**kwargs)
+        name = f"{args.model}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
     c = profile_model(model, (args.batch_size, 3, h, w))
     if args.json:
         print(
