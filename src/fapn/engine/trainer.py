@@ -258,8 +258,8 @@ class Trainer:
         extra: more checkpoint entries (``model_config``, ``dataset``).
         log_period, checkpoint_period, eval_period: every this many iterations (0: never; the last iteration
             always writes ``last.pt``).
-        scaler: CUDA mixed-precision loss scaler (``None``: plain backward).
-        clip_grad_norm: clip the gradients' global norm (``None``: no clipping).
+        scaler: CUDA mixed-precision loss scaler (``None``: plain backward). Gradient clipping belongs to the
+            optimiser (:func:`fapn.engine.optimizer.build_optimizer`), so it sees unscaled gradients.
         time_budget_s: stop once training has taken this long.
         progress: a tqdm bar on rank 0 (else one plain line per log record).
         train_mode: puts the model in training mode (default ``model.train()``; frozen batch norm overrides it).
@@ -284,7 +284,6 @@ class Trainer:
         checkpoint_period: int,
         eval_period: int = 0,
         scaler: torch.amp.GradScaler | None = None,
-        clip_grad_norm: float | None = None,
         time_budget_s: float | None = None,
         progress: bool = True,
         description: str = "train",
@@ -301,7 +300,6 @@ class Trainer:
         self.config = dict(config)
         self.extra = dict(extra)
         self.log_period, self.checkpoint_period, self.eval_period = log_period, checkpoint_period, eval_period
-        self.clip_grad_norm = clip_grad_norm
         self.time_budget_s = time_budget_s
         self.progress = progress
         self.description = description
@@ -434,15 +432,10 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 if self.scaler is not None and self.scaler.is_enabled():
                     self.scaler.scale(loss).backward()
-                    if self.clip_grad_norm:
-                        self.scaler.unscale_(self.optimizer)
-                        nn.utils.clip_grad_norm_(self.bare_model.parameters(), self.clip_grad_norm)
-                    self.scaler.step(self.optimizer)
+                    self.scaler.step(self.optimizer)  # unscales the gradients before the optimiser's step
                     self.scaler.update()
                 else:
                     loss.backward()
-                    if self.clip_grad_norm:
-                        nn.utils.clip_grad_norm_(self.bare_model.parameters(), self.clip_grad_norm)
                     self.optimizer.step()
                 lr = self.optimizer.param_groups[0]["lr"]
                 self.scheduler.step()

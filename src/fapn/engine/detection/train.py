@@ -48,8 +48,8 @@ def model_kwargs(cfg: DetectionConfig, num_classes: int, num_stuff_classes: int 
     detector = m.detector
     if cfg.task == "panoptic" and detector != "panoptic_fpn":
         raise ValueError(f"task panoptic needs model.detector=panoptic_fpn, got {detector!r}")
-    if cfg.task == "instance" and detector not in ("maskrcnn",):
-        raise ValueError(f"task instance needs model.detector=maskrcnn, got {detector!r}")
+    if cfg.task == "instance" and detector not in ("maskrcnn", "pointrend_maskrcnn"):
+        raise ValueError(f"task instance needs model.detector=maskrcnn or pointrend_maskrcnn, got {detector!r}")
     kwargs: dict[str, Any] = {
         "detector": detector,
         "backbone": m.backbone,
@@ -79,17 +79,6 @@ def build_model(cfg: DetectionConfig, dataset: Any, with_weights: bool = True) -
     if not with_weights:
         kwargs["weights_backbone"] = None
     return build_detection_model(**kwargs), kwargs
-
-
-def _param_groups(model: nn.Module, weight_decay: float, weight_decay_norm: float) -> list[dict[str, Any]]:
-    norm_types = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.SyncBatchNorm)
-    decay, no_decay = [], []
-    for module in model.modules():
-        for param in module.parameters(recurse=False):
-            if param.requires_grad:
-                (no_decay if isinstance(module, norm_types) else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": weight_decay_norm}]
 
 
 def _to_device(images: list[torch.Tensor], targets: list[dict[str, Any]], device: torch.device) -> tuple[Any, Any]:
@@ -153,6 +142,7 @@ def train(
     from fapn.data.sampler import StreamDataset, StreamSampler
     from fapn.engine.distributed import init_distributed
     from fapn.engine.lr_schedule import lr_multiplier
+    from fapn.engine.optimizer import build_optimizer
     from fapn.engine.trainer import Trainer, check_resume_config, prepare_output_dir, startup_summary
     from fapn.runtime import set_threads
 
@@ -172,8 +162,9 @@ def train(
     model, kwargs = build_model(cfg, datasets["train"])
     model.to(ctx.device)
     o = cfg.optim
-    optimizer = torch.optim.SGD(_param_groups(model, o.weight_decay, o.weight_decay_norm), lr=o.lr,
-                                momentum=o.momentum)
+    # no weight decay on norm layers (detectron2's WEIGHT_DECAY_NORM), clipping of the whole model's gradient
+    optimizer = build_optimizer(model, "sgd", o.lr, o.weight_decay, o.momentum,
+                                weight_decay_norm=o.weight_decay_norm, clip_grad_norm=o.clip_grad_norm or 0.0)
     factor = lr_multiplier("multistep", cfg.train.iterations, milestones=o.milestones, gamma=o.gamma,
                            warmup_iters=o.warmup_iters, warmup_factor=o.warmup_factor)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -184,7 +175,7 @@ def train(
         iterations=cfg.train.iterations, config=config_to_dict(cfg),
         extra={"model_config": model_config, "dataset": _dataset_meta(datasets["train"], cfg, model)},
         log_period=cfg.train.log_period, checkpoint_period=cfg.train.checkpoint_period,
-        eval_period=cfg.train.eval_period, clip_grad_norm=o.clip_grad_norm, time_budget_s=cfg.train.time_budget_s,
+        eval_period=cfg.train.eval_period, time_budget_s=cfg.train.time_budget_s,
         progress=progress, description=f"train {cfg.name}",
     )
     if checkpoint is not None:

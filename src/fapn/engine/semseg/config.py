@@ -79,6 +79,12 @@ class DataConfig:
         options: extra keyword arguments of the dataset (e.g. ``classes_file`` for ``folder``, ``size`` and
             ``num_images`` for ``synthetic``).
         val_options: options that differ for the validation split (merged over ``options``).
+        short_edges: detectron2's ``MIN_SIZE_TRAIN`` with ``"choice"`` sampling: resize the shorter side to one of
+            these (instead of ``scales``), the longer side to at most ``max_size``.
+        max_size: detectron2's ``MAX_SIZE_TRAIN`` (with ``short_edges``).
+        single_category_max_area: redraw the crop (up to 10 times) while one category covers this share of it or
+            more (detectron2's ``CROP.SINGLE_CATEGORY_MAX_AREA``; 1.0: off).
+        color_aug_ssd: SSD's photometric distortion (detectron2's ``COLOR_AUG_SSD``).
         skip_unreadable: read every image and label once at start-up and train without the ones that cannot be
             read (listed in ``skipped_files.txt`` of the run folder); off: a fast header check of every file at
             start-up, and any bad file stops the run with its name.
@@ -96,6 +102,10 @@ class DataConfig:
     num_workers: int = 2
     options: dict = field(default_factory=dict)
     val_options: dict = field(default_factory=dict)
+    short_edges: list[int] = field(default_factory=list)
+    max_size: int | None = None
+    single_category_max_area: float = 1.0
+    color_aug_ssd: bool = False
     skip_unreadable: bool = False
 
 
@@ -133,7 +143,7 @@ class OptimConfig:
     loss: Literal["ce", "ohem"] = "ce"
     ohem_thresh: float = 0.7
     ohem_min_kept: int = 100_000
-    name: str = "sgd"
+    name: Literal["sgd", "adamw"] = "sgd"
     backbone_lr_factor: float = 1.0
     weight_decay_norm: float | None = None
     clip_grad_norm: float = 0.0
