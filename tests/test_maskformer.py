@@ -289,3 +289,21 @@ def test_bad_inputs_give_clear_errors() -> None:
         model(torch.randn(1, 3, 32, 32), torch.full((1, 32, 32), 7))
     with pytest.raises(ValueError, match=r"expected an image batch \[N, 3, H, W\]"):
         model.eval()(torch.randn(3, 64, 64))
+
+
+@pytest.mark.slow
+def test_onnx_export_matches_pytorch_in_onnxruntime(tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from fapn.export.onnx import export_onnx, onnx_op_counts
+
+    torch.manual_seed(0)
+    # one decoder layer: the graph's size, not the arithmetic, sets the export time
+    model = maskformer_fapn(num_classes=3, backbone="resnet18", **{**TINY, "conv_dim": 64, "dec_layers": 1}).eval()
+    with torch.no_grad():  # non-zero offsets, so the DeformConv translation is really exercised
+        for module in model.modules():
+            if isinstance(module, FeatureAlignModule):
+                module.offset_mask.weight.normal_(std=0.05)
+    report = export_onnx(model, tmp_path / "maskformer.onnx", check_shapes=[(1, 3, 64, 96), (2, 3, 70, 50)])
+    assert report is not None and report.passed, report.summary()
+    assert onnx_op_counts(tmp_path / "maskformer.onnx")["DeformConv"] == 3
