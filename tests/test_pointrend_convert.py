@@ -143,7 +143,8 @@ def test_semantic_checkpoint_converts_and_computes_the_reference() -> None:
 
 def d2_mask_heads(layout: int, num_classes: int = 80) -> dict[str, torch.Tensor]:
     """PointRend's coarse mask head (conv 2x2/2 + 2 FC 1024 + 7x7 prediction) and point head (256 + classes in,
-    coarse prediction at every layer), under the current names (2) or the first release's (1)."""
+    coarse prediction at every layer), under the names of detectron2's first release (1), of the mask head moved
+    under ``mask_head`` (2, Nov 2020) and of the refactored head (3, Apr 2021, current)."""
     gen = torch.Generator().manual_seed(2)
     coarse = {"reduce_spatial_dim_conv.weight": (256, 256, 2, 2), "reduce_spatial_dim_conv.bias": (256,),
               "fc1.weight": (1024, 256 * 49), "fc1.bias": (1024,), "fc2.weight": (1024, 1024), "fc2.bias": (1024,),
@@ -154,10 +155,11 @@ def d2_mask_heads(layout: int, num_classes: int = 80) -> dict[str, torch.Tensor]
         point[f"fc{k}.weight"], point[f"fc{k}.bias"] = (256, width, 1), (256,)
         width = 256 + num_classes
     point["predictor.weight"], point["predictor.bias"] = (num_classes, width, 1), (num_classes,)
-    if layout == 2:
+    if layout > 1:
         coarse_prefix, point_prefix = "roi_heads.mask_head.coarse_head", "roi_heads.mask_head.point_head"
     else:
         coarse_prefix, point_prefix = "roi_heads.mask_coarse_head", "roi_heads.mask_point_head"
+    if layout < 3:
         coarse = {k.replace("fc", "coarse_mask_fc") if k.startswith("fc") else k: v for k, v in coarse.items()}
     state = {f"{coarse_prefix}.{k}": torch.randn(s, dtype=torch.float64, generator=gen) * 0.03
              for k, s in coarse.items()}
@@ -185,12 +187,15 @@ def d2_rcnn_rest() -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_rcnn_checkpoints_in_both_layouts_convert_and_compute_the_reference() -> None:
     rest = {**d2_backbone_r50_fapn(), **d2_rcnn_rest()}
-    new, old = d2_mask_heads(2), d2_mask_heads(1)
+    new = d2_mask_heads(3)
     mapped_new, unmapped_new = convert_pointrend({**rest, **new})
-    mapped_old, unmapped_old = convert_pointrend({**rest, **old})
-    assert unmapped_new == [] and unmapped_old == []
-    assert mapped_new.keys() == mapped_old.keys()
-    assert all(torch.equal(mapped_new[k], mapped_old[k]) for k in mapped_new)
+    assert unmapped_new == []
+    for layout in (1, 2):
+        old = d2_mask_heads(layout)
+        assert set(old) != set(new)
+        mapped_old, unmapped_old = convert_pointrend({**rest, **old})
+        assert unmapped_old == [] and mapped_new.keys() == mapped_old.keys()
+        assert all(torch.equal(mapped_new[k], mapped_old[k]) for k in mapped_new)
     with torch.device("meta"):
         model = detectron2_pointrend_rcnn(50, num_classes=81).eval()
     model.load_state_dict(mapped_old, assign=True)  # strict
@@ -212,3 +217,24 @@ def test_rcnn_checkpoints_in_both_layouts_convert_and_compute_the_reference() ->
                                    reference_point_head(d2, "roi_heads.mask_head.point_head", fine, coarse_points,
                                                         each_layer=True))
     assert (head.subdivision_init_resolution, head.subdivision_steps) == (28, 3)
+
+
+def test_fapn_convert_dispatches_pointrend_checkpoints(tmp_path, capsys) -> None:
+    from fapn.checkpoint import load_checkpoint
+    from fapn.cli.main import main
+    from fapn.convert import convert_detectron2_fapn
+
+    d2 = {**d2_semantic_heads(num_classes=3), "backbone.fan_align5.bias": torch.zeros(256),
+          "pixel_mean": torch.zeros(3, 1, 1)}
+    mapped, unmapped = convert_detectron2_fapn(d2)
+    assert mapped.keys() == convert_pointrend(d2)[0].keys() and unmapped == ["pixel_mean"]
+    assert "point_head.fc1.weight" in mapped and "backbone.fapn.top_lateral.bias" in mapped
+    torch.save({"model": d2}, tmp_path / "pointrend.pth")
+    assert main(["convert", str(tmp_path / "pointrend.pth"), "--out", str(tmp_path / "out.pt"), "--model-config",
+                 '{"name": "detectron2_pointrend_semantic", "depth": 50, "num_classes": 3}']) == 0
+    assert "1 keys not mapped" in capsys.readouterr().out
+    converted = load_checkpoint(tmp_path / "out.pt")
+    assert converted["model"].keys() == mapped.keys()
+    assert converted["model_config"]["name"] == "detectron2_pointrend_semantic"
+    torch.testing.assert_close(converted["model"]["coarse_head.scale_heads.3.4.1.weight"],
+                               d2["sem_seg_head.coarse_sem_seg_head.p5.4.norm.weight"])

@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Score a folder of prediction PNGs. Cityscapes: the official submission format (label ids, full "
             "resolution, one file per image named after it, as 'fapn eval --save-predictions' writes); the "
-            "mIoU equals cityscapesscripts'. Other datasets: one index PNG (class ids) per image, NAME.png. "
+            "mIoU equals cityscapesscripts', and the four official numbers (IoU and iIoU for classes and for "
+            "categories; iIoU needs the *_gtFine_instanceIds.png beside the labels) are printed too. Other datasets: one index PNG (class ids) per image, NAME.png. "
             "Warns when the predictions never use the ground truth's highest classes (a model trained with "
             "fewer classes)."
         ),
@@ -52,4 +53,8 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(scores, scores["boundary"]))
         print(f"mIoU {scores['mIoU']:.2f}, boundary mIoU ({width} px) {scores['boundary']['mIoU']:.2f} "
               f"over {scores['num_images']} images")
+        if scores.get("cityscapes"):
+            from fapn.metrics.cityscapes import format_cityscapes
+
+            print(f"Cityscapes: {format_cityscapes(scores['cityscapes'])}")
     return 0

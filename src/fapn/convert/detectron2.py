@@ -313,10 +313,15 @@ def convert_detectron2_fapn(
         stages: the neck's input stages, see :func:`convert_fapn_neck`.
 
     Returns:
-        ``(mapped, unmapped)``: target keys -> tensors, and every source key that was not mapped (PointRend
-        heads, ``pixel_mean``, RetinaNet's head, ...), in input order. A Faster/Mask R-CNN checkpoint maps onto
+        ``(mapped, unmapped)``: target keys -> tensors, and every source key that was not mapped (``pixel_mean``,
+        RetinaNet's head, ...), in input order. PointRend checkpoints go through
+        :func:`fapn.convert.pointrend.convert_pointrend`. A Faster/Mask R-CNN checkpoint maps onto
         ``detectron2_fapn_rcnn(depth, mask=..., num_classes=K + 1)`` exactly.
     """
+    from fapn.convert.pointrend import convert_pointrend, is_pointrend_checkpoint
+
+    if is_pointrend_checkpoint(state_dict):  # PointRend heads map there, the rest comes back here
+        return convert_pointrend(state_dict, neck_prefix=neck_prefix, body_prefix=body_prefix, stages=stages)
     body, body_unmapped = convert_detectron2_resnet(
         {k: v for k, v in state_dict.items() if k.startswith("backbone.bottom_up.")}
     )

@@ -15,24 +15,23 @@ detectron2                                                       fapn
 
 (``j`` indexes detectron2's per-level ``Sequential`` of conv and upsampling modules, which ours mirrors.)
 
-Instance (``pointrend_rcnn_R_50_FAN_1x_coco`` -> :func:`~fapn.models.pointrend.detectron2_pointrend_rcnn`), in both
-layouts detectron2's PointRend project has written [pointrend]:
+Instance (``pointrend_rcnn_R_50_FAN_1x_coco`` -> :func:`~fapn.models.pointrend.detectron2_pointrend_rcnn`), in every
+layout detectron2's PointRend project has written [pointrend] (the authors' config names the first release's
+``PointRendROIHeads`` + ``CoarseMaskHead``, which later detectron2 versions convert on load):
 
-====================================================================  ==========================================
-detectron2, current layout (``PointRendMaskHead``, version 2)         fapn
-====================================================================  ==========================================
-``roi_heads.mask_head.coarse_head.{reduce_spatial_dim_conv,fc1,fc2,   ``roi_heads.mask_head.coarse_head.*`` (same)
-prediction,reduce_channel_dim_conv}.*``
-``roi_heads.mask_head.point_head.*``                                  ``roi_heads.mask_head.point_head.*`` (same)
-====================================================================  ==========================================
+==========================  =================================================  ====================================
+detectron2 release          coarse mask head / point head                       fapn
+==========================  =================================================  ====================================
+Jan 2020 - Nov 2020         ``roi_heads.mask_coarse_head.*``,                  ``roi_heads.mask_head.coarse_head.*``,
+                            ``roi_heads.mask_point_head.*``                    ``roi_heads.mask_head.point_head.*``
+Nov 2020 - Apr 2021         ``roi_heads.mask_head.coarse_head.*``,             same
+                            ``roi_heads.mask_head.point_head.*``
+Apr 2021 - (v0.4.1+)        same                                               same
+==========================  =================================================  ====================================
 
-====================================================================  ==========================================
-detectron2, first layout (``CoarseMaskHead`` + ``PointRendROIHeads``)  fapn
-====================================================================  ==========================================
-``roi_heads.mask_coarse_head.coarse_mask_fc{k}.*``                    ``roi_heads.mask_head.coarse_head.fc{k}.*``
-``roi_heads.mask_coarse_head.{reduce_spatial_dim_conv,prediction,..}``  ``roi_heads.mask_head.coarse_head.*``
-``roi_heads.mask_point_head.*``                                       ``roi_heads.mask_head.point_head.*``
-====================================================================  ==========================================
+Before April 2021 the coarse head's FC layers were ``coarse_mask_fc{k}``, now ``fc{k}`` (ours); the other names
+(``reduce_spatial_dim_conv``, ``reduce_channel_dim_conv``, ``prediction``; ``fc{k}``, ``predictor`` in the point
+head) never changed.
 
 The heads predict the foreground classes only in both libraries (detectron2's ``NUM_CLASSES = 80``), so no row
 is added or moved: tensors are copied unchanged.
@@ -42,6 +41,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from torch import Tensor
 
@@ -53,7 +53,7 @@ _SEM_POINT = re.compile(r"^sem_seg_head\.point_head\.((?:fc\d+|predictor)\.(?:we
 _MASK_V2 = re.compile(r"^roi_heads\.mask_head\.((?:coarse_head|point_head)\..+)$")
 _MASK_V1_COARSE = re.compile(r"^roi_heads\.mask_coarse_head\.(.+)$")
 _MASK_V1_POINT = re.compile(r"^roi_heads\.mask_point_head\.(.+)$")
-_V1_FC = re.compile(r"^coarse_mask_fc(\d+)")
+_V1_FC = re.compile(r"^coarse_head\.coarse_mask_fc(\d+)")
 
 
 def is_pointrend_checkpoint(state_dict: Mapping[str, Tensor]) -> bool:
@@ -77,21 +77,23 @@ def _semantic_head_key(key: str) -> str | None:
 
 def _mask_head_key(key: str) -> str | None:
     if match := _MASK_V2.match(key):
-        return f"roi_heads.mask_head.{match[1]}"
-    if match := _MASK_V1_COARSE.match(key):
-        return "roi_heads.mask_head.coarse_head." + _V1_FC.sub(r"fc\1", match[1])
-    if match := _MASK_V1_POINT.match(key):
-        return f"roi_heads.mask_head.point_head.{match[1]}"
-    return None
+        local = match[1]
+    elif match := _MASK_V1_COARSE.match(key):
+        local = f"coarse_head.{match[1]}"
+    elif match := _MASK_V1_POINT.match(key):
+        local = f"point_head.{match[1]}"
+    else:
+        return None
+    return "roi_heads.mask_head." + _V1_FC.sub(r"coarse_head.fc\1", local)
 
 
-def convert_pointrend(state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+def convert_pointrend(state_dict: Mapping[str, Tensor], **kwargs: Any) -> tuple[dict[str, Tensor], list[str]]:
     """Map an authors' PointRend checkpoint (FaPN neck) onto
     :func:`~fapn.models.pointrend.detectron2_pointrend_semantic` (semantic) or
     :func:`~fapn.models.pointrend.detectron2_pointrend_rcnn` (Mask R-CNN, either mask-head layout).
 
     The PointRend heads are mapped here (see the module docstring), everything else (ResNet, neck, RPN, box
-    head) by :func:`fapn.convert.detectron2.convert_detectron2_fapn`.
+    head) by :func:`fapn.convert.detectron2.convert_detectron2_fapn`, which gets ``**kwargs`` (``stages``, ...).
 
     Returns:
         ``(mapped, unmapped)``: a state dict for the model, and the source keys nothing maps (``pixel_mean``,
@@ -113,6 +115,6 @@ def convert_pointrend(state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Tenso
             rest[key] = value
         else:
             heads[target] = value
-    mapped, unmapped = convert_detectron2_fapn(rest) if rest else ({}, [])
+    mapped, unmapped = convert_detectron2_fapn(rest, **kwargs) if rest else ({}, [])
     mapped.update(heads)
     return mapped, unmapped

@@ -62,9 +62,20 @@ def train_transforms(
     hflip: bool = True,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    *,
+    short_edges: Sequence[int] = (),
+    max_size: int | None = None,
+    single_category_max_area: float = 1.0,
+    color_aug_ssd: bool = False,
 ) -> v2.Compose:
     """Random scale, flip, crop ``crop_size`` (``[height, width]``, padding images with 0 and masks with
     ``ignore_index``), normalisation.
+
+    With any of the last four arguments, detectron2's semantic segmentation pipeline instead (PointRend's
+    Cityscapes recipe): resize the shorter side to one of ``short_edges`` (longer side at most ``max_size``;
+    ``RandomShortestSize``) or by ``scales``, :class:`~fapn.data.augment.CategoryAreaCrop` (no category on
+    ``single_category_max_area`` of the crop or more), :class:`~fapn.data.augment.ColorAugSSD` if
+    ``color_aug_ssd``, flip, normalisation.
 
     Example:
         >>> t = train_transforms([32, 48], ignore_index=255, scales=[1.0])
@@ -76,6 +87,9 @@ def train_transforms(
     """
     if len(crop_size) != 2:
         raise ValueError(f"crop_size must be [height, width], got {list(crop_size)}")
+    if short_edges or max_size is not None or single_category_max_area < 1.0 or color_aug_ssd:
+        return _detectron2_train_transforms(crop_size, ignore_index, scales, hflip, mean, std, short_edges, max_size,
+                                            single_category_max_area, color_aug_ssd)
     steps: list[v2.Transform] = []
     if list(scales) != [1.0]:
         steps.append(RandomScale(scales))
@@ -88,6 +102,34 @@ def train_transforms(
             fill={tv_tensors.Image: 0, tv_tensors.Mask: ignore_index},
         )
     )
+    steps += _to_float_normalized(mean, std)
+    return v2.Compose(steps)
+
+
+def _detectron2_train_transforms(
+    crop_size: Sequence[int],
+    ignore_index: int,
+    scales: Sequence[float],
+    hflip: bool,
+    mean: Sequence[float],
+    std: Sequence[float],
+    short_edges: Sequence[int],
+    max_size: int | None,
+    single_category_max_area: float,
+    color_aug_ssd: bool,
+) -> v2.Compose:
+    from fapn.data.augment import CategoryAreaCrop, ColorAugSSD
+
+    steps: list[v2.Transform] = []
+    if short_edges:
+        steps.append(v2.RandomShortestSize(list(short_edges), max_size=max_size))
+    elif list(scales) != [1.0]:
+        steps.append(RandomScale(scales))
+    steps.append(CategoryAreaCrop(crop_size, single_category_max_area, ignore_index))
+    if color_aug_ssd:
+        steps.append(ColorAugSSD())
+    if hflip:
+        steps.append(v2.RandomHorizontalFlip(0.5))
     steps += _to_float_normalized(mean, std)
     return v2.Compose(steps)
 

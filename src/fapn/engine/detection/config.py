@@ -28,7 +28,7 @@ class DetectionModelConfig:
     """Which model: arguments of :func:`fapn.models.detection.build_detection_model`.
 
     Attributes:
-        detector: ``fasterrcnn``, ``maskrcnn``, ``retinanet`` or ``panoptic_fpn``.
+        detector: ``fasterrcnn``, ``maskrcnn``, ``retinanet``, ``panoptic_fpn`` or ``pointrend_maskrcnn``.
         backbone: torchvision ResNet name.
         neck: ``fapn`` or ``fpn`` (torchvision's, the baseline).
         weights_backbone: ImageNet weights: torchvision enum name (``IMAGENET1K_V1``) or a ``.pth`` path.
@@ -41,7 +41,7 @@ class DetectionModelConfig:
         options: extra detector arguments (``rpn_post_nms_top_n_train``, ``box_batch_size_per_image``, ...).
     """
 
-    detector: Literal["fasterrcnn", "maskrcnn", "retinanet", "panoptic_fpn"] = "maskrcnn"
+    detector: Literal["fasterrcnn", "maskrcnn", "retinanet", "panoptic_fpn", "pointrend_maskrcnn"] = "maskrcnn"
     backbone: str = "resnet50"
     neck: Literal["fapn", "fpn"] = "fapn"
     weights_backbone: str | None = "IMAGENET1K_V1"

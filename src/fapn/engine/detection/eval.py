@@ -18,7 +18,8 @@ __all__ = ["evaluate", "run_eval", "print_metrics"]
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Any, cfg: DetectionConfig, progress: bool = True) -> dict[str, Any]:
-    """COCO AP (``bbox``; ``segm`` too for instance and panoptic) and, for panoptic, PQ/SQ/RQ.
+    """COCO AP (``bbox``; ``segm`` and Boundary AP (``boundary``, :mod:`fapn.metrics.boundary_iou`) too for
+    instance and panoptic) and, for panoptic, PQ/SQ/RQ.
 
     Args:
         model: a torchvision detector or :class:`~fapn.models.detection.PanopticFPN`.
@@ -73,6 +74,10 @@ def evaluate(model: nn.Module, dataset: Any, cfg: DetectionConfig, progress: boo
     if coco_gt is not None:
         iou_types = ("bbox", "segm") if with_masks else ("bbox",)
         metrics.update(evaluate_coco(coco_gt, results, iou_types, image_ids=image_ids))
+        if with_masks:
+            from fapn.metrics.boundary_iou import evaluate_boundary_ap
+
+            metrics["boundary"] = evaluate_boundary_ap(coco_gt, results, image_ids=image_ids)
     if pq is not None:
         pq_metrics = pq.compute()
         per_class = pq_metrics.pop("per_class")
@@ -83,7 +88,7 @@ def evaluate(model: nn.Module, dataset: Any, cfg: DetectionConfig, progress: boo
 
 
 def print_metrics(metrics: dict[str, Any]) -> None:
-    for key in ("bbox", "segm"):
+    for key in ("bbox", "segm", "boundary"):
         if key in metrics:
             print(f"{key}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics[key].items()))
     if "panoptic" in metrics:

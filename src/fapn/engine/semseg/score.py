@@ -27,6 +27,15 @@ def _cityscapes_key(name: str) -> str:
     return "_".join(name.split("_")[:3])
 
 
+def _cityscapes_evaluator() -> Any:
+    try:
+        from fapn.metrics.cityscapes import CityscapesEvaluator
+
+        return CityscapesEvaluator()
+    except ImportError:  # cityscapesscripts (the eval extra) not installed: only the mIoU table
+        return None
+
+
 def score_predictions(
     dataset_name: str,
     gt_root: str | os.PathLike[str] | None,
@@ -40,7 +49,9 @@ def score_predictions(
 
     Returns:
         ``{"mIoU", "pixel_accuracy", "mean_accuracy", "per_class_iou", "per_class_accuracy", "boundary",
-        "num_images", "class_count_warning" (see :func:`fapn.metrics.class_count_warning`, or None)}``.
+        "num_images", "class_count_warning" (see :func:`fapn.metrics.class_count_warning`, or None)}``; for
+        Cityscapes also ``"cityscapes"``: IoU and iIoU for classes and categories as the official evaluator
+        computes them (:class:`fapn.metrics.cityscapes.CityscapesEvaluator`; ``None`` without cityscapesscripts).
 
     Raises:
         FileNotFoundError: a ground-truth image without its prediction (named).
@@ -65,6 +76,7 @@ def score_predictions(
     names = dataset.info.class_names
     confusion = ConfusionMatrix(dataset.num_classes, dataset.ignore_index, names)
     boundary = BoundaryConfusionMatrix(dataset.num_classes, boundary_width, dataset.ignore_index, names)
+    cityscapes = _cityscapes_evaluator() if is_cityscapes else None
     for index in tqdm(range(len(dataset)), desc="score", disable=not progress):
         name = dataset.sample_name(index)
         key = _cityscapes_key(name) if is_cityscapes else name
@@ -102,7 +114,11 @@ def score_predictions(
         pred_t, target_t = torch.from_numpy(pred), torch.from_numpy(target)
         confusion.update(pred_t, target_t)
         boundary.update(pred_t, target_t)
+        if cityscapes is not None:  # label-id space, with the instance ids beside the labels when present
+            cityscapes.update_files(pred_path, dataset.samples[index][1])
     scores = confusion.compute()
+    if is_cityscapes:
+        scores["cityscapes"] = None if cityscapes is None else cityscapes.compute()
     scores["boundary"] = {**boundary.compute(), "width": boundary_width}
     scores["num_images"] = len(dataset)
     scores["class_count_warning"] = class_count_warning(confusion.matrix, names)

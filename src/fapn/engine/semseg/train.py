@@ -140,7 +140,9 @@ def build_datasets(cfg: SegmentationConfig) -> tuple[SegmentationDataset, Segmen
         data.dataset,
         data.root,
         data.train_split,
-        train_transforms(data.crop_size, probe.ignore_index, data.scales, data.hflip, data.mean, data.std),
+        train_transforms(data.crop_size, probe.ignore_index, data.scales, data.hflip, data.mean, data.std,
+                         short_edges=data.short_edges, max_size=data.max_size,
+                         single_category_max_area=data.single_category_max_area, color_aug_ssd=data.color_aug_ssd),
         **data.options,
     )
     val_set = build_dataset(

@@ -210,7 +210,7 @@ def retinanet_resnet101_fapn(
                   trainable_backbone_layers=trainable_backbone_layers, fapn_kwargs=fapn_kwargs, kwargs=kwargs)
 
 
-DETECTORS = ("fasterrcnn", "maskrcnn", "retinanet", "panoptic_fpn")
+DETECTORS = ("fasterrcnn", "maskrcnn", "retinanet", "panoptic_fpn", "pointrend_maskrcnn")
 
 
 @register_model(task="detection")
@@ -236,7 +236,8 @@ def build_detection_model(
     P6/P7 come from C5 with either neck (the authors', detectron2's and torchvision's ``_v2``).
 
     Args:
-        detector: ``"fasterrcnn"``, ``"maskrcnn"``, ``"retinanet"`` or ``"panoptic_fpn"``.
+        detector: ``"fasterrcnn"``, ``"maskrcnn"``, ``"retinanet"``, ``"panoptic_fpn"`` or ``"pointrend_maskrcnn"``
+            (Mask R-CNN with PointRend's mask head, :class:`~fapn.models.pointrend.PointRendMaskRCNN`).
         backbone: a torchvision ResNet name (``"resnet18"`` ... ``"resnet101"``).
         neck: ``"fapn"`` or ``"fpn"``.
         num_classes: classes including background.
@@ -272,5 +273,9 @@ def build_detection_model(
         return MaskRCNN(body_and_neck, num_classes=num_classes, **detector_kwargs)
     if detector == "retinanet":
         return RetinaNet(body_and_neck, num_classes=num_classes, **detector_kwargs)
+    if detector == "pointrend_maskrcnn":
+        from fapn.models.pointrend import PointRendMaskRCNN  # fapn.models.pointrend imports this package
+
+        return PointRendMaskRCNN(body_and_neck, num_classes=num_classes, **detector_kwargs)
     return PanopticFPN(MaskRCNN(body_and_neck, num_classes=num_classes, **detector_kwargs), num_stuff_classes,
                        **(panoptic_kwargs or {}))

@@ -8,6 +8,7 @@ docs/architecture.md).
 from fapn.models.pointrend.builders import (
     pointrend_maskrcnn_resnet50_fapn,
     pointrend_maskrcnn_resnet50_fpn,
+    pointrend_semantic,
     pointrend_semantic_resnet50_fapn,
     pointrend_semantic_resnet50_fpn,
     pointrend_semantic_resnet101_fapn,
@@ -50,6 +51,7 @@ __all__ = [
     "PointRendMaskHead",
     "PointRendRoIHeads",
     "PointRendMaskRCNN",
+    "pointrend_semantic",
     "pointrend_semantic_resnet50_fapn",
     "pointrend_semantic_resnet101_fapn",
     "pointrend_semantic_resnet50_fpn",

@@ -1,7 +1,8 @@
 """Registered builders: PointRend semantic segmentation and PointRend Mask R-CNN, on FaPN or on FPN (baseline).
 
-``pointrend_semantic_resnet{50,101}_{fapn,fpn}`` follow the semantic contract (``computes_loss = True``,
-``ignore_index``); ``pointrend_maskrcnn_resnet50_{fapn,fpn}`` follow torchvision's ``maskrcnn_resnet50_fpn``.
+``pointrend_semantic`` (any ResNet, either neck) and ``pointrend_semantic_resnet{50,101}_{fapn,fpn}`` follow the
+semantic contract (``computes_loss = True``, ``ignore_index``); ``pointrend_maskrcnn_resnet50_{fapn,fpn}`` follow
+torchvision's ``maskrcnn_resnet50_fpn``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from fapn.models.pyramid import Neck, resnet_pyramid
 from fapn.models.registry import register_model
 
 __all__ = [
+    "pointrend_semantic",
     "pointrend_semantic_resnet50_fapn",
     "pointrend_semantic_resnet101_fapn",
     "pointrend_semantic_resnet50_fpn",
@@ -28,16 +30,52 @@ __all__ = [
     "pointrend_maskrcnn_resnet50_fpn",
 ]
 
+@register_model()
+def pointrend_semantic(
+    backbone: str = "resnet50",
+    num_classes: int = 19,
+    weights_backbone: BackboneWeights = None,
+    *,
+    neck: Neck = "fapn",
+    trainable_backbone_layers: int | None = None,
+    ignore_index: int = 255,
+    fapn_kwargs: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> PointRendSemanticFPN:
+    """PointRend semantic segmentation (semantic FPN coarse head + point head on P2) on any ResNet + FaPN or FPN.
+
+    Args:
+        backbone: a torchvision ResNet name (``"resnet18"`` ... ``"resnet101"``) or ``"timm:<name>"``.
+        num_classes: classes (19 for Cityscapes).
+        weights_backbone: ImageNet weights (enum, its name, or a ``.pth``), or ``None`` (from scratch).
+        neck: ``"fapn"`` or ``"fpn"`` (torchvision's, the baseline).
+        trainable_backbone_layers: 0-5; default 5 with weights (the authors' ``FREEZE_AT: 0``), batch norm frozen.
+        ignore_index: label ignored by the losses.
+        fapn_kwargs: extra :class:`fapn.FaPN` arguments (ablations).
+        **kwargs: :class:`~fapn.models.pointrend.PointRendSemanticFPN` options (``train_num_points``,
+            ``subdivision_steps``, ``subdivision_num_points``, ...).
+
+    Example:
+        >>> import torch
+        >>> model = pointrend_semantic("resnet18", num_classes=5, neck="fpn").eval()
+        >>> model(torch.randn(1, 3, 45, 70)).shape
+        torch.Size([1, 5, 45, 70])
+    """
+    if trainable_backbone_layers is None and weights_backbone is not None:
+        trainable_backbone_layers = 5  # FREEZE_AT: 0 in the authors' semantic config; batch norm stays frozen
+    pyramid = resnet_pyramid(backbone, neck=neck, weights_backbone=weights_backbone,
+                             trainable_backbone_layers=trainable_backbone_layers, fapn_kwargs=fapn_kwargs)
+    return PointRendSemanticFPN(pyramid, num_classes, ignore_index=ignore_index, **kwargs)
+
+
 def _semantic(
     depth: int, neck: Neck, num_classes: int, weights_backbone: BackboneWeights,
     trainable_backbone_layers: int | None, ignore_index: int, fapn_kwargs: dict[str, Any] | None,
     kwargs: dict[str, Any],
 ) -> PointRendSemanticFPN:
-    if trainable_backbone_layers is None and weights_backbone is not None:
-        trainable_backbone_layers = 5  # FREEZE_AT: 0 in the authors' semantic config; batch norm stays frozen
-    backbone = resnet_pyramid(f"resnet{depth}", neck=neck, weights_backbone=weights_backbone,
-                              trainable_backbone_layers=trainable_backbone_layers, fapn_kwargs=fapn_kwargs)
-    return PointRendSemanticFPN(backbone, num_classes, ignore_index=ignore_index, **kwargs)
+    return pointrend_semantic(f"resnet{depth}", num_classes, weights_backbone, neck=neck,
+                              trainable_backbone_layers=trainable_backbone_layers, ignore_index=ignore_index,
+                              fapn_kwargs=fapn_kwargs, **kwargs)
 
 
 @register_model()

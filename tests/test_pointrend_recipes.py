@@ -1,0 +1,96 @@
+"""PointRend recipes: the authors' values load, detectron2's augmentation pipeline is wired into the training
+transforms, and ``fapn train`` runs PointRend semantic and PointRend Mask R-CNN end to end (reporting Boundary AP
+beside mask AP)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision import tv_tensors
+
+from fapn.config import load_config
+from fapn.data.augment import CategoryAreaCrop, ColorAugSSD
+from fapn.data.transforms import train_transforms
+from fapn.engine.detection.config import DetectionConfig
+from fapn.engine.semseg.config import SegmentationConfig
+
+SEMANTIC = {"semseg/cityscapes_pointrend_r50_fapn": "pointrend_semantic_resnet50_fapn",
+            "semseg/cityscapes_pointrend_r101_fapn": "pointrend_semantic_resnet101_fapn",
+            "semseg/cityscapes_pointrend_r50_fpn": "pointrend_semantic_resnet50_fpn",
+            "semseg/cityscapes_pointrend_r101_fpn": "pointrend_semantic_resnet101_fpn"}
+
+
+@pytest.mark.parametrize("recipe", sorted(SEMANTIC))
+def test_cityscapes_recipes_have_the_authors_values(recipe: str) -> None:
+    cfg = load_config(recipe, SegmentationConfig)
+    assert cfg.model.name == SEMANTIC[recipe] and cfg.model.frozen_bn
+    assert cfg.model.options["train_num_points"] == 2048
+    assert (cfg.model.options["subdivision_steps"], cfg.model.options["subdivision_num_points"]) == (2, 8192)
+    assert cfg.data.crop_size == [512, 1024] and cfg.data.short_edges == list(range(512, 2049, 256))
+    assert (cfg.data.max_size, cfg.data.single_category_max_area, cfg.data.color_aug_ssd) == (4096, 0.75, True)
+    assert (cfg.optim.lr, cfg.optim.milestones, cfg.train.iterations, cfg.train.batch_size) == (
+        0.01, [40000, 55000], 65000, 32)
+    assert (cfg.optim.schedule, cfg.optim.weight_decay, cfg.optim.weight_decay_norm) == ("multistep", 1e-4, 0.0)
+
+
+@pytest.mark.parametrize("recipe,neck", [("detection/pointrend_rcnn_R_50_FaPN_1x", "fapn"),
+                                         ("detection/pointrend_rcnn_R_50_FPN_1x", "fpn")])
+def test_coco_recipes(recipe: str, neck: str) -> None:
+    cfg = load_config(recipe, DetectionConfig)
+    assert (cfg.model.detector, cfg.model.neck, cfg.model.backbone) == ("pointrend_maskrcnn", neck, "resnet50")
+    assert cfg.model.options["train_on_pred_boxes"] and cfg.model.options["rpn_post_nms_top_n_train"] == 1000
+    assert cfg.model.options["mask_head_kwargs"]["train_num_points"] == 196
+    assert (cfg.optim.lr, cfg.optim.milestones, cfg.train.iterations, cfg.train.batch_size) == (
+        0.02, [60000, 80000], 90000, 16)
+
+
+def test_detectron2_pipeline_in_train_transforms() -> None:
+    cfg = load_config("semseg/cityscapes_pointrend_r50_fapn", SegmentationConfig).data
+    transform = train_transforms(cfg.crop_size, 255, cfg.scales, cfg.hflip, cfg.mean, cfg.std,
+                                 short_edges=cfg.short_edges, max_size=cfg.max_size,
+                                 single_category_max_area=cfg.single_category_max_area, color_aug_ssd=cfg.color_aug_ssd)
+    kinds = [type(t).__name__ for t in transform.transforms]
+    assert kinds[:4] == ["RandomShortestSize", "CategoryAreaCrop", "ColorAugSSD", "RandomHorizontalFlip"]
+    assert isinstance(transform.transforms[1], CategoryAreaCrop) and isinstance(transform.transforms[2], ColorAugSSD)
+    torch.manual_seed(0)
+    image = tv_tensors.Image(torch.randint(0, 256, (3, 64, 128), dtype=torch.uint8))
+    mask = tv_tensors.Mask(torch.arange(64 * 128).view(64, 128) % 19)
+    out_image, out_mask = transform(image, mask)
+    assert out_image.shape == (3, 512, 1024) and out_image.dtype == torch.float32 and out_mask.shape == (512, 1024)
+    # the default pipeline is unchanged
+    assert [type(t).__name__ for t in train_transforms([32, 32], 255).transforms][:3] == [
+        "RandomScale", "RandomHorizontalFlip", "RandomCrop"]
+
+
+@pytest.mark.slow
+def test_fapn_train_pointrend_semantic(tmp_path) -> None:
+    from fapn.engine.semseg.train import train
+
+    cfg = load_config("semseg/synthetic_r18_fapn", SegmentationConfig, [
+        "model.name=pointrend_semantic", "model.backbone=resnet18",
+        "model.options={neck: fpn, train_num_points: 64, subdivision_num_points: 256}",
+        "data.options={size: [64, 96], num_images: 4}", "data.crop_size=[64, 64]", "data.scales=[1.0]",
+        "data.single_category_max_area=0.75", "data.color_aug_ssd=true",
+        "train.batch_size=2", "train.iterations=2", "train.eval_period=0", "train.threads=1"])
+    result = train(cfg, output_dir=tmp_path / "run", progress=False)
+    assert result["iteration"] == 2 and result["metrics"]["mIoU"] is not None
+    from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
+
+    model = build_model_from_checkpoint(load_checkpoint(tmp_path / "run" / "last.pt")).eval()
+    assert type(model).__name__ == "PointRendSemanticFPN"
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 37, 53)).shape == (1, 8, 37, 53)
+
+
+@pytest.mark.slow
+def test_fapn_train_pointrend_maskrcnn_reports_boundary_ap(tmp_path) -> None:
+    from fapn.engine.detection.train import train
+
+    cfg = load_config("detection/pointrend_rcnn_R_18_FaPN_synthetic", DetectionConfig, [
+        f"data.root={tmp_path / 'data'}", "data.synthetic={num_train: 2, num_val: 2, height: 96, width: 96}",
+        "model.min_size=[96]", "model.max_size=96", "model.options.box_detections_per_img=5",
+        "model.options.mask_head_kwargs={subdivision_num_points: 196}",
+        "train.batch_size=2", "train.iterations=2", "train.threads=1", "train.checkpoint_period=0"])
+    metrics = train(cfg, tmp_path / "run", progress=False)
+    assert {"bbox", "segm", "boundary"} <= set(metrics)
+    assert set(metrics["boundary"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
