@@ -58,7 +58,22 @@ def maskformer_fapn(
     weights_backbone: BackboneWeights = None,
     *,
     ignore_index: int = 255,
-    **kwargs: Any,
+    num_queries: int = 100,
+    hidden_dim: int = 256,
+    nheads: int = 8,
+    dim_feedforward: int = 2048,
+    dec_layers: int = 6,
+    dropout: float = 0.1,
+    conv_dim: int = 256,
+    mask_dim: int = 256,
+    norm: Norm | None = "GN",
+    deep_supervision: bool = True,
+    no_object_weight: float = 0.1,
+    class_weight: float = 1.0,
+    mask_weight: float = 20.0,
+    dice_weight: float = 1.0,
+    deform_backend: str | None = None,
+    backbone_kwargs: dict[str, Any] | None = None,
 ) -> MaskFormer:
     """MaskFormer with the FaPN pixel decoder (the FaPN authors' ``BasePixelFANDecoder``: FAM, no FSM).
 
@@ -68,10 +83,15 @@ def maskformer_fapn(
         num_classes: semantic classes (150 for ADE20K).
         weights_backbone: ImageNet weights (see :func:`fapn.models.backbones.build_backbone`), ``None``: random.
         ignore_index: label of unlabelled pixels in the training targets.
-        **kwargs: keyword-only options, MaskFormer's defaults in brackets: ``num_queries`` (100), ``hidden_dim`` (256), ``nheads`` (8), ``dim_feedforward`` (2048),
-            ``dec_layers`` (6), ``dropout`` (0.1), ``conv_dim`` (256), ``mask_dim`` (256), ``norm`` ("GN"),
-            ``deep_supervision`` (True), ``no_object_weight`` (0.1), ``class_weight`` (1), ``mask_weight``
-            (20, focal), ``dice_weight`` (1), ``deform_backend``, ``backbone_kwargs`` (for ``timm.create_model``).
+        num_queries: object queries (100).
+        hidden_dim, nheads, dim_feedforward, dec_layers, dropout: the transformer decoder (256, 8, 2048, 6, 0.1).
+        conv_dim, mask_dim: pixel decoder width and per-pixel embedding channels (256, 256).
+        norm: pixel decoder normalisation (``"GN"``: GroupNorm(32); ``"BN"``; ``None``).
+        deep_supervision: supervise every decoder layer (True).
+        no_object_weight: cross-entropy weight of the no-object class (0.1).
+        class_weight, mask_weight, dice_weight: loss and matching-cost weights (1, 20 for the focal loss, 1).
+        deform_backend: deformable-conv backend, ``None`` for the default.
+        backbone_kwargs: passed to ``timm.create_model`` for a timm encoder (e.g. ``drop_path_rate``).
 
     Returns:
         a :class:`MaskFormer`: eval ``[N, 3, H, W] -> [N, num_classes, H, W]`` scores; train
@@ -82,7 +102,14 @@ def maskformer_fapn(
         >>> model(torch.randn(1, 3, 512, 512)).shape  # doctest: +SKIP
         torch.Size([1, 150, 512, 512])
     """
-    return build_maskformer(backbone, num_classes, weights_backbone, True, ignore_index=ignore_index, **kwargs)
+    return build_maskformer(
+        backbone, num_classes, weights_backbone, True,
+        ignore_index=ignore_index, num_queries=num_queries, hidden_dim=hidden_dim, nheads=nheads,
+        dim_feedforward=dim_feedforward, dec_layers=dec_layers, dropout=dropout, conv_dim=conv_dim, mask_dim=mask_dim,
+        norm=norm, deep_supervision=deep_supervision, no_object_weight=no_object_weight, class_weight=class_weight,
+        mask_weight=mask_weight, dice_weight=dice_weight, deform_backend=deform_backend,
+        backbone_kwargs=backbone_kwargs,
+    )
 
 
 @register_model()
@@ -92,7 +119,29 @@ def maskformer_fpn(
     weights_backbone: BackboneWeights = None,
     *,
     ignore_index: int = 255,
-    **kwargs: Any,
+    num_queries: int = 100,
+    hidden_dim: int = 256,
+    nheads: int = 8,
+    dim_feedforward: int = 2048,
+    dec_layers: int = 6,
+    dropout: float = 0.1,
+    conv_dim: int = 256,
+    mask_dim: int = 256,
+    norm: Norm | None = "GN",
+    deep_supervision: bool = True,
+    no_object_weight: float = 0.1,
+    class_weight: float = 1.0,
+    mask_weight: float = 20.0,
+    dice_weight: float = 1.0,
+    deform_backend: str | None = None,
+    backbone_kwargs: dict[str, Any] | None = None,
 ) -> MaskFormer:
     """MaskFormer with its own FPN pixel decoder (``BasePixelDecoder``); arguments as :func:`maskformer_fapn`."""
-    return build_maskformer(backbone, num_classes, weights_backbone, False, ignore_index=ignore_index, **kwargs)
+    return build_maskformer(
+        backbone, num_classes, weights_backbone, False,
+        ignore_index=ignore_index, num_queries=num_queries, hidden_dim=hidden_dim, nheads=nheads,
+        dim_feedforward=dim_feedforward, dec_layers=dec_layers, dropout=dropout, conv_dim=conv_dim, mask_dim=mask_dim,
+        norm=norm, deep_supervision=deep_supervision, no_object_weight=no_object_weight, class_weight=class_weight,
+        mask_weight=mask_weight, dice_weight=dice_weight, deform_backend=deform_backend,
+        backbone_kwargs=backbone_kwargs,
+    )
