@@ -11,17 +11,17 @@ import pytest
 import torch
 
 pytest.importorskip("pycocotools")
-from pycocotools import mask as mask_utils  # noqa: E402
-from pycocotools.coco import COCO  # noqa: E402
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
 
-from fapn.metrics.boundary_iou import (  # noqa: E402
+from fapn.metrics.boundary_iou import (
     BoundaryCOCOeval,
     boundary_iou,
     boundary_width,
     evaluate_boundary_ap,
     mask_to_boundary,
 )
-from fapn.metrics.coco import evaluate_coco  # noqa: E402
+from fapn.metrics.coco import evaluate_coco
 
 
 def boundary_by_hand(mask: np.ndarray, d: int) -> np.ndarray:

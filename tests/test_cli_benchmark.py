@@ -9,12 +9,10 @@ import pytest
 import torch
 
 import fapn.ops
-
 from fapn.cli.main import main
 from fapn.inference.benchmark import LatencyResult, add_ratios, results_table, time_interleaved
 from fapn.models import realtime_fapn
 from fapn.profiling import profile_model
-
 
 
 @pytest.mark.parametrize(("variant", "gmacs"), [("fpn", 44.76), ("fpn+fam", 51.25), ("fapn", 52.00)])
@@ -28,7 +26,7 @@ def test_macs_follow_the_table1_convention(variant: str, gmacs: float) -> None:
 def test_time_interleaved_takes_turns_and_reports_errors() -> None:
     calls: list[str] = []
 
-    def runner(name: str):  # noqa: ANN202
+    def runner(name: str):
         return lambda: calls.append(name)
 
     def broken() -> None:

@@ -11,13 +11,13 @@ import pytest
 import torch
 
 pytest.importorskip("pycocotools")
-from pycocotools import mask as mask_utils  # noqa: E402
-from pycocotools.coco import COCO  # noqa: E402
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
 
-from fapn.data.coco_detection import CocoInstances, collate_detection  # noqa: E402
-from fapn.data.coco_panoptic import CocoPanoptic, read_panoptic_png  # noqa: E402
-from fapn.data.synthetic_coco import make_synthetic_coco  # noqa: E402
-from fapn.metrics.coco import detections_to_coco_results, evaluate_coco  # noqa: E402
+from fapn.data.coco_detection import CocoInstances, collate_detection
+from fapn.data.coco_panoptic import CocoPanoptic, read_panoptic_png
+from fapn.data.synthetic_coco import make_synthetic_coco
+from fapn.metrics.coco import detections_to_coco_results, evaluate_coco
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

@@ -225,7 +225,7 @@ def test_literal_fields_checked_at_load_naming_key_value_and_choices(tmp_path) -
     @dataclass
     class Model:
         variant: typing.Literal["fpn", "fapn"] = "fapn"
-        norm: typing.Optional[typing.Literal["GN", "BN"]] = None
+        norm: typing.Literal["GN", "BN"] | None = None
 
     @dataclass
     class Recipe:
@@ -245,7 +245,7 @@ def test_literal_fields_checked_at_load_naming_key_value_and_choices(tmp_path) -
 
 @dataclass
 class _IntChoice:
-    x: "typing.Literal[1, 2]" = 1
+    x: typing.Literal[1, 2] = 1
 
 
 def test_detection_literal_checked_before_any_data_is_read(tmp_path, monkeypatch) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fapn.config import load_config
 from fapn.checkpoint import load_checkpoint
+from fapn.config import load_config
 from fapn.engine.semseg.config import SegmentationConfig
 from fapn.engine.semseg.train import train
 

@@ -56,8 +56,8 @@ def test_demo_writes_the_report_folder(demo_run) -> None:
 
 
 def test_demo_numbers_match_a_fresh_evaluation_of_its_checkpoints(demo_run) -> None:
-    from fapn.data import eval_transforms, synthetic_streets
     from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from fapn.data import eval_transforms, synthetic_streets
     from fapn.metrics import ConfusionMatrix
 
     out, _ = demo_run

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 pytest.importorskip("pycocotools")
-from fapn.config import list_configs  # noqa: E402
-from fapn.engine.detection import build_datasets, build_model, load_detection_config, run_eval, run_train  # noqa: E402
+from fapn.config import list_configs
+from fapn.engine.detection import build_datasets, build_model, load_detection_config, run_eval, run_train
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

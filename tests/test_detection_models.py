@@ -192,9 +192,7 @@ def _detectron2_resnet50_keys() -> dict[str, tuple[int, ...]]:
 def _random_detectron2_state(keys: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
     state = {}
     for key, shape in keys.items():
-        if key.endswith("running_var"):
-            state[key] = torch.rand(shape, dtype=torch.float64) + 0.5
-        elif key.endswith("norm.weight"):
+        if key.endswith("running_var") or key.endswith("norm.weight"):
             state[key] = torch.rand(shape, dtype=torch.float64) + 0.5
         elif key.endswith("weight") and len(shape) == 4:
             fan_in = shape[1] * shape[2] * shape[3]

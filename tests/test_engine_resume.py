@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fapn.config import load_config
 from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
+from fapn.config import load_config
 from fapn.engine.semseg.config import SegmentationConfig
 from fapn.engine.semseg.train import segmentation_loss, train
 

@@ -10,7 +10,6 @@ import torch
 import torchvision
 
 import fapn.ops
-
 from fapn.export import export_onnx, export_program, export_torchscript, onnx_op_counts
 from fapn.layers import ModulatedDeformConv2d
 from fapn.models import realtime_fapn

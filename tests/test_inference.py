@@ -14,7 +14,6 @@ from fapn.engine.checkpoint import save_checkpoint
 from fapn.inference import Segmenter, collect_images, sliding_window_logits, window_starts
 from fapn.models import realtime_fapn
 
-
 PALETTE = [[10, 20, 30], [200, 0, 0], [0, 200, 0], [0, 0, 200], [90, 90, 0]]
 MEAN, STD = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
 
@@ -104,7 +103,7 @@ def test_window_starts_cover_every_pixel() -> None:
         starts = window_starts(length, window, stride)
         covered = np.zeros(length, bool)
         for s in starts:
-            assert 0 <= s and s + min(window, length) <= length
+            assert s >= 0 and s + min(window, length) <= length
             covered[s : s + window] = True
         assert covered.all()
 

@@ -15,9 +15,9 @@ from torchvision.ops import deform_conv2d
 pytest.importorskip("scipy")
 pytest.importorskip("timm")
 
-from fapn.layers import FeatureAlignModule  # noqa: E402
-from fapn.models import get_model, list_models  # noqa: E402
-from fapn.models.maskformer import (  # noqa: E402
+from fapn.layers import FeatureAlignModule
+from fapn.models import get_model, list_models
+from fapn.models.maskformer import (
     HungarianMatcher,
     MaskFormerLoss,
     PixelDecoder,

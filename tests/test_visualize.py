@@ -14,8 +14,20 @@ from fapn.cli.main import main
 from fapn.inference import Segmenter
 from fapn.inference.alignment import record_alignment
 from fapn.visualize import (
-    add_legend, arrow_scale, color_wheel, colorize, default_palette, draw_arrows, features_to_rgb, flow_to_color,
-    image_grid, labelled_figure, legend, mean_displacement, overlay, present_classes,
+    add_legend,
+    arrow_scale,
+    color_wheel,
+    colorize,
+    default_palette,
+    draw_arrows,
+    features_to_rgb,
+    flow_to_color,
+    image_grid,
+    labelled_figure,
+    legend,
+    mean_displacement,
+    overlay,
+    present_classes,
 )
 
 _spec = importlib.util.spec_from_file_location("_inference_helpers", Path(__file__).with_name("test_inference.py"))

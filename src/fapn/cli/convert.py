@@ -39,8 +39,8 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from fapn.convert import convert_detectron2_fapn, convert_fapn_neck, load_detectron2_checkpoint
     from fapn.checkpoint import save_checkpoint
+    from fapn.convert import convert_detectron2_fapn, convert_fapn_neck, load_detectron2_checkpoint
 
     state = load_detectron2_checkpoint(args.src)
     try:

@@ -50,8 +50,17 @@ def explain_image(segmenter: Any, path: Any, out: Any, args: argparse.Namespace)
     from fapn.inference import load_image, save_rgb_png
     from fapn.inference.alignment import record_alignment
     from fapn.visualize import (
-        add_legend, arrow_scale, color_wheel, draw_arrows, features_to_rgb, flow_to_color, heatmap, image_grid,
-        mean_displacement, present_classes, resize_rgb,
+        add_legend,
+        arrow_scale,
+        color_wheel,
+        draw_arrows,
+        features_to_rgb,
+        flow_to_color,
+        heatmap,
+        image_grid,
+        mean_displacement,
+        present_classes,
+        resize_rgb,
     )
 
     image = load_image(path)

@@ -7,7 +7,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fapn.data.base import DatasetInfo, SegmentationDataset, Transform, default_palette, label_lut, pair_files, require_dir
+from fapn.data.base import (
+    DatasetInfo,
+    SegmentationDataset,
+    Transform,
+    default_palette,
+    label_lut,
+    pair_files,
+    require_dir,
+)
 
 __all__ = ["coco_stuff", "COCO_STUFF_INFO", "COCO_STUFF_RAW_IDS"]
 

@@ -14,7 +14,6 @@ import torch
 from PIL import Image
 
 from fapn.config import config_to_dict
-from fapn.metrics.boundary import DEFAULT_BOUNDARY_WIDTH
 from fapn.engine.semseg.config import (
     DataConfig,
     EvalConfig,
@@ -23,6 +22,7 @@ from fapn.engine.semseg.config import (
     SegmentationConfig,
     TrainConfig,
 )
+from fapn.metrics.boundary import DEFAULT_BOUNDARY_WIDTH
 
 __all__ = ["DemoSettings", "run_demo", "demo_config"]
 
@@ -94,9 +94,9 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
         >>> results = run_demo(DemoSettings(output_dir="/tmp/demo", iterations=2, image_size=[64, 64],
         ...                                 train_images=4, val_images=2, batch_size=2))  # doctest: +SKIP
     """
+    from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
     from fapn.data.build import build_dataset
     from fapn.data.transforms import eval_transforms
-    from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
     from fapn.engine.semseg.eval import predict_logits
     from fapn.engine.semseg.train import train
     from fapn.visualize import colorize, labelled_figure

@@ -8,8 +8,8 @@ Example:
 from fapn.data.base import IMAGENET_MEAN, IMAGENET_STD
 from fapn.inference.io import IMAGE_EXTENSIONS, collect_images, load_image, save_label_png, save_rgb_png
 from fapn.inference.segmenter import ImageLike, Segmenter
-from fapn.runtime import resolve_device
 from fapn.inference.sliding_window import sliding_window_logits, window_starts
+from fapn.runtime import resolve_device
 
 __all__ = [
     "Segmenter",

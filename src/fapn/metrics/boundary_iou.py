@@ -84,7 +84,7 @@ class BoundaryCOCOeval(COCOeval):  # type: ignore[misc]
         super().__init__(coco_gt, coco_dt, "segm")
         self.dilation_ratio = dilation_ratio
 
-    def computeIoU(self, imgId: int, catId: int) -> Any:  # noqa: N802,N803 (pycocotools' names)
+    def computeIoU(self, imgId: int, catId: int) -> Any:
         p = self.params
         if p.useCats:
             gt, dt = self._gts[imgId, catId], self._dts[imgId, catId]

@@ -4,9 +4,12 @@ Importing this package imports every builder module, so every builder is registe
 ``fapn.models.list_models()`` names them, ``fapn.models.get_model(name, **kwargs)`` builds one.
 """
 
+import fapn.models.detection
+import fapn.models.maskformer
+import fapn.models.pointrend  # noqa: F401  (registers the PointRend builders)
 from fapn.models.backbones import RESNETS, load_resnet_weights, resnet_body
-from fapn.models.registry import get_model, get_model_builder, list_models, register_model
 from fapn.models.realtime import BACKBONES, VARIANTS, RealtimeFaPN, SegmentationHead, realtime_fapn
+from fapn.models.registry import get_model, get_model_builder, list_models, register_model
 from fapn.models.semantic_fpn import (
     SemanticFPN,
     SemanticFPNHead,
@@ -14,11 +17,6 @@ from fapn.models.semantic_fpn import (
     semantic_fpn_resnet50_fapn,
     semantic_fpn_resnet101_fapn,
 )
-
-import fapn.models.detection  # noqa: E402,F401  (registers the detection builders)
-import fapn.models.pointrend  # noqa: E402,F401  (registers the PointRend builders)
-
-import fapn.models.maskformer  # noqa: E402,F401  (registers maskformer_fapn and maskformer_fpn)
 
 __all__ = [
     "get_model",

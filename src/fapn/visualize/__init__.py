@@ -9,7 +9,13 @@ Example:
 """
 
 from fapn.visualize.flow import (
-    arrow_scale, color_wheel, draw_arrows, features_to_rgb, flow_to_color, heatmap, mean_displacement,
+    arrow_scale,
+    color_wheel,
+    draw_arrows,
+    features_to_rgb,
+    flow_to_color,
+    heatmap,
+    mean_displacement,
 )
 from fapn.visualize.grid import image_grid, resize_rgb, titled
 from fapn.visualize.legend import add_legend, labelled_figure, legend, present_classes
