@@ -172,7 +172,7 @@ def _read(path: Path, map_location: str | torch.device | None) -> Any:
         raise ValueError(f"{path}: cannot read it as a checkpoint, the file is truncated or corrupt ({first})") from None
     except OSError as err:  # permissions, a folder, an I/O error
         raise ValueError(f"{path}: cannot read the file ({err.strerror or type(err).__name__})") from None
-    except Exception as err:
+    except Exception as err:  # torch's unpickler raises KeyError, ValueError, ... on garbage
         raise ValueError(f"{path}: not a torch checkpoint (unreadable as one: {type(err).__name__})") from None
 
 

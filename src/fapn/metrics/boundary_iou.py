@@ -40,7 +40,7 @@ def boundary_width(height: int, width: int, dilation_ratio: float = 0.02) -> int
         >>> boundary_width(480, 640)  # 2% of the 800-pixel diagonal
         16
     """
-    return max(1, int(round(dilation_ratio * float(np.hypot(height, width)))))
+    return max(1, round(dilation_ratio * float(np.hypot(height, width))))
 
 
 def mask_to_boundary(mask: Tensor, dilation_ratio: float = 0.02) -> Tensor:
@@ -84,7 +84,7 @@ class BoundaryCOCOeval(COCOeval):  # type: ignore[misc]
         super().__init__(coco_gt, coco_dt, "segm")
         self.dilation_ratio = dilation_ratio
 
-    def computeIoU(self, imgId: int, catId: int) -> Any:
+    def computeIoU(self, imgId: int, catId: int) -> Any:  # pycocotools' method and argument names
         p = self.params
         if p.useCats:
             gt, dt = self._gts[imgId, catId], self._dts[imgId, catId]

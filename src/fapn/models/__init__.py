@@ -4,9 +4,10 @@ Importing this package imports every builder module, so every builder is registe
 ``fapn.models.list_models()`` names them, ``fapn.models.get_model(name, **kwargs)`` builds one.
 """
 
+# imported for their side effect: registering the detection, MaskFormer and PointRend builders
 import fapn.models.detection
 import fapn.models.maskformer
-import fapn.models.pointrend  # noqa: F401  (registers the PointRend builders)
+import fapn.models.pointrend  # noqa: F401  (one `fapn` binding for the three imports above)
 from fapn.models.backbones import RESNETS, load_resnet_weights, resnet_body
 from fapn.models.realtime import BACKBONES, VARIANTS, RealtimeFaPN, SegmentationHead, realtime_fapn
 from fapn.models.registry import get_model, get_model_builder, list_models, register_model
