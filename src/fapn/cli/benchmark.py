@@ -64,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
     from fapn.inference.benchmark import (
         LatencyResult, add_ratios, prepare_onnxruntime, prepare_torch, results_table, time_interleaved,
     )
-    from fapn.profiling import profile_model
     from fapn.inference.loading import load_model, model_label
     from fapn.layers import ModulatedDeformConv2d
+    from fapn.profiling import profile_model
 
     if args.repeats < 1 or args.warmup < 0:
         raise ValueError("--repeats must be >= 1 and --warmup >= 0")

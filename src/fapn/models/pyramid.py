@@ -26,7 +26,6 @@ __all__ = [
     "resnet_fapn_extractor",
     "freeze_resnet_layers",
     "resnet_pyramid",
-    "fapn_backbone",
     "p6p7_from_c5",
     "NECKS",
     "Neck",
@@ -279,25 +278,3 @@ def timm_pyramid(
         kwargs = dict(feature_alignment=False, feature_selection=False, upsample_mode="nearest",
                       top_output_conv=True)
     return BackboneWithFaPN(body, None, body.channels, out_channels, extra_blocks=extra_blocks, **kwargs)
-
-
-def fapn_backbone(
-    depth: int | str,
-    weights_backbone: BackboneWeights,
-    trainable_backbone_layers: int | None,
-    is_trained: bool,
-    *,
-    retinanet: bool = False,
-    fapn_kwargs: dict[str, Any] | None = None,
-    frozen_batch_norm: bool | None = None,
-) -> nn.Module:
-    """Deprecated spelling of :func:`resnet_pyramid` with ``neck="fapn"`` (kept while callers move over)."""
-    return resnet_pyramid(
-        depth if isinstance(depth, str) else f"resnet{depth}",
-        weights_backbone=weights_backbone,
-        trainable_backbone_layers=trainable_backbone_layers,
-        is_trained=is_trained,
-        frozen_batch_norm=frozen_batch_norm,
-        levels="p3-p7" if retinanet else "p2-p6",
-        fapn_kwargs=fapn_kwargs,
-    )

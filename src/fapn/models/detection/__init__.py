@@ -5,12 +5,10 @@ semantic FPN lives in :mod:`fapn.models.semantic_fpn` and the shared ResNet + ne
 :mod:`fapn.models.pyramid` (both re-exported here); the authors' key mappings in :mod:`fapn.convert`.
 """
 
-from fapn.convert.detectron2 import convert_detectron2_fapn_rcnn, convert_detectron2_resnet
 from fapn.models.detection.builders import (
     DETECTORS,
     NECKS,
     build_detection_model,
-    fapn_backbone,
     fasterrcnn_resnet50_fapn,
     fasterrcnn_resnet101_fapn,
     maskrcnn_resnet50_fapn,
@@ -48,7 +46,6 @@ __all__ = [
     "resnet_pyramid",
     "freeze_resnet_layers",
     "p6p7_from_c5",
-    "fapn_backbone",
     "fasterrcnn_resnet50_fapn",
     "fasterrcnn_resnet101_fapn",
     "maskrcnn_resnet50_fapn",
@@ -60,8 +57,6 @@ __all__ = [
     "build_detection_model",
     "detectron2_resnet",
     "detectron2_fapn_rcnn",
-    "convert_detectron2_resnet",
-    "convert_detectron2_fapn_rcnn",
     "CAFFE_RGB_MEAN",
     "CAFFE_STD",
     "PanopticFPN",

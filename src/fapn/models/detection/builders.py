@@ -18,7 +18,7 @@ from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
 
 from fapn.models.backbones import BackboneWeights
 from fapn.models.detection.panoptic_fpn import PanopticFPN
-from fapn.models.pyramid import NECKS, Neck, fapn_backbone, resnet_pyramid
+from fapn.models.pyramid import NECKS, Neck, resnet_pyramid
 from fapn.models.registry import register_model
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
     "maskrcnn_resnet101_fapn",
     "retinanet_resnet50_fapn",
     "retinanet_resnet101_fapn",
-    "fapn_backbone",
     "build_detection_model",
     "DETECTORS",
     "NECKS",
