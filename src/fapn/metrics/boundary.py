@@ -26,6 +26,7 @@ def boundary_band(target: Tensor, width: int) -> Tensor:
     """Boolean mask ``[..., H, W]`` of pixels within ``width`` pixels (chessboard distance) of a label change.
 
     Example:
+        >>> import torch
         >>> t = torch.tensor([[0, 0, 0, 1, 1, 1]])
         >>> boundary_band(t, 1).int()
         tensor([[0, 0, 1, 1, 0, 0]], dtype=torch.int32)

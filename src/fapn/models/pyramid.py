@@ -59,6 +59,8 @@ class BackboneWithFaPN(nn.Module):
         out_channels: the pyramid width, read by torchvision's detectors.
 
     Example:
+        >>> import torch
+        >>> import torchvision
         >>> body = torchvision.models.resnet18()
         >>> backbone = BackboneWithFaPN(body, {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
         ...                             [64, 128, 256, 512], 64)
@@ -208,6 +210,7 @@ def resnet_pyramid(
         fapn_kwargs: extra arguments of :class:`fapn.FaPN` (ablations, ``norm``); ``neck="fapn"`` only.
 
     Example:
+        >>> import torch
         >>> pyramid = resnet_pyramid("resnet18", levels="p3-p7")
         >>> [(k, v.shape[-1]) for k, v in pyramid(torch.randn(1, 3, 64, 64)).items()]
         [('0', 8), ('1', 4), ('2', 2), ('p6', 1), ('p7', 1)]

@@ -54,6 +54,7 @@ class FaPN(nn.Module):
 
     Example:
         >>> from collections import OrderedDict
+        >>> import torch
         >>> from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
         >>> neck = FaPN([64, 128, 256], 32, extra_blocks=LastLevelMaxPool())
         >>> feats = OrderedDict(c2=torch.randn(1, 64, 32, 32), c3=torch.randn(1, 128, 16, 16),

@@ -50,6 +50,7 @@ class PixelDecoder(nn.Module):
         deform_backend: deformable-conv backend, ``None`` for the default.
 
     Example:
+        >>> import torch
         >>> decoder = PixelDecoder([16, 24, 40, 48], conv_dim=32, mask_dim=16)
         >>> feats = [torch.randn(1, c, 64 // s, 64 // s) for c, s in zip([16, 24, 40, 48], [4, 8, 16, 32])]
         >>> decoder(feats).shape
