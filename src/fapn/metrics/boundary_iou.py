@@ -69,7 +69,7 @@ def boundary_iou(a: Tensor, b: Tensor, dilation_ratio: float = 0.02) -> float:
     return 1.0 if union == 0 else int((ba & bb).sum()) / union
 
 
-class BoundaryCOCOeval(COCOeval):  # type: ignore[misc]
+class BoundaryCOCOeval(COCOeval):
     """pycocotools' ``COCOeval`` for ``segm`` whose matching IoU is ``min(mask IoU, boundary IoU)`` (non-crowd).
 
     Use it as ``COCOeval(coco_gt, coco_dt, "segm")``: ``evaluate()``, ``accumulate()``, ``summarize()``, ``stats``.

@@ -157,7 +157,7 @@ def _tiles(N: int, H_out: int, sample_row_bytes: int) -> list[tuple[int, int, in
 
 class _DeformConv2dCPU(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx,
         input: Tensor,
         offset: Tensor,
@@ -198,7 +198,7 @@ class _DeformConv2dCPU(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+    def backward(ctx, grad_out: Tensor):
         lib = load_kernels()
         assert lib is not None
         image, offset, mask, weight = ctx.saved_tensors

@@ -123,7 +123,7 @@ class _MacCounter(TorchDispatchMode):
         self.macs = 0
         self.suppressed = 0
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         if self.suppressed == 0:
             handler = _HANDLERS.get(func)

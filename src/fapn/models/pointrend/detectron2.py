@@ -71,5 +71,5 @@ def detectron2_pointrend_rcnn(
     """
     model = detectron2_fapn_rcnn(depth, mask=False, num_classes=num_classes, **kwargs)
     head = PointRendMaskHead(int(model.backbone.out_channels), num_classes - 1, **(mask_head_kwargs or {}))
-    model.roi_heads = PointRendRoIHeads(model.roi_heads, head, train_on_pred_boxes)  # type: ignore[assignment]
+    model.roi_heads = PointRendRoIHeads(model.roi_heads, head, train_on_pred_boxes)
     return model

@@ -222,7 +222,7 @@ class PointRendRoIHeads(RoIHeads):
     def has_mask(self) -> bool:
         return True
 
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         features: dict[str, Tensor],
         proposals: list[Tensor],
