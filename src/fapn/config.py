@@ -161,8 +161,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 f"{where}: {value!r} is not allowed; expected one of {', '.join(repr(a) for a in allowed)}{hint}"
             )
         return value
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):  # type: ignore[arg-type]
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
             return value
         if not isinstance(value, Mapping):
             raise ValueError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")

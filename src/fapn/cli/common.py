@@ -90,7 +90,7 @@ def size_from_values(values: Sequence[str] | str, option: str = "size") -> tuple
     raise ValueError(f"{option}: expected HEIGHTxWIDTH such as 768x1536 (or the older HEIGHT WIDTH), got {' '.join(values)!r}")
 
 
-def add_device_argument(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+def add_device_argument(parser: argparse.ArgumentParser, default: str | None = "auto") -> None:
     """``--device auto|cpu|cuda|cuda:N``, checked by :func:`fapn.runtime.resolve_device` when the command runs."""
     parser.add_argument(
         "--device", default=default, help="auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda or cuda:N"

@@ -100,7 +100,7 @@ class PanopticQuality:
 
         combined = gt_ids * _OFFSET + pred_ids
         labels, counts = np.unique(combined, return_counts=True)
-        intersections = {(int(l // _OFFSET), int(l % _OFFSET)): int(c) for l, c in zip(labels, counts)}
+        intersections = {(int(k // _OFFSET), int(k % _OFFSET)): int(c) for k, c in zip(labels, counts)}
 
         gt_matched: set[int] = set()
         pred_matched: set[int] = set()
@@ -144,7 +144,7 @@ class PanopticQuality:
                 continue
             self.stats[category].fp += 1
 
-    def compute(self) -> dict[str, dict[str, Any]]:
+    def compute(self) -> dict[str, dict[Any, Any]]:
         """PQ, SQ, RQ in percent and ``n`` (categories counted) for ``All``, ``Things`` and ``Stuff``, plus
         ``per_class`` ``{category_id: {"pq", "sq", "rq"}}`` (categories that occur only)."""
         per_class: dict[int, dict[str, float]] = {}
@@ -155,7 +155,7 @@ class PanopticQuality:
             sq = stat.iou / stat.tp if stat.tp else 0.0
             rq = stat.tp / denominator
             per_class[cat] = {"pq": 100.0 * sq * rq, "sq": 100.0 * sq, "rq": 100.0 * rq}
-        results: dict[str, dict[str, Any]] = {}
+        results: dict[str, dict[Any, Any]] = {}
         for group, isthing in (("All", None), ("Things", True), ("Stuff", False)):
             cats = [c for c in per_class if isthing is None or bool(self.categories[c]["isthing"]) == isthing]
             n = len(cats)
@@ -172,7 +172,7 @@ def pq_compute(
     gt_folder: str | os.PathLike[str],
     pred_json: str | os.PathLike[str],
     pred_folder: str | os.PathLike[str],
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, dict[Any, Any]]:
     """panopticapi's ``pq_compute`` on COCO panoptic files: ground truth and predictions as PNG + JSON.
 
     Args:

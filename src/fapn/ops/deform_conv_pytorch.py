@@ -16,9 +16,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.modules.utils import _pair
 
 __all__ = ["deform_conv2d_pytorch", "check_shapes"]
+
+
+def _as_pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    """``(v, v)`` for an int, the pair itself otherwise (``torch.nn.modules.utils._pair`` with a type)."""
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
 def check_shapes(
@@ -81,7 +85,7 @@ def deform_conv2d_pytorch(
         >>> torch.allclose(out, F.conv2d(x, w, padding=1), atol=1e-5)
         True
     """
-    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    stride, padding, dilation = _as_pair(stride), _as_pair(padding), _as_pair(dilation)
     G, H_out, W_out = check_shapes(input, offset, weight, mask, stride, padding, dilation)
     N, C, H, W = input.shape
     C_out, C_per_group, kh, kw = weight.shape

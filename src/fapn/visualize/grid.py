@@ -84,5 +84,5 @@ def resize_rgb(image: np.ndarray, width: int | None = None, height: int | None =
         height = max(1, round(h * width / w))
     if (height, width) == (h, w):
         return image
-    resample = Image.NEAREST if nearest else Image.BILINEAR
+    resample = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
     return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((width, height), resample))

@@ -195,7 +195,7 @@ def _scan(
 def freeze_batch_norm(model: nn.Module) -> list[nn.Module]:
     """Stop every batch norm of ``model`` from learning (no gradient) and return them; callers put them in
     eval mode after each ``model.train()`` (see :func:`_set_train_mode`). The state dict keeps its layout."""
-    frozen = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    frozen: list[nn.Module] = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for module in frozen:
         for parameter in module.parameters():
             parameter.requires_grad_(False)
