@@ -86,6 +86,7 @@ class FeatureAlignModule(nn.Module):
         )
         self.offset_mask = nn.Conv2d(channels, 3 * offset_groups * self.deform.taps, kernel_size=3, padding=1)
         nn.init.zeros_(self.offset_mask.weight)
+        assert self.offset_mask.bias is not None  # built with bias=True
         nn.init.zeros_(self.offset_mask.bias)
         self.concat_fuse: nn.Module | None = None
         if fusion == "concat":

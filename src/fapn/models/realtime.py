@@ -58,15 +58,13 @@ class SegmentationHead(nn.Sequential):
     """
 
     def __init__(self, in_channels: int, num_classes: int, mid_channels: int = 64) -> None:
-        super().__init__(
-            nn.Conv2d(in_channels, mid_channels, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(mid_channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(mid_channels, num_classes, kernel_size=1),
-        )
-        nn.init.kaiming_normal_(self[0].weight, mode="fan_out", nonlinearity="relu")
-        nn.init.normal_(self[3].weight, std=0.01)
-        nn.init.zeros_(self[3].bias)
+        conv = nn.Conv2d(in_channels, mid_channels, kernel_size=3, padding=1, bias=False)
+        classifier = nn.Conv2d(mid_channels, num_classes, kernel_size=1)
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.normal_(classifier.weight, std=0.01)
+        assert classifier.bias is not None  # built with bias=True
+        nn.init.zeros_(classifier.bias)
+        super().__init__(conv, nn.BatchNorm2d(mid_channels), nn.ReLU(inplace=True), classifier)
 
 
 class RealtimeFaPN(nn.Module):

@@ -75,6 +75,7 @@ class SemanticFPNHead(nn.Module):
             self.scale_heads.append(nn.Sequential(*ops))
         self.predictor = nn.Conv2d(conv_dims, num_classes, kernel_size=1)
         nn.init.kaiming_normal_(self.predictor.weight, mode="fan_out", nonlinearity="relu")
+        assert self.predictor.bias is not None  # built with bias=True
         nn.init.zeros_(self.predictor.bias)
 
     def layers(self, features: Sequence[Tensor]) -> Tensor:

@@ -61,6 +61,7 @@ class CoarseMaskHead(nn.Module):
         for conv in (self.reduce_channel_dim_conv, self.reduce_spatial_dim_conv):
             if conv is not None:
                 nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+                assert conv.bias is not None  # built with bias=True
                 nn.init.zeros_(conv.bias)
         width = conv_dim * (input_size // 2) ** 2
         self.num_fc = len(fc_dims)

@@ -51,11 +51,13 @@ class StandardPointHead(nn.Module):
         for k in range(1, num_fc + 1):
             fc = nn.Conv1d(width, fc_dim, kernel_size=1)
             nn.init.kaiming_normal_(fc.weight, mode="fan_out", nonlinearity="relu")
+            assert fc.bias is not None  # built with bias=True
             nn.init.zeros_(fc.bias)
             self.add_module(f"fc{k}", fc)
             width = fc_dim + (num_classes if coarse_pred_each_layer else 0)
         self.predictor = nn.Conv1d(width, num_classes, kernel_size=1)
         nn.init.normal_(self.predictor.weight, std=0.001)
+        assert self.predictor.bias is not None  # built with bias=True
         nn.init.zeros_(self.predictor.bias)
 
     def forward(self, fine_grained: Tensor, coarse: Tensor) -> Tensor:
