@@ -51,8 +51,15 @@ def train_command(args: argparse.Namespace, variant: str) -> list[str]:
         f"train.threads={args.threads}",
         *args.overrides,
     ]
-    command = [sys.executable, "-m", "fapn", "train", VARIANTS[variant], "--output-dir",
-               str(Path(args.output) / variant)]
+    command = [
+        sys.executable,
+        "-m",
+        "fapn",
+        "train",
+        VARIANTS[variant],
+        "--output-dir",
+        str(Path(args.output) / variant),
+    ]
     for override in overrides:
         command += ["--set", override]
     return command
@@ -79,8 +86,11 @@ def complexity(num_classes: int = 11) -> dict[str, dict[str, dict[str, float]]]:
             with torch.device("meta"):
                 model = get_model(cfg.model.name, **kwargs)
             c = profile_model(model, (1, 3, 512, 512))
-            table.setdefault(key, {})[variant] = {"params_m": c.params_m, "gmacs_paper": c.gmacs_paper,
-                                                  "gmacs_full": c.gmacs_full}
+            table.setdefault(key, {})[variant] = {
+                "params_m": c.params_m,
+                "gmacs_paper": c.gmacs_paper,
+                "gmacs_full": c.gmacs_full,
+            }
     return table
 
 
@@ -93,7 +103,7 @@ def main() -> int:
     wall: dict[str, float] = {}
 
     def start(variant: str) -> None:
-        log = open(out / f"{variant}.log", "w")
+        log = open(out / f"{variant}.log", "w")  # noqa: SIM115 (held open while the training process writes it)
         print(f"[{time.strftime('%H:%M:%S')}] {variant}: {shlex.join(train_command(args, variant))}", flush=True)
         process = subprocess.Popen(train_command(args, variant), stdout=log, stderr=subprocess.STDOUT, env=env)
         running[variant] = (process, time.time())
@@ -128,26 +138,44 @@ def main() -> int:
 def report(results: dict) -> str:
     fmt = lambda v: f"{v:.1f}" if v is not None else "-"  # noqa: E731
     runs = results["runs"]
-    lines = ["```", "python " + shlex.join(sys.argv), "```", "",
-             "| model | wall time | val mIoU | pixel acc | boundary mIoU |", "|---|---|---|---|---|"]
+    lines = [
+        "```",
+        "python " + shlex.join(sys.argv),
+        "```",
+        "",
+        "| model | wall time | val mIoU | pixel acc | boundary mIoU |",
+        "|---|---|---|---|---|",
+    ]
     for variant, r in runs.items():
         lines.append(
             f"| R18 {LABELS[variant]} | {r['wall_seconds'] / 60:.1f} min | {fmt(r['mIoU'])} | "
             f"{fmt(r['pixel_accuracy'])} | {fmt(r['boundary']['mIoU'])} ({r['boundary']['width']} px) |"
         )
     names = list(next(iter(runs.values()))["per_class_iou"])
-    lines += ["", "| class | " + " | ".join(f"{LABELS[v]} IoU" for v in runs) + " | "
-              + " | ".join(f"{LABELS[v]} bIoU" for v in runs) + " |", "|---" * (1 + 2 * len(runs)) + "|"]
+    lines += [
+        "",
+        "| class | "
+        + " | ".join(f"{LABELS[v]} IoU" for v in runs)
+        + " | "
+        + " | ".join(f"{LABELS[v]} bIoU" for v in runs)
+        + " |",
+        "|---" * (1 + 2 * len(runs)) + "|",
+    ]
     for name in names:
         lines.append(
-            f"| {name} | " + " | ".join(fmt(r["per_class_iou"][name]) for r in runs.values()) + " | "
-            + " | ".join(fmt(r["boundary"]["per_class_iou"][name]) for r in runs.values()) + " |"
+            f"| {name} | "
+            + " | ".join(fmt(r["per_class_iou"][name]) for r in runs.values())
+            + " | "
+            + " | ".join(fmt(r["boundary"]["per_class_iou"][name]) for r in runs.values())
+            + " |"
         )
     lines += ["", "| setting (512x512) | model | params (M) | GMAC (paper) | GMAC (full) |", "|---|---|---|---|---|"]
     for setting, models in results["complexity_512"].items():
         for variant, c in models.items():
-            lines.append(f"| {setting} | {LABELS[variant]} | {c['params_m']:.2f} | {c['gmacs_paper']:.2f} | "
-                         f"{c['gmacs_full']:.2f} |")
+            lines.append(
+                f"| {setting} | {LABELS[variant]} | {c['params_m']:.2f} | {c['gmacs_paper']:.2f} | "
+                f"{c['gmacs_full']:.2f} |"
+            )
     return "\n".join(lines)
 
 

@@ -36,7 +36,6 @@ ENCODERS = {
 }
 
 
-
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     # These models are tiny: a second thread buys nothing and, on a busy machine, costs a lot in contention.
@@ -44,6 +43,7 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
 
 # --------------------------------------------------------------------------------------------- matching
 
@@ -77,8 +77,9 @@ def test_matching_is_the_brute_force_optimum(queries: int, segments: int, seed: 
     masks = torch.rand(segments, 6, 6) > 0.5
     matcher = HungarianMatcher()
     reference = _reference_cost(class_logits, mask_logits, labels, masks)
-    torch.testing.assert_close(matcher.cost_matrix(class_logits, mask_logits, labels, masks).double(), reference,
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        matcher.cost_matrix(class_logits, mask_logits, labels, masks).double(), reference, rtol=1e-5, atol=1e-5
+    )
     rows, cols = matcher.match(class_logits, mask_logits, labels, masks)
     assert sorted(cols.tolist()) == list(range(segments))
     best = min(
@@ -94,10 +95,13 @@ def test_matching_resizes_targets_nearest_and_handles_no_segment() -> None:
     class_logits, mask_logits = torch.randn(3, 3), torch.randn(3, 4, 4)
     labels, masks = torch.tensor([1]), torch.rand(1, 8, 8) > 0.5
     small = F.interpolate(masks[:, None].float(), size=(4, 4), mode="nearest")[:, 0]
-    torch.testing.assert_close(matcher.cost_matrix(class_logits, mask_logits, labels, masks),
-                               matcher.cost_matrix(class_logits, mask_logits, labels, small))
-    rows, cols = matcher.match(class_logits, mask_logits, torch.tensor([], dtype=torch.long),
-                               torch.zeros(0, 8, 8, dtype=torch.bool))
+    torch.testing.assert_close(
+        matcher.cost_matrix(class_logits, mask_logits, labels, masks),
+        matcher.cost_matrix(class_logits, mask_logits, labels, small),
+    )
+    rows, cols = matcher.match(
+        class_logits, mask_logits, torch.tensor([], dtype=torch.long), torch.zeros(0, 8, 8, dtype=torch.bool)
+    )
     assert rows.numel() == cols.numel() == 0
 
 
@@ -199,10 +203,10 @@ def test_pixel_decoder_equals_the_authors_forward(align: bool) -> None:
             if isinstance(module, torch.nn.GroupNorm):
                 module.weight.normal_(1, 0.2)
                 module.bias.normal_(0, 0.2)
-    features = [torch.randn(2, c, 33 // s + 1, 45 // s + 1, dtype=torch.float64)
-                for c, s in zip(channels, (1, 2, 4, 8))]
-    torch.testing.assert_close(decoder(features), _reference_decoder(decoder, features, align), rtol=1e-10,
-                               atol=1e-10)
+    features = [
+        torch.randn(2, c, 33 // s + 1, 45 // s + 1, dtype=torch.float64) for c, s in zip(channels, (1, 2, 4, 8))
+    ]
+    torch.testing.assert_close(decoder(features), _reference_decoder(decoder, features, align), rtol=1e-10, atol=1e-10)
 
 
 def test_fapn_decoder_fam_is_feature_align_module_without_fsm_and_shares_the_norm() -> None:
@@ -231,8 +235,9 @@ def test_builders_are_registered() -> None:
     assert model.computes_loss and not model.pixel_decoder.feature_alignment
 
 
-@pytest.mark.parametrize(("builder", "encoder"), [(maskformer_fapn, "swin"), (maskformer_fpn, "cnn")],
-                         ids=["fapn-swin", "fpn-cnn"])
+@pytest.mark.parametrize(
+    ("builder", "encoder"), [(maskformer_fapn, "swin"), (maskformer_fpn, "cnn")], ids=["fapn-swin", "fpn-cnn"]
+)
 def test_train_losses_backward_and_eval_scores(builder, encoder: str) -> None:
     torch.manual_seed(0)
     model = builder(num_classes=4, **ENCODERS[encoder], **TINY)

@@ -35,10 +35,14 @@ def test_parameter_groups_follow_maskformers_rules() -> None:
     groups = parameter_groups(model, lr=1.0, weight_decay=0.1, backbone_lr_factor=0.1, weight_decay_norm=0.0)
     by_param = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
     expected = {
-        "backbone.0.weight": (0.1, 0.1), "backbone.0.bias": (0.1, 0.1),
-        "backbone.1.weight": (0.1, 0.0), "backbone.1.bias": (0.1, 0.0),
-        "head.0.weight": (1.0, 0.1), "head.0.bias": (1.0, 0.1),
-        "head.1.weight": (1.0, 0.0), "head.1.bias": (1.0, 0.0),
+        "backbone.0.weight": (0.1, 0.1),
+        "backbone.0.bias": (0.1, 0.1),
+        "backbone.1.weight": (0.1, 0.0),
+        "backbone.1.bias": (0.1, 0.0),
+        "head.0.weight": (1.0, 0.1),
+        "head.0.bias": (1.0, 0.1),
+        "head.1.weight": (1.0, 0.0),
+        "head.1.bias": (1.0, 0.0),
         "query.weight": (1.0, 0.0),
     }
     assert {name: by_param[id(p)] for name, p in model.named_parameters()} == expected
@@ -70,18 +74,38 @@ def test_clipping_clips_the_whole_model_before_the_step() -> None:
 def test_ade20k_recipes_are_the_authors_configs() -> None:
     r50 = load_config("semseg/ade20k_maskformer_r50_fapn", SegmentationConfig)
     assert (r50.model.name, r50.model.backbone, r50.model.weights_backbone, r50.model.frozen_bn) == (
-        "maskformer_fapn", "resnet50", "DEFAULT", True)
+        "maskformer_fapn",
+        "resnet50",
+        "DEFAULT",
+        True,
+    )
     o = r50.optim
     assert (o.name, o.lr, o.weight_decay, o.weight_decay_norm, o.backbone_lr_factor, o.clip_grad_norm) == (
-        "adamw", 1e-4, 1e-4, 0.0, 0.1, 0.01)
+        "adamw",
+        1e-4,
+        1e-4,
+        0.0,
+        0.1,
+        0.01,
+    )
     assert (o.schedule, o.power, r50.train.iterations, r50.train.batch_size, r50.data.crop_size) == (
-        "poly", 0.9, 160000, 16, [512, 512])
+        "poly",
+        0.9,
+        160000,
+        16,
+        [512, 512],
+    )
     assert load_config("semseg/ade20k_maskformer_r50_fpn", SegmentationConfig).model.name == "maskformer_fpn"
     swin = load_config("semseg/ade20k_maskformer_swin_l_fapn", SegmentationConfig)
     assert swin.model.backbone == "timm:swin_large_patch4_window12_384" and swin.data.crop_size == [640, 640]
     o = swin.optim
-    assert (o.lr, o.weight_decay, o.backbone_lr_factor, o.warmup_iters, o.warmup_factor) == (6e-5, 0.01, 1.0, 1500,
-                                                                                             1e-6)
+    assert (o.lr, o.weight_decay, o.backbone_lr_factor, o.warmup_iters, o.warmup_factor) == (
+        6e-5,
+        0.01,
+        1.0,
+        1500,
+        1e-6,
+    )
     assert swin.model.options["backbone_kwargs"] == {"drop_path_rate": 0.3}
     assert swin.model.options["num_queries"] == 100  # merged with the base's options
 
@@ -91,15 +115,29 @@ def test_fapn_train_a_tiny_maskformer_and_rebuild_it_from_the_checkpoint(tmp_pat
     from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
     from fapn.engine.semseg.train import train
 
-    cfg = load_config("semseg/camvid_maskformer_fapn", SegmentationConfig, [
-        "data.dataset=synthetic", "data.root=null", "data.crop_size=[64,64]", "data.scales=[1.0]",
-        "data.options={size: [64, 80], num_images: 4}", "data.val_options={num_images: 1}",
-        "model.options={num_queries: 5, hidden_dim: 32, nheads: 2, dim_feedforward: 32, dec_layers: 2, "
-        "conv_dim: 64, mask_dim: 16}",
-        "model.backbone=timm:test_convnext", "optim.backbone_lr_factor=0.1", "optim.warmup_iters=0",
-        "train.iterations=3", "train.batch_size=2", "train.eval_period=0", "train.checkpoint_period=3",
-        "train.device=cpu", "train.threads=1",
-    ])
+    cfg = load_config(
+        "semseg/camvid_maskformer_fapn",
+        SegmentationConfig,
+        [
+            "data.dataset=synthetic",
+            "data.root=null",
+            "data.crop_size=[64,64]",
+            "data.scales=[1.0]",
+            "data.options={size: [64, 80], num_images: 4}",
+            "data.val_options={num_images: 1}",
+            "model.options={num_queries: 5, hidden_dim: 32, nheads: 2, dim_feedforward: 32, dec_layers: 2, "
+            "conv_dim: 64, mask_dim: 16}",
+            "model.backbone=timm:test_convnext",
+            "optim.backbone_lr_factor=0.1",
+            "optim.warmup_iters=0",
+            "train.iterations=3",
+            "train.batch_size=2",
+            "train.eval_period=0",
+            "train.checkpoint_period=3",
+            "train.device=cpu",
+            "train.threads=1",
+        ],
+    )
     result = train(cfg, output_dir=tmp_path, progress=False)
     assert result["iteration"] == 3 and result["metrics"]["mIoU"] is not None
     checkpoint = load_checkpoint(tmp_path / "last.pt")

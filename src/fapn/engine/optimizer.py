@@ -33,14 +33,14 @@ def parameter_groups(
     parameter, so SGD recipes and their checkpoints are unchanged.
 
     Example:
-        >>> model = nn.ModuleDict({"backbone": nn.Linear(2, 2), "head": nn.Sequential(nn.Linear(2, 2),
-        ...                                                                           nn.LayerNorm(2))})
+        >>> model = nn.ModuleDict(
+        ...     {"backbone": nn.Linear(2, 2), "head": nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2))}
+        ... )
         >>> [(len(g["params"]), g["lr"], g["weight_decay"]) for g in parameter_groups(model, 1.0, 0.1, 0.1, 0.0)]
         [(2, 0.1, 0.1), (2, 1.0, 0.1), (2, 1.0, 0.0)]
     """
     if backbone_lr_factor == 1.0 and weight_decay_norm is None:
-        return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr,
-                 "weight_decay": weight_decay}]
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr, "weight_decay": weight_decay}]
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     seen: set[int] = set()
     for module_name, module in model.named_modules():
@@ -55,8 +55,7 @@ def parameter_groups(
             ):
                 decay = weight_decay_norm
             groups.setdefault((group_lr, decay), []).append(parameter)
-    return [{"params": params, "lr": group_lr, "weight_decay": decay}
-            for (group_lr, decay), params in groups.items()]
+    return [{"params": params, "lr": group_lr, "weight_decay": decay} for (group_lr, decay), params in groups.items()]
 
 
 def _clipping(optimizer_class: type[torch.optim.Optimizer], max_norm: float) -> Callable[..., Any]:

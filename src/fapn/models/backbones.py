@@ -13,7 +13,7 @@ import urllib.error
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,7 @@ __all__ = [
     "TimmBackbone",
     "timm_backbone",
     "build_backbone",
+    "ResNetBody",
 ]
 
 RESNETS: dict[str, Callable[..., torchvision.models.ResNet]] = {
@@ -46,7 +47,7 @@ _WEIGHT_ENUMS: dict[str, type[WeightsEnum]] = {
     "resnet101": torchvision.models.ResNet101_Weights,
 }
 
-BackboneWeights = WeightsEnum | str | os.PathLike[str] | None
+BackboneWeights: TypeAlias = WeightsEnum | str | os.PathLike[str] | None
 """``None`` (random), a torchvision weight enum, its name (``"IMAGENET1K_V1"``, ``"DEFAULT"``) or a local file."""
 
 
@@ -85,24 +86,25 @@ def load_resnet_weights(model: torchvision.models.ResNet, name: str, weights: Ba
         source = str(path)
     else:
         enum_type = _WEIGHT_ENUMS[name]
+        enum_weights: Any = weights  # a torchvision WeightsEnum member from here on
         if isinstance(weights, str):
             try:
-                weights = enum_type[weights] if weights != "DEFAULT" else enum_type.DEFAULT
+                enum_weights = enum_type[weights] if weights != "DEFAULT" else enum_type.DEFAULT
             except KeyError:
                 valid = ["DEFAULT", *enum_type.__members__]
                 raise ValueError(
                     f"unknown weights {weights!r} for {name}; valid names: {valid}, or a path to a .pth file"
                 ) from None
         try:
-            state_dict = weights.get_state_dict(progress=True, check_hash=True)
+            state_dict = enum_weights.get_state_dict(progress=True, check_hash=True)
         except (urllib.error.URLError, OSError, RuntimeError) as err:
             raise RuntimeError(
-                f"could not download {name} weights {weights} from {weights.url} ({err}). "
+                f"could not download {name} weights {enum_weights} from {enum_weights.url} ({err}). "
                 "Without internet access, download that file on another machine and pass its path as "
                 "weights_backbone, or copy it into torch's cache "
                 f"({Path(torch.hub.get_dir()) / 'checkpoints'})."
             ) from err
-        source = str(weights)
+        source = str(enum_weights)
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     missing = [k for k in missing if not k.startswith("fc.")]
     unexpected = [k for k in unexpected if not k.startswith("fc.")]
@@ -144,6 +146,25 @@ def resnet_body(
 # ---------------------------------------------------------------------------------------------------------------
 # One entry point for the models: ResNet or timm, returning (body -> OrderedDict, channels, strides)
 # ---------------------------------------------------------------------------------------------------------------
+
+
+class ResNetBody(IntermediateLayerGetter):
+    """A torchvision ResNet cut after its last requested stage (``IntermediateLayerGetter``, same state dict), with
+    the ``channels`` and ``strides`` of the maps it returns, as :class:`TimmBackbone` has them.
+
+    Args:
+        model: the ResNet.
+        return_layers: stage name -> output name.
+        channels, strides: of each returned map.
+    """
+
+    def __init__(
+        self, model: nn.Module, return_layers: dict[str, str], channels: list[int], strides: list[int]
+    ) -> None:
+        super().__init__(model, return_layers=return_layers)
+        self.channels = list(channels)
+        self.strides = list(strides)
+
 
 TIMM_PREFIX = "timm:"
 """Backbone names starting with this prefix are timm encoders: ``"timm:convnext_tiny"``."""
@@ -298,8 +319,10 @@ def timm_backbone(
         close = timm.list_models(f"*{base[:6]}*")[:10]
         raise ValueError(f"unknown timm model {name!r}; similar names: {close} (timm.list_models() lists all)")
     if isinstance(weights, WeightsEnum):
-        raise ValueError(f"a torchvision weights enum ({weights}) does not fit a timm encoder; pass 'DEFAULT' "
-                         "(timm's default pretrained weights), a pretrained tag such as 'in1k', or a local file")
+        raise ValueError(
+            f"a torchvision weights enum ({weights}) does not fit a timm encoder; pass 'DEFAULT' "
+            "(timm's default pretrained weights), a pretrained tag such as 'in1k', or a local file"
+        )
     weights_file = _timm_weights_file(weights)
     if weights is not None and weights_file is None and str(weights) != "DEFAULT":
         tag = str(weights)  # a pretrained tag given as the weights
@@ -363,7 +386,7 @@ def build_backbone(
     names: Sequence[str] | None = None,
     norm_layer: Callable[[int], nn.Module] | None = None,
     **timm_kwargs: Any,
-) -> nn.Module:
+) -> ResNetBody | TimmBackbone:
     """The backbone body of every model here: a torchvision ResNet or ``timm:<name>``.
 
     The body maps ``[N, 3, H, W]`` images to an ``OrderedDict`` of maps at ``strides`` (keys ``names``,
@@ -385,7 +408,7 @@ def build_backbone(
     if name.startswith(TIMM_PREFIX):
         if norm_layer is not None:
             raise ValueError("norm_layer applies to torchvision ResNets only, not to timm encoders")
-        return timm_backbone(name[len(TIMM_PREFIX):], weights, strides, names, **timm_kwargs)
+        return timm_backbone(name[len(TIMM_PREFIX) :], weights, strides, names, **timm_kwargs)
     if timm_kwargs:
         raise ValueError(f"timm options {sorted(timm_kwargs)} given for the torchvision backbone {name!r}")
     if name not in RESNETS:
@@ -397,8 +420,10 @@ def build_backbone(
     if bad:
         raise ValueError(f"{name} has stages at strides {sorted(_RESNET_STAGES)}, not {bad}")
     names = list(names) if names is not None else _default_names(strides)
-    body = resnet_body(name, {_RESNET_STAGES[s]: n for s, n in zip(strides, names)}, weights, norm_layer)
-    body.channels = [_RESNET_CHANNELS[name][s] for s in strides]
-    body.strides = strides
-    return body
-
+    kwargs: dict[str, Any] = {"weights": None}
+    if norm_layer is not None:
+        kwargs["norm_layer"] = norm_layer
+    model = RESNETS[name](**kwargs)
+    load_resnet_weights(model, name, weights)
+    return_layers = {_RESNET_STAGES[s]: n for s, n in zip(strides, names)}
+    return ResNetBody(model, return_layers, [_RESNET_CHANNELS[name][s] for s in strides], strides)

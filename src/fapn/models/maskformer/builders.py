@@ -43,10 +43,12 @@ def build_maskformer(
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
     body = build_backbone(backbone, weights_backbone, strides=(4, 8, 16, 32), **(backbone_kwargs or {}))
-    decoder = PixelDecoder(body.channels, conv_dim, mask_dim, norm, feature_alignment=feature_alignment,
-                           deform_backend=deform_backend)
-    predictor = TransformerPredictor(body.channels[-1], num_classes, hidden_dim, num_queries, nheads,
-                                     dim_feedforward, dec_layers, dropout, mask_dim)
+    decoder = PixelDecoder(
+        body.channels, conv_dim, mask_dim, norm, feature_alignment=feature_alignment, deform_backend=deform_backend
+    )
+    predictor = TransformerPredictor(
+        body.channels[-1], num_classes, hidden_dim, num_queries, nheads, dim_feedforward, dec_layers, dropout, mask_dim
+    )
     criterion = MaskFormerLoss(num_classes, class_weight, mask_weight, dice_weight, no_object_weight)
     return MaskFormer(body, num_classes, decoder, predictor, criterion, deep_supervision, ignore_index)
 
@@ -103,11 +105,26 @@ def maskformer_fapn(
         torch.Size([1, 150, 512, 512])
     """
     return build_maskformer(
-        backbone, num_classes, weights_backbone, True,
-        ignore_index=ignore_index, num_queries=num_queries, hidden_dim=hidden_dim, nheads=nheads,
-        dim_feedforward=dim_feedforward, dec_layers=dec_layers, dropout=dropout, conv_dim=conv_dim, mask_dim=mask_dim,
-        norm=norm, deep_supervision=deep_supervision, no_object_weight=no_object_weight, class_weight=class_weight,
-        mask_weight=mask_weight, dice_weight=dice_weight, deform_backend=deform_backend,
+        backbone,
+        num_classes,
+        weights_backbone,
+        True,
+        ignore_index=ignore_index,
+        num_queries=num_queries,
+        hidden_dim=hidden_dim,
+        nheads=nheads,
+        dim_feedforward=dim_feedforward,
+        dec_layers=dec_layers,
+        dropout=dropout,
+        conv_dim=conv_dim,
+        mask_dim=mask_dim,
+        norm=norm,
+        deep_supervision=deep_supervision,
+        no_object_weight=no_object_weight,
+        class_weight=class_weight,
+        mask_weight=mask_weight,
+        dice_weight=dice_weight,
+        deform_backend=deform_backend,
         backbone_kwargs=backbone_kwargs,
     )
 
@@ -138,10 +155,25 @@ def maskformer_fpn(
 ) -> MaskFormer:
     """MaskFormer with its own FPN pixel decoder (``BasePixelDecoder``); arguments as :func:`maskformer_fapn`."""
     return build_maskformer(
-        backbone, num_classes, weights_backbone, False,
-        ignore_index=ignore_index, num_queries=num_queries, hidden_dim=hidden_dim, nheads=nheads,
-        dim_feedforward=dim_feedforward, dec_layers=dec_layers, dropout=dropout, conv_dim=conv_dim, mask_dim=mask_dim,
-        norm=norm, deep_supervision=deep_supervision, no_object_weight=no_object_weight, class_weight=class_weight,
-        mask_weight=mask_weight, dice_weight=dice_weight, deform_backend=deform_backend,
+        backbone,
+        num_classes,
+        weights_backbone,
+        False,
+        ignore_index=ignore_index,
+        num_queries=num_queries,
+        hidden_dim=hidden_dim,
+        nheads=nheads,
+        dim_feedforward=dim_feedforward,
+        dec_layers=dec_layers,
+        dropout=dropout,
+        conv_dim=conv_dim,
+        mask_dim=mask_dim,
+        norm=norm,
+        deep_supervision=deep_supervision,
+        no_object_weight=no_object_weight,
+        class_weight=class_weight,
+        mask_weight=mask_weight,
+        dice_weight=dice_weight,
+        deform_backend=deform_backend,
         backbone_kwargs=backbone_kwargs,
     )

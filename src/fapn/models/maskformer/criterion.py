@@ -12,8 +12,9 @@ from fapn.models.maskformer.matcher import HungarianMatcher
 __all__ = ["MaskFormerLoss", "semantic_to_segments", "sigmoid_focal_loss", "dice_loss"]
 
 
-def sigmoid_focal_loss(logits: Tensor, targets: Tensor, num_masks: float, alpha: float = 0.25,
-                       gamma: float = 2.0) -> Tensor:
+def sigmoid_focal_loss(
+    logits: Tensor, targets: Tensor, num_masks: float, alpha: float = 0.25, gamma: float = 2.0
+) -> Tensor:
     """Focal loss of matched mask pairs, averaged over pixels, summed over masks, divided by ``num_masks``.
 
     Args:
@@ -97,6 +98,8 @@ class MaskFormerLoss(nn.Module):
         ['loss_ce', 'loss_ce_0', 'loss_dice', 'loss_dice_0', 'loss_mask', 'loss_mask_0']
     """
 
+    empty_weight: Tensor
+
     def __init__(
         self,
         num_classes: int,
@@ -126,21 +129,24 @@ class MaskFormerLoss(nn.Module):
         batch_idx = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(indices)]).to(class_logits.device)
         query_idx = torch.cat([q for q, _ in indices]).to(class_logits.device)
 
-        target_classes = torch.full(class_logits.shape[:2], self.num_classes, dtype=torch.int64,
-                                    device=class_logits.device)
+        target_classes = torch.full(
+            class_logits.shape[:2], self.num_classes, dtype=torch.int64, device=class_logits.device
+        )
         target_classes[batch_idx, query_idx] = torch.cat(
             [lab[s.to(lab.device)] for lab, (_, s) in zip(labels, indices)]
         ).to(class_logits.device)
-        loss_ce = F.cross_entropy(class_logits.float().transpose(1, 2), target_classes,
-                                  self.empty_weight.to(class_logits.device))
+        loss_ce = F.cross_entropy(
+            class_logits.float().transpose(1, 2), target_classes, self.empty_weight.to(class_logits.device)
+        )
 
         matched = mask_logits[batch_idx, query_idx]
         if matched.shape[0] == 0:  # no labelled pixel in the whole batch: nothing to match
             zero = mask_logits.sum() * 0.0
             return {"loss_ce": loss_ce, "loss_mask": zero, "loss_dice": zero}
         target = torch.cat([m[s.to(m.device)] for m, (_, s) in zip(masks, indices)]).to(matched.device)
-        matched = F.interpolate(matched[:, None].float(), size=target.shape[-2:], mode="bilinear",
-                                align_corners=False)[:, 0].flatten(1)
+        matched = F.interpolate(matched[:, None].float(), size=target.shape[-2:], mode="bilinear", align_corners=False)[
+            :, 0
+        ].flatten(1)
         target = target.flatten(1).to(matched.dtype)
         return {
             "loss_ce": loss_ce,
@@ -167,7 +173,8 @@ class MaskFormerLoss(nn.Module):
         layers = class_logits.shape[0]
         for layer in range(layers):
             suffix = "" if layer == layers - 1 else f"_{layer}"
-            for key, value in self.layer_losses(class_logits[layer], mask_logits[layer], labels, masks,
-                                                num_masks).items():
+            for key, value in self.layer_losses(
+                class_logits[layer], mask_logits[layer], labels, masks, num_masks
+            ).items():
                 losses[key + suffix] = value * self.weights[key]
         return losses

@@ -22,10 +22,16 @@ def pairwise_sigmoid_focal_cost(logits: Tensor, targets: Tensor, alpha: float = 
     """
     prob = logits.sigmoid()
     # Per pixel: the loss if the target is 1, and if it is 0; a matrix product then sums each pair.
-    pos = alpha * (1 - prob) ** gamma * F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits),
-                                                                           reduction="none")
-    neg = (1 - alpha) * prob**gamma * F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits),
-                                                                        reduction="none")
+    pos = (
+        alpha
+        * (1 - prob) ** gamma
+        * F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
+    )
+    neg = (
+        (1 - alpha)
+        * prob**gamma
+        * F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
+    )
     return (pos @ targets.T + neg @ (1 - targets).T) / logits.shape[1]
 
 

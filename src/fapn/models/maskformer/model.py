@@ -119,5 +119,5 @@ class MaskFormer(nn.Module):
                 class_logits, mask_logits = class_logits[-1:], mask_logits[-1:]
             return self.criterion(class_logits, mask_logits, list(labels), list(masks))
         class_logits, mask_logits = self.predict_masks(x)
-        masks = F.interpolate(mask_logits[-1], size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return semantic_inference(class_logits[-1], masks)[..., :height, :width]
+        full_size = F.interpolate(mask_logits[-1], size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return semantic_inference(class_logits[-1], full_size)[..., :height, :width]

@@ -16,8 +16,7 @@ __all__ = ["PixelDecoder"]
 
 def _conv_norm(in_channels: int, out_channels: int, kernel_size: int, norm: Norm | None) -> Conv2dNorm:
     # detectron2's Conv2d(..., bias=(norm == ""), norm=get_norm(norm)) with c2_xavier_fill, as MaskFormer.
-    conv = Conv2dNorm(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=norm is None,
-                      norm=norm)
+    conv = Conv2dNorm(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=norm is None, norm=norm)
     c2_xavier_fill(conv)
     return conv
 
@@ -77,8 +76,13 @@ class PixelDecoder(nn.Module):
             output_conv = _conv_norm(conv_dim, conv_dim, 3, norm)
             if feature_alignment:
                 fam = FeatureAlignModule(
-                    channels, conv_dim, feature_selection=False, upsample_mode="bilinear", fusion="sum",
-                    deform_backend=deform_backend, norm=norm,
+                    channels,
+                    conv_dim,
+                    feature_selection=False,
+                    upsample_mode="bilinear",
+                    fusion="sum",
+                    deform_backend=deform_backend,
+                    norm=norm,
                 )
                 if share_offset_norm and norm is not None:
                     output_conv.norm = fam.offset_fuse.norm

@@ -3,6 +3,7 @@ each query then gives class logits (with a no-object class) and a mask embedding
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -107,7 +108,7 @@ class MLP(nn.Sequential):
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int) -> None:
         dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
         layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        for i, (a, b) in enumerate(itertools.pairwise(dims)):
             layers.append(nn.Linear(a, b))
             if i < num_layers - 1:
                 layers.append(nn.ReLU(inplace=True))
@@ -134,8 +135,9 @@ class TransformerPredictor(nn.Module):
         mask_dim: channels of the per-pixel embeddings (256).
 
     Example:
-        >>> predictor = TransformerPredictor(64, 3, hidden_dim=32, num_queries=5, nheads=4, dim_feedforward=64,
-        ...                                  dec_layers=2, mask_dim=16)
+        >>> predictor = TransformerPredictor(
+        ...     64, 3, hidden_dim=32, num_queries=5, nheads=4, dim_feedforward=64, dec_layers=2, mask_dim=16
+        ... )
         >>> classes, masks = predictor(torch.randn(1, 64, 2, 3), torch.randn(1, 16, 16, 24))
         >>> classes.shape, masks.shape
         (torch.Size([2, 1, 5, 4]), torch.Size([2, 1, 5, 16, 24]))
