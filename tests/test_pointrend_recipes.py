@@ -4,6 +4,7 @@ beside mask AP)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torchvision import tv_tensors
@@ -13,6 +14,7 @@ from fapn.data.augment import CategoryAreaCrop, ColorAugSSD
 from fapn.data.transforms import train_transforms
 from fapn.engine.detection.config import DetectionConfig
 from fapn.engine.semseg.config import SegmentationConfig
+from fapn.visualize.instances import draw_instances, instance_boundaries
 
 SEMANTIC = {"semseg/cityscapes_pointrend_r50_fapn": "pointrend_semantic_resnet50_fapn",
             "semseg/cityscapes_pointrend_r101_fapn": "pointrend_semantic_resnet101_fapn",
@@ -94,3 +96,32 @@ def test_fapn_train_pointrend_maskrcnn_reports_boundary_ap(tmp_path) -> None:
     metrics = train(cfg, tmp_path / "run", progress=False)
     assert {"bbox", "segm", "boundary"} <= set(metrics)
     assert set(metrics["boundary"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+    # the supplementary's Figure 2 layout from fapn compare: image | model A | model B, boundaries outlined
+    from PIL import Image
+
+    from fapn.cli.main import main
+
+    checkpoint = str(tmp_path / "run" / "model_final.pt")
+    image = sorted((tmp_path / "data" / "val" / "images").glob("*"))[0]
+    assert main(["compare", str(image), "--weights", checkpoint, checkpoint, "--names", "FPN", "FaPN",
+                 "--out", str(tmp_path / "figures"), "--width", "96", "--score-threshold", "0.0"]) == 0
+    figure = np.asarray(Image.open(tmp_path / "figures" / f"{image.stem}_compare.png"))
+    assert figure.shape[1] == 3 * 96 + 2 * 4 and figure.shape[2] == 3
+
+
+def test_draw_instances_outlines_boundaries() -> None:
+    image = np.full((12, 16, 3), 100, np.uint8)
+    masks = np.zeros((2, 12, 16), bool)
+    masks[0, 2:10, 2:14] = True
+    masks[1, 4:7, 5:9] = True
+    out = draw_instances(image, masks, scores=[0.9, 0.8], colors=[[255, 0, 0], [0, 0, 255]], alpha=0.5)
+    edges = instance_boundaries(masks)
+    for n, color in enumerate(([255, 0, 0], [0, 0, 255])):  # boundary pixels by hand: a 4-neighbour outside
+        for y, x in zip(*np.nonzero(masks[n])):
+            window = masks[n, max(0, y - 1) : y + 2, max(0, x - 1) : x + 2]
+            assert edges[n, y, x] == (not window.all())
+    assert (out[edges[0] & ~masks[1]] == [255, 0, 0]).all()
+    assert (out[edges[1]] == [0, 0, 255]).all()  # the smaller instance is drawn on top
+    inner = masks[0] & ~edges[0] & ~masks[1]
+    assert (out[inner] == [178, 50, 50]).all()  # half red over grey 100
+    assert (draw_instances(image, masks, scores=[0.1, 0.2]) == image).all()  # below the threshold

@@ -18,8 +18,10 @@ def register(subparsers: Any) -> None:
         description=(
             "For every input image write NAME_compare.png: the image, its ground truth (when --gt gives it) "
             "and each checkpoint's prediction in the dataset's palette, with the pixel accuracy against the "
-            "ground truth in the titles and a legend of the classes shown below. Example: fapn compare --weights fpn.pt fapn.pt --names FPN FaPN "
-            "--gt data/camvid/valannot data/camvid/val/0001TP_008550.png --out figures/"
+            "ground truth in the titles and a legend of the classes shown below. Instance segmentation "
+            "checkpoints (Mask R-CNN, PointRend) draw each model's masks with their boundaries outlined instead "
+            "(the supplementary's Figure 2: FPN left, FaPN right). Example: fapn compare --weights fpn.pt fapn.pt "
+            "--names FPN FaPN --gt data/camvid/valannot data/camvid/val/0001TP_008550.png --out figures/"
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -31,6 +33,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--overlay", action="store_true", help="draw the labels over the image instead of alone")
     parser.add_argument("--width", type=int, default=480, help="width of each panel")
     parser.add_argument("--columns", type=int, default=None, help="panels per row (default: all in one row)")
+    parser.add_argument("--score-threshold", type=float, default=0.5,
+                        help="instance models: lowest detection score drawn")
     add_device_argument(parser)
     add_threads_argument(parser)
     parser.set_defaults(func=run)
@@ -70,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--gt {args.gt} does not exist (expected a folder of label PNGs or one file)")
     device = setup_runtime(args)
     files = collect_images(args.inputs)
+    if any(_is_instance_checkpoint(w) for w in args.weights):
+        return _run_instances(args, files, device)
     segmenters = [Segmenter.from_checkpoint(w, device=device) for w in args.weights]
     names = args.names or [model_label(s.model, fallback=Path(w).stem) for s, w in zip(segmenters, args.weights)]
     reference = segmenters[0]
@@ -113,3 +119,52 @@ def run(args: argparse.Namespace) -> int:
             tqdm.write("  ".join(line), file=sys.stdout)
     print(f"wrote {len(files)} figures to {out}")
     return 0
+
+
+def _is_instance_checkpoint(path: str) -> bool:
+    """Whether a checkpoint holds a detector (a registry name of task ``detection``) rather than a segmenter."""
+    from fapn.checkpoint import load_checkpoint
+    from fapn.models import list_models
+
+    name = (load_checkpoint(path).get("model_config") or {}).get("name")
+    return name in list_models(task="detection")
+
+
+def _run_instances(args: argparse.Namespace, files: list[Any], device: Any) -> int:
+    """Instance models (Mask R-CNN, PointRend): image | each model's masks with outlined boundaries, one row per
+    image (the supplementary's Figure 2 compares FPN and FaPN this way)."""
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from fapn.inference import load_image, save_rgb_png
+    from fapn.visualize import image_grid, resize_rgb
+    from fapn.visualize.instances import draw_instances
+
+    if not all(_is_instance_checkpoint(w) for w in args.weights):
+        raise ValueError("cannot compare instance and semantic segmentation checkpoints in one figure")
+    if args.gt is not None:
+        raise ValueError("--gt is for semantic label maps; instance models are compared without ground truth")
+    models = [build_model_from_checkpoint(load_checkpoint(w)).eval().to(device) for w in args.weights]
+    names = args.names or [Path(w).stem for w in args.weights]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in tqdm(files, desc="compare", unit="img", file=sys.stderr):
+        image = load_image(path)
+        tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255).to(device)
+        panels, titles = [image], [path.name]
+        for name, model in zip(names, models):
+            with torch.no_grad():
+                output = model([tensor])[0]
+            masks = output["masks"][:, 0].cpu().numpy() >= 0.5
+            scores = output["scores"].cpu().numpy()
+            panels.append(draw_instances(image, masks, scores, args.score_threshold))
+            titles.append(f"{name} ({int((scores >= args.score_threshold).sum())} instances)")
+        panels = [resize_rgb(p, width=args.width) for p in panels]
+        save_rgb_png(image_grid(panels, titles, columns=args.columns), out / f"{path.stem}_compare.png")
+    print(f"wrote {len(files)} figures to {out}")
+    return 0
+

@@ -194,7 +194,8 @@ def pointrend_maskrcnn_resnet50_fapn(
 
     Example:
         >>> import torch
-        >>> model = pointrend_maskrcnn_resnet50_fapn(num_classes=3, min_size=128, max_size=128).eval()
+        >>> model = pointrend_maskrcnn_resnet50_fapn(num_classes=3, min_size=128, max_size=128,
+        ...                                          box_detections_per_img=2).eval()
         >>> sorted(model([torch.rand(3, 128, 128)])[0])
         ['boxes', 'labels', 'masks', 'scores']
     """

@@ -278,7 +278,8 @@ class PointRendMaskRCNN(FasterRCNN):
 
     Example:
         >>> from fapn.models import get_model
-        >>> model = get_model("pointrend_maskrcnn_resnet50_fapn", num_classes=3, min_size=128, max_size=128)
+        >>> model = get_model("pointrend_maskrcnn_resnet50_fapn", num_classes=3, min_size=128, max_size=128,
+        ...                   box_detections_per_img=2)
         >>> sorted(model.eval()([torch.rand(3, 128, 128)])[0])
         ['boxes', 'labels', 'masks', 'scores']
     """
