@@ -114,9 +114,8 @@ def explain_image(segmenter: Any, path: Any, out: Any, args: argparse.Namespace)
     grid = image_grid(cells, titles, columns=5 if records else 2)
     classes = present_classes(label, num_classes=len(segmenter.class_names), ignore_index=None)
     save_rgb_png(add_legend(grid, segmenter.class_names, segmenter.palette, classes), out / f"{stem}_explain.png")
-    np.savez_compressed(
-        out / f"{stem}_displacements.npz", **{f"stride{r.stride:g}": r.displacement.cpu().numpy() for r in records}
-    )
+    displacements: dict[str, Any] = {f"stride{r.stride:g}": r.displacement.cpu().numpy() for r in records}
+    np.savez_compressed(out / f"{stem}_displacements.npz", **displacements)
     return lines
 
 

@@ -21,6 +21,7 @@ from fapn.engine.semseg.config import (
     OptimConfig,
     SegmentationConfig,
     TrainConfig,
+    Variant,
 )
 from fapn.metrics.boundary import DEFAULT_BOUNDARY_WIDTH
 
@@ -57,7 +58,7 @@ class DemoSettings:
     progress: bool = True
 
 
-def demo_config(settings: DemoSettings, variant: str) -> SegmentationConfig:
+def demo_config(settings: DemoSettings, variant: Variant) -> SegmentationConfig:
     """The training recipe of one demo model (``variant`` = ``fpn`` or ``fapn``)."""
     height, width = settings.image_size
     return SegmentationConfig(

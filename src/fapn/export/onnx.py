@@ -47,7 +47,7 @@ def deform_conv2d_translation(opset: int = MIN_OPSET) -> Any:
         n_offset_grps: int,
         use_mask: bool,
     ) -> Any:
-        attributes = {
+        attributes: dict[str, Any] = {
             "dilations": [dil_h, dil_w],
             "group": n_weight_grps,
             "offset_group": n_offset_grps,
@@ -123,6 +123,8 @@ def export_onnx(
             optimize=True,
             verbose=False,
         )
+    if program is None:  # torch returns None only for dynamo=False
+        raise RuntimeError(f"torch.onnx.export returned no program for {path}")
     program.save(str(path), external_data=False)
     if metadata:
         proto = onnx.load(str(path))

@@ -97,7 +97,7 @@ def prepare_torch(
     called twice here so that compiling is not timed)."""
     torch_device = torch.device(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    net = copy.deepcopy(model).eval().to(torch_device, DTYPES[dtype], memory_format=memory_format)
+    net = copy.deepcopy(model).eval().to(torch_device, DTYPES[dtype]).to(memory_format=memory_format)
     x = torch.randn(shape, device=torch_device, dtype=DTYPES[dtype]).contiguous(memory_format=memory_format)
     runner: Callable[[Tensor], Tensor] = torch.compile(net) if compile else net
 

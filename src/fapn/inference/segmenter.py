@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any, TypeAlias, cast
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from fapn.visualize import as_palette, colorize, overlay
 
 __all__ = ["Segmenter", "ImageLike"]
 
-ImageLike = Union[str, os.PathLike, np.ndarray, Image.Image, Tensor]
+ImageLike: TypeAlias = str | os.PathLike | np.ndarray | Image.Image | Tensor
 """A path, a PIL image, an ``[H, W, 3]`` uint8 RGB array, or a ``[3, H, W]`` tensor (uint8, or float in [0, 1])."""
 
 
@@ -157,9 +157,8 @@ class Segmenter:
     @torch.inference_mode()
     def logits(self, images: Sequence[ImageLike] | ImageLike) -> Tensor:
         """``[N, K, H, W]`` float32 logits (``N = 1`` for a single image)."""
-        if not isinstance(images, (list, tuple)):
-            images = [images]
-        batch = self.preprocess(images)
+        # a str or Tensor is one image although it is a Sequence; only lists and tuples are batches
+        batch = self.preprocess(list(images) if isinstance(images, (list, tuple)) else [cast(ImageLike, images)])
         height, width = batch.shape[-2:]
         if self.window is not None and (height > self.window[0] or width > self.window[1]):
             return sliding_window_logits(self.model, batch, self.num_classes, self.window, self.window_stride)

@@ -58,6 +58,9 @@ def build_datasets(cfg: DetectionConfig, splits: tuple[str, ...] = ("train", "va
     datasets: dict[str, Dataset[Any]] = {}
     for split in splits:
         train = split == "train"
+        instances: Path | None
+        panoptic_json: Path | None
+        panoptic_root: Path | None
         if cfg.data.format == "synthetic":
             paths = _synthetic_paths(cfg, split)
             images, instances = paths["images"], paths["instances"]

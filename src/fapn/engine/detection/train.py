@@ -200,7 +200,7 @@ def train(
     batches = iter(loader)
 
     def step(batch: Any) -> dict[str, torch.Tensor]:
-        images, targets = _to_device(*batch, ctx.device)
+        images, targets = _to_device(batch[0], batch[1], ctx.device)
         return model(images, targets)
 
     def validate(iteration: int) -> dict[str, Any]:
