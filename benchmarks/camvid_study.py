@@ -488,7 +488,7 @@ def draw_pictures(by_variant: dict[str, list[dict[str, Any]]], results: Path, da
                 if row == 0:
                     ax.set_title(columns[col])
             axes[row, 0].set_ylabel(name, fontsize=7)
-        fig.legend(handles=legend + [Patch(facecolor="black", label="void (ignored)")], loc="lower center",
+        fig.legend(handles=[*legend, Patch(facecolor="black", label="void (ignored)")], loc="lower center",
                    ncol=6, fontsize=8, frameon=False)
         fig.tight_layout(rect=(0, 0.08, 1, 1))
         fig.savefig(images / "camvid_study_figure1.png", dpi=110)

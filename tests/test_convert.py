@@ -175,7 +175,7 @@ def test_unmapped_keys_are_reported_and_body_is_converted() -> None:
     state["backbone.fan_align3.some_new_thing.weight"] = torch.zeros(1)
     state["pixel_mean"] = torch.zeros(3, 1, 1)
     state["backbone.bottom_up.stem.conv1.weight"] = torch.arange(3.0).view(1, 3, 1, 1).expand(4, 3, 7, 7).clone()
-    mapped, unmapped = convert_fapn_neck(state)
+    _mapped, unmapped = convert_fapn_neck(state)
     assert unmapped == ["backbone.fan_align3.some_new_thing.weight"]
     whole, whole_unmapped = convert_detectron2_fapn(state)
     assert "backbone.fan_align3.some_new_thing.weight" in whole_unmapped and "pixel_mean" in whole_unmapped

@@ -45,7 +45,7 @@ def reference_deform_conv2d(
     mask: Tensor | None,
 ) -> Tensor:
     """The deformable conv from its definition, a loop over offset groups and kernel taps (float64)."""
-    N, C, H, W = input.shape
+    N, C, _H, _W = input.shape
     C_out, C_per_group, kh, kw = weight.shape
     K = kh * kw
     H_out, W_out = offset.shape[-2:]

@@ -40,7 +40,7 @@ def test_pq_hand_computed_ious():
 
 
 def test_pq_void_crowd_false_positives_and_negatives():
-    pq = PanopticQuality(CATS + [{"id": 3, "isthing": 1, "name": "other"}])
+    pq = PanopticQuality([*CATS, {"id": 3, "isthing": 1, "name": "other"}])
     # image 1: row 0 void; the prediction covers void too, which the union leaves out -> IoU 1
     gt = np.array([[0, 0, 0, 0]] + [[1, 1, 1, 1]] * 3)
     pq.update(gt, [{"id": 1, "category_id": 1}], np.full((4, 4), 5), [{"id": 5, "category_id": 1}])
@@ -78,7 +78,7 @@ def _write_panoptic(folder, name, ids, segments):
 
 def _random_panoptic_pair(tmp_path):
     rng = np.random.default_rng(0)
-    categories = CATS + [{"id": 3, "isthing": 1, "name": "b"}, {"id": 4, "isthing": 0, "name": "s"}]
+    categories = [*CATS, {"id": 3, "isthing": 1, "name": "b"}, {"id": 4, "isthing": 0, "name": "s"}]
     gt_annotations, pred_annotations = [], []
     for image_id in range(1, 5):
         gt = np.zeros((24, 32), dtype=np.int64)

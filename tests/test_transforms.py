@@ -51,7 +51,7 @@ def test_train_transforms_keep_image_and_mask_aligned() -> None:
 
 def test_crop_larger_than_image_pads_mask_with_ignore() -> None:
     image, mask = coded_pair(10, 12)
-    out_image, out_mask = train_transforms([32, 40], ignore_index=11, scales=[1.0], hflip=False)(image, mask)
+    _out_image, out_mask = train_transforms([32, 40], ignore_index=11, scales=[1.0], hflip=False)(image, mask)
     assert tuple(out_mask.shape) == (32, 40)
     assert (out_mask == 11).sum() == 32 * 40 - 10 * 12
     kept = out_mask != 11

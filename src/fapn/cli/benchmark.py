@@ -62,7 +62,12 @@ def run(args: argparse.Namespace) -> int:
     from fapn.cli.common import require_extra, setup_runtime
     from fapn.export import export_onnx
     from fapn.inference.benchmark import (
-        LatencyResult, add_ratios, prepare_onnxruntime, prepare_torch, results_table, time_interleaved,
+        LatencyResult,
+        add_ratios,
+        prepare_onnxruntime,
+        prepare_torch,
+        results_table,
+        time_interleaved,
     )
     from fapn.inference.loading import load_model, model_label
     from fapn.layers import ModulatedDeformConv2d

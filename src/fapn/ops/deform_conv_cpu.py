@@ -168,7 +168,7 @@ class _DeformConv2dCPU(torch.autograd.Function):
     ) -> Tensor:
         lib = load_kernels()
         assert lib is not None
-        N, C, H, W = input.shape
+        N, C, _H, _W = input.shape
         C_out, _, kh, kw = weight.shape
         H_out, W_out = geometry[6], geometry[7]
         image = input.permute(0, 2, 3, 1).contiguous()  # a no-op for a channels-last input
@@ -202,7 +202,7 @@ class _DeformConv2dCPU(torch.autograd.Function):
         lib = load_kernels()
         assert lib is not None
         image, offset, mask, weight = ctx.saved_tensors
-        N, H, W, C = image.shape
+        N, _H, _W, C = image.shape
         C_out, _, kh, kw = weight.shape
         H_out, W_out = ctx.geometry[6], ctx.geometry[7]
         suffix = _KERNEL_SUFFIX[image.dtype]
@@ -323,7 +323,7 @@ def _geometry(
     padding: tuple[int, int],
     dilation: tuple[int, int],
 ) -> tuple[int, ...]:
-    N, C, H, W = input.shape
+    _N, C, H, W = input.shape
     kh, kw = weight.shape[-2:]
     G, H_out, W_out = check_shapes(input, offset, weight, mask, stride, padding, dilation)
     return (C, H, W, G, kh, kw, H_out, W_out, *stride, *padding, *dilation)
