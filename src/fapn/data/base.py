@@ -157,7 +157,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         lut: np.ndarray | None = None,
         transforms: Transform | None = None,
     ) -> None:
-        self.samples = [(Path(i), Path(l) if l is not None else None) for i, l in samples]
+        self.samples = [(Path(i), Path(m) if m is not None else None) for i, m in samples]
         self.info = info
         self.lut = lut
         self.transforms = transforms

@@ -75,7 +75,7 @@ class BackboneWithFaPN(nn.Module):
         in_channels_list: list[int],
         out_channels: int,
         extra_blocks: ExtraFPNBlock | None = None,
-        **neck_kwargs: object,
+        **neck_kwargs: Any,
     ) -> None:
         super().__init__()
         if extra_blocks is None:
@@ -112,7 +112,7 @@ def resnet_fapn_extractor(
     returned_layers: list[int] | None = None,
     extra_blocks: ExtraFPNBlock | None = None,
     out_channels: int = 256,
-    **neck_kwargs: object,
+    **neck_kwargs: Any,
 ) -> BackboneWithFaPN:
     """torchvision's ``_resnet_fpn_extractor`` with FaPN: freeze stages, pick stages, add the neck.
 
@@ -145,7 +145,7 @@ def resnet_fapn_backbone(
     trainable_layers: int = 3,
     returned_layers: list[int] | None = None,
     extra_blocks: ExtraFPNBlock | None = None,
-    **neck_kwargs: object,
+    **neck_kwargs: Any,
 ) -> BackboneWithFaPN:
     """torchvision's ``resnet_fpn_backbone`` with the FaPN neck (same arguments).
 
