@@ -82,7 +82,7 @@ class BackboneWithFaPN(nn.Module):
             extra_blocks = LastLevelMaxPool()
         # return_layers=None: the body already returns the OrderedDict of maps (a timm encoder, build_backbone)
         self.body = backbone if return_layers is None else IntermediateLayerGetter(backbone, return_layers=return_layers)
-        self.fapn = FaPN(in_channels_list, out_channels, extra_blocks=extra_blocks, **neck_kwargs)  # type: ignore[arg-type]
+        self.fapn = FaPN(in_channels_list, out_channels, extra_blocks=extra_blocks, **neck_kwargs)
         self.out_channels = out_channels
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
