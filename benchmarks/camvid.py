@@ -47,7 +47,15 @@ def train_command(args: argparse.Namespace, variant: str) -> list[str]:
         f"train.threads={args.threads}",
         *args.overrides,
     ]
-    command = [sys.executable, "-m", "fapn", "train", VARIANTS[variant], "--output-dir", str(Path(args.output) / variant)]
+    command = [
+        sys.executable,
+        "-m",
+        "fapn",
+        "train",
+        VARIANTS[variant],
+        "--output-dir",
+        str(Path(args.output) / variant),
+    ]
     for override in overrides:
         command += ["--set", override]
     return command
@@ -62,9 +70,10 @@ def main() -> int:
     wall: dict[str, float] = {}
 
     def start(variant: str) -> None:
-        log = open(out / f"{variant}.log", "w")
         print(f"[{time.strftime('%H:%M:%S')}] {variant}: {shlex.join(train_command(args, variant))}", flush=True)
-        running[variant] = (subprocess.Popen(train_command(args, variant), stdout=log, stderr=subprocess.STDOUT, env=env), time.time())
+        with open(out / f"{variant}.log", "w") as log:  # the child keeps its own copy of the descriptor
+            process = subprocess.Popen(train_command(args, variant), stdout=log, stderr=subprocess.STDOUT, env=env)
+        running[variant] = (process, time.time())
 
     def finish(variant: str) -> None:
         process, started = running.pop(variant)
@@ -109,13 +118,22 @@ def report(args: argparse.Namespace, results: dict) -> str:
             f"{fmt(r['pixel_accuracy'])} | {fmt(r['boundary']['mIoU'])} ({r['boundary']['width']} px) |"
         )
     names = list(next(iter(results.values()))["per_class_iou"])
-    lines += ["", "| class | " + " | ".join(f"{LABELS[v]} IoU" for v in results) + " | "
-              + " | ".join(f"{LABELS[v]} bIoU" for v in results) + " |",
-              "|---" * (1 + 2 * len(results)) + "|"]
+    lines += [
+        "",
+        "| class | "
+        + " | ".join(f"{LABELS[v]} IoU" for v in results)
+        + " | "
+        + " | ".join(f"{LABELS[v]} bIoU" for v in results)
+        + " |",
+        "|---" * (1 + 2 * len(results)) + "|",
+    ]
     for name in names:
         lines.append(
-            f"| {name} | " + " | ".join(fmt(r["per_class_iou"][name]) for r in results.values()) + " | "
-            + " | ".join(fmt(r["boundary"]["per_class_iou"][name]) for r in results.values()) + " |"
+            f"| {name} | "
+            + " | ".join(fmt(r["per_class_iou"][name]) for r in results.values())
+            + " | "
+            + " | ".join(fmt(r["boundary"]["per_class_iou"][name]) for r in results.values())
+            + " |"
         )
     return "\n".join(lines)
 

@@ -41,9 +41,16 @@ PAPER_MIOU = {"fpn": 68.6, "fpn+fam": 73.8, "fpn+fam+fsm": 74.2, "fapn": 75.6}  
 # The study plan, in the order runs are started: seed 0 of every variant first (Figure 1 needs them), then the
 # seeds that make FPN vs FaPN a measured difference, then the middle rows' second seed.
 PLAN: tuple[tuple[str, int], ...] = (
-    ("fpn", 0), ("fapn", 0), ("fpn+fam", 0), ("fpn+fam+fsm", 0),
-    ("fpn", 1), ("fapn", 1), ("fpn", 2), ("fapn", 2),
-    ("fpn+fam", 1), ("fpn+fam+fsm", 1),
+    ("fpn", 0),
+    ("fapn", 0),
+    ("fpn+fam", 0),
+    ("fpn+fam+fsm", 0),
+    ("fpn", 1),
+    ("fapn", 1),
+    ("fpn", 2),
+    ("fapn", 2),
+    ("fpn+fam", 1),
+    ("fpn+fam+fsm", 1),
 )
 THIN_CLASSES = ("Pole", "SignSymbol", "Pedestrian", "Bicyclist")
 FIGURE1_VARIANTS = ("fpn", "fpn+fam", "fapn")  # the supplementary's Figure 1 columns
@@ -71,22 +78,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     default_data = Path(os.environ.get("FAPN_DATA", REPO.parent / "shared" / "data")) / "camvid-half"
     parser.add_argument("--data", default=str(default_data), help="CamVid folder, SegNet layout (default: %(default)s)")
-    parser.add_argument("--runs", nargs="+", type=Run.parse, default=None, metavar="VARIANT:SEED",
-                        help="runs to do (default: every run of the plan without a result)")
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        type=Run.parse,
+        default=None,
+        metavar="VARIANT:SEED",
+        help="runs to do (default: every run of the plan without a result)",
+    )
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default: %(default)s)")
-    parser.add_argument("--work-dir", default=str(Path.home() / ".cache" / "fapn" / "camvid_study"),
-                        help="checkpoints and logs, outside the repository (default: %(default)s)")
-    parser.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "camvid"),
-                        help="one JSON per finished run (default: %(default)s)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra recipe overrides for every run (recorded in each result; a study should not need any)")
-    parser.add_argument("--fifo", action="store_true",
-                        help="run each training under SCHED_FIFO (chrt, root only): on a machine shared with other "
-                             "work it then keeps a core to itself, where nice values were measured to have no effect")
+    parser.add_argument(
+        "--work-dir",
+        default=str(Path.home() / ".cache" / "fapn" / "camvid_study"),
+        help="checkpoints and logs, outside the repository (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--results",
+        default=str(REPO / "benchmarks" / "results" / "camvid"),
+        help="one JSON per finished run (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra recipe overrides for every run (recorded in each result; a study should not need any)",
+    )
+    parser.add_argument(
+        "--fifo",
+        action="store_true",
+        help="run each training under SCHED_FIFO (chrt, root only): on a machine shared with other "
+        "work it then keeps a core to itself, where nice values were measured to have no effect",
+    )
     parser.add_argument("--commit", action="store_true", help="git-commit each result file as it lands")
-    parser.add_argument("--no-start-after", type=float, default=None, metavar="MINUTES",
-                        help="start no new run after this many minutes (to end before a session does)")
+    parser.add_argument(
+        "--no-start-after",
+        type=float,
+        default=None,
+        metavar="MINUTES",
+        help="start no new run after this many minutes (to end before a session does)",
+    )
     parser.add_argument("--missing", action="store_true", help="list the plan's runs without a result and exit")
     parser.add_argument("--report", action="store_true", help="aggregate the results into docs and pictures and exit")
     parser.add_argument("--docs", default=str(REPO / "docs"), help="where --report writes (benchmarks.md, images/)")
@@ -105,8 +138,13 @@ def missing_runs(results: Path) -> list[Run]:
 
 
 def train_command(args: argparse.Namespace, run: Run, out: Path) -> list[str]:
-    overrides = [f"data.root={args.data}", f"model.variant={run.variant}", f"train.seed={run.seed}",
-                 f"train.threads={args.threads}", *args.overrides]
+    overrides = [
+        f"data.root={args.data}",
+        f"model.variant={run.variant}",
+        f"train.seed={run.seed}",
+        f"train.threads={args.threads}",
+        *args.overrides,
+    ]
     command = [sys.executable, "-m", "fapn", "train", RECIPE, "--output-dir", str(out)]
     for override in overrides:
         command += ["--set", override]
@@ -114,9 +152,21 @@ def train_command(args: argparse.Namespace, run: Run, out: Path) -> list[str]:
 
 
 def eval_command(args: argparse.Namespace, out: Path) -> list[str]:
-    return [sys.executable, "-m", "fapn", "eval", RECIPE, "--weights", str(out / "last.pt"),
-            "--set", f"data.root={args.data}", "--output", str(out / "final_eval.json"),
-            "--save-predictions", str(out / "predictions")]
+    return [
+        sys.executable,
+        "-m",
+        "fapn",
+        "eval",
+        RECIPE,
+        "--weights",
+        str(out / "last.pt"),
+        "--set",
+        f"data.root={args.data}",
+        "--output",
+        str(out / "final_eval.json"),
+        "--save-predictions",
+        str(out / "predictions"),
+    ]
 
 
 def validation_curve(log_file: Path) -> list[dict[str, float]]:
@@ -126,13 +176,20 @@ def validation_curve(log_file: Path) -> list[dict[str, float]]:
         record = json.loads(line)
         if "val" in record:
             val = record["val"]
-            curve.append({"iteration": record["iteration"], "mIoU": val["mIoU"],
-                          "pixel_accuracy": val["pixel_accuracy"], "boundary_mIoU": val["boundary_mIoU"]})
+            curve.append(
+                {
+                    "iteration": record["iteration"],
+                    "mIoU": val["mIoU"],
+                    "pixel_accuracy": val["pixel_accuracy"],
+                    "boundary_mIoU": val["boundary_mIoU"],
+                }
+            )
     return curve
 
 
-def collect(run: Run, out: Path, wall_seconds: float, command: list[str], started: str,
-            scheduling: dict[str, Any]) -> dict[str, Any]:
+def collect(
+    run: Run, out: Path, wall_seconds: float, command: list[str], started: str, scheduling: dict[str, Any]
+) -> dict[str, Any]:
     """One run's result file: recipe, seed, budget, time, final scores, per-class IoU, the validation curve."""
     import torch
 
@@ -148,9 +205,13 @@ def collect(run: Run, out: Path, wall_seconds: float, command: list[str], starte
         "started_utc": started,
         "command": shlex.join(command),
         "scheduling": scheduling,
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "load_average_at_end": os.getloadavg()},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "load_average_at_end": os.getloadavg(),
+        },
         "mIoU": metrics["mIoU"],
         "pixel_accuracy": metrics["pixel_accuracy"],
         "mean_accuracy": metrics.get("mean_accuracy"),
@@ -180,8 +241,9 @@ def git_commit(paths: list[Path], message: str) -> None:
     for attempt in range(20):  # other people may hold the index lock for a moment
         added = subprocess.run(["git", "-C", str(REPO), "add", "--", *relative], capture_output=True, text=True)
         if added.returncode == 0:
-            done = subprocess.run(["git", "-C", str(REPO), "commit", "-q", "-m", message, "--", *relative],
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                ["git", "-C", str(REPO), "commit", "-q", "-m", message, "--", *relative], capture_output=True, text=True
+            )
             if done.returncode == 0:
                 return
             error = done.stderr
@@ -222,9 +284,9 @@ def run_study(args: argparse.Namespace) -> int:
             raise SystemExit(f"{out} holds something that is not a resumable run: move it away before {run.name}")
         out.mkdir(parents=True, exist_ok=True)
         log(f"start {run.name}: {shlex.join(command)}")
-        handle = open(out / "train.log", "a")
         launch = ["chrt", "--fifo", "1", *command] if args.fifo else command
-        process = subprocess.Popen(launch, stdout=handle, stderr=subprocess.STDOUT, env=env)
+        with open(out / "train.log", "a") as handle:  # the child keeps its own copy of the descriptor
+            process = subprocess.Popen(launch, stdout=handle, stderr=subprocess.STDOUT, env=env)
         running[run] = (process, time.time(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), command, "train")
 
     def finish(run: Run) -> None:
@@ -245,14 +307,25 @@ def run_study(args: argparse.Namespace) -> int:
                 pack_predictions(out, written[-1])
             else:
                 log(f"{run.name}: saving predictions failed; see {out / 'eval.log'}")
-        result = collect(run, out, wall, command, started_utc,
-                         {"parallel": args.parallel, "threads": args.threads, "fifo": args.fifo})
+        result = collect(
+            run,
+            out,
+            wall,
+            command,
+            started_utc,
+            {"parallel": args.parallel, "threads": args.threads, "fifo": args.fifo},
+        )
         result_path(results, run).write_text(json.dumps(result, indent=1) + "\n")
-        log(f"done {run.name}: {wall / 60:.1f} min, val mIoU {result['mIoU']:.2f}, "
-            f"boundary mIoU {result['boundary_mIoU']:.2f}")
+        log(
+            f"done {run.name}: {wall / 60:.1f} min, val mIoU {result['mIoU']:.2f}, "
+            f"boundary mIoU {result['boundary_mIoU']:.2f}"
+        )
         if args.commit:
-            git_commit(written, f"camvid study: {run.name} ({result['iterations']} it., "
-                                f"val mIoU {result['mIoU']:.1f}, boundary {result['boundary_mIoU']:.1f})")
+            git_commit(
+                written,
+                f"camvid study: {run.name} ({result['iterations']} it., "
+                f"val mIoU {result['mIoU']:.1f}, boundary {result['boundary_mIoU']:.1f})",
+            )
 
     while queue or running:
         too_late = args.no_start_after is not None and (time.time() - study_start) / 60 > args.no_start_after
@@ -304,8 +377,7 @@ def complexity_rows(num_classes: int, size: tuple[int, int]) -> dict[str, tuple[
 
     rows = {}
     for variant in VARIANTS:
-        c = profile_model(realtime_fapn(backbone="resnet18", num_classes=num_classes, variant=variant),
-                          (1, 3, *size))
+        c = profile_model(realtime_fapn(backbone="resnet18", num_classes=num_classes, variant=variant), (1, 3, *size))
         rows[variant] = (c.params_m, c.gmacs_paper)
     return rows
 
@@ -316,8 +388,9 @@ def paired_differences(by_variant: dict[str, list[dict[str, Any]]], a: str, b: s
     return [r[key] - seeds_a[r["seed"]][key] for r in by_variant[b] if r["seed"] in seeds_a]
 
 
-def markdown_report(by_variant: dict[str, list[dict[str, Any]]], complexity: dict[str, tuple[float, float]],
-                    size: tuple[int, int]) -> str:
+def markdown_report(
+    by_variant: dict[str, list[dict[str, Any]]], complexity: dict[str, tuple[float, float]], size: tuple[int, int]
+) -> str:
     present = [v for v in VARIANTS if by_variant[v]]
     any_result = by_variant[present[0]][0]
     cfg = any_result["config"]
@@ -348,8 +421,13 @@ def markdown_report(by_variant: dict[str, list[dict[str, Any]]], complexity: dic
     lines += ["", "Thin-class IoU: the mean IoU of " + ", ".join(THIN_CLASSES) + "."]
 
     if by_variant["fpn"] and by_variant["fapn"]:
-        lines += ["", "**FaPN minus FPN**, per seed (a seed gives both the same data order and augmentation):", "",
-                  "| metric | per-seed differences | mean ± std | goal |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "**FaPN minus FPN**, per seed (a seed gives both the same data order and augmentation):",
+            "",
+            "| metric | per-seed differences | mean ± std | goal |",
+            "|---|---|---|---|",
+        ]
         for key, label, goal in (("mIoU", "val mIoU", ">= 1.0"), ("boundary_mIoU", "boundary mIoU", ">= 1.0")):
             diffs = paired_differences(by_variant, "fpn", "fapn", key)
             if diffs:
@@ -358,25 +436,43 @@ def markdown_report(by_variant: dict[str, list[dict[str, Any]]], complexity: dic
     names = list(any_result["per_class_iou"])
     shown = [v for v in ("fpn", "fapn") if by_variant[v]]
     if shown:
-        lines += ["", "| class | " + " | ".join(f"{SHORT[v]} IoU" for v in shown) + " | "
-                  + " | ".join(f"{SHORT[v]} boundary IoU" for v in shown) + " |", "|---" * (1 + 2 * len(shown)) + "|"]
+        lines += [
+            "",
+            "| class | "
+            + " | ".join(f"{SHORT[v]} IoU" for v in shown)
+            + " | "
+            + " | ".join(f"{SHORT[v]} boundary IoU" for v in shown)
+            + " |",
+            "|---" * (1 + 2 * len(shown)) + "|",
+        ]
         for name in names:
             lines.append(
-                f"| {name} | " + " | ".join(fmt_ms([r["per_class_iou"][name] for r in by_variant[v]]) for v in shown)
-                + " | " + " | ".join(fmt_ms([r["per_class_boundary_iou"][name] for r in by_variant[v]]) for v in shown)
+                f"| {name} | "
+                + " | ".join(fmt_ms([r["per_class_iou"][name] for r in by_variant[v]]) for v in shown)
+                + " | "
+                + " | ".join(fmt_ms([r["per_class_boundary_iou"][name] for r in by_variant[v]]) for v in shown)
                 + " |"
             )
-    lines += ["", "| run | iterations | wall time | val mIoU | boundary mIoU | machine load at end |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| run | iterations | wall time | val mIoU | boundary mIoU | machine load at end |",
+        "|---|---|---|---|---|---|",
+    ]
     for variant in VARIANTS:
         for r in by_variant[variant]:
             load = r["machine"].get("load_average_at_end") or ["-"]
-            lines.append(f"| {SHORT[variant]} seed {r['seed']} | {r['iterations']} | {r['wall_seconds'] / 60:.0f} min | "
-                         f"{r['mIoU']:.1f} | {r['boundary_mIoU']:.1f} | {load[0]} |")
+            lines.append(
+                f"| {SHORT[variant]} seed {r['seed']} | {r['iterations']} | {r['wall_seconds'] / 60:.0f} min | "
+                f"{r['mIoU']:.1f} | {r['boundary_mIoU']:.1f} | {load[0]} |"
+            )
     todo = missing_runs(RESULTS_DIR)
     if todo:
-        lines += ["", "Runs of the plan still to do: " + ", ".join(f"{SHORT[r.variant]} seed {r.seed}" for r in todo)
-                  + " (`python benchmarks/camvid_study.py --missing`)."]
+        lines += [
+            "",
+            "Runs of the plan still to do: "
+            + ", ".join(f"{SHORT[r.variant]} seed {r.seed}" for r in todo)
+            + " (`python benchmarks/camvid_study.py --missing`).",
+        ]
     return "\n".join(lines)
 
 
@@ -430,7 +526,7 @@ def draw_pictures(by_variant: dict[str, list[dict[str, Any]]], results: Path, da
         its = [p["iteration"] for p in runs[0]["validation_curve"]]
         curves = np.array([[p["mIoU"] for p in r["validation_curve"]][: len(its)] for r in runs])
         mean = curves.mean(axis=0)
-        line, = ax.plot(its, mean, marker="o", label=f"{SHORT[variant]} (n={len(runs)})")
+        (line,) = ax.plot(its, mean, marker="o", label=f"{SHORT[variant]} (n={len(runs)})")
         if len(runs) > 1:
             ax.fill_between(its, curves.min(axis=0), curves.max(axis=0), color=line.get_color(), alpha=0.15)
     ax.set_xlabel("iteration (batch 8)")
@@ -453,8 +549,14 @@ def draw_pictures(by_variant: dict[str, list[dict[str, Any]]], results: Path, da
             values = np.array([[r["per_class_iou"][c] for c in classes] for r in by_variant[variant]])
             offset = (k - (len(shown) - 1) / 2) * width
             errors = values.std(axis=0, ddof=1) if len(values) > 1 else None
-            ax.bar(x + offset, values.mean(axis=0), width, yerr=errors, capsize=2,
-                   label=f"{SHORT[variant]} (n={len(values)})")
+            ax.bar(
+                x + offset,
+                values.mean(axis=0),
+                width,
+                yerr=errors,
+                capsize=2,
+                label=f"{SHORT[variant]} (n={len(values)})",
+            )
             for row in values:
                 ax.plot(x + offset, row, "k.", markersize=3)
         ax.set_xticks(x, classes, rotation=30, ha="right")
@@ -477,8 +579,10 @@ def draw_pictures(by_variant: dict[str, list[dict[str, Any]]], results: Path, da
         fig, axes = plt.subplots(len(frames), len(columns), figsize=(2.6 * len(columns), 2.0 * len(frames) + 0.8))
         for row, index in enumerate(frames):
             name = names[index]
-            panels = [np.asarray(Image.open(data / "val" / f"{name}.png").convert("RGB")),
-                      colour_lut[np.asarray(Image.open(data / "valannot" / f"{name}.png"))]]
+            panels = [
+                np.asarray(Image.open(data / "val" / f"{name}.png").convert("RGB")),
+                colour_lut[np.asarray(Image.open(data / "valannot" / f"{name}.png"))],
+            ]
             panels += [colour_lut[loaded[v]["labels"][index]] for v in FIGURE1_VARIANTS]
             for col, panel in enumerate(panels):
                 ax = axes[row, col]
@@ -488,8 +592,13 @@ def draw_pictures(by_variant: dict[str, list[dict[str, Any]]], results: Path, da
                 if row == 0:
                     ax.set_title(columns[col])
             axes[row, 0].set_ylabel(name, fontsize=7)
-        fig.legend(handles=[*legend, Patch(facecolor="black", label="void (ignored)")], loc="lower center",
-                   ncol=6, fontsize=8, frameon=False)
+        fig.legend(
+            handles=[*legend, Patch(facecolor="black", label="void (ignored)")],
+            loc="lower center",
+            ncol=6,
+            fontsize=8,
+            frameon=False,
+        )
         fig.tight_layout(rect=(0, 0.08, 1, 1))
         fig.savefig(images / "camvid_study_figure1.png", dpi=110)
         plt.close(fig)
@@ -509,8 +618,8 @@ def write_report(args: argparse.Namespace) -> int:
     written = draw_pictures(by_variant, results, data, Path(args.docs) / "images") if data.is_dir() else []
     pictures = {
         "camvid_study_figure1.png": "The supplementary's Figure 1 on CamVid val (seed-0 models). Frames: the four "
-                                    "val frames with the most ground-truth pixels of pole, sign, pedestrian and "
-                                    "bicyclist, at least 10 frames apart (a rule on the ground truth only).",
+        "val frames with the most ground-truth pixels of pole, sign, pedestrian and "
+        "bicyclist, at least 10 frames apart (a rule on the ground truth only).",
         "camvid_study_per_class.png": "Per-class IoU, FPN against FaPN.",
         "camvid_study_curves.png": "Validation mIoU against iterations.",
     }

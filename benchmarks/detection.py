@@ -81,8 +81,9 @@ def main() -> int:
     processes = {}
     for neck in CONFIGS:
         log = open(Path(args.output_dir) / f"{neck}.log", "w")  # noqa: SIM115
-        processes[neck] = subprocess.Popen([sys.executable, __file__, *argv, "--neck", neck], stdout=log,
-                                           stderr=subprocess.STDOUT)
+        processes[neck] = subprocess.Popen(
+            [sys.executable, __file__, *argv, "--neck", neck], stdout=log, stderr=subprocess.STDOUT
+        )
     codes = {neck: p.wait() for neck, p in processes.items()}
     if any(codes.values()):
         print(f"failed: {codes}; see {args.output_dir}/*.log")
@@ -92,8 +93,10 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|")
     for neck in CONFIGS:
         m = json.loads((Path(args.output_dir) / neck / "benchmark.json").read_text())
-        print(f"| {neck} | {m['iterations']} | {m['train_seconds']:.0f} | {m['bbox']['AP']:.1f} | "
-              f"{m['bbox']['AP50']:.1f} | {m['segm']['AP']:.1f} | {m['segm']['AP50']:.1f} |")
+        print(
+            f"| {neck} | {m['iterations']} | {m['train_seconds']:.0f} | {m['bbox']['AP']:.1f} | "
+            f"{m['bbox']['AP50']:.1f} | {m['segm']['AP']:.1f} | {m['segm']['AP50']:.1f} |"
+        )
     return 0
 
 

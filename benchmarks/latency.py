@@ -41,10 +41,32 @@ if __name__ == "__main__":
     sys.exit(
         main(
             [
-                "benchmark", "--variants", "fpn", "fapn", "--backbone", "resnet18", "--num-classes", "19",
-                "--sizes", "768x1536", "1024x2048", "--batch-sizes", "1", "--runtimes", "torch", "onnxruntime",
-                "--deform-backends", "auto", "torchvision",
-                "--threads", known.threads, "--repeats", known.repeats, "--warmup", known.warmup, *extra,
+                "benchmark",
+                "--variants",
+                "fpn",
+                "fapn",
+                "--backbone",
+                "resnet18",
+                "--num-classes",
+                "19",
+                "--sizes",
+                "768x1536",
+                "1024x2048",
+                "--batch-sizes",
+                "1",
+                "--runtimes",
+                "torch",
+                "onnxruntime",
+                "--deform-backends",
+                "auto",
+                "torchvision",
+                "--threads",
+                known.threads,
+                "--repeats",
+                known.repeats,
+                "--warmup",
+                known.warmup,
+                *extra,
             ]
         )
     )

@@ -57,8 +57,16 @@ def train_command(args: argparse.Namespace, neck: str) -> list[str]:
         f"train.threads={args.threads}",
         *args.overrides,
     ]
-    command = [sys.executable, "-m", "fapn", "train", RECIPE, "--output-dir", str(Path(args.output) / neck),
-               "--overwrite"]
+    command = [
+        sys.executable,
+        "-m",
+        "fapn",
+        "train",
+        RECIPE,
+        "--output-dir",
+        str(Path(args.output) / neck),
+        "--overwrite",
+    ]
     for override in overrides:
         command += ["--set", override]
     return command
@@ -68,17 +76,37 @@ def report(args: argparse.Namespace, results: dict) -> str:
     def fmt(value: float | None) -> str:
         return f"{value:.1f}" if value is not None else "-"
 
-    lines = ["```", "python " + shlex.join(sys.argv), "```", "",
-             "| model | wall time | val mIoU | pixel acc | boundary mIoU |", "|---|---|---|---|---|"]
+    lines = [
+        "```",
+        "python " + shlex.join(sys.argv),
+        "```",
+        "",
+        "| model | wall time | val mIoU | pixel acc | boundary mIoU |",
+        "|---|---|---|---|---|",
+    ]
     for neck, r in results.items():
-        lines.append(f"| R18 {NECKS[neck]} | {r['wall_seconds'] / 60:.1f} min | {fmt(r['mIoU'])} | "
-                     f"{fmt(r['pixel_accuracy'])} | {fmt(r['boundary']['mIoU'])} ({r['boundary']['width']} px) |")
+        lines.append(
+            f"| R18 {NECKS[neck]} | {r['wall_seconds'] / 60:.1f} min | {fmt(r['mIoU'])} | "
+            f"{fmt(r['pixel_accuracy'])} | {fmt(r['boundary']['mIoU'])} ({r['boundary']['width']} px) |"
+        )
     names = list(next(iter(results.values()))["per_class_iou"])
-    lines += ["", "| class | " + " | ".join(f"{NECKS[n]} IoU" for n in results) + " | "
-              + " | ".join(f"{NECKS[n]} bIoU" for n in results) + " |", "|---" * (1 + 2 * len(results)) + "|"]
+    lines += [
+        "",
+        "| class | "
+        + " | ".join(f"{NECKS[n]} IoU" for n in results)
+        + " | "
+        + " | ".join(f"{NECKS[n]} bIoU" for n in results)
+        + " |",
+        "|---" * (1 + 2 * len(results)) + "|",
+    ]
     for name in names:
-        lines.append(f"| {name} | " + " | ".join(fmt(r["per_class_iou"][name]) for r in results.values()) + " | "
-                     + " | ".join(fmt(r["boundary"]["per_class_iou"][name]) for r in results.values()) + " |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(fmt(r["per_class_iou"][name]) for r in results.values())
+            + " | "
+            + " | ".join(fmt(r["boundary"]["per_class_iou"][name]) for r in results.values())
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -111,8 +139,10 @@ def main() -> int:
         if not args.parallel:
             start(neck)
         finish(neck)
-    results = {neck: {"wall_seconds": wall[neck], **json.loads((out / neck / "metrics.json").read_text())}
-               for neck in args.necks}
+    results = {
+        neck: {"wall_seconds": wall[neck], **json.loads((out / neck / "metrics.json").read_text())}
+        for neck in args.necks
+    }
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print(report(args, results))
     return 0

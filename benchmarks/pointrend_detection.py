@@ -69,8 +69,21 @@ def figures(args: argparse.Namespace) -> None:
     images = sorted((data_root(load_detection_config(CONFIGS["fapn"], overrides(args))) / "val" / "images").glob("*"))
     images = images[: args.figures]
     weights = [str(Path(args.output_dir) / neck / "model_final.pt") for neck in ("fpn", "fapn")]
-    fapn_main(["compare", *map(str, images), "--weights", *weights, "--names", "FPN", "FaPN",
-               "--out", str(Path(args.output_dir) / "figures"), "--width", "384"])
+    fapn_main(
+        [
+            "compare",
+            *map(str, images),
+            "--weights",
+            *weights,
+            "--names",
+            "FPN",
+            "FaPN",
+            "--out",
+            str(Path(args.output_dir) / "figures"),
+            "--width",
+            "384",
+        ]
+    )
 
 
 def main() -> int:
@@ -99,8 +112,9 @@ def main() -> int:
     processes = {}
     for neck in CONFIGS:
         log = open(Path(args.output_dir) / f"{neck}.log", "w")  # noqa: SIM115
-        processes[neck] = subprocess.Popen([sys.executable, __file__, *sys.argv[1:], "--neck", neck], stdout=log,
-                                           stderr=subprocess.STDOUT)
+        processes[neck] = subprocess.Popen(
+            [sys.executable, __file__, *sys.argv[1:], "--neck", neck], stdout=log, stderr=subprocess.STDOUT
+        )
     codes = {neck: p.wait() for neck, p in processes.items()}
     if any(codes.values()):
         print(f"failed: {codes}; see {args.output_dir}/*.log")
@@ -110,9 +124,11 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|")
     for neck in CONFIGS:
         m = json.loads((Path(args.output_dir) / neck / "benchmark.json").read_text())
-        print(f"| {neck} | {m['iterations']} | {m['train_seconds']:.0f} | {m['bbox']['AP']:.1f} | "
-              f"{m['segm']['AP']:.1f} | {m['segm']['AP50']:.1f} | {m['boundary']['AP']:.1f} | "
-              f"{m['boundary']['AP50']:.1f} |")
+        print(
+            f"| {neck} | {m['iterations']} | {m['train_seconds']:.0f} | {m['bbox']['AP']:.1f} | "
+            f"{m['segm']['AP']:.1f} | {m['segm']['AP50']:.1f} | {m['boundary']['AP']:.1f} | "
+            f"{m['boundary']['AP50']:.1f} |"
+        )
     if args.figures:
         figures(args)
     return 0

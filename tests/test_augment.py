@@ -44,7 +44,8 @@ def test_crop_without_the_rule_is_a_plain_random_crop_and_pads() -> None:
     image, mask = CategoryAreaCrop([16, 24], 1.0)(coordinate_image(30, 40), tv_tensors.Mask(torch.zeros(30, 40)))
     assert image.shape == (3, 16, 24) and mask.shape == (16, 24)
     small_image, small_mask = CategoryAreaCrop([16, 24], 0.75, ignore_index=7)(
-        coordinate_image(10, 40), tv_tensors.Mask(torch.arange(400).view(10, 40) % 2))
+        coordinate_image(10, 40), tv_tensors.Mask(torch.arange(400).view(10, 40) % 2)
+    )
     assert small_image.shape == (3, 16, 24) and small_mask.shape == (16, 24)
     assert (small_mask[10:] == 7).all() and (small_image[:, 10:] == 0).all()
     with pytest.raises(ValueError, match="single_category_max_area"):
@@ -110,12 +111,14 @@ def test_colour_draws_follow_detectron2s_probabilities() -> None:
 
 
 def test_in_a_pipeline_with_resize_and_flip() -> None:
-    pipeline = v2.Compose([
-        v2.RandomShortestSize(list(range(24, 49, 8)), max_size=96),
-        CategoryAreaCrop([16, 32], 0.75),
-        ColorAugSSD(),
-        v2.RandomHorizontalFlip(),
-    ])
+    pipeline = v2.Compose(
+        [
+            v2.RandomShortestSize(list(range(24, 49, 8)), max_size=96),
+            CategoryAreaCrop([16, 32], 0.75),
+            ColorAugSSD(),
+            v2.RandomHorizontalFlip(),
+        ]
+    )
     torch.manual_seed(0)
     image = tv_tensors.Image(torch.randint(0, 256, (3, 30, 60), dtype=torch.uint8))
     mask = tv_tensors.Mask(torch.randint(0, 3, (30, 60)))

@@ -78,12 +78,23 @@ def make_coco(gt_masks: dict[int, list[tuple[np.ndarray, int, int]]], size: tupl
         for mask, category, crowd in objects:
             rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
             rle["counts"] = rle["counts"].decode("ascii")
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category,
-                                "segmentation": rle, "area": float(mask.sum()), "iscrowd": crowd,
-                                "bbox": list(mask_utils.toBbox(rle))})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": category,
+                    "segmentation": rle,
+                    "area": float(mask.sum()),
+                    "iscrowd": crowd,
+                    "bbox": list(mask_utils.toBbox(rle)),
+                }
+            )
     coco = COCO()
-    coco.dataset = {"images": images, "annotations": annotations,
-                    "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
+    coco.dataset = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+    }
     coco.createIndex()
     return coco
 
@@ -91,8 +102,13 @@ def make_coco(gt_masks: dict[int, list[tuple[np.ndarray, int, int]]], size: tupl
 def result(image_id: int, mask: np.ndarray, category: int, score: float) -> dict:
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
     rle["counts"] = rle["counts"].decode("ascii")
-    return {"image_id": image_id, "category_id": category, "segmentation": rle, "score": score,
-            "bbox": list(mask_utils.toBbox(rle))}
+    return {
+        "image_id": image_id,
+        "category_id": category,
+        "segmentation": rle,
+        "score": score,
+        "bbox": list(mask_utils.toBbox(rle)),
+    }
 
 
 def test_boundary_ap_matching_iou_is_min_of_mask_and_boundary_iou() -> None:

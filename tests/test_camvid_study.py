@@ -26,21 +26,45 @@ def study():
     return module
 
 
-CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
-           "Bicyclist"]
+CLASSES = [
+    "Sky",
+    "Building",
+    "Pole",
+    "Road",
+    "Pavement",
+    "Tree",
+    "SignSymbol",
+    "Fence",
+    "Car",
+    "Pedestrian",
+    "Bicyclist",
+]
 
 
 def fake_result(variant: str, seed: int, miou: float, boundary: float) -> dict:
     per_class = {c: miou + i for i, c in enumerate(CLASSES)}
     return {
-        "variant": variant, "seed": seed, "recipe": "semseg/camvid_r18_study", "iterations": 3000,
-        "config": {"train": {"batch_size": 8}, "data": {"crop_size": [176, 240]},
-                   "optim": {"loss": "ce", "class_weights": [1.0] * 11, "lr": 0.02}},
-        "wall_seconds": 600.0, "machine": {"load_average_at_end": [1.0, 1.0, 1.0]},
-        "mIoU": miou, "pixel_accuracy": 90.0, "boundary_mIoU": boundary, "boundary_width": 2,
-        "per_class_iou": per_class, "per_class_boundary_iou": per_class,
-        "validation_curve": [{"iteration": 1500, "mIoU": miou - 5, "pixel_accuracy": 80.0, "boundary_mIoU": 1.0},
-                             {"iteration": 3000, "mIoU": miou, "pixel_accuracy": 90.0, "boundary_mIoU": 2.0}],
+        "variant": variant,
+        "seed": seed,
+        "recipe": "semseg/camvid_r18_study",
+        "iterations": 3000,
+        "config": {
+            "train": {"batch_size": 8},
+            "data": {"crop_size": [176, 240]},
+            "optim": {"loss": "ce", "class_weights": [1.0] * 11, "lr": 0.02},
+        },
+        "wall_seconds": 600.0,
+        "machine": {"load_average_at_end": [1.0, 1.0, 1.0]},
+        "mIoU": miou,
+        "pixel_accuracy": 90.0,
+        "boundary_mIoU": boundary,
+        "boundary_width": 2,
+        "per_class_iou": per_class,
+        "per_class_boundary_iou": per_class,
+        "validation_curve": [
+            {"iteration": 1500, "mIoU": miou - 5, "pixel_accuracy": 80.0, "boundary_mIoU": 1.0},
+            {"iteration": 3000, "mIoU": miou, "pixel_accuracy": 90.0, "boundary_mIoU": 2.0},
+        ],
     }
 
 
@@ -57,8 +81,13 @@ def test_run_parse_and_plan(study, tmp_path: Path) -> None:
 
 
 def test_aggregation_is_paired_by_seed(study, tmp_path: Path) -> None:
-    runs = [fake_result("fpn", 0, 50.0, 30.0), fake_result("fpn", 1, 52.0, 31.0), fake_result("fpn", 2, 54.0, 32.0),
-            fake_result("fapn", 0, 51.0, 33.0), fake_result("fapn", 2, 56.5, 34.0)]
+    runs = [
+        fake_result("fpn", 0, 50.0, 30.0),
+        fake_result("fpn", 1, 52.0, 31.0),
+        fake_result("fpn", 2, 54.0, 32.0),
+        fake_result("fapn", 0, 51.0, 33.0),
+        fake_result("fapn", 2, 56.5, 34.0),
+    ]
     for r in runs:
         (tmp_path / f"{r['variant']}_seed{r['seed']}.json").write_text(json.dumps(r))
     by_variant = study.load_results(tmp_path)

@@ -27,7 +27,8 @@ def make_fixture(root: Path, height: int = 48, width: int = 64, instances: bool 
             stem = f"{city}_000000_{i:06d}"
             (root / "leftImg8bit" / "val" / city).mkdir(parents=True, exist_ok=True)
             Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
-                root / "leftImg8bit" / "val" / city / f"{stem}_leftImg8bit.png")
+                root / "leftImg8bit" / "val" / city / f"{stem}_leftImg8bit.png"
+            )
             blocks = rng.integers(0, 34, (height // 8, width // 8))
             blocks = np.where(rng.random(blocks.shape) < 0.4, rng.choice(INSTANCE_IDS, size=blocks.shape), blocks)
             label = np.kron(blocks, np.ones((8, 8), dtype=np.int64))
@@ -78,8 +79,10 @@ def assert_equal_to_official(ours: dict, reference: dict) -> None:
     assert ours["classes"]["iIoU"] == pytest.approx(reference["averageScoreInstClasses"] * 100, abs=1e-9)
     assert ours["categories"]["IoU"] == pytest.approx(reference["averageScoreCategories"] * 100, abs=1e-9)
     assert ours["categories"]["iIoU"] == pytest.approx(reference["averageScoreInstCategories"] * 100, abs=1e-9)
-    for group, key, scores, inst_scores in (("classes", "per_class", "classScores", "classInstScores"),
-                                            ("categories", "per_category", "categoryScores", "categoryInstScores")):
+    for group, key, scores, inst_scores in (
+        ("classes", "per_class", "classScores", "classInstScores"),
+        ("categories", "per_category", "categoryScores", "categoryInstScores"),
+    ):
         for name, value in reference[scores].items():
             if math.isnan(value):
                 assert name not in ours[group][key] or math.isnan(ours[group][key][name]["IoU"]), name
@@ -109,13 +112,42 @@ def test_score_cli_prints_the_four_numbers(tmp_path: Path, monkeypatch: pytest.M
     predictions = make_predictions(gts, tmp_path / "pred" / "nested")
     reference = official(monkeypatch, predictions, gts)
     capsys.readouterr()
-    assert main(["score", "--dataset", "cityscapes", "--gt-root", str(tmp_path / "cityscapes"), "--split", "val",
-                 "--pred", str(tmp_path / "pred"), "--json"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--dataset",
+                "cityscapes",
+                "--gt-root",
+                str(tmp_path / "cityscapes"),
+                "--split",
+                "val",
+                "--pred",
+                str(tmp_path / "pred"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     scores = json.loads(capsys.readouterr().out)
     assert_equal_to_official(scores["cityscapes"], reference)
     assert scores["mIoU"] == pytest.approx(reference["averageScoreClasses"] * 100, abs=1e-4)
-    assert main(["score", "--dataset", "cityscapes", "--gt-root", str(tmp_path / "cityscapes"), "--split", "val",
-                 "--pred", str(tmp_path / "pred")]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--dataset",
+                "cityscapes",
+                "--gt-root",
+                str(tmp_path / "cityscapes"),
+                "--split",
+                "val",
+                "--pred",
+                str(tmp_path / "pred"),
+            ]
+        )
+        == 0
+    )
     assert "iIoU category" in capsys.readouterr().out
 
 

@@ -51,13 +51,36 @@ def test_ratios_are_per_setting() -> None:
     add_ratios(rows, "fpn")
     assert [r.latency_ratio for r in rows] == [1.0, 1.5, 1.0, 1.5, None, 1.0, 1.5]
     assert rows[1].macs_ratio == 1.25 and rows[1].iqr_ms == (13.5, 22.5)
-    assert "| fapn | cpu | 8x8 | 1 | torch | float32 | contiguous | 15.0 | 13.5-22.5 | 66.67 | 2.50 | 1.500 | 1.250 |" in results_table(rows)
+    assert (
+        "| fapn | cpu | 8x8 | 1 | torch | float32 | contiguous | 15.0 | 13.5-22.5 | 66.67 | 2.50 | 1.500 | 1.250 |"
+        in results_table(rows)
+    )
 
 
 def test_cli_benchmark_runs_variants_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench.json"
-    args = ["benchmark", "--variants", "fpn", "fapn", "--sizes", "64x64", "--batch-sizes", "1", "2", "--repeats", "2",
-            "--warmup", "0", "--threads", "1", "--deform-backends", "auto", "torchvision", "--json", str(out)]
+    args = [
+        "benchmark",
+        "--variants",
+        "fpn",
+        "fapn",
+        "--sizes",
+        "64x64",
+        "--batch-sizes",
+        "1",
+        "2",
+        "--repeats",
+        "2",
+        "--warmup",
+        "0",
+        "--threads",
+        "1",
+        "--deform-backends",
+        "auto",
+        "torchvision",
+        "--json",
+        str(out),
+    ]
     threads = torch.get_num_threads()
     try:
         assert main(args) == 0
@@ -67,11 +90,17 @@ def test_cli_benchmark_runs_variants_side_by_side(tmp_path: Path, capsys: pytest
     rows = json.loads(out.read_text())
     assert len(rows) == 2 * 3  # batch 1 and 2 x (fpn, fapn/auto, fapn/torchvision)
     assert all(len(r["times_ms"]) == 2 and r["median_ms"] > 0 for r in rows)
-    assert {r["deform_backend"] for r in rows if r["model"] == "fapn"} == {"torchvision", fapn.ops.default_backend("cpu")}
+    assert {r["deform_backend"] for r in rows if r["model"] == "fapn"} == {
+        "torchvision",
+        fapn.ops.default_backend("cpu"),
+    }
     fpn = [r for r in rows if r["model"] == "fpn"]
     assert all(r["latency_ratio"] == 1.0 for r in fpn)
     fapn_row = next(r for r in rows if r["model"] == "fapn" and r["batch"] == 1)
-    assert fapn_row["macs_ratio"] == pytest.approx(profile_model(realtime_fapn(variant="fapn"), (1, 3, 64, 64)).gmacs_paper / profile_model(realtime_fapn(variant="fpn"), (1, 3, 64, 64)).gmacs_paper)
+    assert fapn_row["macs_ratio"] == pytest.approx(
+        profile_model(realtime_fapn(variant="fapn"), (1, 3, 64, 64)).gmacs_paper
+        / profile_model(realtime_fapn(variant="fpn"), (1, 3, 64, 64)).gmacs_paper
+    )
     assert "latency x fpn" in table
     with pytest.raises(SystemExit) as usage:  # argparse: "argument --sizes: expected HEIGHTxWIDTH ..."
         main(["benchmark", "--sizes", "12xAB"])

@@ -53,6 +53,7 @@ def test_missing_extra_names_the_pip_line(monkeypatch, capsys) -> None:
 
     def command(args: argparse.Namespace) -> int:  # a subcommand whose library code imports the extra
         import onnxscript  # noqa: F401
+
         return 0
 
     monkeypatch.setattr("fapn.cli.main.build_parser", lambda: _FixedParser(argparse.Namespace(func=command)))
@@ -82,11 +83,22 @@ def test_one_size_syntax() -> None:
 def test_export_onnx_without_the_extra_says_how_to_install_it(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.delenv("FAPN_DEBUG", raising=False)
     monkeypatch.setitem(sys.modules, "onnx", None)  # as if `pip install -e .` without the onnx extra
-    args = ["export", "--model", "realtime_fapn", "--num-classes", "3", "--format", "onnx", "--out", str(tmp_path / "m.onnx")]
+    args = [
+        "export",
+        "--model",
+        "realtime_fapn",
+        "--num-classes",
+        "3",
+        "--format",
+        "onnx",
+        "--out",
+        str(tmp_path / "m.onnx"),
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert err == ('fapn: error: fapn export --format onnx needs onnx, which is not installed; '
-                   'pip install "fapn[onnx]"\n')
+    assert err == (
+        'fapn: error: fapn export --format onnx needs onnx, which is not installed; pip install "fapn[onnx]"\n'
+    )
     assert not (tmp_path / "m.onnx").exists()
 
 

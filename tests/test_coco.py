@@ -104,9 +104,12 @@ def _gt_as_detections(coco: COCO, image_id: int, score: float = 1.0) -> dict[str
     annotations = coco.loadAnns(coco.getAnnIds(imgIds=image_id))
     xywh = torch.tensor([a["bbox"] for a in annotations], dtype=torch.float64)
     masks = torch.stack([torch.from_numpy(coco.annToMask(a)).float() for a in annotations])[:, None]
-    return {"boxes": torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1), "masks": masks,
-            "labels": torch.tensor([a["category_id"] for a in annotations]),
-            "scores": torch.full((len(annotations),), score)}
+    return {
+        "boxes": torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1),
+        "masks": masks,
+        "labels": torch.tensor([a["category_id"] for a in annotations]),
+        "scores": torch.full((len(annotations),), score),
+    }
 
 
 def test_perfect_predictions_give_ap_100(synthetic):
@@ -124,15 +127,21 @@ def test_ap_hand_computed_case(tmp_path):
     mask = np.zeros((40, 40), dtype=np.uint8)
     rle = mask_utils.encode(np.asfortranarray(mask))
     rle["counts"] = rle["counts"].decode()
-    gt = {"images": [{"id": 1, "height": 40, "width": 40, "file_name": "x.png"}],
-          "categories": [{"id": 7, "name": "a"}],
-          "annotations": [
-              {"id": 1, "image_id": 1, "category_id": 7, "bbox": [2, 2, 10, 10], "area": 100.0, "iscrowd": 0},
-              {"id": 2, "image_id": 1, "category_id": 7, "bbox": [20, 20, 12, 12], "area": 144.0, "iscrowd": 0}]}
+    gt = {
+        "images": [{"id": 1, "height": 40, "width": 40, "file_name": "x.png"}],
+        "categories": [{"id": 7, "name": "a"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 7, "bbox": [2, 2, 10, 10], "area": 100.0, "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 7, "bbox": [20, 20, 12, 12], "area": 144.0, "iscrowd": 0},
+        ],
+    }
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     coco = _coco(tmp_path / "gt.json")
-    detection = {"boxes": torch.tensor([[2.0, 2.0, 12.0, 12.0], [30.0, 0.0, 39.0, 8.0]]),
-                 "labels": torch.tensor([1, 1]), "scores": torch.tensor([0.9, 0.8])}
+    detection = {
+        "boxes": torch.tensor([[2.0, 2.0, 12.0, 12.0], [30.0, 0.0, 39.0, 8.0]]),
+        "labels": torch.tensor([1, 1]),
+        "scores": torch.tensor([0.9, 0.8]),
+    }
     results = detections_to_coco_results(1, detection, {1: 7})
     assert results[0]["bbox"] == [2.0, 2.0, 10.0, 10.0] and results[0]["category_id"] == 7
     metrics = evaluate_coco(coco, results, iou_types=("bbox",))

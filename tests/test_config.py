@@ -20,8 +20,14 @@ def semseg_configs() -> list[str]:
 
 def test_every_shipped_semseg_config_loads() -> None:
     names = semseg_configs()
-    assert {"semseg/cityscapes_r18_fapn", "semseg/cityscapes_r34_fapn", "semseg/coco_stuff_r18_fapn",
-            "semseg/coco_stuff_r34_fapn", "semseg/camvid_r18_fapn", "semseg/camvid_r18_fpn"} <= set(names)
+    assert {
+        "semseg/cityscapes_r18_fapn",
+        "semseg/cityscapes_r34_fapn",
+        "semseg/coco_stuff_r18_fapn",
+        "semseg/coco_stuff_r34_fapn",
+        "semseg/camvid_r18_fapn",
+        "semseg/camvid_r18_fpn",
+    } <= set(names)
     for name in names:
         cfg = load_config(name, SegmentationConfig)
         assert cfg.task == "semseg"
@@ -43,8 +49,11 @@ def test_paper_recipes_match_the_supplementary(backbone: str) -> None:
 
 
 def test_overrides_and_ablation_variant_by_one_key() -> None:
-    cfg = load_config("semseg/cityscapes_r18_fapn", SegmentationConfig,
-                      ["optim.lr=0.005", "model.variant=fpn+fam", "data.crop_size=[512, 1024]", "train.amp=true"])
+    cfg = load_config(
+        "semseg/cityscapes_r18_fapn",
+        SegmentationConfig,
+        ["optim.lr=0.005", "model.variant=fpn+fam", "data.crop_size=[512, 1024]", "train.amp=true"],
+    )
     assert cfg.optim.lr == 0.005 and isinstance(cfg.optim.lr, float)
     assert cfg.model.variant == "fpn+fam"
     assert cfg.data.crop_size == [512, 1024]
@@ -117,11 +126,13 @@ def test_train_and_eval_hand_detection_recipes_to_the_detection_engine(task, tmp
 
     calls = []
     fake_train = types.ModuleType("fapn.engine.detection.train")
-    fake_train.run_train = lambda config, overrides, output_dir, resume, **kw: calls.append(
-        ("train", config, overrides, output_dir, resume)) or 0
+    fake_train.run_train = lambda config, overrides, output_dir, resume, **kw: (
+        calls.append(("train", config, overrides, output_dir, resume)) or 0
+    )
     fake_eval = types.ModuleType("fapn.engine.detection.eval")
-    fake_eval.run_eval = lambda config, overrides, weights, output, **kw: calls.append(
-        ("eval", config, overrides, weights, output)) or 0
+    fake_eval.run_eval = lambda config, overrides, weights, output, **kw: (
+        calls.append(("eval", config, overrides, weights, output)) or 0
+    )
     import fapn.engine.detection as detection_package
 
     monkeypatch.setitem(sys.modules, "fapn.engine.detection.train", fake_train)
@@ -132,8 +143,10 @@ def test_train_and_eval_hand_detection_recipes_to_the_detection_engine(task, tmp
     recipe.write_text(f"task: {task}\nsolver: {{base_lr: 0.02}}\n")
     assert main(["train", str(recipe), "--set", "solver.base_lr=0.01", "--output-dir", "out", "--resume"]) == 0
     assert main(["eval", str(recipe), "--weights", "w.pt", "--output", "r.json"]) == 0
-    assert calls == [("train", str(recipe), ["solver.base_lr=0.01"], "out", True),
-                     ("eval", str(recipe), [], "w.pt", "r.json")]
+    assert calls == [
+        ("train", str(recipe), ["solver.base_lr=0.01"], "out", True),
+        ("eval", str(recipe), [], "w.pt", "r.json"),
+    ]
 
 
 # --- recipes: one level of _base_, values unchanged by the flattening, printed resolved ---------------------
@@ -233,8 +246,11 @@ def test_literal_fields_checked_at_load_naming_key_value_and_choices(tmp_path) -
 
     globals().update(Model=Model, Recipe=Recipe)
     (tmp_path / "r.yaml").write_text("model: {variant: fapm}\n")
-    with pytest.raises(ValueError, match=r"r\.yaml: model\.variant: 'fapm' is not allowed; expected one of 'fpn', "
-                                         r"'fapn' \(did you mean 'fapn'\?\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"r\.yaml: model\.variant: 'fapm' is not allowed; expected one of 'fpn', "
+        r"'fapn' \(did you mean 'fapn'\?\)",
+    ):
         load_config(tmp_path / "r.yaml", Recipe)
     with pytest.raises(ValueError, match=r"model\.norm: 'LN' is not allowed; expected one of 'GN', 'BN' \(or null\)"):
         load_config(tmp_path / "r.yaml", Recipe, ["model.variant=fpn", "model.norm=LN"])
@@ -261,8 +277,18 @@ def test_bad_variant_is_refused_before_any_data_is_read(tmp_path, capsys, monkey
     from fapn.cli.main import main
 
     monkeypatch.delenv("FAPN_DEBUG", raising=False)
-    code = main(["train", "semseg/camvid_r18_fapn", "--set", "model.variant=fapm", "--set",
-                 f"data.root={tmp_path / 'missing'}", "--output-dir", str(tmp_path / "run")])
+    code = main(
+        [
+            "train",
+            "semseg/camvid_r18_fapn",
+            "--set",
+            "model.variant=fapm",
+            "--set",
+            f"data.root={tmp_path / 'missing'}",
+            "--output-dir",
+            str(tmp_path / "run"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "model.variant: 'fapm' is not allowed; expected one of 'fpn', 'fpn+fam', 'fpn+fam+fsm', 'fapn'" in err

@@ -54,10 +54,14 @@ def authors_neck_state(
         state[p + "offset.weight"] = r(width, 2 * width, 1, 1, std=0.2)
         if norm is not None:
             for leaf in NORM_LEAVES[norm]:
-                state[p + f"offset.norm.{leaf}"] = r(width, std=0.3) + (1.0 if leaf in ("weight", "running_var") else 0.0)
+                state[p + f"offset.norm.{leaf}"] = r(width, std=0.3) + (
+                    1.0 if leaf in ("weight", "running_var") else 0.0
+                )
         state[p + "dcpack_L2.weight"] = r(width, width, 3, 3)
         state[p + "dcpack_L2.bias"] = r(width)
-        state[p + "dcpack_L2.conv_offset_mask.weight"] = r(3 * GROUPS * 9, width, 3, 3, std=0.3)  # offsets of several px
+        state[p + "dcpack_L2.conv_offset_mask.weight"] = r(
+            3 * GROUPS * 9, width, 3, 3, std=0.3
+        )  # offsets of several px
         state[p + "dcpack_L2.conv_offset_mask.bias"] = r(3 * GROUPS * 9, std=1.0)
         conv_norm(f"backbone.fpn_output{s}", width, width, 3, 3, std=0.1)
     conv_norm(f"backbone.fan_align{stages[-1]}", width, IN_CHANNELS[stages[-1]], 1, 1, std=0.3)
@@ -83,8 +87,15 @@ def reference_neck(
         if norm == "GN":
             return F.group_norm(x, 32, w[f"{name}.norm.weight"], w[f"{name}.norm.bias"], eps=1e-5)
         if norm == "BN":
-            return F.batch_norm(x, w[f"{name}.norm.running_mean"], w[f"{name}.norm.running_var"],
-                                w[f"{name}.norm.weight"], w[f"{name}.norm.bias"], training=False, eps=1e-5)
+            return F.batch_norm(
+                x,
+                w[f"{name}.norm.running_mean"],
+                w[f"{name}.norm.running_var"],
+                w[f"{name}.norm.weight"],
+                w[f"{name}.norm.bias"],
+                training=False,
+                eps=1e-5,
+            )
         return x
 
     def conv(x: torch.Tensor, name: str, padding: int = 0) -> torch.Tensor:
@@ -98,10 +109,17 @@ def reference_neck(
         sel = fsm(c, s)
         up = F.interpolate(prev, size=sel.shape[-2:], mode="bilinear", align_corners=False)
         o = conv(torch.cat([sel, 2 * up], 1), f"fan_align{s}.offset")
-        om = F.conv2d(o, w[f"fan_align{s}.dcpack_L2.conv_offset_mask.weight"], w[f"fan_align{s}.dcpack_L2.conv_offset_mask.bias"], padding=1)
+        om = F.conv2d(
+            o,
+            w[f"fan_align{s}.dcpack_L2.conv_offset_mask.weight"],
+            w[f"fan_align{s}.dcpack_L2.conv_offset_mask.bias"],
+            padding=1,
+        )
         offset, mask = om[:, : 2 * GROUPS * 9], torch.sigmoid(om[:, 2 * GROUPS * 9 :])
         aligned = F.relu(
-            torchvision.ops.deform_conv2d(up, offset, w[f"fan_align{s}.dcpack_L2.weight"], w[f"fan_align{s}.dcpack_L2.bias"], padding=1, mask=mask)
+            torchvision.ops.deform_conv2d(
+                up, offset, w[f"fan_align{s}.dcpack_L2.weight"], w[f"fan_align{s}.dcpack_L2.bias"], padding=1, mask=mask
+            )
         )
         return aligned + sel
 
@@ -109,7 +127,9 @@ def reference_neck(
     out = {f"p{top}": p_top}
     if "top_block.p6.weight" in w:  # RetinaNet: P6 from C5 (res5), P7 from relu(P6)
         p6 = F.conv2d(feats[top], w["top_block.p6.weight"], w["top_block.p6.bias"], stride=2, padding=1)
-        out.update(p6=p6, p7=F.conv2d(F.relu(p6), w["top_block.p7.weight"], w["top_block.p7.bias"], stride=2, padding=1))
+        out.update(
+            p6=p6, p7=F.conv2d(F.relu(p6), w["top_block.p7.weight"], w["top_block.p7.bias"], stride=2, padding=1)
+        )
     else:
         out[f"p{top + 1}"] = F.max_pool2d(p_top, kernel_size=1, stride=2)
     prev = p_top
@@ -139,7 +159,9 @@ def test_converted_neck_computes_the_reference_forward(case: str) -> None:
     extra = p6p7_from_c5(IN_CHANNELS[stages[-1]], width) if options.get("top_block") else LastLevelMaxPool()
     neck = FaPN([IN_CHANNELS[s] for s in stages], width, extra_blocks=extra, norm=norm).double().eval()
     neck.load_state_dict({k: v.double() for k, v in mapped.items()}, strict=True)
-    assert torch.equal(neck.merges[0].offset_fuse.weight, state[f"backbone.fan_align{stages[0]}.offset.weight"].double())
+    assert torch.equal(
+        neck.merges[0].offset_fuse.weight, state[f"backbone.fan_align{stages[0]}.offset.weight"].double()
+    )
     g = torch.Generator().manual_seed(1)
     sizes = {2: (28, 36), 3: (14, 18), 4: (7, 9), 5: (4, 5)}  # odd sizes: upsampling is to the exact size
     feats = {s: torch.randn(1, IN_CHANNELS[s], *sizes[s], generator=g, dtype=torch.float64) for s in stages}

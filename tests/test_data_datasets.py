@@ -76,12 +76,21 @@ def test_cityscapes_table_equals_the_official_one() -> None:
 def test_coco_stuff_remaps_182_raw_ids_to_171_classes(tmp_path: Path) -> None:
     write_rgb(tmp_path / "images" / "val2017" / "000000000139.jpg", fmt="JPEG")
     raw = np.array([[0, 11 + 1, 91, 181, 255, 90 + 2]] * 2)  # 12 and 92 are used ids, 255 unlabelled
-    write_label(tmp_path / "annotations" / "val2017" / "000000000139.png", np.pad(raw, ((0, 6), (0, 6)), constant_values=255))
+    write_label(
+        tmp_path / "annotations" / "val2017" / "000000000139.png", np.pad(raw, ((0, 6), (0, 6)), constant_values=255)
+    )
     ds = coco_stuff(tmp_path, "val2017")
     assert ds.num_classes == 171 == len(COCO_STUFF_INFO.class_names)
     _, mask = ds[0]
     row = mask[0, :6].tolist()
-    assert row == [0, COCO_STUFF_RAW_IDS.index(12), COCO_STUFF_RAW_IDS.index(91), 170, 255, COCO_STUFF_RAW_IDS.index(92)]
+    assert row == [
+        0,
+        COCO_STUFF_RAW_IDS.index(12),
+        COCO_STUFF_RAW_IDS.index(91),
+        170,
+        255,
+        COCO_STUFF_RAW_IDS.index(92),
+    ]
     assert COCO_STUFF_INFO.class_names[0] == "person" and COCO_STUFF_INFO.class_names[170] == "wood"
     assert COCO_STUFF_INFO.class_names[COCO_STUFF_RAW_IDS.index(91)] == "banner"  # first stuff class (COCO id 92)
 
@@ -132,9 +141,13 @@ def test_camvid_real_data_when_present() -> None:
 
 
 def test_image_folder_with_class_list(tmp_path: Path) -> None:
-    (tmp_path / "classes.yaml").write_text("classes: [background, crack]\npalette: [[0, 0, 0], [255, 0, 0]]\nignore_index: 9\n")
+    (tmp_path / "classes.yaml").write_text(
+        "classes: [background, crack]\npalette: [[0, 0, 0], [255, 0, 0]]\nignore_index: 9\n"
+    )
     write_rgb(tmp_path / "images" / "train" / "a.jpg", fmt="JPEG")
-    label = np.zeros((8, 12)); label[2:4] = 1; label[0] = 9
+    label = np.zeros((8, 12))
+    label[2:4] = 1
+    label[0] = 9
     write_label(tmp_path / "masks" / "train" / "a.png", label)
     ds = image_folder(tmp_path, "train")
     assert ds.info.class_names == ("background", "crack") and ds.ignore_index == 9

@@ -47,10 +47,21 @@ def _break(root: Path) -> dict[str, Path]:
 
 def _overrides(root: Path) -> list[str]:
     return [
-        "data.dataset=folder", f"data.root={root}", "data.options={}", "data.val_options={}",
-        "data.crop_size=[32,32]", "data.scales=[1.0]", "train.iterations=2", "train.batch_size=2",
-        "train.eval_period=0", "train.checkpoint_period=2", "train.log_period=1", "train.threads=1",
-        "train.device=cpu", "model.variant=fpn", "optim.warmup_iters=0",
+        "data.dataset=folder",
+        f"data.root={root}",
+        "data.options={}",
+        "data.val_options={}",
+        "data.crop_size=[32,32]",
+        "data.scales=[1.0]",
+        "train.iterations=2",
+        "train.batch_size=2",
+        "train.eval_period=0",
+        "train.checkpoint_period=2",
+        "train.log_period=1",
+        "train.threads=1",
+        "train.device=cpu",
+        "model.variant=fpn",
+        "optim.warmup_iters=0",
     ]
 
 
@@ -84,8 +95,15 @@ def test_training_stops_at_start_up_naming_every_bad_header(tmp_path: Path) -> N
 
 def test_check_data_lists_every_bad_file_and_exits_non_zero(tmp_path: Path, capsys) -> None:
     root = _dataset(tmp_path / "data")
-    argv = ["train", RECIPE, *sum((["--set", o] for o in _overrides(root)), []), "--output-dir", str(tmp_path / "run"),
-            "--check-data", "--no-progress"]
+    argv = [
+        "train",
+        RECIPE,
+        *[arg for o in _overrides(root) for arg in ("--set", o)],
+        "--output-dir",
+        str(tmp_path / "run"),
+        "--check-data",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     assert "every file reads" in capsys.readouterr().out
     bad = _break(root)
@@ -98,8 +116,15 @@ def test_check_data_lists_every_bad_file_and_exits_non_zero(tmp_path: Path, caps
 def test_skip_unreadable_trains_without_them_and_lists_them(tmp_path: Path, capsys) -> None:
     root = _dataset(tmp_path / "data")
     bad = _break(root)
-    argv = ["train", RECIPE, *sum((["--set", o] for o in _overrides(root)), []), "--output-dir", str(tmp_path / "run"),
-            "--skip-unreadable", "--no-progress"]
+    argv = [
+        "train",
+        RECIPE,
+        *[arg for o in _overrides(root) for arg in ("--set", o)],
+        "--output-dir",
+        str(tmp_path / "run"),
+        "--skip-unreadable",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     captured = capsys.readouterr()
     listing = (tmp_path / "run" / "skipped_files.txt").read_text().splitlines()
@@ -117,7 +142,14 @@ def test_a_file_that_breaks_mid_run_stops_it_by_name_and_resume_skips_it(tmp_pat
     truncated.write_bytes(data[: len(data) // 2])
     run = tmp_path / "run"
     overrides = [*_overrides(root), "train.iterations=6", "train.checkpoint_period=1"]
-    argv = ["train", RECIPE, *sum((["--set", o] for o in overrides), []), "--output-dir", str(run), "--no-progress"]
+    argv = [
+        "train",
+        RECIPE,
+        *[arg for o in overrides for arg in ("--set", o)],
+        "--output-dir",
+        str(run),
+        "--no-progress",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert str(truncated) in err and "training stopped at iteration" in err and "data.skip_unreadable=true" in err

@@ -42,9 +42,24 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
     ddp_out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "fapn", "train", str(recipe), "--output-dir", str(ddp_out)],
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "fapn",
+            "train",
+            str(recipe),
+            "--output-dir",
+            str(ddp_out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     single_out = tmp_path / "single"

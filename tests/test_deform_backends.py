@@ -11,7 +11,9 @@ from fapn.layers import ModulatedDeformConv2d
 from fapn.ops import BACKEND_ENV_VAR, BACKENDS, default_backend, deform_backend, deform_conv2d, resolve_backend
 
 
-def _inputs(seed: int = 0, dtype: torch.dtype = torch.float32, N: int = 2, C: int = 16, H: int = 10, W: int = 12, G: int = 4):
+def _inputs(
+    seed: int = 0, dtype: torch.dtype = torch.float32, N: int = 2, C: int = 16, H: int = 10, W: int = 12, G: int = 4
+):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(N, C, H, W, generator=g).to(dtype)
     offset = (torch.randn(N, 2 * G * 9, H, W, generator=g) * 2).to(dtype)
@@ -75,8 +77,20 @@ def test_one_rule_block_then_argument_then_environment_then_automatic(monkeypatc
         run()
     run()  # restored on exit
     automatic = "cpu" if cpu_backend.kernels_available() else "pytorch"
-    assert calls == [automatic, "torchvision", "cpu", "torchvision", "pytorch",
-                     "pytorch", "pytorch", "pytorch", "torchvision", "cpu", "pytorch", "torchvision"]
+    assert calls == [
+        automatic,
+        "torchvision",
+        "cpu",
+        "torchvision",
+        "pytorch",
+        "pytorch",
+        "pytorch",
+        "pytorch",
+        "torchvision",
+        "cpu",
+        "pytorch",
+        "torchvision",
+    ]
 
 
 def test_block_is_local_to_its_thread_and_restored_after_an_error() -> None:
@@ -104,9 +118,11 @@ def test_empty_batch_gives_an_empty_output_and_gradient(backend: str) -> None:
 
 
 def test_unknown_names_are_refused_where_they_are_given() -> None:
-    with pytest.raises(ValueError, match=r"unknown deformable-conv backend 'cuda'; valid backends: \['cpu', "):
-        with deform_backend("cuda"):
-            pass
+    with (
+        pytest.raises(ValueError, match=r"unknown deformable-conv backend 'cuda'; valid backends: \['cpu', "),
+        deform_backend("cuda"),
+    ):
+        pass
     with pytest.raises(ValueError, match="valid backends"):
         ModulatedDeformConv2d(8, 8, backend="fast")
 

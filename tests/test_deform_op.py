@@ -162,7 +162,9 @@ def _forward_and_grads(case: dict, backend: str | None) -> list[Tensor]:
         )  # fmt: skip
     weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
     loss = (out * weights).sum() + (out**2).sum() / 2
-    grads = torch.autograd.grad(loss, [tensors[k] for k in ("input", "offset", "weight", "bias", "mask") if k in tensors])
+    grads = torch.autograd.grad(
+        loss, [tensors[k] for k in ("input", "offset", "weight", "bias", "mask") if k in tensors]
+    )
     return [out.detach(), *grads]
 
 
@@ -198,11 +200,15 @@ def test_float64_matches_reference(backend: str, case_name: str) -> None:
     values = _forward_and_grads(case, backend)
     references = _forward_and_grads(case, None)
     assert len(values) == len(references)
-    for name, error in zip(["out", *("d_" + str(i) for i in range(len(values) - 1))], _relative_errors(values, references)):
+    for name, error in zip(
+        ["out", *("d_" + str(i) for i in range(len(values) - 1))], _relative_errors(values, references)
+    ):
         assert error < 1e-12, f"{backend} {case_name}: {name} relative error {error:.2e}"
 
 
-@pytest.mark.parametrize("case_name", ["dcnv2", "dcnv1-no-mask", "many-pixel-offsets", "four-groups", "stride2-pad0-dil2"])
+@pytest.mark.parametrize(
+    "case_name", ["dcnv2", "dcnv1-no-mask", "many-pixel-offsets", "four-groups", "stride2-pad0-dil2"]
+)
 def test_float32_as_close_to_reference_as_torchvision(case_name: str) -> None:
     """Norm-wise ||a - ref|| / ||ref|| of output and every gradient, in float32, against float64.
 

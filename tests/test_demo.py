@@ -20,8 +20,26 @@ def demo_run(tmp_path_factory) -> tuple[Path, str]:
 
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
-        code = main(["demo", "--output", str(out), "--iterations", "3", "--batch-size", "2", "--image-size", "64x96",
-                     "--train-images", "4", "--val-images", "2", "--threads", "2", "--no-progress"])
+        code = main(
+            [
+                "demo",
+                "--output",
+                str(out),
+                "--iterations",
+                "3",
+                "--batch-size",
+                "2",
+                "--image-size",
+                "64x96",
+                "--train-images",
+                "4",
+                "--val-images",
+                "2",
+                "--threads",
+                "2",
+                "--no-progress",
+            ]
+        )
     assert code == 0
     return out, buffer.getvalue()
 

@@ -14,18 +14,30 @@ from fapn.engine.detection import build_datasets, build_model, load_detection_co
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 TINY = [
-    "train.iterations=2", "train.batch_size=2", "train.log_period=1", "train.checkpoint_period=0",
-    "data.synthetic.num_train=4", "data.synthetic.num_val=1", "data.synthetic.height=64",
-    "data.synthetic.width=80", "model.min_size=[64]", "model.max_size=80",
-    "model.options.rpn_post_nms_top_n_train=20", "model.options.box_batch_size_per_image=8",
+    "train.iterations=2",
+    "train.batch_size=2",
+    "train.log_period=1",
+    "train.checkpoint_period=0",
+    "data.synthetic.num_train=4",
+    "data.synthetic.num_val=1",
+    "data.synthetic.height=64",
+    "data.synthetic.width=80",
+    "model.min_size=[64]",
+    "model.max_size=80",
+    "model.options.rpn_post_nms_top_n_train=20",
+    "model.options.box_batch_size_per_image=8",
     "optim.warmup_iters=1",
 ]
 
 
 def test_detectron2_schedules():
     names = [n for n in list_configs() if n.startswith("detection/")]
-    assert {"detection/mask_rcnn_R_50_FaPN_1x", "detection/mask_rcnn_R_50_FaPN_3x",
-            "detection/panoptic_fpn_R_50_FaPN_1x", "detection/faster_rcnn_R_50_FaPN_1x"} <= set(names)
+    assert {
+        "detection/mask_rcnn_R_50_FaPN_1x",
+        "detection/mask_rcnn_R_50_FaPN_3x",
+        "detection/panoptic_fpn_R_50_FaPN_1x",
+        "detection/faster_rcnn_R_50_FaPN_1x",
+    } <= set(names)
     for name in names:
         load_detection_config(name)  # every shipped config is valid
     one = load_detection_config("detection/mask_rcnn_R_50_FaPN_1x")
@@ -85,8 +97,9 @@ def test_models_trained_from_imagenet_weights_rebuild_with_frozen_bn_for_eval(tm
     rebuilt.load_state_dict(trained.state_dict())  # strict: same norm layers, no num_batches_tracked
     from fapn.checkpoint import build_model_from_checkpoint
 
-    model = build_model_from_checkpoint({"model": trained.state_dict(), "model_config": {
-        "name": "build_detection_model", **kwargs}})
+    model = build_model_from_checkpoint(
+        {"model": trained.state_dict(), "model_config": {"name": "build_detection_model", **kwargs}}
+    )
     assert type(model.backbone.body.bn1).__name__ == "FrozenBatchNorm2d"
 
 
@@ -95,13 +108,18 @@ def test_detection_resume_is_exact_and_follows_the_run_folder_rules(tmp_path):
     from fapn.checkpoint import load_checkpoint
     from fapn.engine.detection import train
 
-    overrides = [*TINY, f"data.root={tmp_path / 'data'}", "train.iterations=4", "data.synthetic.num_val=1",
-                 "eval.max_images=1"]
+    overrides = [
+        *TINY,
+        f"data.root={tmp_path / 'data'}",
+        "train.iterations=4",
+        "data.synthetic.num_val=1",
+        "eval.max_images=1",
+    ]
     cfg = load_detection_config("detection/synthetic_mask_rcnn_R_18_FaPN", overrides)
     train(cfg, tmp_path / "straight", progress=False)
     stopped = train(cfg, tmp_path / "resumed", progress=False, stop_after=2)
     assert stopped["iterations"] == 2 and load_checkpoint(tmp_path / "resumed" / "last.pt")["iteration"] == 2
-    with pytest.raises(ValueError, match="already holds a run.*--resume.*--overwrite"):
+    with pytest.raises(ValueError, match=r"already holds a run.*--resume.*--overwrite"):
         train(cfg, tmp_path / "resumed", progress=False)
     other = load_detection_config("detection/synthetic_mask_rcnn_R_18_FaPN", [*overrides, "optim.lr=0.01"])
     with pytest.raises(ValueError, match=r"with optim\.lr=0\.01: the run was trained with optim\.lr=0\.02"):

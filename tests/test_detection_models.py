@@ -26,8 +26,14 @@ from fapn.models.detection import (
     retinanet_resnet101_fapn,
 )
 
-TINY = dict(min_size=64, max_size=64, rpn_pre_nms_top_n_train=50, rpn_post_nms_top_n_train=20,
-            rpn_batch_size_per_image=32, box_batch_size_per_image=8)
+TINY = dict(
+    min_size=64,
+    max_size=64,
+    rpn_pre_nms_top_n_train=50,
+    rpn_post_nms_top_n_train=20,
+    rpn_batch_size_per_image=32,
+    box_batch_size_per_image=8,
+)
 TINY_RETINA = dict(min_size=64, max_size=64, topk_candidates=20)
 
 
@@ -47,7 +53,9 @@ def _neck_params(backbone: torch.nn.Module) -> int:
 
 def test_resnet50_neck_parameter_count_against_detectron2_fpn():
     ours = maskrcnn_resnet50_fapn(num_classes=3).backbone
-    fpn = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=3).backbone
+    fpn = torchvision.models.detection.maskrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=3
+    ).backbone
     # hand count: top 1x1 2048->256 (+bias); per level FSM (C^2 + 256 C), offset 1x1 512->256,
     # offset/mask 3x3 256->216 (+bias), DCN 3x3 256->256 (+bias), output 3x3 (+bias)
     per_level = 131072 + (256 * 216 * 9 + 216) + 2 * (256 * 256 * 9 + 256)
@@ -75,8 +83,11 @@ def test_rcnn_builders_train_and_infer(builder, masks):
 
 @pytest.mark.parametrize(
     "builder, detector",
-    [(fasterrcnn_resnet101_fapn, "FasterRCNN"), (maskrcnn_resnet101_fapn, "MaskRCNN"),
-     (retinanet_resnet101_fapn, "RetinaNet")],
+    [
+        (fasterrcnn_resnet101_fapn, "FasterRCNN"),
+        (maskrcnn_resnet101_fapn, "MaskRCNN"),
+        (retinanet_resnet101_fapn, "RetinaNet"),
+    ],
 )
 def test_resnet101_builders(builder, detector):
     """Same code path as ResNet-50 (trained above); check the depth and the wiring only, to keep CI short."""
@@ -111,8 +122,9 @@ def test_switching_from_torchvision_is_one_word(tmp_path):
     """Same keyword arguments, same heads, same frozen stages and frozen BN as torchvision's builder."""
     body = torchvision.models.resnet50()
     torch.save(body.state_dict(), tmp_path / "r50.pth")
-    ours = maskrcnn_resnet50_fapn(num_classes=5, weights_backbone=str(tmp_path / "r50.pth"),
-                                  trainable_backbone_layers=2, min_size=320)
+    ours = maskrcnn_resnet50_fapn(
+        num_classes=5, weights_backbone=str(tmp_path / "r50.pth"), trainable_backbone_layers=2, min_size=320
+    )
     reference_body = _resnet_fpn_extractor(torchvision.models.resnet50(norm_layer=FrozenBatchNorm2d), 2)
     tv = torchvision.models.detection.MaskRCNN(reference_body, num_classes=5, min_size=320)
     assert ours.transform.min_size == tv.transform.min_size == (320,)
@@ -128,8 +140,14 @@ def test_switching_from_torchvision_is_one_word(tmp_path):
 def test_fapn_switched_to_fpn_reproduces_torchvision_backbone_with_fpn():
     """BackboneWithFaPN plumbing (body, names, P6) against torchvision's BackboneWithFPN, same weights."""
     tv = _resnet_fpn_extractor(torchvision.models.resnet18(), 5).eval()
-    ours = resnet_fapn_extractor(torchvision.models.resnet18(), 5, feature_alignment=False,
-                                 feature_selection=False, upsample_mode="nearest", top_output_conv=True).eval()
+    ours = resnet_fapn_extractor(
+        torchvision.models.resnet18(),
+        5,
+        feature_alignment=False,
+        feature_selection=False,
+        upsample_mode="nearest",
+        top_output_conv=True,
+    ).eval()
     ours.body.load_state_dict(tv.body.state_dict())
     neck = ours.fapn
     with torch.no_grad():
@@ -255,8 +273,9 @@ def test_detectron2_resnet_with_converted_weights_matches_detectron2_forward():
 def test_convert_detectron2_fapn_rcnn_loads_whole_mask_rcnn_and_reports_the_rest():
     model = detectron2_fapn_rcnn(50, mask=True, num_classes=81)
     target = model.state_dict()
-    d2: dict[str, torch.Tensor] = {f"backbone.bottom_up.{k}": torch.randn(s)
-                                   for k, s in _detectron2_resnet50_keys().items()}
+    d2: dict[str, torch.Tensor] = {
+        f"backbone.bottom_up.{k}": torch.randn(s) for k, s in _detectron2_resnet50_keys().items()
+    }
     for level, c in ((2, 256), (3, 512), (4, 1024)):
         p = f"backbone.fan_align{level}"
         d2[f"{p}.lateral_conv.conv_atten.weight"] = torch.randn(c, c, 1, 1)
@@ -294,12 +313,13 @@ def test_convert_detectron2_fapn_rcnn_loads_whole_mask_rcnn_and_reports_the_rest
     torch.testing.assert_close(mapped["roi_heads.box_predictor.cls_score.weight"][0], cls[80])  # background
     torch.testing.assert_close(mapped["roi_heads.box_predictor.cls_score.weight"][1:], cls[:80])
     assert mapped["roi_heads.box_predictor.bbox_pred.weight"][:4].abs().sum() == 0
-    torch.testing.assert_close(mapped["roi_heads.mask_predictor.mask_fcn_logits.weight"][1:],
-                               d2["roi_heads.mask_head.predictor.weight"])
-    torch.testing.assert_close(mapped["backbone.body.conv1.weight"],
-                               d2["backbone.bottom_up.stem.conv1.weight"].flip(1))
-    torch.testing.assert_close(mapped["backbone.fapn.merges.1.offset_mask.weight"],
-                               d2["backbone.fan_align3.dcpack_L2.conv_offset_mask.weight"])
+    torch.testing.assert_close(
+        mapped["roi_heads.mask_predictor.mask_fcn_logits.weight"][1:], d2["roi_heads.mask_head.predictor.weight"]
+    )
+    torch.testing.assert_close(mapped["backbone.body.conv1.weight"], d2["backbone.bottom_up.stem.conv1.weight"].flip(1))
+    torch.testing.assert_close(
+        mapped["backbone.fapn.merges.1.offset_mask.weight"], d2["backbone.fan_align3.dcpack_L2.conv_offset_mask.weight"]
+    )
 
 
 def test_detectron2_resnet_stride_placement():
@@ -308,6 +328,7 @@ def test_detectron2_resnet_stride_placement():
     plain = detectron2_resnet(50, stride_in_1x1=False)
     assert plain.layer3[0].conv1.stride == (1, 1) and plain.layer3[0].conv2.stride == (2, 2)
     assert isinstance(body.bn1, FrozenBatchNorm2d)
-    feats = BackboneWithFaPN(body, {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
-                             [256, 512, 1024, 2048], 256)(torch.rand(1, 3, 64, 64))
+    feats = BackboneWithFaPN(
+        body, {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}, [256, 512, 1024, 2048], 256
+    )(torch.rand(1, 3, 64, 64))
     assert isinstance(feats, OrderedDict) and [f.shape[-1] for f in feats.values()] == [16, 8, 4, 2, 1]

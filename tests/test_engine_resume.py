@@ -14,10 +14,19 @@ from fapn.engine.semseg.config import SegmentationConfig
 from fapn.engine.semseg.train import segmentation_loss, train
 
 TINY = [
-    "train.iterations=20", "train.batch_size=2", "train.eval_period=0", "train.checkpoint_period=5",
-    "train.log_period=5", "train.threads=2", "data.crop_size=[32,32]", "data.scales=[1.0,1.5]",
-    "data.options={size: [40, 48], num_images: 6}", "data.val_options={num_images: 2}",
-    "model.variant=fpn+fam", "optim.warmup_iters=3", "train.device=cpu",
+    "train.iterations=20",
+    "train.batch_size=2",
+    "train.eval_period=0",
+    "train.checkpoint_period=5",
+    "train.log_period=5",
+    "train.threads=2",
+    "data.crop_size=[32,32]",
+    "data.scales=[1.0,1.5]",
+    "data.options={size: [40, 48], num_images: 6}",
+    "data.val_options={num_images: 2}",
+    "model.variant=fpn+fam",
+    "optim.warmup_iters=3",
+    "train.device=cpu",
 ]
 
 
@@ -49,8 +58,12 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(straight_run: Pat
 def test_checkpoint_follows_the_contract(straight_run: Path) -> None:
     for name in ("last.pt", "best.pt"):
         ckpt = load_checkpoint(straight_run / name)  # weights_only=True: plain data
-        assert ckpt["model_config"] == {"name": "realtime_fapn", "backbone": "resnet18", "num_classes": 8,
-                                        "variant": "fpn+fam"}
+        assert ckpt["model_config"] == {
+            "name": "realtime_fapn",
+            "backbone": "resnet18",
+            "num_classes": 8,
+            "variant": "fpn+fam",
+        }
         dataset = ckpt["dataset"]
         assert dataset["class_names"][5] == "pole" and dataset["ignore_index"] == 255
         assert len(dataset["palette"]) == 8 and len(dataset["mean"]) == len(dataset["std"]) == 3
@@ -84,8 +97,9 @@ def test_loss_is_the_mean_over_labelled_pixels() -> None:
 
 
 def test_bf16_autocast_on_cpu_trains_with_float32_weights(tmp_path: Path) -> None:
-    result = train(tiny_config("train.amp=true", "train.iterations=2", "model.variant=fapn"),
-                   output_dir=tmp_path, progress=False)
+    result = train(
+        tiny_config("train.amp=true", "train.iterations=2", "model.variant=fapn"), output_dir=tmp_path, progress=False
+    )
     ckpt = load_checkpoint(tmp_path / "last.pt")
     assert all(v.dtype in (torch.float32, torch.int64) for v in ckpt["model"].values())
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]

@@ -18,10 +18,19 @@ from fapn.engine.semseg.train import train
 
 RECIPE = "semseg/synthetic_r18_fapn"
 TINY = [
-    "train.iterations=4", "train.batch_size=2", "train.eval_period=0", "train.checkpoint_period=2",
-    "train.log_period=1", "train.threads=1", "data.crop_size=[32,32]", "data.scales=[1.0]",
-    "data.options={size: [32, 40], num_images: 4}", "data.val_options={num_images: 1}",
-    "model.variant=fpn", "optim.warmup_iters=0", "train.device=cpu",
+    "train.iterations=4",
+    "train.batch_size=2",
+    "train.eval_period=0",
+    "train.checkpoint_period=2",
+    "train.log_period=1",
+    "train.threads=1",
+    "data.crop_size=[32,32]",
+    "data.scales=[1.0]",
+    "data.options={size: [32, 40], num_images: 4}",
+    "data.val_options={num_images: 1}",
+    "model.variant=fpn",
+    "optim.warmup_iters=0",
+    "train.device=cpu",
 ]
 
 
@@ -48,7 +57,9 @@ def _fapn(*argv: str) -> int:
 def test_training_into_a_folder_with_a_run_refuses_and_loses_nothing(half_run: Path, tmp_path: Path, capsys) -> None:
     run = _copy_run(half_run, tmp_path / "run")
     before = (run / "last.pt").read_bytes()
-    code = _fapn("train", RECIPE, *sum((["--set", o] for o in TINY), []), "--output-dir", str(run), "--no-progress")
+    code = _fapn(
+        "train", RECIPE, *[arg for o in TINY for arg in ("--set", o)], "--output-dir", str(run), "--no-progress"
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert f"{run} already holds a run" in err and "--resume" in err and "--overwrite" in err
@@ -75,8 +86,11 @@ def test_resume_uses_the_saved_recipe_and_refuses_a_conflicting_set(half_run: Pa
     run = _copy_run(half_run, tmp_path / "run")
     before = (run / "last.pt").read_bytes()
     # a different variant, a different length, a different learning rate: each named, nothing written
-    for override, key in (("model.variant=fapn", "model.variant"), ("train.iterations=8", "train.iterations"),
-                          ("optim.lr=0.5", "optim.lr")):
+    for override, key in (
+        ("model.variant=fapn", "model.variant"),
+        ("train.iterations=8", "train.iterations"),
+        ("optim.lr=0.5", "optim.lr"),
+    ):
         code = _fapn("train", RECIPE, "--output-dir", str(run), "--resume", "--set", override)
         err = capsys.readouterr().err
         assert code == 2, override
@@ -84,8 +98,20 @@ def test_resume_uses_the_saved_recipe_and_refuses_a_conflicting_set(half_run: Pa
         assert (run / "last.pt").read_bytes() == before
     # no --set repeated (the shipped recipe differs from the saved one in many keys): the saved recipe is used;
     # a --set equal to the saved value and a runtime key are fine
-    code = _fapn("train", RECIPE, "--output-dir", str(run), "--resume", "--no-progress", "--set", "model.variant=fpn",
-                 "--threads", "1", "--set", "train.log_period=2")
+    code = _fapn(
+        "train",
+        RECIPE,
+        "--output-dir",
+        str(run),
+        "--resume",
+        "--no-progress",
+        "--set",
+        "model.variant=fpn",
+        "--threads",
+        "1",
+        "--set",
+        "train.log_period=2",
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "resumed from iteration 2 of 4" in out and str(run) in out and "1 CPU thread" in out
@@ -116,8 +142,16 @@ def test_resume_without_a_run_and_a_different_variant_in_python(half_run: Path, 
 
 
 def test_start_up_summary_and_plain_log_lines(tmp_path: Path, capsys) -> None:
-    code = _fapn("train", RECIPE, *sum((["--set", o] for o in TINY), []), "--set", "train.iterations=1",
-                 "--output-dir", str(tmp_path / "run"), "--no-progress")
+    code = _fapn(
+        "train",
+        RECIPE,
+        *[arg for o in TINY for arg in ("--set", o)],
+        "--set",
+        "train.iterations=1",
+        "--output-dir",
+        str(tmp_path / "run"),
+        "--no-progress",
+    )
     captured = capsys.readouterr()
     assert code == 0
     out = captured.out
@@ -142,7 +176,7 @@ def test_closed_choices_are_checked_before_any_data_is_read(tmp_path: Path) -> N
         train(cfg, output_dir=tmp_path / "run", progress=False)
     cfg.model.variant = "fpn"
     cfg.model.name = "unet"
-    with pytest.raises(ValueError, match="unknown model.name 'unet'"):
+    with pytest.raises(ValueError, match=r"unknown model\.name 'unet'"):
         train(cfg, output_dir=tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "last.pt").exists()
 
@@ -152,18 +186,35 @@ def test_model_options_reach_the_builder_and_the_checkpoint(tmp_path: Path) -> N
 
     cfg = load_config(RECIPE, SegmentationConfig, ["model.options={channels: 32, head_channels: 16}"])
     config = model_config_of(cfg, 8)
-    assert config == {"name": "realtime_fapn", "backbone": "resnet18", "num_classes": 8, "variant": "fapn",
-                      "channels": 32, "head_channels": 16}
+    assert config == {
+        "name": "realtime_fapn",
+        "backbone": "resnet18",
+        "num_classes": 8,
+        "variant": "fapn",
+        "channels": 32,
+        "head_channels": 16,
+    }
     cfg = load_config(RECIPE, SegmentationConfig, ["model.options={chanels: 32}"])
-    with pytest.raises(ValueError, match="model.options.chanels: realtime_fapn takes no argument 'chanels'"):
+    with pytest.raises(ValueError, match=r"model\.options\.chanels: realtime_fapn takes no argument 'chanels'"):
         model_config_of(cfg, 8)
 
 
 def test_eval_threads_progress_and_class_count_warning(half_run: Path, tmp_path: Path, capsys) -> None:
     before = torch.get_num_threads()
     try:
-        code = _fapn("eval", RECIPE, "--weights", str(half_run / "last.pt"), "--output", str(tmp_path / "e.json"),
-                     "--set", "data.val_options={num_images: 1, size: [32, 40]}", "--threads", "1", "--no-progress")
+        code = _fapn(
+            "eval",
+            RECIPE,
+            "--weights",
+            str(half_run / "last.pt"),
+            "--output",
+            str(tmp_path / "e.json"),
+            "--set",
+            "data.val_options={num_images: 1, size: [32, 40]}",
+            "--threads",
+            "1",
+            "--no-progress",
+        )
         captured = capsys.readouterr()
         assert code == 0 and torch.get_num_threads() == 1
         assert "warning" not in captured.err and "\r" not in captured.err + captured.out
@@ -176,10 +227,23 @@ def test_eval_threads_progress_and_class_count_warning(half_run: Path, tmp_path:
             (tmp_path / "data" / sub).mkdir(parents=True)
         Image.new("RGB", (40, 32)).save(tmp_path / "data/images/val/x.png")
         Image.new("L", (40, 32)).save(tmp_path / "data/masks/val/x.png")
-        code = _fapn("eval", RECIPE, "--weights", str(half_run / "last.pt"), "--output", str(tmp_path / "f.json"),
-                     "--set", "data.dataset=folder", "--set", f"data.root={tmp_path / 'data'}",
-                     "--set", f"data.options={{classes_file: {classes}}}", "--set", "data.val_options={}",
-                     "--no-progress")
+        code = _fapn(
+            "eval",
+            RECIPE,
+            "--weights",
+            str(half_run / "last.pt"),
+            "--output",
+            str(tmp_path / "f.json"),
+            "--set",
+            "data.dataset=folder",
+            "--set",
+            f"data.root={tmp_path / 'data'}",
+            "--set",
+            f"data.options={{classes_file: {classes}}}",
+            "--set",
+            "data.val_options={}",
+            "--no-progress",
+        )
         err = capsys.readouterr().err
         assert code == 0
         assert "warning" in err and "predicts 8 classes but" in err and "has 3" in err
@@ -194,7 +258,7 @@ def test_run_folder_rule_and_rng_state_units(tmp_path: Path) -> None:
     from fapn.engine.trainer import prepare_output_dir, rng_state, set_rng_state
 
     (tmp_path / "log.jsonl").write_text("{}\n")  # a run that died before its first checkpoint
-    with pytest.raises(ValueError, match="no last.pt to --resume from: replace it with --overwrite"):
+    with pytest.raises(ValueError, match=r"no last\.pt to --resume from: replace it with --overwrite"):
         prepare_output_dir(tmp_path, resume=False, overwrite=False)
     assert prepare_output_dir(tmp_path, resume=False, overwrite=False, is_main=False) == tmp_path  # rank 0 decides
     prepare_output_dir(tmp_path, resume=False, overwrite=True)
@@ -212,8 +276,16 @@ def test_run_folder_rule_and_rng_state_units(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_cuda_without_a_gpu_is_one_line_before_any_data(tmp_path: Path, capsys) -> None:
-    argv = ["train", "semseg/camvid_r18_fapn", "--set", "train.device=cuda", "--set", f"data.root={tmp_path / 'none'}",
-            "--output-dir", str(tmp_path / "run")]
+    argv = [
+        "train",
+        "semseg/camvid_r18_fapn",
+        "--set",
+        "train.device=cuda",
+        "--set",
+        f"data.root={tmp_path / 'none'}",
+        "--output-dir",
+        str(tmp_path / "run"),
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("fapn: error: train.device=cuda: no CUDA GPU is visible") and err.count("\n") == 1

@@ -55,9 +55,18 @@ def test_onnx_deformconv_matches_torchvision_float64_reference(tmp_path: Path, o
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     model64 = model.double().requires_grad_(False)
     om = model64.offset_mask(x.double())
-    ref = torchvision.ops.deform_conv2d(
-        x.double(), om[:, : model.split], model64.dcn.weight, model64.dcn.bias, padding=1, mask=torch.sigmoid(om[:, model.split :])
-    ).detach().numpy()
+    ref = (
+        torchvision.ops.deform_conv2d(
+            x.double(),
+            om[:, : model.split],
+            model64.dcn.weight,
+            model64.dcn.bias,
+            padding=1,
+            mask=torch.sigmoid(om[:, model.split :]),
+        )
+        .detach()
+        .numpy()
+    )
     print(report.summary(), "float64 max diff", np.abs(got - ref).max())
     assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
     assert float(om[:, : model.split].abs().max()) > 1.0  # offsets really move the samples
@@ -106,7 +115,21 @@ def test_cli_export_untrained_fpn(tmp_path: Path, capsys: pytest.CaptureFixture[
     from fapn.cli.main import main
 
     out = tmp_path / "fpn.ts.pt"
-    code = main(["export", "--model", "realtime_fapn", "--variant", "fpn", "--num-classes", "3", "--format", "torchscript", "--out", str(out)])
+    code = main(
+        [
+            "export",
+            "--model",
+            "realtime_fapn",
+            "--variant",
+            "fpn",
+            "--num-classes",
+            "3",
+            "--format",
+            "torchscript",
+            "--out",
+            str(out),
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 0, text
     assert "torchscript check OK" in text and out.is_file()

@@ -30,7 +30,12 @@ def make_checkpoint(path: Path, num_classes: int = 5, variant: str = "fapn", see
     save_checkpoint(
         {
             "model": model.state_dict(),
-            "model_config": {"name": "realtime_fapn", "backbone": "resnet18", "num_classes": num_classes, "variant": variant},
+            "model_config": {
+                "name": "realtime_fapn",
+                "backbone": "resnet18",
+                "num_classes": num_classes,
+                "variant": variant,
+            },
             "dataset": {
                 "name": "synthetic",
                 "class_names": [f"c{i}" for i in range(num_classes)],
@@ -60,7 +65,9 @@ def reference_labels(checkpoint: Path, image: np.ndarray) -> np.ndarray:
     model = realtime_fapn(**{k: v for k, v in state["model_config"].items() if k != "name"}).eval()
     model.load_state_dict(state["model"])
     x = torch.from_numpy(image).permute(2, 0, 1)[None].double() / 255
-    x = (x - torch.tensor(MEAN, dtype=torch.float64).view(1, 3, 1, 1)) / torch.tensor(STD, dtype=torch.float64).view(1, 3, 1, 1)
+    x = (x - torch.tensor(MEAN, dtype=torch.float64).view(1, 3, 1, 1)) / torch.tensor(STD, dtype=torch.float64).view(
+        1, 3, 1, 1
+    )
     with torch.no_grad():
         return model.double()(x)[0].argmax(0).numpy()
 
@@ -114,7 +121,9 @@ def test_sliding_window_averages_overlaps() -> None:
     conv = torch.nn.Conv2d(3, 4, 1).double()
     x = torch.randn(2, 3, 45, 70, dtype=torch.float64)
     with torch.no_grad():
-        assert torch.allclose(sliding_window_logits(conv, x, 4, (32, 32), (20, 25)).double(), conv(x).float().double(), atol=1e-5)
+        assert torch.allclose(
+            sliding_window_logits(conv, x, 4, (32, 32), (20, 25)).double(), conv(x).float().double(), atol=1e-5
+        )
     calls: list[int] = []
 
     def counter(crop: torch.Tensor) -> torch.Tensor:
@@ -122,7 +131,9 @@ def test_sliding_window_averages_overlaps() -> None:
         return torch.full((crop.shape[0], 1, *crop.shape[-2:]), float(len(calls)))
 
     got = sliding_window_logits(counter, x.float(), 1, (32, 32), (20, 25))
-    total = np.zeros((45, 70)); count = np.zeros((45, 70)); index = 0
+    total = np.zeros((45, 70))
+    count = np.zeros((45, 70))
+    index = 0
     for top in window_starts(45, 32, 20):
         for left in window_starts(70, 32, 25):
             index += 1
@@ -157,7 +168,23 @@ def test_cli_predict_writes_label_color_overlay(checkpoint: Path, tmp_path: Path
     for name, array in arrays.items():
         Image.fromarray(array).save(images / f"{name}.png")
     out = tmp_path / "out"
-    assert main(["predict", "--weights", str(checkpoint), str(images), "--out", str(out), "--batch-size", "2", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--weights",
+                str(checkpoint),
+                str(images),
+                "--out",
+                str(out),
+                "--batch-size",
+                "2",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     seg = Segmenter.from_checkpoint(checkpoint)
     for name, array in arrays.items():
         label = np.asarray(Image.open(out / f"{name}_label.png"))
@@ -202,8 +229,11 @@ def test_cli_predict_goes_past_an_unreadable_image(checkpoint: Path, tmp_path: P
             assert (out / f"{stem}_{kind}.png").is_file()
     assert not list(out.glob("b_truncated*"))
     # each image's outputs are on disk before the next image is read
-    assert read_order == [("a_good.png", []), ("b_truncated.png", ["a_good_label.png"]),
-                          ("c_good.png", ["a_good_label.png"])]
+    assert read_order == [
+        ("a_good.png", []),
+        ("b_truncated.png", ["a_good_label.png"]),
+        ("c_good.png", ["a_good_label.png"]),
+    ]
     warnings = [line for line in captured.err.splitlines() if "warning" in line]
     assert any(line.startswith(f"fapn: warning: skipped {images / 'b_truncated.png'}: ") for line in warnings)
     assert not any("a_good" in line or "c_good" in line for line in warnings)
@@ -216,7 +246,10 @@ def test_cli_predict_writes_a_legend_and_keeps_masks_pixel_aligned(checkpoint: P
 
     Image.fromarray(random_image(40, 48, 4)).save(tmp_path / "x.png")
     out = tmp_path / "out"
-    assert main(["predict", "--weights", str(checkpoint), str(tmp_path / "x.png"), "--out", str(out), "--threads", "1"]) == 0
+    assert (
+        main(["predict", "--weights", str(checkpoint), str(tmp_path / "x.png"), "--out", str(out), "--threads", "1"])
+        == 0
+    )
     key = np.asarray(Image.open(out / "legend.png"))
     assert np.array_equal(key, legend([f"c{i}" for i in range(5)], PALETTE, width=480))
     for color in PALETTE:
@@ -224,7 +257,9 @@ def test_cli_predict_writes_a_legend_and_keeps_masks_pixel_aligned(checkpoint: P
     assert np.asarray(Image.open(out / "x_color.png")).shape == (40, 48, 3)  # the mask itself is unchanged in size
 
 
-def test_cli_predict_compare_explain_refuse_cuda_without_a_gpu(checkpoint: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_cli_predict_compare_explain_refuse_cuda_without_a_gpu(
+    checkpoint: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.delenv("FAPN_DEBUG", raising=False)
     Image.fromarray(random_image(40, 48, 5)).save(tmp_path / "x.png")
@@ -242,8 +277,21 @@ def test_threads_option_sets_torch_threads(checkpoint: Path, tmp_path: Path) -> 
     try:
         for command in (["predict"], ["compare"], ["explain"]):
             torch.set_num_threads(2)
-            assert main([*command, str(tmp_path / "x.png"), "--weights", str(checkpoint), "--out", str(tmp_path / "o"),
-                         "--threads", "1"]) == 0
+            assert (
+                main(
+                    [
+                        *command,
+                        str(tmp_path / "x.png"),
+                        "--weights",
+                        str(checkpoint),
+                        "--out",
+                        str(tmp_path / "o"),
+                        "--threads",
+                        "1",
+                    ]
+                )
+                == 0
+            )
             assert torch.get_num_threads() == 1, command
     finally:
         torch.set_num_threads(before)
@@ -253,7 +301,9 @@ def test_inference_does_not_import_the_engine() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, fapn.inference, fapn.inference.loading, fapn.inference.alignment, fapn.inference.benchmark\n"
-            "print(sorted(m for m in sys.modules if m.startswith('fapn.engine')))")
+    code = (
+        "import sys, fapn.inference, fapn.inference.loading, fapn.inference.alignment, fapn.inference.benchmark\n"
+        "print(sorted(m for m in sys.modules if m.startswith('fapn.engine')))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.stdout.strip() == "[]", result.stderr[-2000:]

@@ -30,7 +30,9 @@ def test_fam_at_initialisation_is_half_a_plain_conv(fusion: str, upsample_mode: 
     lateral = torch.randn(2, 12, 9, 11, dtype=torch.float64)
     coarse = torch.randn(2, 16, 5, 6, dtype=torch.float64)
     parts = fam.align(lateral, coarse)
-    up = F.interpolate(coarse, size=(9, 11), mode=upsample_mode, **({"align_corners": False} if upsample_mode == "bilinear" else {}))
+    up = F.interpolate(
+        coarse, size=(9, 11), mode=upsample_mode, **({"align_corners": False} if upsample_mode == "bilinear" else {})
+    )
     torch.testing.assert_close(parts["upsampled"], up)
     assert torch.count_nonzero(parts["offset"]) == 0
     torch.testing.assert_close(parts["mask"], torch.full_like(parts["mask"], 0.5))
@@ -107,8 +109,10 @@ def test_offsets_set_to_the_shift_align_the_maps() -> None:
     aligned = aligned_error(*shift)
     wrong_sign = aligned_error(-shift[0], -shift[1])
     swapped = aligned_error(shift[1], shift[0])
-    print(f"max error: unaligned {unaligned:.4f}, aligned {aligned:.4f}, wrong sign {wrong_sign:.4f}, "
-          f"dy/dx swapped {swapped:.4f}")
+    print(
+        f"max error: unaligned {unaligned:.4f}, aligned {aligned:.4f}, wrong sign {wrong_sign:.4f}, "
+        f"dy/dx swapped {swapped:.4f}"
+    )
     # what remains is bilinear interpolation error of the band-limited field
     assert aligned < 0.1 * unaligned, (aligned, unaligned)
     assert wrong_sign > 1.5 * unaligned and swapped > 5 * aligned

@@ -27,25 +27,48 @@ from fapn.models import BACKBONES, VARIANTS, get_model, get_model_builder, list_
 
 # RPN samples torchvision's 256 anchors per image: with fewer, a level's anchors can all go unsampled and its output
 # conv gets no gradient (at 64x64 every RoI pools from P2, so only the RPN reaches P3-P5)
-RCNN = dict(min_size=64, max_size=64, rpn_pre_nms_top_n_train=50, rpn_post_nms_top_n_train=20,
-            rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20, box_batch_size_per_image=8, box_score_thresh=0.0, box_detections_per_img=10)
+RCNN = dict(
+    min_size=64,
+    max_size=64,
+    rpn_pre_nms_top_n_train=50,
+    rpn_post_nms_top_n_train=20,
+    rpn_pre_nms_top_n_test=50,
+    rpn_post_nms_top_n_test=20,
+    box_batch_size_per_image=8,
+    box_score_thresh=0.0,
+    box_detections_per_img=10,
+)
 RETINA = dict(min_size=64, max_size=64, topk_candidates=20, score_thresh=0.0, detections_per_img=10)
 PANOPTIC = dict(RCNN, num_stuff_classes=2, panoptic_kwargs={"stuff_area_threshold": 16})
-MASKFORMER = dict(backbone="resnet18", num_classes=4, num_queries=5, hidden_dim=32, nheads=2, dim_feedforward=32,
-                  dec_layers=2, conv_dim=32, mask_dim=32)
+MASKFORMER = dict(
+    backbone="resnet18",
+    num_classes=4,
+    num_queries=5,
+    hidden_dim=32,
+    nheads=2,
+    dim_feedforward=32,
+    dec_layers=2,
+    conv_dim=32,
+    mask_dim=32,
+)
 POINTREND_SEMANTIC = dict(num_classes=4, train_num_points=64, subdivision_steps=1, subdivision_num_points=64)
 
 TINY: dict[str, list[dict[str, Any]]] = {
     # semantic segmentation: [N, 3, H, W] -> [N, C, H, W]
-    "realtime_fapn": [dict(backbone=b, variant=v, num_classes=5) for b, v in itertools.product(BACKBONES, VARIANTS)
-                      if b == "resnet18" or v == "fapn"],
+    "realtime_fapn": [
+        dict(backbone=b, variant=v, num_classes=5)
+        for b, v in itertools.product(BACKBONES, VARIANTS)
+        if b == "resnet18" or v == "fapn"
+    ],
     "semantic_fpn": [dict(backbone="resnet18", num_classes=5), dict(backbone="resnet18", num_classes=5, neck="fpn")],
     "semantic_fpn_resnet50_fapn": [dict(num_classes=5)],
     "semantic_fpn_resnet101_fapn": [dict(num_classes=5)],
     "maskformer_fapn": [MASKFORMER],
     "maskformer_fpn": [MASKFORMER],
-    "pointrend_semantic": [dict(backbone="resnet18", **POINTREND_SEMANTIC),
-                           dict(backbone="resnet18", neck="fpn", **POINTREND_SEMANTIC)],
+    "pointrend_semantic": [
+        dict(backbone="resnet18", **POINTREND_SEMANTIC),
+        dict(backbone="resnet18", neck="fpn", **POINTREND_SEMANTIC),
+    ],
     "pointrend_semantic_resnet50_fapn": [POINTREND_SEMANTIC],
     "pointrend_semantic_resnet101_fapn": [POINTREND_SEMANTIC],
     "pointrend_semantic_resnet50_fpn": [POINTREND_SEMANTIC],
@@ -103,6 +126,7 @@ def test_registry_lookups() -> None:
 
 # --- helpers ------------------------------------------------------------------------------------------------
 
+
 def _task(name: str) -> str:
     return "detection" if name in list_models(task="detection") else "semseg"
 
@@ -135,8 +159,10 @@ def _detection_batch(sizes: tuple[tuple[int, int], ...] = ((64, 64),)) -> tuple[
         masks = torch.zeros(2, height, width, dtype=torch.uint8)
         masks[0, height // 8 : height // 2, width // 8 : width // 2] = 1
         masks[1, height // 2 : height - 2, width // 3 : width - 3] = 1
-        boxes = torch.tensor([[width // 8, height // 8, width // 2, height // 2],
-                              [width // 3, height // 2, width - 3, height - 2]], dtype=torch.float32)
+        boxes = torch.tensor(
+            [[width // 8, height // 8, width // 2, height // 2], [width // 3, height // 2, width - 3, height - 2]],
+            dtype=torch.float32,
+        )
         sem_seg = torch.ones(height, width, dtype=torch.long)
         sem_seg[height // 2 :] = 2
         sem_seg[masks.bool().any(0)] = 0
@@ -186,6 +212,7 @@ def _perturb(model: nn.Module) -> None:
 
 
 # --- the contract -------------------------------------------------------------------------------------------
+
 
 def test_forward_and_odd_sizes(built: tuple[str, int, nn.Module]) -> None:
     name, index, model = built

@@ -25,12 +25,17 @@ CATS = [{"id": 1, "isthing": 1, "name": "thing"}, {"id": 2, "isthing": 0, "name"
 
 # --- PQ -----------------------------------------------------------------------------------------------------
 
+
 def test_pq_hand_computed_ious():
     gt = np.array([[1, 1, 2, 2]] * 4)
     pred = np.array([[10, 10, 10, 11], [10, 10, 10, 11], [10, 10, 11, 11], [10, 10, 11, 11]])
     pq = PanopticQuality(CATS)
-    pq.update(gt, [{"id": 1, "category_id": 1}, {"id": 2, "category_id": 2}],
-              pred, [{"id": 10, "category_id": 1}, {"id": 11, "category_id": 2}])
+    pq.update(
+        gt,
+        [{"id": 1, "category_id": 1}, {"id": 2, "category_id": 2}],
+        pred,
+        [{"id": 10, "category_id": 1}, {"id": 11, "category_id": 2}],
+    )
     result = pq.compute()
     # thing: |gt| 8, |pred| 10, inter 8 -> IoU 0.8; stuff: |gt| 8, |pred| 6, inter 6 -> IoU 0.75
     assert result["Things"]["pq"] == pytest.approx(80.0)
@@ -51,8 +56,12 @@ def test_pq_void_crowd_false_positives_and_negatives():
     # outside it), a cat-3 segment inside the crowd (not an FP), a cat-1 segment on void-free... none.
     gt = np.array([[1, 1, 7, 7]] * 4)
     pred = np.array([[8, 8, 9, 9]] * 4)
-    pq.update(gt, [{"id": 1, "category_id": 1}, {"id": 7, "category_id": 3, "iscrowd": 1}],
-              pred, [{"id": 8, "category_id": 3}, {"id": 9, "category_id": 3}])
+    pq.update(
+        gt,
+        [{"id": 1, "category_id": 1}, {"id": 7, "category_id": 3, "iscrowd": 1}],
+        pred,
+        [{"id": 8, "category_id": 3}, {"id": 9, "category_id": 3}],
+    )
     assert (pq.stats[1].tp, pq.stats[1].fn) == (1, 1)
     assert (pq.stats[3].tp, pq.stats[3].fp, pq.stats[3].fn) == (0, 1, 0)
     result = pq.compute()
@@ -97,13 +106,17 @@ def _random_panoptic_pair(tmp_path):
         pred = gt.copy()
         pred[rng.random(gt.shape) < 0.15] = 0
         pred[:, :3] = 999  # an extra segment
-        pred_segments = [{"id": s["id"], "category_id": s["category_id"]} for s in gt_segments
-                         if s["id"] in set(np.unique(pred).tolist())] + [{"id": 999, "category_id": 3}]
+        pred_segments = [
+            {"id": s["id"], "category_id": s["category_id"]}
+            for s in gt_segments
+            if s["id"] in set(np.unique(pred).tolist())
+        ] + [{"id": 999, "category_id": 3}]
         gt_annotations.append(_write_panoptic(tmp_path / "gt", f"{image_id}.png", gt, gt_segments))
         pred_annotations.append(_write_panoptic(tmp_path / "pred", f"{image_id}.png", pred, pred_segments))
     images = [{"id": a["image_id"], "file_name": a["file_name"], "height": 24, "width": 32} for a in gt_annotations]
-    (tmp_path / "gt.json").write_text(json.dumps({"images": images, "annotations": gt_annotations,
-                                                  "categories": categories}))
+    (tmp_path / "gt.json").write_text(
+        json.dumps({"images": images, "annotations": gt_annotations, "categories": categories})
+    )
     (tmp_path / "pred.json").write_text(json.dumps({"annotations": pred_annotations}))
     return tmp_path / "gt.json", tmp_path / "gt", tmp_path / "pred.json", tmp_path / "pred"
 
@@ -127,6 +140,7 @@ def test_pq_compute_files_matches_accumulator(tmp_path):
 
 # --- panoptic merge -----------------------------------------------------------------------------------------
 
+
 def test_panoptic_merge_thresholds():
     masks = torch.zeros(4, 8, 8, dtype=torch.bool)
     masks[0, 0:2] = True  # A, score .9: rows 0-1
@@ -138,15 +152,20 @@ def test_panoptic_merge_thresholds():
     semantic = torch.zeros(8, 8, dtype=torch.long)
     semantic[3:7] = 1  # stuff 1: 32 pixels
     semantic[7, :3] = 2  # stuff 2: 3 pixels, below the area threshold
-    panoptic, segments = panoptic_merge(masks, scores, labels, semantic, overlap_threshold=0.5,
-                                        stuff_area_threshold=4, instance_score_threshold=0.5)
+    panoptic, segments = panoptic_merge(
+        masks, scores, labels, semantic, overlap_threshold=0.5, stuff_area_threshold=4, instance_score_threshold=0.5
+    )
     assert [(s["id"], s["isthing"], s["category_id"], s["area"]) for s in segments] == [
-        (1, True, 1, 16), (2, True, 2, 8), (3, False, 1, 32)]
+        (1, True, 1, 16),
+        (2, True, 2, 8),
+        (3, False, 1, 32),
+    ]
     assert (panoptic[0:2] == 1).all() and (panoptic[2] == 2).all() and (panoptic[3:7] == 3).all()
     assert (panoptic[7] == 0).all()  # semantic "thing" (0) and small stuff stay void
 
 
 # --- heads and the model ------------------------------------------------------------------------------------
+
 
 def test_semantic_fpn_head_structure_and_parameters():
     head = SemanticFPNHead(256, 54)
@@ -156,8 +175,12 @@ def test_semantic_fpn_head_structure_and_parameters():
     gn = 2 * 128
     hand = 4 * (256 * 128 * 9 + gn) + 3 * (128 * 128 * 9 + gn) + 128 * 54 + 54
     assert sum(p.numel() for p in head.parameters()) == hand
-    assert all(isinstance(m, torch.nn.GroupNorm) and m.num_groups == 32
-               for h in head.scale_heads for m in h.modules() if isinstance(m, torch.nn.GroupNorm))
+    assert all(
+        isinstance(m, torch.nn.GroupNorm) and m.num_groups == 32
+        for h in head.scale_heads
+        for m in h.modules()
+        if isinstance(m, torch.nn.GroupNorm)
+    )
 
 
 def test_semantic_fpn_any_input_size():
@@ -171,10 +194,18 @@ def test_semantic_fpn_any_input_size():
 @pytest.fixture(scope="module")
 def panoptic_model() -> PanopticFPN:
     torch.manual_seed(0)
-    return build_detection_model(detector="panoptic_fpn", backbone="resnet18", num_classes=3, num_stuff_classes=2,
-                                 min_size=96, max_size=96, rpn_pre_nms_top_n_train=50,
-                                 rpn_post_nms_top_n_train=20, box_batch_size_per_image=8,
-                                 panoptic_kwargs={"stuff_area_threshold": 16})
+    return build_detection_model(
+        detector="panoptic_fpn",
+        backbone="resnet18",
+        num_classes=3,
+        num_stuff_classes=2,
+        min_size=96,
+        max_size=96,
+        rpn_pre_nms_top_n_train=50,
+        rpn_post_nms_top_n_train=20,
+        box_batch_size_per_image=8,
+        panoptic_kwargs={"stuff_area_threshold": 16},
+    )
 
 
 def _panoptic_target():
@@ -184,8 +215,12 @@ def _panoptic_target():
     sem[40:] = 2
     sem[masks[0].bool()] = 0
     sem[:5] = 255
-    return {"boxes": torch.tensor([[30.0, 20.0, 70.0, 50.0]]), "labels": torch.tensor([2]), "masks": masks,
-            "sem_seg": sem}
+    return {
+        "boxes": torch.tensor([[30.0, 20.0, 70.0, 50.0]]),
+        "labels": torch.tensor([2]),
+        "masks": masks,
+        "sem_seg": sem,
+    }
 
 
 def test_panoptic_fpn_semantic_loss_is_half_the_cross_entropy(panoptic_model):

@@ -92,7 +92,11 @@ def test_training_points_are_the_most_uncertain_candidates() -> None:
     logits = (centres - line).abs().expand(side, side).reshape(1, 1, side, side).repeat(2, 1, 1, 1) * 10
     num_points, ratio, beta = 40, 3, 0.75
     selected = uncertain_points_with_randomness(
-        logits, lambda x: mask_uncertainty(x, torch.zeros(2, dtype=torch.long)), num_points, ratio, beta,
+        logits,
+        lambda x: mask_uncertainty(x, torch.zeros(2, dtype=torch.long)),
+        num_points,
+        ratio,
+        beta,
         generator=torch.Generator().manual_seed(3),
     )
     assert selected.shape == (2, num_points, 2)
@@ -103,8 +107,10 @@ def test_training_points_are_the_most_uncertain_candidates() -> None:
     num_chosen = int(beta * num_points)
     for r in range(2):
         # uncertainty of the sampled logit, by hand: -|bilinear(logits)|
-        scores = torch.tensor([-bilinear_by_hand(logits[r], float(x), float(y)).abs().item()
-                               for x, y in candidates[r]], dtype=torch.float64)
+        scores = torch.tensor(
+            [-bilinear_by_hand(logits[r], float(x), float(y)).abs().item() for x, y in candidates[r]],
+            dtype=torch.float64,
+        )
         best = scores.topk(num_chosen).indices
         assert set(map(tuple, selected[r, :num_chosen].tolist())) == set(map(tuple, candidates[r, best].tolist()))
         torch.testing.assert_close(selected[r, num_chosen:], extra[r])
@@ -130,8 +136,10 @@ def test_grid_selection_returns_cell_centres_of_the_top_cells() -> None:
 def test_roi_point_features_on_a_grid_is_roi_align_aligned() -> None:
     gen = torch.Generator().manual_seed(1)
     feature = torch.randn(2, 4, 24, 32, dtype=torch.float64, generator=gen)
-    boxes = [torch.tensor([[10.0, 8.0, 60.0, 50.0], [30.5, 20.25, 90.0, 70.0]], dtype=torch.float64),
-             torch.tensor([[5.0, 5.0, 120.0, 90.0]], dtype=torch.float64)]
+    boxes = [
+        torch.tensor([[10.0, 8.0, 60.0, 50.0], [30.5, 20.25, 90.0, 70.0]], dtype=torch.float64),
+        torch.tensor([[5.0, 5.0, 120.0, 90.0]], dtype=torch.float64),
+    ]
     grid = regular_grid_points(3, 14, dtype=torch.float64)
     ours = roi_point_features(feature, boxes, grid, stride=4).view(3, 4, 14, 14)
     rois = torch.cat([torch.tensor([[0.0], [0.0], [1.0]], dtype=torch.float64), torch.cat(boxes)], dim=1)
@@ -145,8 +153,10 @@ def test_sampled_mask_labels() -> None:
     masks[0][0, :, :15] = 1
     masks[0][1, 10:] = 1
     masks[1][0] = 1
-    boxes = [torch.tensor([[0.0, 0.0, 30.0, 20.0], [0.0, 0.0, 30.0, 20.0], [10.0, 0.0, 20.0, 20.0]]),
-             torch.tensor([[0.0, 0.0, 30.0, 20.0]])]
+    boxes = [
+        torch.tensor([[0.0, 0.0, 30.0, 20.0], [0.0, 0.0, 30.0, 20.0], [10.0, 0.0, 20.0, 20.0]]),
+        torch.tensor([[0.0, 0.0, 30.0, 20.0]]),
+    ]
     matched = [torch.tensor([0, 1, 0]), torch.tensor([0])]
     coords = torch.tensor([[[0.25, 0.5], [0.75, 0.75]]]).repeat(4, 1, 1)
     labels = _sample_gt_masks(masks, boxes, matched, coords)
@@ -328,12 +338,24 @@ def test_mask_head_losses_backward() -> None:
     assert all(float(v) == 0.0 for v in none.values())
 
 
-SEMANTIC = ["pointrend_semantic_resnet50_fapn", "pointrend_semantic_resnet101_fapn",
-            "pointrend_semantic_resnet50_fpn", "pointrend_semantic_resnet101_fpn", "detectron2_pointrend_semantic"]
+SEMANTIC = [
+    "pointrend_semantic_resnet50_fapn",
+    "pointrend_semantic_resnet101_fapn",
+    "pointrend_semantic_resnet50_fpn",
+    "pointrend_semantic_resnet101_fpn",
+    "detectron2_pointrend_semantic",
+]
 INSTANCE = ["pointrend_maskrcnn_resnet50_fapn", "pointrend_maskrcnn_resnet50_fpn", "detectron2_pointrend_rcnn"]
-SMALL_RCNN = dict(min_size=96, max_size=96, rpn_pre_nms_top_n_train=50, rpn_post_nms_top_n_train=20,
-                  rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20, box_batch_size_per_image=8,
-                  box_detections_per_img=4)
+SMALL_RCNN = dict(
+    min_size=96,
+    max_size=96,
+    rpn_pre_nms_top_n_train=50,
+    rpn_post_nms_top_n_train=20,
+    rpn_pre_nms_top_n_test=50,
+    rpn_post_nms_top_n_test=20,
+    box_batch_size_per_image=8,
+    box_detections_per_img=4,
+)
 
 
 def test_builders_are_registered() -> None:
@@ -345,8 +367,13 @@ def test_builders_are_registered() -> None:
 @pytest.mark.slow
 def test_semantic_builder_forward_backward() -> None:
     torch.manual_seed(0)
-    model = get_model("pointrend_semantic_resnet50_fapn", num_classes=3, ignore_index=7, train_num_points=16,
-                      subdivision_num_points=64)
+    model = get_model(
+        "pointrend_semantic_resnet50_fapn",
+        num_classes=3,
+        ignore_index=7,
+        train_num_points=16,
+        subdivision_num_points=64,
+    )
     assert model.computes_loss and model.ignore_index == 7
     assert (model.train_num_points, model.subdivision_steps) == (16, 2)
     losses = model.train()(torch.randn(1, 3, 64, 64), torch.randint(0, 3, (1, 64, 64)))
@@ -368,12 +395,19 @@ def test_semantic_builder_defaults_are_the_authors() -> None:
 @pytest.mark.slow
 def test_instance_builder_forward_backward() -> None:
     torch.manual_seed(0)
-    model = get_model("pointrend_maskrcnn_resnet50_fapn", num_classes=3, **SMALL_RCNN,
-                      mask_head_kwargs={"subdivision_num_points": 64, "train_num_points": 16})
+    model = get_model(
+        "pointrend_maskrcnn_resnet50_fapn",
+        num_classes=3,
+        **SMALL_RCNN,
+        mask_head_kwargs={"subdivision_num_points": 64, "train_num_points": 16},
+    )
     masks = torch.zeros(2, 90, 96, dtype=torch.uint8)
     masks[0, 10:50, 20:80], masks[1, 40:90, 50:96] = 1, 1
-    target = {"boxes": torch.tensor([[20.0, 10.0, 80.0, 50.0], [50.0, 40.0, 96.0, 90.0]]),
-              "labels": torch.tensor([1, 2]), "masks": masks}
+    target = {
+        "boxes": torch.tensor([[20.0, 10.0, 80.0, 50.0], [50.0, 40.0, 96.0, 90.0]]),
+        "labels": torch.tensor([1, 2]),
+        "masks": masks,
+    }
     losses = model.train()([torch.rand(3, 90, 96)], [target])
     assert {"loss_mask", "loss_mask_point", "loss_classifier", "loss_objectness"} <= set(losses)
     sum(losses.values()).backward()

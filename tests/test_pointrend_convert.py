@@ -36,11 +36,15 @@ def d2_backbone_r50_fapn() -> dict[str, torch.Tensor]:
     state = {f"backbone.bottom_up.{k}": torch.zeros(s) for k, s in shapes.items()}
     for level, c in ((2, 256), (3, 512), (4, 1024)):
         p = f"backbone.fan_align{level}"
-        for name, shape in (("lateral_conv.conv_atten.weight", (c, c, 1, 1)),
-                            ("lateral_conv.conv.weight", (256, c, 1, 1)),
-                            ("offset.weight", (256, 512, 1, 1)), ("dcpack_L2.weight", (256, 256, 3, 3)),
-                            ("dcpack_L2.bias", (256,)), ("dcpack_L2.conv_offset_mask.weight", (216, 256, 3, 3)),
-                            ("dcpack_L2.conv_offset_mask.bias", (216,))):
+        for name, shape in (
+            ("lateral_conv.conv_atten.weight", (c, c, 1, 1)),
+            ("lateral_conv.conv.weight", (256, c, 1, 1)),
+            ("offset.weight", (256, 512, 1, 1)),
+            ("dcpack_L2.weight", (256, 256, 3, 3)),
+            ("dcpack_L2.bias", (256,)),
+            ("dcpack_L2.conv_offset_mask.weight", (216, 256, 3, 3)),
+            ("dcpack_L2.conv_offset_mask.bias", (216,)),
+        ):
             state[f"{p}.{name}"] = torch.zeros(shape)
         state[f"backbone.fpn_output{level}.weight"] = torch.zeros(256, 256, 3, 3)
         state[f"backbone.fpn_output{level}.bias"] = torch.zeros(256)
@@ -93,8 +97,9 @@ def reference_semantic_coarse(d2: dict[str, torch.Tensor], features: list[torch.
     return F.conv2d(total, d2[f"{p}.weight"], d2[f"{p}.bias"])
 
 
-def reference_point_head(d2: dict[str, torch.Tensor], prefix: str, fine: torch.Tensor, coarse: torch.Tensor,
-                         each_layer: bool) -> torch.Tensor:
+def reference_point_head(
+    d2: dict[str, torch.Tensor], prefix: str, fine: torch.Tensor, coarse: torch.Tensor, each_layer: bool
+) -> torch.Tensor:
     x = torch.cat([fine, coarse], 1)
     for k in (1, 2, 3):
         x = F.relu(F.conv1d(x, d2[f"{prefix}.fc{k}.weight"], d2[f"{prefix}.fc{k}.bias"]))
@@ -115,8 +120,13 @@ def reference_semantic_inference(d2, features, steps: int, num_points: int) -> t
         n, c, h, w = logits.shape
         index = uncertainty.topk(min(num_points, h * w), dim=1).indices
         coords = torch.stack([((index % w).double() + 0.5) / w, ((index // w).double() + 0.5) / h], dim=2)
-        point = reference_point_head(d2, "sem_seg_head.point_head", point_sample(features[0], coords),
-                                     point_sample(coarse, coords), each_layer=False)
+        point = reference_point_head(
+            d2,
+            "sem_seg_head.point_head",
+            point_sample(features[0], coords),
+            point_sample(coarse, coords),
+            each_layer=False,
+        )
         logits = logits.reshape(n, c, h * w).scatter(2, index[:, None].expand(-1, c, -1), point).view(n, c, h, w)
     return logits
 
@@ -146,9 +156,16 @@ def d2_mask_heads(layout: int, num_classes: int = 80) -> dict[str, torch.Tensor]
     coarse prediction at every layer), under the names of detectron2's first release (1), of the mask head moved
     under ``mask_head`` (2, Nov 2020) and of the refactored head (3, Apr 2021, current)."""
     gen = torch.Generator().manual_seed(2)
-    coarse = {"reduce_spatial_dim_conv.weight": (256, 256, 2, 2), "reduce_spatial_dim_conv.bias": (256,),
-              "fc1.weight": (1024, 256 * 49), "fc1.bias": (1024,), "fc2.weight": (1024, 1024), "fc2.bias": (1024,),
-              "prediction.weight": (num_classes * 49, 1024), "prediction.bias": (num_classes * 49,)}
+    coarse = {
+        "reduce_spatial_dim_conv.weight": (256, 256, 2, 2),
+        "reduce_spatial_dim_conv.bias": (256,),
+        "fc1.weight": (1024, 256 * 49),
+        "fc1.bias": (1024,),
+        "fc2.weight": (1024, 1024),
+        "fc2.bias": (1024,),
+        "prediction.weight": (num_classes * 49, 1024),
+        "prediction.bias": (num_classes * 49,),
+    }
     width = 256 + num_classes
     point = {}
     for k in (1, 2, 3):
@@ -161,10 +178,12 @@ def d2_mask_heads(layout: int, num_classes: int = 80) -> dict[str, torch.Tensor]
         coarse_prefix, point_prefix = "roi_heads.mask_coarse_head", "roi_heads.mask_point_head"
     if layout < 3:
         coarse = {k.replace("fc", "coarse_mask_fc") if k.startswith("fc") else k: v for k, v in coarse.items()}
-    state = {f"{coarse_prefix}.{k}": torch.randn(s, dtype=torch.float64, generator=gen) * 0.03
-             for k, s in coarse.items()}
-    state.update({f"{point_prefix}.{k}": torch.randn(s, dtype=torch.float64, generator=gen) * 0.05
-                  for k, s in point.items()})
+    state = {
+        f"{coarse_prefix}.{k}": torch.randn(s, dtype=torch.float64, generator=gen) * 0.03 for k, s in coarse.items()
+    }
+    state.update(
+        {f"{point_prefix}.{k}": torch.randn(s, dtype=torch.float64, generator=gen) * 0.05 for k, s in point.items()}
+    )
     return state
 
 
@@ -204,18 +223,22 @@ def test_rcnn_checkpoints_in_both_layouts_convert_and_compute_the_reference() ->
     rois = torch.randn(5, 256, 14, 14, dtype=torch.float64, generator=gen)
     d2 = new
     p = "roi_heads.mask_head.coarse_head"
-    x = F.relu(F.conv2d(rois, d2[f"{p}.reduce_spatial_dim_conv.weight"], d2[f"{p}.reduce_spatial_dim_conv.bias"],
-                        stride=2)).flatten(1)
+    x = F.relu(
+        F.conv2d(rois, d2[f"{p}.reduce_spatial_dim_conv.weight"], d2[f"{p}.reduce_spatial_dim_conv.bias"], stride=2)
+    ).flatten(1)
     x = F.relu(F.linear(x, d2[f"{p}.fc1.weight"], d2[f"{p}.fc1.bias"]))
     x = F.relu(F.linear(x, d2[f"{p}.fc2.weight"], d2[f"{p}.fc2.bias"]))
     expected_coarse = F.linear(x, d2[f"{p}.prediction.weight"], d2[f"{p}.prediction.bias"]).view(5, 80, 7, 7)
-    fine, coarse_points = (torch.randn(5, 256, 11, dtype=torch.float64, generator=gen),
-                           torch.randn(5, 80, 11, dtype=torch.float64, generator=gen))
+    fine, coarse_points = (
+        torch.randn(5, 256, 11, dtype=torch.float64, generator=gen),
+        torch.randn(5, 80, 11, dtype=torch.float64, generator=gen),
+    )
     with torch.no_grad():
         torch.testing.assert_close(head.coarse_head(rois), expected_coarse)
-        torch.testing.assert_close(head.point_head(fine, coarse_points),
-                                   reference_point_head(d2, "roi_heads.mask_head.point_head", fine, coarse_points,
-                                                        each_layer=True))
+        torch.testing.assert_close(
+            head.point_head(fine, coarse_points),
+            reference_point_head(d2, "roi_heads.mask_head.point_head", fine, coarse_points, each_layer=True),
+        )
     assert (head.subdivision_init_resolution, head.subdivision_steps) == (28, 3)
 
 
@@ -224,17 +247,33 @@ def test_fapn_convert_dispatches_pointrend_checkpoints(tmp_path, capsys) -> None
     from fapn.cli.main import main
     from fapn.convert import convert_detectron2_fapn
 
-    d2 = {**d2_semantic_heads(num_classes=3), "backbone.fan_align5.bias": torch.zeros(256),
-          "pixel_mean": torch.zeros(3, 1, 1)}
+    d2 = {
+        **d2_semantic_heads(num_classes=3),
+        "backbone.fan_align5.bias": torch.zeros(256),
+        "pixel_mean": torch.zeros(3, 1, 1),
+    }
     mapped, unmapped = convert_detectron2_fapn(d2)
     assert mapped.keys() == convert_pointrend(d2)[0].keys() and unmapped == ["pixel_mean"]
     assert "point_head.fc1.weight" in mapped and "backbone.fapn.top_lateral.bias" in mapped
     torch.save({"model": d2}, tmp_path / "pointrend.pth")
-    assert main(["convert", str(tmp_path / "pointrend.pth"), "--out", str(tmp_path / "out.pt"), "--model-config",
-                 '{"name": "detectron2_pointrend_semantic", "depth": 50, "num_classes": 3}']) == 0
+    assert (
+        main(
+            [
+                "convert",
+                str(tmp_path / "pointrend.pth"),
+                "--out",
+                str(tmp_path / "out.pt"),
+                "--model-config",
+                '{"name": "detectron2_pointrend_semantic", "depth": 50, "num_classes": 3}',
+            ]
+        )
+        == 0
+    )
     assert "1 keys not mapped" in capsys.readouterr().out
     converted = load_checkpoint(tmp_path / "out.pt")
     assert converted["model"].keys() == mapped.keys()
     assert converted["model_config"]["name"] == "detectron2_pointrend_semantic"
-    torch.testing.assert_close(converted["model"]["coarse_head.scale_heads.3.4.1.weight"],
-                               d2["sem_seg_head.coarse_sem_seg_head.p5.4.norm.weight"])
+    torch.testing.assert_close(
+        converted["model"]["coarse_head.scale_heads.3.4.1.weight"],
+        d2["sem_seg_head.coarse_sem_seg_head.p5.4.norm.weight"],
+    )

@@ -16,10 +16,12 @@ from fapn.engine.detection.config import DetectionConfig
 from fapn.engine.semseg.config import SegmentationConfig
 from fapn.visualize.instances import draw_instances, instance_boundaries
 
-SEMANTIC = {"semseg/cityscapes_pointrend_r50_fapn": "pointrend_semantic_resnet50_fapn",
-            "semseg/cityscapes_pointrend_r101_fapn": "pointrend_semantic_resnet101_fapn",
-            "semseg/cityscapes_pointrend_r50_fpn": "pointrend_semantic_resnet50_fpn",
-            "semseg/cityscapes_pointrend_r101_fpn": "pointrend_semantic_resnet101_fpn"}
+SEMANTIC = {
+    "semseg/cityscapes_pointrend_r50_fapn": "pointrend_semantic_resnet50_fapn",
+    "semseg/cityscapes_pointrend_r101_fapn": "pointrend_semantic_resnet101_fapn",
+    "semseg/cityscapes_pointrend_r50_fpn": "pointrend_semantic_resnet50_fpn",
+    "semseg/cityscapes_pointrend_r101_fpn": "pointrend_semantic_resnet101_fpn",
+}
 
 
 @pytest.mark.parametrize("recipe", sorted(SEMANTIC))
@@ -31,26 +33,44 @@ def test_cityscapes_recipes_have_the_authors_values(recipe: str) -> None:
     assert cfg.data.crop_size == [512, 1024] and cfg.data.short_edges == list(range(512, 2049, 256))
     assert (cfg.data.max_size, cfg.data.single_category_max_area, cfg.data.color_aug_ssd) == (4096, 0.75, True)
     assert (cfg.optim.lr, cfg.optim.milestones, cfg.train.iterations, cfg.train.batch_size) == (
-        0.01, [40000, 55000], 65000, 32)
+        0.01,
+        [40000, 55000],
+        65000,
+        32,
+    )
     assert (cfg.optim.schedule, cfg.optim.weight_decay, cfg.optim.weight_decay_norm) == ("multistep", 1e-4, 0.0)
 
 
-@pytest.mark.parametrize("recipe,neck", [("detection/pointrend_rcnn_R_50_FaPN_1x", "fapn"),
-                                         ("detection/pointrend_rcnn_R_50_FPN_1x", "fpn")])
+@pytest.mark.parametrize(
+    "recipe,neck", [("detection/pointrend_rcnn_R_50_FaPN_1x", "fapn"), ("detection/pointrend_rcnn_R_50_FPN_1x", "fpn")]
+)
 def test_coco_recipes(recipe: str, neck: str) -> None:
     cfg = load_config(recipe, DetectionConfig)
     assert (cfg.model.detector, cfg.model.neck, cfg.model.backbone) == ("pointrend_maskrcnn", neck, "resnet50")
     assert cfg.model.options["train_on_pred_boxes"] and cfg.model.options["rpn_post_nms_top_n_train"] == 1000
     assert cfg.model.options["mask_head_kwargs"]["train_num_points"] == 196
     assert (cfg.optim.lr, cfg.optim.milestones, cfg.train.iterations, cfg.train.batch_size) == (
-        0.02, [60000, 80000], 90000, 16)
+        0.02,
+        [60000, 80000],
+        90000,
+        16,
+    )
 
 
 def test_detectron2_pipeline_in_train_transforms() -> None:
     cfg = load_config("semseg/cityscapes_pointrend_r50_fapn", SegmentationConfig).data
-    transform = train_transforms(cfg.crop_size, 255, cfg.scales, cfg.hflip, cfg.mean, cfg.std,
-                                 short_edges=cfg.short_edges, max_size=cfg.max_size,
-                                 single_category_max_area=cfg.single_category_max_area, color_aug_ssd=cfg.color_aug_ssd)
+    transform = train_transforms(
+        cfg.crop_size,
+        255,
+        cfg.scales,
+        cfg.hflip,
+        cfg.mean,
+        cfg.std,
+        short_edges=cfg.short_edges,
+        max_size=cfg.max_size,
+        single_category_max_area=cfg.single_category_max_area,
+        color_aug_ssd=cfg.color_aug_ssd,
+    )
     kinds = [type(t).__name__ for t in transform.transforms]
     assert kinds[:4] == ["RandomShortestSize", "CategoryAreaCrop", "ColorAugSSD", "RandomHorizontalFlip"]
     assert isinstance(transform.transforms[1], CategoryAreaCrop) and isinstance(transform.transforms[2], ColorAugSSD)
@@ -61,19 +81,34 @@ def test_detectron2_pipeline_in_train_transforms() -> None:
     assert out_image.shape == (3, 512, 1024) and out_image.dtype == torch.float32 and out_mask.shape == (512, 1024)
     # the default pipeline is unchanged
     assert [type(t).__name__ for t in train_transforms([32, 32], 255).transforms][:3] == [
-        "RandomScale", "RandomHorizontalFlip", "RandomCrop"]
+        "RandomScale",
+        "RandomHorizontalFlip",
+        "RandomCrop",
+    ]
 
 
 @pytest.mark.slow
 def test_fapn_train_pointrend_semantic(tmp_path) -> None:
     from fapn.engine.semseg.train import train
 
-    cfg = load_config("semseg/synthetic_r18_fapn", SegmentationConfig, [
-        "model.name=pointrend_semantic", "model.backbone=resnet18",
-        "model.options={neck: fpn, train_num_points: 64, subdivision_num_points: 256}",
-        "data.options={size: [64, 96], num_images: 4}", "data.crop_size=[64, 64]", "data.scales=[1.0]",
-        "data.single_category_max_area=0.75", "data.color_aug_ssd=true",
-        "train.batch_size=2", "train.iterations=2", "train.eval_period=0", "train.threads=1"])
+    cfg = load_config(
+        "semseg/synthetic_r18_fapn",
+        SegmentationConfig,
+        [
+            "model.name=pointrend_semantic",
+            "model.backbone=resnet18",
+            "model.options={neck: fpn, train_num_points: 64, subdivision_num_points: 256}",
+            "data.options={size: [64, 96], num_images: 4}",
+            "data.crop_size=[64, 64]",
+            "data.scales=[1.0]",
+            "data.single_category_max_area=0.75",
+            "data.color_aug_ssd=true",
+            "train.batch_size=2",
+            "train.iterations=2",
+            "train.eval_period=0",
+            "train.threads=1",
+        ],
+    )
     result = train(cfg, output_dir=tmp_path / "run", progress=False)
     assert result["iteration"] == 2 and result["metrics"]["mIoU"] is not None
     from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
@@ -88,11 +123,22 @@ def test_fapn_train_pointrend_semantic(tmp_path) -> None:
 def test_fapn_train_pointrend_maskrcnn_reports_boundary_ap(tmp_path) -> None:
     from fapn.engine.detection.train import train
 
-    cfg = load_config("detection/pointrend_rcnn_R_18_FaPN_synthetic", DetectionConfig, [
-        f"data.root={tmp_path / 'data'}", "data.synthetic={num_train: 2, num_val: 2, height: 96, width: 96}",
-        "model.min_size=[96]", "model.max_size=96", "model.options.box_detections_per_img=5",
-        "model.options.mask_head_kwargs={subdivision_num_points: 196}",
-        "train.batch_size=2", "train.iterations=2", "train.threads=1", "train.checkpoint_period=0"])
+    cfg = load_config(
+        "detection/pointrend_rcnn_R_18_FaPN_synthetic",
+        DetectionConfig,
+        [
+            f"data.root={tmp_path / 'data'}",
+            "data.synthetic={num_train: 2, num_val: 2, height: 96, width: 96}",
+            "model.min_size=[96]",
+            "model.max_size=96",
+            "model.options.box_detections_per_img=5",
+            "model.options.mask_head_kwargs={subdivision_num_points: 196}",
+            "train.batch_size=2",
+            "train.iterations=2",
+            "train.threads=1",
+            "train.checkpoint_period=0",
+        ],
+    )
     metrics = train(cfg, tmp_path / "run", progress=False)
     assert {"bbox", "segm", "boundary"} <= set(metrics)
     assert set(metrics["boundary"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
@@ -103,8 +149,27 @@ def test_fapn_train_pointrend_maskrcnn_reports_boundary_ap(tmp_path) -> None:
 
     checkpoint = str(tmp_path / "run" / "model_final.pt")
     image = sorted((tmp_path / "data" / "val" / "images").glob("*"))[0]
-    assert main(["compare", str(image), "--weights", checkpoint, checkpoint, "--names", "FPN", "FaPN",
-                 "--out", str(tmp_path / "figures"), "--width", "96", "--score-threshold", "0.0"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(image),
+                "--weights",
+                checkpoint,
+                checkpoint,
+                "--names",
+                "FPN",
+                "FaPN",
+                "--out",
+                str(tmp_path / "figures"),
+                "--width",
+                "96",
+                "--score-threshold",
+                "0.0",
+            ]
+        )
+        == 0
+    )
     figure = np.asarray(Image.open(tmp_path / "figures" / f"{image.stem}_compare.png"))
     assert figure.shape[1] == 3 * 96 + 2 * 4 and figure.shape[2] == 3
 
@@ -116,7 +181,7 @@ def test_draw_instances_outlines_boundaries() -> None:
     masks[1, 4:7, 5:9] = True
     out = draw_instances(image, masks, scores=[0.9, 0.8], colors=[[255, 0, 0], [0, 0, 255]], alpha=0.5)
     edges = instance_boundaries(masks)
-    for n, color in enumerate(([255, 0, 0], [0, 0, 255])):  # boundary pixels by hand: a 4-neighbour outside
+    for n, _color in enumerate(([255, 0, 0], [0, 0, 255])):  # boundary pixels by hand: a 4-neighbour outside
         for y, x in zip(*np.nonzero(masks[n])):
             window = masks[n, max(0, y - 1) : y + 2, max(0, x - 1) : x + 2]
             assert edges[n, y, x] == (not window.all())

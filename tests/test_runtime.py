@@ -26,7 +26,7 @@ def test_cuda_without_gpu_is_a_clear_error(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["gpu", "cuda:x", ""])
 def test_unknown_device_is_named(name: str) -> None:
-    with pytest.raises(ValueError, match="unknown device|cuda:N"):
+    with pytest.raises(ValueError, match=r"unknown device|cuda:N"):
         resolve_device(name)
 
 

@@ -55,8 +55,23 @@ def official_miou(ev, predictions: list[Path], gts: list[Path]) -> tuple[float, 
 
 def score_json(capsys, gt_root: Path, pred: Path) -> dict:
     capsys.readouterr()
-    assert main(["score", "--dataset", "cityscapes", "--gt-root", str(gt_root), "--split", "val",
-                 "--pred", str(pred), "--json"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--dataset",
+                "cityscapes",
+                "--gt-root",
+                str(gt_root),
+                "--split",
+                "val",
+                "--pred",
+                str(pred),
+                "--json",
+            ]
+        )
+        == 0
+    )
     return json.loads(capsys.readouterr().out)
 
 
@@ -92,14 +107,34 @@ def test_eval_save_predictions_is_the_submission_format(tmp_path: Path, monkeypa
     gts = make_fixture(tmp_path / "cityscapes")
     torch.manual_seed(0)
     model = realtime_fapn("resnet18", num_classes=19, variant="fpn")
-    ckpt = save_checkpoint({"model": model.state_dict(),
-                            "model_config": {"name": "realtime_fapn", "backbone": "resnet18", "num_classes": 19,
-                                             "variant": "fpn"},
-                            "dataset": CITYSCAPES_INFO.to_dict()}, tmp_path / "model.pt")
+    ckpt = save_checkpoint(
+        {
+            "model": model.state_dict(),
+            "model_config": {"name": "realtime_fapn", "backbone": "resnet18", "num_classes": 19, "variant": "fpn"},
+            "dataset": CITYSCAPES_INFO.to_dict(),
+        },
+        tmp_path / "model.pt",
+    )
     pred_dir = tmp_path / "preds"
-    assert main(["eval", "semseg/cityscapes_r18_fapn", "--weights", str(ckpt), "--set",
-                 f"data.root={tmp_path / 'cityscapes'}", "--save-predictions", str(pred_dir),
-                 "--output", str(tmp_path / "eval.json"), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "semseg/cityscapes_r18_fapn",
+                "--weights",
+                str(ckpt),
+                "--set",
+                f"data.root={tmp_path / 'cityscapes'}",
+                "--save-predictions",
+                str(pred_dir),
+                "--output",
+                str(tmp_path / "eval.json"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     files = sorted(pred_dir.glob("*.png"))
     assert [f.name for f in files] == sorted(g.name.replace("_gtFine_labelIds", "_leftImg8bit") for g in gts)
     for f in files:
@@ -117,11 +152,15 @@ def test_score_errors_name_the_file(tmp_path: Path, capsys) -> None:
     gts = make_fixture(tmp_path / "cityscapes")
     pred_dir = tmp_path / "pred"
     pred_dir.mkdir()
-    code = main(["score", "--dataset", "cityscapes", "--gt-root", str(tmp_path / "cityscapes"), "--pred", str(pred_dir)])
+    code = main(
+        ["score", "--dataset", "cityscapes", "--gt-root", str(tmp_path / "cityscapes"), "--pred", str(pred_dir)]
+    )
     assert code == 2 and "no prediction for frankfurt_000000_000000" in capsys.readouterr().err
     for gt in gts:
         Image.fromarray(np.zeros((10, 10), np.uint8)).save(pred_dir / gt.name.replace("_gtFine_labelIds", ""))
-    code = main(["score", "--dataset", "cityscapes", "--gt-root", str(tmp_path / "cityscapes"), "--pred", str(pred_dir)])
+    code = main(
+        ["score", "--dataset", "cityscapes", "--gt-root", str(tmp_path / "cityscapes"), "--pred", str(pred_dir)]
+    )
     assert code == 2 and "full resolution" in capsys.readouterr().err
 
 
@@ -137,7 +176,9 @@ def test_score_index_pngs_for_other_datasets(tmp_path: Path, capsys) -> None:
         pred = np.full((8, 8), 3, np.uint8)
         pred[:2] = 4
         Image.fromarray(pred).save(tmp_path / "pred" / f"{name}.png")
-    assert main(["score", "--dataset", "camvid", "--gt-root", str(root), "--pred", str(tmp_path / "pred"), "--json"]) == 0
+    assert (
+        main(["score", "--dataset", "camvid", "--gt-root", str(root), "--pred", str(tmp_path / "pred"), "--json"]) == 0
+    )
     scores = json.loads(capsys.readouterr().out)
     assert scores["per_class_iou"]["Road"] == pytest.approx(75.0)
     assert scores["mIoU"] == pytest.approx((75.0 + 0.0) / 2)

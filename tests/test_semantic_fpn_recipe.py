@@ -20,9 +20,7 @@ def test_recipe_holds_the_detectron2_semantic_schedule() -> None:
 
 
 def test_semantic_fpn_builds_runs_and_rebuilds_from_its_checkpoint_config() -> None:
-    cfg = load_config(
-        "semseg/cityscapes_semantic_fpn_r50_fapn", SegmentationConfig, ["model.weights_backbone=null"]
-    )
+    cfg = load_config("semseg/cityscapes_semantic_fpn_r50_fapn", SegmentationConfig, ["model.weights_backbone=null"])
     model = build_segmentation_model(cfg, num_classes=19).eval()
     assert isinstance(model, SemanticFPN)
     x = torch.randn(1, 3, 70, 100)
@@ -37,7 +35,9 @@ def test_semantic_fpn_builds_runs_and_rebuilds_from_its_checkpoint_config() -> N
 
 def test_wrong_model_names_are_refused() -> None:
     cfg = load_config("semseg/cityscapes_semantic_fpn_r50_fapn", SegmentationConfig, ["model.backbone=resnet9"])
-    with pytest.raises(ValueError, match=r"unknown backbone 'resnet9' for semantic_fpn; valid backbones: \['resnet101', "):
+    with pytest.raises(
+        ValueError, match=r"unknown backbone 'resnet9' for semantic_fpn; valid backbones: \['resnet101', "
+    ):
         build_segmentation_model(cfg, 19)
     cfg = load_config("semseg/camvid_r18_fapn", SegmentationConfig, ["model.name=unet"])
     with pytest.raises(ValueError, match=r"unknown model.name 'unet'"):

@@ -195,7 +195,9 @@ def test_record_alignment_matches_the_model(checkpoints: tuple[Path, Path]) -> N
     assert fam.offset_groups == 8
 
 
-def test_cli_compare_and_explain(checkpoints: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_compare_and_explain(
+    checkpoints: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     image = _helpers.random_image(64, 96, 8)
     Image.fromarray(image).save(tmp_path / "street.png")
     gt = np.random.default_rng(0).integers(0, 5, (64, 96)).astype(np.uint8)
@@ -217,7 +219,21 @@ def test_cli_compare_and_explain(checkpoints: tuple[Path, Path], tmp_path: Path,
     below = figure[grid_height + 4 :]  # the legend: a swatch for each class in the figure, none for the others
     for index, color in enumerate(_helpers.PALETTE):
         assert (np.all(below == color, axis=-1).sum() == 144) == (index in shown), index
-    assert main(["explain", "--weights", str(checkpoints[1]), str(tmp_path / "street.png"), "--out", str(out), "--width", "96"]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                "--weights",
+                str(checkpoints[1]),
+                str(tmp_path / "street.png"),
+                "--out",
+                str(out),
+                "--width",
+                "96",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "FAM 0 (stride 8)" in text and "FAM 1 (stride 16)" in text
     for name in ["offsets", "arrows", "mask", "lateral", "before", "after"]:

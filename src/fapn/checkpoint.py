@@ -20,8 +20,10 @@ Example:
     >>> import tempfile, torch
     >>> from fapn.models import realtime_fapn
     >>> model = realtime_fapn(num_classes=3)
-    >>> path = save_checkpoint({"model": model.state_dict(), "model_config": {"name": "realtime_fapn",
-    ...     "num_classes": 3}}, tempfile.mkdtemp() + "/model.pt")
+    >>> path = save_checkpoint(
+    ...     {"model": model.state_dict(), "model_config": {"name": "realtime_fapn", "num_classes": 3}},
+    ...     tempfile.mkdtemp() + "/model.pt",
+    ... )
     >>> rebuilt = build_model_from_checkpoint(load_checkpoint(path))
     >>> type(rebuilt).__name__
     'RealtimeFaPN'
@@ -169,7 +171,9 @@ def _read(path: Path, map_location: str | torch.device | None) -> Any:
         raise ValueError(f"{path}: cannot read it as a checkpoint, the file is truncated or not a torch file") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile) as err:
         first = str(err).split(". ")[0].strip() or type(err).__name__
-        raise ValueError(f"{path}: cannot read it as a checkpoint, the file is truncated or corrupt ({first})") from None
+        raise ValueError(
+            f"{path}: cannot read it as a checkpoint, the file is truncated or corrupt ({first})"
+        ) from None
     except OSError as err:  # permissions, a folder, an I/O error
         raise ValueError(f"{path}: cannot read the file ({err.strerror or type(err).__name__})") from None
     except Exception as err:  # torch's unpickler raises KeyError, ValueError, ... on garbage
@@ -197,8 +201,11 @@ def load_checkpoint(
     path = Path(path)
     checkpoint = _read(path, map_location)
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), Mapping):
-        what = f"a dict with keys {sorted(map(str, checkpoint))[:8]}" if isinstance(checkpoint, dict) else (
-            f"a {type(checkpoint).__name__}")
+        what = (
+            f"a dict with keys {sorted(map(str, checkpoint))[:8]}"
+            if isinstance(checkpoint, dict)
+            else (f"a {type(checkpoint).__name__}")
+        )
         raise ValueError(f"{path} is not a fapn checkpoint: expected a dict with a 'model' state dict, found {what}")
     missing = [key for key in require if key not in checkpoint]
     if missing:

@@ -205,9 +205,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def config_from_dict(
-    data: Mapping[str, Any], cls: type[T], overrides: Iterable[str] = (), prefix: str = ""
-) -> T:
+def config_from_dict(data: Mapping[str, Any], cls: type[T], overrides: Iterable[str] = (), prefix: str = "") -> T:
     """Build the dataclass ``cls`` from a (nested) dict, after applying ``key.sub=value`` overrides.
 
     Raises:
@@ -246,9 +244,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     return data
 
 
-def load_config(
-    path_or_name: str | os.PathLike[str], cls: type[T], overrides: Iterable[str] = ()
-) -> T:
+def load_config(path_or_name: str | os.PathLike[str], cls: type[T], overrides: Iterable[str] = ()) -> T:
     """Load a YAML config file (or shipped config name) into the dataclass ``cls``.
 
     Every value is checked against its field's type here, before anything else runs: a ``Literal[...]`` field

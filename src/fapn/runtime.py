@@ -54,8 +54,7 @@ def resolve_device(name: str | torch.device = "auto", option: str = "--device") 
             raise ValueError(f"{shown}: expected cuda or cuda:N with N a GPU number")
         if not torch.cuda.is_available():
             raise ValueError(
-                f"{shown}: no CUDA GPU is visible to torch (torch.cuda.is_available() is False); "
-                "use cpu or auto"
+                f"{shown}: no CUDA GPU is visible to torch (torch.cuda.is_available() is False); use cpu or auto"
             )
         if index_text and int(index_text) >= torch.cuda.device_count():
             raise ValueError(f"{shown}: only {torch.cuda.device_count()} CUDA GPU(s) are visible")

@@ -40,9 +40,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs")
-    parser.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP + " (torch and onnxruntime)")
     parser.add_argument(
-        "--deform-backends", nargs="+", default=["auto"],
+        "--threads", type=int, default=None, metavar="N", help=THREADS_HELP + " (torch and onnxruntime)"
+    )
+    parser.add_argument(
+        "--deform-backends",
+        nargs="+",
+        default=["auto"],
         help="deformable-conv backends to time FaPN models with in PyTorch (auto = the default for the device)",
     )
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -84,7 +88,10 @@ def run(args: argparse.Namespace) -> int:
         require_extra(["onnx", "onnxscript", "onnxruntime"], "fapn benchmark --runtimes onnxruntime")
     sizes = list(args.sizes)
     bases = [
-        (variant, load_model(name="realtime_fapn", backbone=args.backbone, variant=variant, num_classes=args.num_classes)[0])
+        (
+            variant,
+            load_model(name="realtime_fapn", backbone=args.backbone, variant=variant, num_classes=args.num_classes)[0],
+        )
         for variant in args.variants
     ]
     for path in args.weights:
@@ -117,7 +124,10 @@ def run(args: argparse.Namespace) -> int:
     results: list[LatencyResult] = []
     macs: dict[tuple[str, tuple[int, ...]], float] = {}
     sync = torch.cuda.synchronize if device.startswith("cuda") else None
-    with tempfile.TemporaryDirectory() as folder, tqdm(settings, desc="benchmark", unit="setting", file=sys.stderr) as bar:
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        tqdm(settings, desc="benchmark", unit="setting", file=sys.stderr) as bar,
+    ):
         onnx_files: dict[str, Path] = {}
         for (height, width), batch, runtime, dtype, memory in bar:
             shape = (batch, 3, height, width)
@@ -133,21 +143,45 @@ def run(args: argparse.Namespace) -> int:
                     if label not in onnx_files:
                         onnx_files[label] = Path(folder) / f"{len(onnx_files)}.onnx"
                         report = export_onnx(model, onnx_files[label], check_shapes=[(1, 3, 64, 96)])
-                        tqdm.write(f"{label}: {report.summary()}", file=sys.stderr)
+                        if report is not None:
+                            tqdm.write(f"{label}: {report.summary()}", file=sys.stderr)
                     runner, provider = prepare_onnxruntime(onnx_files[label], shape, device=device, threads=threads)
                     key = label
-                    row = LatencyResult(label, height, width, batch, "onnxruntime", "float32", "contiguous",
-                                        "cuda" if provider.startswith("CUDA") else "cpu",
-                                        "onnx DeformConv" if backend else "")
+                    row = LatencyResult(
+                        label,
+                        height,
+                        width,
+                        batch,
+                        "onnxruntime",
+                        "float32",
+                        "contiguous",
+                        "cuda" if provider.startswith("CUDA") else "cpu",
+                        "onnx DeformConv" if backend else "",
+                    )
                 else:
                     for layer in model.modules():
                         if isinstance(layer, ModulatedDeformConv2d):
                             layer.backend = backend or None
-                    runner = prepare_torch(model, shape, device=device, dtype=dtype,
-                                           channels_last=memory == "channels_last", compile=runtime == "compile")
+                    runner = prepare_torch(
+                        model,
+                        shape,
+                        device=device,
+                        dtype=dtype,
+                        channels_last=memory == "channels_last",
+                        compile=runtime == "compile",
+                    )
                     key = f"{label}/{backend}"
-                    row = LatencyResult(label, height, width, batch, "torch.compile" if runtime == "compile" else "torch",
-                                        dtype, memory, device, backend)
+                    row = LatencyResult(
+                        label,
+                        height,
+                        width,
+                        batch,
+                        "torch.compile" if runtime == "compile" else "torch",
+                        dtype,
+                        memory,
+                        device,
+                        backend,
+                    )
                 runners[key] = runner
                 rows[key] = row
                 if (label, shape) not in macs:
@@ -158,8 +192,11 @@ def run(args: argparse.Namespace) -> int:
                 row.times_ms = times[key]
                 row.note = f"failed: {errors[key]}" if key in errors else ""
                 results.append(row)
-                tqdm.write(f"  {row.model} {row.deform_backend or ''} {height}x{width} b{batch} {row.runtime} {dtype} "
-                           f"{memory}: {row.median_ms:.1f} ms median {row.note}", file=sys.stderr)
+                tqdm.write(
+                    f"  {row.model} {row.deform_backend or ''} {height}x{width} b{batch} {row.runtime} {dtype} "
+                    f"{memory}: {row.median_ms:.1f} ms median {row.note}",
+                    file=sys.stderr,
+                )
     add_ratios(results, args.baseline)
     print(results_table(results, args.baseline))
     if args.json:

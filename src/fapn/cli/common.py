@@ -87,7 +87,9 @@ def size_from_values(values: Sequence[str] | str, option: str = "size") -> tuple
             return parse_size(f"{values[0]}x{values[1]}")
     except argparse.ArgumentTypeError as err:
         raise ValueError(f"{option}: {err}") from None
-    raise ValueError(f"{option}: expected HEIGHTxWIDTH such as 768x1536 (or the older HEIGHT WIDTH), got {' '.join(values)!r}")
+    raise ValueError(
+        f"{option}: expected HEIGHTxWIDTH such as 768x1536 (or the older HEIGHT WIDTH), got {' '.join(values)!r}"
+    )
 
 
 def add_device_argument(parser: argparse.ArgumentParser, default: str | None = "auto") -> None:

@@ -33,8 +33,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--overlay", action="store_true", help="draw the labels over the image instead of alone")
     parser.add_argument("--width", type=int, default=480, help="width of each panel")
     parser.add_argument("--columns", type=int, default=None, help="panels per row (default: all in one row)")
-    parser.add_argument("--score-threshold", type=float, default=0.5,
-                        help="instance models: lowest detection score drawn")
+    parser.add_argument(
+        "--score-threshold", type=float, default=0.5, help="instance models: lowest detection score drawn"
+    )
     add_device_argument(parser)
     add_threads_argument(parser)
     parser.set_defaults(func=run)
@@ -112,8 +113,15 @@ def run(args: argparse.Namespace) -> int:
             titles.append(title)
             labels.append(label)
         panels = [resize_rgb(p, width=args.width, nearest=i > 0) for i, p in enumerate(panels)]
-        figure = labelled_figure(panels, titles, reference.class_names, reference.palette, labels,
-                                 reference.ignore_index, columns=args.columns)
+        figure = labelled_figure(
+            panels,
+            titles,
+            reference.class_names,
+            reference.palette,
+            labels,
+            reference.ignore_index,
+            columns=args.columns,
+        )
         save_rgb_png(figure, out / f"{path.stem}_compare.png")
         if len(line) > 1:
             tqdm.write("  ".join(line), file=sys.stdout)
@@ -167,4 +175,3 @@ def _run_instances(args: argparse.Namespace, files: list[Any], device: Any) -> i
         save_rgb_png(image_grid(panels, titles, columns=args.columns), out / f"{path.stem}_compare.png")
     print(f"wrote {len(files)} figures to {out}")
     return 0
-

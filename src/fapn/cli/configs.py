@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 __all__ = ["register", "run"]
 
@@ -22,7 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("name", nargs="?", help="print this recipe, e.g. semseg/camvid_r18_fapn or a YAML file")
     parser.add_argument("--raw", action="store_true", help="print the file as written (with its _base_ line)")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="show the recipe with this override applied (repeatable)",
     )
     parser.set_defaults(func=run)
@@ -35,7 +40,7 @@ def _print_resolved(name: str, overrides: list[str]) -> None:
     from fapn.config import config_to_dict, load_config, resolve_config_path
 
     path = resolve_config_path(name)
-    config = load_config(path, config_class(config_task(str(path))), overrides)
+    config: Any = load_config(path, config_class(config_task(str(path))), overrides)
     print(f"# {path.name} resolved: _base_ merged, defaults filled" + (", --set applied" if overrides else ""))
 
     class Dumper(yaml.SafeDumper):  # mappings as blocks, lists on one line, as the shipped recipes are written
@@ -44,7 +49,9 @@ def _print_resolved(name: str, overrides: list[str]) -> None:
     Dumper.add_representer(
         list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
     )
-    print(yaml.dump(config_to_dict(config), Dumper=Dumper, sort_keys=False, default_flow_style=False, width=110), end="")
+    print(
+        yaml.dump(config_to_dict(config), Dumper=Dumper, sort_keys=False, default_flow_style=False, width=110), end=""
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -55,8 +55,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         mapped, unmapped = convert_detectron2_fapn(state)
     if not mapped:
-        print(f"fapn: error: no FaPN key found in {args.src} (expected backbone.fan_align*, backbone.fpn_output*)",
-              file=sys.stderr)
+        print(
+            f"fapn: error: no FaPN key found in {args.src} (expected backbone.fan_align*, backbone.fpn_output*)",
+            file=sys.stderr,
+        )
         return 1
     checkpoint: dict[str, Any] = {"model": mapped, "converted_from": str(args.src), "unmapped_keys": unmapped}
     if model_config is not None:

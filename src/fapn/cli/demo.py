@@ -43,8 +43,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", default="fapn_demo", help="report folder (default: fapn_demo)")
     parser.add_argument("--iterations", type=int, default=200, help="training iterations per model (default: 200)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per iteration (default: 8)")
-    parser.add_argument("--image-size", nargs="+", default=["96x128"], metavar="HxW",
-                        help="synthetic image size (default: 96x128; the older form 'H W' is accepted too)")
+    parser.add_argument(
+        "--image-size",
+        nargs="+",
+        default=["96x128"],
+        metavar="HxW",
+        help="synthetic image size (default: 96x128; the older form 'H W' is accepted too)",
+    )
     parser.add_argument("--train-images", type=int, default=400, help="synthetic training images (default: 400)")
     parser.add_argument("--val-images", type=int, default=40, help="synthetic validation images (default: 40)")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
@@ -62,9 +67,15 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     settings = DemoSettings(
-        output_dir=args.output, iterations=args.iterations, batch_size=args.batch_size,
-        image_size=list(size_from_values(args.image_size, "--image-size")), train_images=args.train_images,
-        val_images=args.val_images, threads=args.threads, seed=args.seed, progress=not args.no_progress,
+        output_dir=args.output,
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        image_size=list(size_from_values(args.image_size, "--image-size")),
+        train_images=args.train_images,
+        val_images=args.val_images,
+        threads=args.threads,
+        seed=args.seed,
+        progress=not args.no_progress,
     )
     results = run_demo(settings)
     print()

@@ -31,18 +31,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("config", help="shipped config name or YAML file (gives the dataset and split)")
     parser.add_argument("--weights", required=True, help="checkpoint written by fapn train (last.pt / best.pt)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set data.root=PATH (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set data.root=PATH (repeatable)",
+    )
     parser.add_argument("--split", default=None, help="split to evaluate (default: data.val_split)")
     parser.add_argument("--output", default=None, help="JSON file for the scores (default: next to --weights)")
-    parser.add_argument("--save-predictions", default=None, metavar="DIR",
-                        help="write one PNG per image (Cityscapes: label ids, the official submission format)")
+    parser.add_argument(
+        "--save-predictions",
+        default=None,
+        metavar="DIR",
+        help="write one PNG per image (Cityscapes: label ids, the official submission format)",
+    )
     parser.add_argument("--flip", action="store_true", help="add horizontally flipped predictions")
     parser.add_argument("--scales", type=float, nargs="+", default=None, help="multi-scale testing factors")
     add_device_argument(parser, default=None)
     add_threads_argument(parser)
-    parser.add_argument("--no-progress", dest="progress", action="store_false",
-                        help="no progress bar (for log files)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (for log files)")
     parser.set_defaults(func=run)
 
 
@@ -51,12 +60,27 @@ def run(args: argparse.Namespace) -> int:
     if task in DETECTION_TASKS:
         from fapn.engine.detection.eval import run_eval as run_detection_eval
 
-        return run_detection_eval(args.config, list(args.overrides), args.weights, args.output, device=args.device,
-                                  threads=args.threads, progress=args.progress)
+        return run_detection_eval(
+            args.config,
+            list(args.overrides),
+            args.weights,
+            args.output,
+            device=args.device,
+            threads=args.threads,
+            progress=args.progress,
+        )
     from fapn.engine.semseg.eval import run_eval
 
     return run_eval(
-        args.config, list(args.overrides), args.weights, args.output, split=args.split,
-        save_predictions=args.save_predictions, flip=args.flip, scales=args.scales, device=args.device or "auto",
-        threads=args.threads, progress=args.progress,
+        args.config,
+        list(args.overrides),
+        args.weights,
+        args.output,
+        split=args.split,
+        save_predictions=args.save_predictions,
+        flip=args.flip,
+        scales=args.scales,
+        device=args.device or "auto",
+        threads=args.threads,
+        progress=args.progress,
     )

@@ -35,7 +35,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--width", type=int, default=480, help="width of each picture in the figures")
     parser.add_argument("--step", type=int, default=16, help="arrow grid spacing (picture pixels)")
     parser.add_argument(
-        "--arrow-scale", type=float, default=None,
+        "--arrow-scale",
+        type=float,
+        default=None,
         help="arrow length factor (1 = true length; default: the longest arrow of each FAM 0.8 * --step long)",
     )
     parser.add_argument("--no-mask-weighting", action="store_true", help="plain mean of the offsets")
@@ -89,10 +91,18 @@ def explain_image(segmenter: Any, path: Any, out: Any, args: argparse.Namespace)
         mean_mask = record.mask.mean(0)
         mask = resize_rgb(heatmap(mean_mask), *size, nearest=True)
         lateral, before, after = (
-            resize_rgb(f, *size, nearest=True) for f in features_to_rgb(record.selected, record.upsampled, record.aligned)
+            resize_rgb(f, *size, nearest=True)
+            for f in features_to_rgb(record.selected, record.upsampled, record.aligned)
         )
         tag = f"fam_s{record.stride:g}"
-        pictures = {"offsets": flow, "arrows": arrows, "mask": mask, "lateral": lateral, "before": before, "after": after}
+        pictures = {
+            "offsets": flow,
+            "arrows": arrows,
+            "mask": mask,
+            "lateral": lateral,
+            "before": before,
+            "after": after,
+        }
         for name, picture in pictures.items():
             save_rgb_png(picture, out / f"{stem}_{tag}_{name}.png")
         stride = record.stride

@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
             "(whatever PyTorch backend is in use), dynamic batch/height/width, and the checkpoint's class "
             "names, palette, mean and std as metadata. Every export is reloaded (onnxruntime for ONNX) and "
             "compared with PyTorch on random inputs; the command fails if the largest difference exceeds "
-            "--tolerance times the output scale. ONNX needs the onnx extra: pip install \"fapn[onnx]\"."
+            '--tolerance times the output scale. ONNX needs the onnx extra: pip install "fapn[onnx]".'
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

@@ -64,7 +64,10 @@ def run(args: argparse.Namespace) -> int:
     device = setup_runtime(args)
     files = collect_images(args.inputs, recursive=args.recursive)
     segmenter = Segmenter.from_checkpoint(
-        args.weights, device=device, window=args.window, window_stride=args.window_stride,
+        args.weights,
+        device=device,
+        window=args.window,
+        window_stride=args.window_stride,
         deform_backend=args.deform_backend,
     )
     out = Path(args.out)

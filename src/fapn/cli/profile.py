@@ -31,11 +31,13 @@ def register(subparsers: Any) -> None:
         "exit code 1 if a row is off by more than 0.05M parameters or 0.3 GMAC",
     )
     parser.add_argument(
-        "--model", default="realtime_fapn",
+        "--model",
+        default="realtime_fapn",
         help="a registered semantic segmentation model, e.g. maskformer_fapn, maskformer_fpn, semantic_fpn",
     )
     parser.add_argument(
-        "--backbone", default=None,
+        "--backbone",
+        default=None,
         help=f"backbone: {', '.join(BACKBONE_CHOICES)}, resnet50, resnet101 or timm:<name> such as "
         "timm:convnext_tiny (default: the model's own, resnet18 for realtime_fapn)",
     )
@@ -43,7 +45,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--num-classes", type=int, default=19, help="output classes")
     parser.add_argument("--weights", default=None, help="profile the model of this checkpoint instead")
     parser.add_argument(
-        "--input-size", nargs="+", default=["768x1536"], metavar="HxW",
+        "--input-size",
+        nargs="+",
+        default=["768x1536"],
+        metavar="HxW",
         help="input height x width (the older form 'H W' is accepted too)",
     )
     parser.add_argument("--batch-size", type=int, default=1, help="input batch size")
@@ -108,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
 
     h, w = size_from_values(args.input_size, "--input-size")
     if args.batch_size < 1 or min(h, w) < 32:
-        raise ValueError(f"--batch-size must be >= 1 and --input-size at least 32x32, got {args.batch_size} and {h}x{w}")
+        raise ValueError(
+            f"--batch-size must be >= 1 and --input-size at least 32x32, got {args.batch_size} and {h}x{w}"
+        )
     if args.weights:
         from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
 

@@ -22,13 +22,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="example:\n  fapn score --dataset cityscapes --gt-root $FAPN_DATA/cityscapes --split val --pred preds/ --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--dataset", required=True,
-                        choices=["cityscapes", "coco_stuff", "ade20k", "camvid", "folder"], help="ground-truth layout")
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        choices=["cityscapes", "coco_stuff", "ade20k", "camvid", "folder"],
+        help="ground-truth layout",
+    )
     parser.add_argument("--gt-root", required=True, help="dataset root folder, in its own layout")
     parser.add_argument("--split", default="val", help="split to score (default: val)")
     parser.add_argument("--pred", required=True, help="folder of prediction PNGs")
     parser.add_argument(
-        "--boundary-width", type=int, default=None, metavar="PIXELS",
+        "--boundary-width",
+        type=int,
+        default=None,
+        metavar="PIXELS",
         help="pixels of the boundary band (default: the recipes' eval.boundary_width default, "
         "fapn.metrics.DEFAULT_BOUNDARY_WIDTH = 2)",
     )
@@ -51,8 +58,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(scores))
     else:
         print(format_table(scores, scores["boundary"]))
-        print(f"mIoU {scores['mIoU']:.2f}, boundary mIoU ({width} px) {scores['boundary']['mIoU']:.2f} "
-              f"over {scores['num_images']} images")
+        print(
+            f"mIoU {scores['mIoU']:.2f}, boundary mIoU ({width} px) {scores['boundary']['mIoU']:.2f} "
+            f"over {scores['num_images']} images"
+        )
         if scores.get("cityscapes"):
             from fapn.metrics.cityscapes import format_cityscapes
 

@@ -40,25 +40,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("config", help="shipped config name (e.g. semseg/camvid_r18_fapn) or path to a YAML file")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config value, e.g. --set optim.lr=0.005 --set train.iterations=1000 (repeatable)",
     )
     parser.add_argument("--output-dir", default=None, help="where checkpoints and logs go (default: train.output_dir)")
     runs = parser.add_mutually_exclusive_group()
-    runs.add_argument("--resume", action="store_true",
-                      help="continue the run in OUTPUT_DIR exactly, from its last.pt and with its saved recipe")
-    runs.add_argument("--overwrite", action="store_true",
-                      help="replace the run already in OUTPUT_DIR (its checkpoints, logs and metrics are deleted)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help=f"{THREADS_HELP}; overrides train.threads")
-    parser.add_argument("--no-progress", dest="progress", action="store_false",
-                        help="no progress bars: one plain line per log record (for log files)")
-    parser.add_argument("--check-data", action="store_true",
-                        help="read every image and label of both splits, list the unreadable ones and exit "
-                             "(1 if any); trains nothing (semantic segmentation recipes)")
-    parser.add_argument("--skip-unreadable", action="store_true",
-                        help="same as --set data.skip_unreadable=true: read every file at start-up and train "
-                             "without the unreadable ones, listed in OUTPUT_DIR/skipped_files.txt")
+    runs.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in OUTPUT_DIR exactly, from its last.pt and with its saved recipe",
+    )
+    runs.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in OUTPUT_DIR (its checkpoints, logs and metrics are deleted)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, metavar="N", help=f"{THREADS_HELP}; overrides train.threads"
+    )
+    parser.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bars: one plain line per log record (for log files)",
+    )
+    parser.add_argument(
+        "--check-data",
+        action="store_true",
+        help="read every image and label of both splits, list the unreadable ones and exit "
+        "(1 if any); trains nothing (semantic segmentation recipes)",
+    )
+    parser.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="same as --set data.skip_unreadable=true: read every file at start-up and train "
+        "without the unreadable ones, listed in OUTPUT_DIR/skipped_files.txt",
+    )
     parser.set_defaults(func=run)
 
 
@@ -72,13 +93,21 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--check-data and --skip-unreadable are for semantic segmentation recipes")
         from fapn.engine.detection.train import run_train as run_detection_train
 
-        return run_detection_train(args.config, overrides, args.output_dir, args.resume,
-                                   overwrite=args.overwrite, progress=args.progress)
+        return run_detection_train(
+            args.config, overrides, args.output_dir, args.resume, overwrite=args.overwrite, progress=args.progress
+        )
     if task != "semseg":
         raise ValueError(f"config task {task!r} is unknown; expected semseg or one of {', '.join(DETECTION_TASKS)}")
     if args.skip_unreadable:
         overrides.append("data.skip_unreadable=true")
     from fapn.engine.semseg.train import run_train
 
-    return run_train(args.config, overrides, args.output_dir, args.resume, overwrite=args.overwrite,
-                     progress=args.progress, check_data_only=args.check_data)
+    return run_train(
+        args.config,
+        overrides,
+        args.output_dir,
+        args.resume,
+        overwrite=args.overwrite,
+        progress=args.progress,
+        check_data_only=args.check_data,
+    )

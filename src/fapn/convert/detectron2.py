@@ -85,15 +85,17 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickles detectron2 ``.pkl`` model files (dicts of numpy arrays) and refuses any other class, so a
     file cannot run code."""
 
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("collections", "OrderedDict"),
-    }
+    ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("collections", "OrderedDict"),
+        }
+    )
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self.ALLOWED:
@@ -138,10 +140,14 @@ def neck_stages(state_dict: Mapping[str, Tensor], prefix: str = "backbone.") -> 
     """The stages ``s`` of the authors' neck in a state dict (from its ``fan_align{s}`` keys), ascending.
 
     Example:
-        >>> neck_stages({"backbone.fan_align3.offset.weight": torch.zeros(1), "backbone.fan_align5.bias": torch.zeros(1)})
+        >>> neck_stages(
+        ...     {"backbone.fan_align3.offset.weight": torch.zeros(1), "backbone.fan_align5.bias": torch.zeros(1)}
+        ... )
         [3, 5]
     """
-    stages = {int(m[1]) for key in state_dict if key.startswith(prefix) and (m := _FAN_ALIGN.fullmatch(key[len(prefix) :]))}
+    stages = {
+        int(m[1]) for key in state_dict if key.startswith(prefix) and (m := _FAN_ALIGN.fullmatch(key[len(prefix) :]))
+    }
     return sorted(stages)
 
 
@@ -228,7 +234,9 @@ def convert_detectron2_resnet(state_dict: Mapping[str, Tensor]) -> tuple[dict[st
         it has no ``fc``), and the input keys that are not ResNet body keys, in input order.
 
     Example:
-        >>> mapped, unmapped = convert_detectron2_resnet({"res2.0.conv1.weight": torch.zeros(1), "pixel_mean": torch.zeros(1)})
+        >>> mapped, unmapped = convert_detectron2_resnet(
+        ...     {"res2.0.conv1.weight": torch.zeros(1), "pixel_mean": torch.zeros(1)}
+        ... )
         >>> list(mapped), unmapped
         (['layer1.0.conv1.weight'], ['pixel_mean'])
     """

@@ -58,9 +58,18 @@ _V1_FC = re.compile(r"^coarse_head\.coarse_mask_fc(\d+)")
 
 def is_pointrend_checkpoint(state_dict: Mapping[str, Tensor]) -> bool:
     """Whether a detectron2 state dict holds PointRend heads (semantic or instance, either layout)."""
-    return any(key.startswith(("sem_seg_head.point_head.", "roi_heads.mask_head.point_head.",
-                               "roi_heads.mask_head.coarse_head.", "roi_heads.mask_point_head.",
-                               "roi_heads.mask_coarse_head.")) for key in state_dict)
+    return any(
+        key.startswith(
+            (
+                "sem_seg_head.point_head.",
+                "roi_heads.mask_head.point_head.",
+                "roi_heads.mask_head.coarse_head.",
+                "roi_heads.mask_point_head.",
+                "roi_heads.mask_coarse_head.",
+            )
+        )
+        for key in state_dict
+    )
 
 
 def _semantic_head_key(key: str) -> str | None:

@@ -80,8 +80,14 @@ class CategoryAreaCrop(v2.Transform):
         return {"top": top, "left": left, "height": crop_h, "width": crop_w, "padding": padding}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        out = self._call_kernel(v2.functional.crop, inpt, top=params["top"], left=params["left"],
-                                height=params["height"], width=params["width"])
+        out = self._call_kernel(
+            v2.functional.crop,
+            inpt,
+            top=params["top"],
+            left=params["left"],
+            height=params["height"],
+            width=params["width"],
+        )
         if any(params["padding"]):
             fill = self.ignore_index if isinstance(inpt, tv_tensors.Mask) else 0
             out = self._call_kernel(v2.functional.pad, out, padding=params["padding"], fill=fill)
@@ -142,7 +148,7 @@ class ColorAugSSD(v2.Transform):
             steps.append(("brightness", self._uniform(-self.brightness_delta, self.brightness_delta)))
         contrast_first = self._coin()
         draws = {}
-        for name in (("contrast", "saturation", "hue") if contrast_first else ("saturation", "hue", "contrast")):
+        for name in ("contrast", "saturation", "hue") if contrast_first else ("saturation", "hue", "contrast"):
             if self._coin():
                 if name == "contrast":
                     draws[name] = self._uniform(*self.contrast_range)

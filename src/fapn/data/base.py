@@ -145,7 +145,9 @@ class SegmentationDataset(torch.utils.data.Dataset):
         transforms: ``(image, mask) -> (image, mask)``, e.g. :func:`fapn.data.transforms.train_transforms`.
 
     Example:
-        >>> ds = SegmentationDataset([("a.png", "a_label.png")], DatasetInfo("mine", ("bg", "fg"), ((0, 0, 0), (255, 0, 0))))
+        >>> ds = SegmentationDataset(
+        ...     [("a.png", "a_label.png")], DatasetInfo("mine", ("bg", "fg"), ((0, 0, 0), (255, 0, 0)))
+        ... )
         >>> len(ds)
         1
     """
@@ -188,7 +190,9 @@ class SegmentationDataset(torch.utils.data.Dataset):
         if self.lut is not None:
             if raw.min() < 0 or raw.max() >= len(self.lut):
                 bad = raw.max() if raw.max() >= len(self.lut) else raw.min()
-                raise SampleError(f"label {label_path} has value {bad}, outside the label table (0..{len(self.lut) - 1})")
+                raise SampleError(
+                    f"label {label_path} has value {bad}, outside the label table (0..{len(self.lut) - 1})"
+                )
             label = self.lut[raw]
             if (label < 0).any():
                 bad_values = np.unique(raw[label < 0]).tolist()

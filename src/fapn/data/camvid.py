@@ -14,18 +14,38 @@ __all__ = ["camvid", "CAMVID_INFO"]
 CAMVID_INFO = DatasetInfo(
     name="camvid",
     class_names=(
-        "Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
+        "Sky",
+        "Building",
+        "Pole",
+        "Road",
+        "Pavement",
+        "Tree",
+        "SignSymbol",
+        "Fence",
+        "Car",
+        "Pedestrian",
         "Bicyclist",
     ),
     palette=(
-        (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
-        (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
+        (128, 128, 128),
+        (128, 0, 0),
+        (192, 192, 128),
+        (128, 64, 128),
+        (60, 40, 222),
+        (128, 128, 0),
+        (192, 128, 128),
+        (64, 64, 128),
+        (64, 0, 128),
+        (64, 64, 0),
+        (0, 128, 192),
     ),
     ignore_index=11,
 )
 
 
-def camvid(root: str | os.PathLike[str], split: str = "train", transforms: Transform | None = None) -> SegmentationDataset:
+def camvid(
+    root: str | os.PathLike[str], split: str = "train", transforms: Transform | None = None
+) -> SegmentationDataset:
     """CamVid split ``split`` (``train``, ``val``, ``test``) under ``root`` (SegNet tutorial layout).
 
     Example:

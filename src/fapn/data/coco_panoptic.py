@@ -54,7 +54,8 @@ class CocoPanoptic(Dataset[tuple[Tensor, dict[str, Tensor]]]):
 
     Example:
         >>> data = CocoPanoptic("images", "annotations/panoptic.json", "annotations/panoptic")  # doctest: +SKIP
-        >>> image, target = data[0]; target["sem_seg"].shape == image.shape[1:]  # doctest: +SKIP
+        >>> image, target = data[0]
+        ... target["sem_seg"].shape == image.shape[1:]  # doctest: +SKIP
         True
     """
 
@@ -67,8 +68,11 @@ class CocoPanoptic(Dataset[tuple[Tensor, dict[str, Tensor]]]):
         *,
         train: bool = False,
     ) -> None:
-        for path, what in ((panoptic_json, "panoptic JSON"), (panoptic_root, "panoptic PNG folder"),
-                           (image_root, "image folder")):
+        for path, what in (
+            (panoptic_json, "panoptic JSON"),
+            (panoptic_root, "panoptic PNG folder"),
+            (image_root, "image folder"),
+        ):
             if not os.path.exists(path):
                 raise FileNotFoundError(f"COCO {what} not found: {path}")
         data = json.loads(Path(panoptic_json).read_text())

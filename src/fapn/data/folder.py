@@ -33,7 +33,9 @@ def read_class_list(path: str | os.PathLike[str], name: str = "folder") -> Datas
     if len(palette) < len(classes):
         raise ValueError(f"{path}: palette has {len(palette)} colours for {len(classes)} classes")
     return DatasetInfo(
-        name, tuple(map(str, classes)), tuple((int(c[0]), int(c[1]), int(c[2])) for c in palette[: len(classes)]),
+        name,
+        tuple(map(str, classes)),
+        tuple((int(c[0]), int(c[1]), int(c[2])) for c in palette[: len(classes)]),
         int(meta.get("ignore_index", 255)),
     )
 

@@ -84,8 +84,14 @@ def check_headers(dataset: SegmentationDataset) -> list[BadFile]:
         if mode not in _LABEL_MODES:
             bad.append(BadFile(index, label_path, f"label is a {mode} image; expected a single-channel index PNG"))
         elif label_size != image_size:
-            bad.append(BadFile(index, label_path, f"label is {label_size[0]}x{label_size[1]} but image {image_path} "
-                               f"is {image_size[0]}x{image_size[1]} (width x height)"))
+            bad.append(
+                BadFile(
+                    index,
+                    label_path,
+                    f"label is {label_size[0]}x{label_size[1]} but image {image_path} "
+                    f"is {image_size[0]}x{image_size[1]} (width x height)",
+                )
+            )
     return bad
 
 

@@ -22,8 +22,14 @@ SYNTHETIC_INFO = DatasetInfo(
     name="synthetic_streets",
     class_names=("sky", "building", "road", "sidewalk", "vegetation", "pole", "sign", "car"),
     palette=(
-        (70, 130, 180), (70, 70, 70), (128, 64, 128), (244, 35, 232), (107, 142, 35), (153, 153, 153),
-        (220, 220, 0), (0, 0, 142),
+        (70, 130, 180),
+        (70, 70, 70),
+        (128, 64, 128),
+        (244, 35, 232),
+        (107, 142, 35),
+        (153, 153, 153),
+        (220, 220, 0),
+        (0, 0, 142),
     ),
     ignore_index=255,
 )
@@ -31,8 +37,16 @@ SKY, BUILDING, ROAD, SIDEWALK, VEGETATION, POLE, SIGN, CAR = range(8)
 
 # Mean colour of each class in the rendered image; the renderer jitters it per image and per pixel.
 _BASE_COLOURS = np.array(
-    [(150, 180, 215), (125, 110, 100), (95, 95, 100), (165, 150, 140), (70, 120, 55), (135, 135, 135),
-     (215, 190, 40), (170, 40, 40)],
+    [
+        (150, 180, 215),
+        (125, 110, 100),
+        (95, 95, 100),
+        (165, 150, 140),
+        (70, 120, 55),
+        (135, 135, 135),
+        (215, 190, 40),
+        (170, 40, 40),
+    ],
     dtype=np.float32,
 )
 _SPLIT_OFFSETS = {"train": 0, "val": 1_000_003, "test": 2_000_003}

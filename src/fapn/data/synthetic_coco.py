@@ -37,20 +37,31 @@ def synthetic_categories(num_things: int = 3, num_stuff: int = 2) -> list[dict[s
     if not 1 <= num_things <= len(THING_CLASSES) or not 1 <= num_stuff <= len(STUFF_CLASSES):
         raise ValueError(f"num_things must be 1-{len(THING_CLASSES)}, num_stuff 1-{len(STUFF_CLASSES)}")
     things = [
-        {"id": i + 1, "name": THING_CLASSES[i], "supercategory": "shape", "isthing": 1,
-         "color": list(_THING_COLOURS[i])}
+        {
+            "id": i + 1,
+            "name": THING_CLASSES[i],
+            "supercategory": "shape",
+            "isthing": 1,
+            "color": list(_THING_COLOURS[i]),
+        }
         for i in range(num_things)
     ]
     stuff = [
-        {"id": 101 + i, "name": STUFF_CLASSES[i], "supercategory": "stuff", "isthing": 0,
-         "color": list(_STUFF_COLOURS[i])}
+        {
+            "id": 101 + i,
+            "name": STUFF_CLASSES[i],
+            "supercategory": "stuff",
+            "isthing": 0,
+            "color": list(_STUFF_COLOURS[i]),
+        }
         for i in range(num_stuff)
     ]
     return things + stuff
 
 
-def _shape_mask(kind: int, height: int, width: int, rng: np.random.Generator, min_frac: float,
-                max_frac: float) -> np.ndarray:
+def _shape_mask(
+    kind: int, height: int, width: int, rng: np.random.Generator, min_frac: float, max_frac: float
+) -> np.ndarray:
     size = rng.uniform(min_frac, max_frac) * min(height, width)
     aspect = rng.uniform(0.6, 1.6)
     h, w = size / np.sqrt(aspect), size * np.sqrt(aspect)
@@ -96,7 +107,9 @@ def make_synthetic_coco(
 
     Example:
         >>> paths = make_synthetic_coco(tmp_path, num_images=2)  # doctest: +SKIP
-        >>> from pycocotools.coco import COCO; len(COCO(str(paths["instances"])).getImgIds())  # doctest: +SKIP
+        >>> from pycocotools.coco import COCO
+        ...
+        ... len(COCO(str(paths["instances"])).getImgIds())  # doctest: +SKIP
         2
     """
     from pycocotools import mask as mask_utils
@@ -154,17 +167,22 @@ def make_synthetic_coco(
             segment_id += 1
             rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
             bbox = [float(v) for v in mask_utils.toBbox(rle)]
-            annotations.append({
-                "id": annotation_id, "image_id": image_id, "category_id": thing_ids[kind],
-                "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
-                "area": float(area), "bbox": bbox, "iscrowd": 0,
-            })
+            annotations.append(
+                {
+                    "id": annotation_id,
+                    "image_id": image_id,
+                    "category_id": thing_ids[kind],
+                    "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
+                    "area": float(area),
+                    "bbox": bbox,
+                    "iscrowd": 0,
+                }
+            )
             # panoptic ids are random-ish colours, as in COCO
             pan_id = segment_id * 997 + 13 * image_id
             panoptic[mask] = pan_id
             taken |= mask
-            segments.append({"id": pan_id, "category_id": thing_ids[kind], "area": area, "bbox": bbox,
-                             "iscrowd": 0})
+            segments.append({"id": pan_id, "category_id": thing_ids[kind], "area": area, "bbox": bbox, "iscrowd": 0})
         for index in range(num_stuff):
             mask = (stuff_map == index) & ~taken
             area = int(mask.sum())
@@ -174,24 +192,40 @@ def make_synthetic_coco(
             pan_id = segment_id * 997 + 13 * image_id
             panoptic[mask] = pan_id
             ys, xs_ = np.nonzero(mask)
-            bbox = [float(xs_.min()), float(ys.min()), float(xs_.max() - xs_.min() + 1),
-                    float(ys.max() - ys.min() + 1)]
-            segments.append({"id": pan_id, "category_id": stuff_ids[index], "area": area, "bbox": bbox,
-                             "iscrowd": 0})
+            bbox = [float(xs_.min()), float(ys.min()), float(xs_.max() - xs_.min() + 1), float(ys.max() - ys.min() + 1)]
+            segments.append({"id": pan_id, "category_id": stuff_ids[index], "area": area, "bbox": bbox, "iscrowd": 0})
         rgb = np.stack([panoptic % 256, panoptic // 256 % 256, panoptic // 256**2], axis=-1).astype(np.uint8)
         Image.fromarray(rgb).save(panoptic_dir / file_name)
         panoptic_annotations.append({"image_id": image_id, "file_name": file_name, "segments_info": segments})
 
     thing_categories = [c for c in categories if c["isthing"]]
     instances_path = root / "annotations" / "instances.json"
-    instances_path.write_text(json.dumps({
-        "info": {"description": "fapn synthetic COCO"}, "licenses": [], "images": images,
-        "annotations": annotations, "categories": thing_categories,
-    }))
+    instances_path.write_text(
+        json.dumps(
+            {
+                "info": {"description": "fapn synthetic COCO"},
+                "licenses": [],
+                "images": images,
+                "annotations": annotations,
+                "categories": thing_categories,
+            }
+        )
+    )
     panoptic_json = root / "annotations" / "panoptic.json"
-    panoptic_json.write_text(json.dumps({
-        "info": {"description": "fapn synthetic COCO panoptic"}, "licenses": [], "images": images,
-        "annotations": panoptic_annotations, "categories": categories,
-    }))
-    return {"images": image_dir, "instances": instances_path, "panoptic_json": panoptic_json,
-            "panoptic_root": panoptic_dir}
+    panoptic_json.write_text(
+        json.dumps(
+            {
+                "info": {"description": "fapn synthetic COCO panoptic"},
+                "licenses": [],
+                "images": images,
+                "annotations": panoptic_annotations,
+                "categories": categories,
+            }
+        )
+    )
+    return {
+        "images": image_dir,
+        "instances": instances_path,
+        "panoptic_json": panoptic_json,
+        "panoptic_root": panoptic_dir,
+    }

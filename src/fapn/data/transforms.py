@@ -88,8 +88,18 @@ def train_transforms(
     if len(crop_size) != 2:
         raise ValueError(f"crop_size must be [height, width], got {list(crop_size)}")
     if short_edges or max_size is not None or single_category_max_area < 1.0 or color_aug_ssd:
-        return _detectron2_train_transforms(crop_size, ignore_index, scales, hflip, mean, std, short_edges, max_size,
-                                            single_category_max_area, color_aug_ssd)
+        return _detectron2_train_transforms(
+            crop_size,
+            ignore_index,
+            scales,
+            hflip,
+            mean,
+            std,
+            short_edges,
+            max_size,
+            single_category_max_area,
+            color_aug_ssd,
+        )
     steps: list[v2.Transform] = []
     if list(scales) != [1.0]:
         steps.append(RandomScale(scales))

@@ -92,8 +92,16 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     """Train, evaluate and report; returns ``{"fpn": scores, "fapn": scores, "seconds": ..., "report": path}``.
 
     Example:
-        >>> results = run_demo(DemoSettings(output_dir="/tmp/demo", iterations=2, image_size=[64, 64],
-        ...                                 train_images=4, val_images=2, batch_size=2))  # doctest: +SKIP
+        >>> results = run_demo(
+        ...     DemoSettings(
+        ...         output_dir="/tmp/demo",
+        ...         iterations=2,
+        ...         image_size=[64, 64],
+        ...         train_images=4,
+        ...         val_images=2,
+        ...         batch_size=2,
+        ...     )
+        ... )  # doctest: +SKIP
     """
     from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
     from fapn.data.build import build_dataset
@@ -117,10 +125,18 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
 
     # Comparison pictures: image | ground truth | FPN | FaPN.
     models = {v: build_model_from_checkpoint(load_checkpoint(out / v / "last.pt")).eval() for v in ("fpn", "fapn")}
-    raw_val = build_dataset("synthetic", None, "val", None, size=settings.image_size,
-                            num_images=settings.val_images, seed=settings.seed)
-    normalised_val = build_dataset("synthetic", None, "val", eval_transforms(), size=settings.image_size,
-                                   num_images=settings.val_images, seed=settings.seed)
+    raw_val = build_dataset(
+        "synthetic", None, "val", None, size=settings.image_size, num_images=settings.val_images, seed=settings.seed
+    )
+    normalised_val = build_dataset(
+        "synthetic",
+        None,
+        "val",
+        eval_transforms(),
+        size=settings.image_size,
+        num_images=settings.val_images,
+        seed=settings.seed,
+    )
     info = raw_val.info
     pictures = []
     for index in range(min(settings.pictures, len(raw_val))):
@@ -129,9 +145,19 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
         labels = [target.numpy()]
         for variant in ("fpn", "fapn"):
             labels.append(predict_logits(models[variant], normalised.unsqueeze(0)).argmax(1)[0].numpy())
-        panels = [image.permute(1, 2, 0).numpy(), *(colorize(label, info.palette, info.ignore_index) for label in labels)]
-        figure = labelled_figure(panels, ["image", "ground truth", "FPN", "FaPN"], info.class_names, info.palette,
-                                 labels, info.ignore_index, scale=2)
+        panels = [
+            image.permute(1, 2, 0).numpy(),
+            *(colorize(label, info.palette, info.ignore_index) for label in labels),
+        ]
+        figure = labelled_figure(
+            panels,
+            ["image", "ground truth", "FPN", "FaPN"],
+            info.class_names,
+            info.palette,
+            labels,
+            info.ignore_index,
+            scale=2,
+        )
         path = out / f"comparison_{index:02d}.png"
         Image.fromarray(figure).save(path)
         pictures.append(path.name)
@@ -145,7 +171,9 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     return results
 
 
-def _report_markdown(results: dict[str, Any], settings: DemoSettings, pictures: list[str], class_names: tuple[str, ...]) -> str:
+def _report_markdown(
+    results: dict[str, Any], settings: DemoSettings, pictures: list[str], class_names: tuple[str, ...]
+) -> str:
     fmt = lambda v: f"{v:.1f}" if v is not None else "-"  # noqa: E731
     lines = [
         "# fapn demo: FPN vs FaPN on synthetic street scenes",
@@ -159,8 +187,10 @@ def _report_markdown(results: dict[str, Any], settings: DemoSettings, pictures: 
     ]
     for variant, label in (("fpn", "FPN"), ("fapn", "FaPN")):
         r = results[variant]
-        lines.append(f"| {label} | {fmt(r['mIoU'])} | {fmt(r['boundary']['mIoU'])} | {fmt(r['pixel_accuracy'])} | "
-                     f"{r['train_seconds']:.0f} s |")
+        lines.append(
+            f"| {label} | {fmt(r['mIoU'])} | {fmt(r['boundary']['mIoU'])} | {fmt(r['pixel_accuracy'])} | "
+            f"{r['train_seconds']:.0f} s |"
+        )
     lines += ["", "| class | FPN IoU | FaPN IoU | FPN boundary IoU | FaPN boundary IoU |", "|---|---|---|---|---|"]
     for name in class_names:
         lines.append(

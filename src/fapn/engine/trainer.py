@@ -16,8 +16,9 @@ The rules, the same for every task [ours]:
   (data order from :mod:`fapn.data.sampler`, RNG state in the checkpoint, validation outside the RNG stream).
 
 Example:
-    >>> check_resume_config({"train": {"iterations": 10, "threads": 1}}, {"train": {"iterations": 10,
-    ...                      "threads": 2}}, "last.pt")  # threads may change
+    >>> check_resume_config(
+    ...     {"train": {"iterations": 10, "threads": 1}}, {"train": {"iterations": 10, "threads": 2}}, "last.pt"
+    ... )  # threads may change
     >>> check_resume_config({"model": {"variant": "fapn"}}, {"model": {"variant": "fpn"}}, "runs/x/last.pt")
     Traceback (most recent call last):
     ...
@@ -88,7 +89,9 @@ def _flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def prepare_output_dir(output_dir: str | os.PathLike[str], *, resume: bool, overwrite: bool, is_main: bool = True) -> Path:
+def prepare_output_dir(
+    output_dir: str | os.PathLike[str], *, resume: bool, overwrite: bool, is_main: bool = True
+) -> Path:
     """Apply the run-folder rule (module docstring) and create the folder; returns it.
 
     Raises:
@@ -415,8 +418,14 @@ class Trainer:
         began = time.perf_counter()
         start = self.iteration
         self.train_mode()
-        bar = tqdm(total=self.iterations, initial=start, desc=self.description, dynamic_ncols=True,
-                   disable=not self.progress or not self.ctx.is_main, file=sys.stderr)
+        bar = tqdm(
+            total=self.iterations,
+            initial=start,
+            desc=self.description,
+            dynamic_ncols=True,
+            disable=not self.progress or not self.ctx.is_main,
+            file=sys.stderr,
+        )
         stopped: str | None = None
         try:
             while self.iteration < self.iterations:

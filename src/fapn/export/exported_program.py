@@ -51,4 +51,6 @@ def export_program(
         return None
     loaded = torch.export.load(str(path)).module()
     with deform_backend("torchvision"):
-        return compare_outputs(model, loaded, "exported-program", str(path), check_shapes if dynamic else [example_shape], tolerance)
+        return compare_outputs(
+            model, loaded, "exported-program", str(path), check_shapes if dynamic else [example_shape], tolerance
+        )

@@ -156,7 +156,9 @@ def check_onnx(
 
     with deform_backend("torchvision"):
         report = compare_outputs(model, run, "onnx", str(path), shapes, tolerance)
-    report.notes.append(f"{counts.get('DeformConv', 0)} DeformConv nodes, opset {counts['opset']}, onnxruntime {onnxruntime.__version__}")
+    report.notes.append(
+        f"{counts.get('DeformConv', 0)} DeformConv nodes, opset {counts['opset']}, onnxruntime {onnxruntime.__version__}"
+    )
     return report
 
 

@@ -69,7 +69,9 @@ class LatencyResult:
         return data
 
 
-def time_calls(fn: Callable[[], Any], warmup: int, repeats: int, synchronize: Callable[[], None] | None = None) -> list[float]:
+def time_calls(
+    fn: Callable[[], Any], warmup: int, repeats: int, synchronize: Callable[[], None] | None = None
+) -> list[float]:
     """Wall-clock milliseconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
     sync = synchronize or (lambda: None)
     for _ in range(warmup):

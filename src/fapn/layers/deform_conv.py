@@ -56,9 +56,7 @@ class ModulatedDeformConv2d(nn.Module):
     ) -> None:
         super().__init__()
         if in_channels % offset_groups != 0:
-            raise ValueError(
-                f"in_channels ({in_channels}) must be divisible by offset_groups ({offset_groups})"
-            )
+            raise ValueError(f"in_channels ({in_channels}) must be divisible by offset_groups ({offset_groups})")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = _pair(kernel_size)

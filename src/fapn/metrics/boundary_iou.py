@@ -47,7 +47,8 @@ def mask_to_boundary(mask: Tensor, dilation_ratio: float = 0.02) -> Tensor:
     """The inner boundary band of binary masks ``[..., H, W]`` (bool): mask minus its erosion by ``d`` pixels.
 
     Example:
-        >>> m = torch.zeros(1, 8, 8, dtype=torch.bool); m[0, 1:7, 1:7] = True
+        >>> m = torch.zeros(1, 8, 8, dtype=torch.bool)
+        ... m[0, 1:7, 1:7] = True
         >>> mask_to_boundary(m, dilation_ratio=0.1).int()[0, 3]  # d = 1: the outer ring of the square
         tensor([0, 1, 0, 0, 0, 0, 1, 0], dtype=torch.int32)
     """

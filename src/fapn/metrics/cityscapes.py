@@ -62,8 +62,10 @@ class CityscapesEvaluator:
         self.by_id = {label.id: label for label in labels}
         self.evaluated = [label.id for label in labels if not label.ignoreInEval]
         self.instance_classes = [label.id for label in labels if label.hasInstances and not label.ignoreInEval]
-        self.categories = {c: [label.id for label in members if label.id >= 0 and not label.ignoreInEval]
-                           for c, members in category2labels.items()}
+        self.categories = {
+            c: [label.id for label in members if label.id >= 0 and not label.ignoreInEval]
+            for c, members in category2labels.items()
+        }
         self.instance_categories: dict[str, list[int]] = {}
         for category, members in category2labels.items():
             ids = [label.id for label in members if label.id >= 0]
@@ -83,10 +85,13 @@ class CityscapesEvaluator:
             raise ValueError(f"prediction is {prediction.shape} but the ground truth {gt_labels.shape}")
         for name, array in (("prediction", prediction), ("ground truth", gt_labels)):
             if array.size and (array.min() < 0 or array.max() >= _NUM_IDS):
-                raise ValueError(f"{name} holds value {array.max() if array.max() >= _NUM_IDS else array.min()}, "
-                                 f"not a Cityscapes label id (0..{_NUM_IDS - 1})")
-        self.confusion += np.bincount((gt_labels * _NUM_IDS + prediction).ravel(),
-                                      minlength=_NUM_IDS * _NUM_IDS).reshape(_NUM_IDS, _NUM_IDS)
+                raise ValueError(
+                    f"{name} holds value {array.max() if array.max() >= _NUM_IDS else array.min()}, "
+                    f"not a Cityscapes label id (0..{_NUM_IDS - 1})"
+                )
+        self.confusion += np.bincount(
+            (gt_labels * _NUM_IDS + prediction).ravel(), minlength=_NUM_IDS * _NUM_IDS
+        ).reshape(_NUM_IDS, _NUM_IDS)
         self.num_images += 1
         if gt_instances is None:
             self.with_instances = False
@@ -162,8 +167,10 @@ class CityscapesEvaluator:
             return {
                 "IoU": _mean(iou) * 100.0,
                 "iIoU": _mean(iiou) * 100.0 if instances else None,
-                key: {n: {"IoU": iou[n] * 100.0,
-                          "iIoU": (percent(iiou)[n] if instances and n in iiou else None)} for n in names},
+                key: {
+                    n: {"IoU": iou[n] * 100.0, "iIoU": (percent(iiou)[n] if instances and n in iiou else None)}
+                    for n in names
+                },
             }
 
         return {
@@ -184,5 +191,7 @@ def format_cityscapes(scores: dict[str, Any]) -> str:
     def value(x: float | None) -> str:
         return "n/a" if x is None else f"{x:.2f}"
 
-    return (f"IoU class {value(scores['classes']['IoU'])}  iIoU class {value(scores['classes']['iIoU'])}  "
-            f"IoU category {value(scores['categories']['IoU'])}  iIoU category {value(scores['categories']['iIoU'])}")
+    return (
+        f"IoU class {value(scores['classes']['IoU'])}  iIoU class {value(scores['classes']['iIoU'])}  "
+        f"IoU category {value(scores['categories']['IoU'])}  iIoU category {value(scores['categories']['iIoU'])}"
+    )

@@ -38,8 +38,11 @@ def detections_to_coco_results(
         ``segmentation`` (compressed RLE, ``counts`` as a string).
 
     Example:
-        >>> det = {"boxes": torch.tensor([[10., 20., 30., 60.]]), "labels": torch.tensor([1]),
-        ...        "scores": torch.tensor([0.9])}
+        >>> det = {
+        ...     "boxes": torch.tensor([[10.0, 20.0, 30.0, 60.0]]),
+        ...     "labels": torch.tensor([1]),
+        ...     "scores": torch.tensor([0.9]),
+        ... }
         >>> detections_to_coco_results(7, det, {1: 18})[0]["bbox"]
         [10.0, 20.0, 20.0, 40.0]
     """

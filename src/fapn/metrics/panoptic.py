@@ -39,9 +39,14 @@ class PanopticQuality:
 
     Example:
         >>> pq = PanopticQuality([{"id": 1, "isthing": 1}, {"id": 2, "isthing": 0}])
-        >>> gt = np.array([[1, 1], [2, 2]]); pred = np.array([[5, 5], [6, 0]])
-        >>> pq.update(gt, [{"id": 1, "category_id": 1}, {"id": 2, "category_id": 2}],
-        ...           pred, [{"id": 5, "category_id": 1}, {"id": 6, "category_id": 2}])
+        >>> gt = np.array([[1, 1], [2, 2]])
+        ... pred = np.array([[5, 5], [6, 0]])
+        >>> pq.update(
+        ...     gt,
+        ...     [{"id": 1, "category_id": 1}, {"id": 2, "category_id": 2}],
+        ...     pred,
+        ...     [{"id": 5, "category_id": 1}, {"id": 6, "category_id": 2}],
+        ... )
         >>> round(pq.compute()["All"]["pq"], 2)  # thing IoU 1; stuff IoU 1/2 is no match: PQ (1 + 0) / 2
         50.0
     """
@@ -112,8 +117,7 @@ class PanopticQuality:
                 continue
             if gt_segment["category_id"] != pred_segment["category_id"]:
                 continue
-            union = (pred_segment["area"] + gt_segment["area"] - intersection
-                     - intersections.get((_VOID, pred_label), 0))
+            union = pred_segment["area"] + gt_segment["area"] - intersection - intersections.get((_VOID, pred_label), 0)
             iou = intersection / union
             if iou > 0.5:
                 stat = self.stats[int(gt_segment["category_id"])]

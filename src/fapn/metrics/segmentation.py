@@ -134,6 +134,9 @@ def format_table(scores: dict[str, Any], boundary: dict[str, Any] | None = None)
             line += f" {cell(boundary['per_class_iou'].get(name))}"
         lines.append(line)
     lines.append("-" * len(header))
-    lines.append(f"{'mean':<{width}} {cell(scores['mIoU'])} {cell(scores['mean_accuracy'])}" + (f" {cell(boundary['mIoU'])}" if boundary else ""))
+    lines.append(
+        f"{'mean':<{width}} {cell(scores['mIoU'])} {cell(scores['mean_accuracy'])}"
+        + (f" {cell(boundary['mIoU'])}" if boundary else "")
+    )
     lines.append(f"pixel accuracy {cell(scores['pixel_accuracy'])}")
     return "\n".join(lines)

@@ -39,9 +39,7 @@ def check_image_batch(x: Tensor, model: nn.Module | None = None, *, in_channels:
             f"{tuple(x.shape)}" + (" (add a batch dimension with x.unsqueeze(0))" if x.dim() == 3 else "")
         )
     if x.shape[1] != in_channels:
-        raise ValueError(
-            f"expected {in_channels} input channels [N, {in_channels}, H, W], got shape {tuple(x.shape)}"
-        )
+        raise ValueError(f"expected {in_channels} input channels [N, {in_channels}, H, W], got shape {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise ValueError(f"expected at least one image, got an empty batch of shape {tuple(x.shape)}")
     if not x.is_floating_point():

@@ -62,8 +62,9 @@ class BackboneWithFaPN(nn.Module):
         >>> import torch
         >>> import torchvision
         >>> body = torchvision.models.resnet18()
-        >>> backbone = BackboneWithFaPN(body, {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
-        ...                             [64, 128, 256, 512], 64)
+        >>> backbone = BackboneWithFaPN(
+        ...     body, {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}, [64, 128, 256, 512], 64
+        ... )
         >>> [(k, tuple(v.shape)) for k, v in backbone(torch.randn(1, 3, 64, 64)).items()]
         [('0', (1, 64, 16, 16)), ('1', (1, 64, 8, 8)), ('2', (1, 64, 4, 4)), ('3', (1, 64, 2, 2)), ('pool', (1, 64, 1, 1))]
     """
@@ -81,7 +82,9 @@ class BackboneWithFaPN(nn.Module):
         if extra_blocks is None:
             extra_blocks = LastLevelMaxPool()
         # return_layers=None: the body already returns the OrderedDict of maps (a timm encoder, build_backbone)
-        self.body = backbone if return_layers is None else IntermediateLayerGetter(backbone, return_layers=return_layers)
+        self.body = (
+            backbone if return_layers is None else IntermediateLayerGetter(backbone, return_layers=return_layers)
+        )
         self.fapn = FaPN(in_channels_list, out_channels, extra_blocks=extra_blocks, **neck_kwargs)
         self.out_channels = out_channels
 
@@ -220,8 +223,15 @@ def resnet_pyramid(
     if levels not in ("p2-p6", "p3-p7"):
         raise ValueError(f"levels must be 'p2-p6' or 'p3-p7', got {levels!r}")
     if backbone.startswith(TIMM_PREFIX):
-        return timm_pyramid(backbone, neck=neck, weights_backbone=weights_backbone, is_trained=is_trained,
-                            frozen_batch_norm=frozen_batch_norm, levels=levels, fapn_kwargs=fapn_kwargs)
+        return timm_pyramid(
+            backbone,
+            neck=neck,
+            weights_backbone=weights_backbone,
+            is_trained=is_trained,
+            frozen_batch_norm=frozen_batch_norm,
+            levels=levels,
+            fapn_kwargs=fapn_kwargs,
+        )
     if backbone not in resnet.__dict__ or not backbone.startswith(("resnet", "resnext", "wide_resnet")):
         raise ValueError(f"backbone must be a torchvision ResNet name such as 'resnet50', got {backbone!r}")
     if fapn_kwargs and neck != "fapn":
@@ -278,6 +288,5 @@ def timm_pyramid(
     extra_blocks = LastLevelMaxPool() if levels == "p2-p6" else p6p7_from_c5(body.channels[-1], out_channels)
     kwargs: dict[str, Any] = dict(fapn_kwargs or {})
     if neck == "fpn":
-        kwargs = dict(feature_alignment=False, feature_selection=False, upsample_mode="nearest",
-                      top_output_conv=True)
+        kwargs = dict(feature_alignment=False, feature_selection=False, upsample_mode="nearest", top_output_conv=True)
     return BackboneWithFaPN(body, None, body.channels, out_channels, extra_blocks=extra_blocks, **kwargs)

@@ -127,7 +127,7 @@ class SemanticFPN(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.num_classes = num_classes
-        self.head = SemanticFPNHead(backbone.out_channels, num_classes, conv_dims=conv_dims)
+        self.head = SemanticFPNHead(int(backbone.out_channels), num_classes, conv_dims=conv_dims)  # type: ignore[arg-type]  # set by the pyramid builders
 
     def forward(self, images: Tensor) -> Tensor:
         """Args:

@@ -57,8 +57,9 @@ class FaPN(nn.Module):
         >>> import torch
         >>> from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
         >>> neck = FaPN([64, 128, 256], 32, extra_blocks=LastLevelMaxPool())
-        >>> feats = OrderedDict(c2=torch.randn(1, 64, 32, 32), c3=torch.randn(1, 128, 16, 16),
-        ...                     c4=torch.randn(1, 256, 8, 8))
+        >>> feats = OrderedDict(
+        ...     c2=torch.randn(1, 64, 32, 32), c3=torch.randn(1, 128, 16, 16), c4=torch.randn(1, 256, 8, 8)
+        ... )
         >>> [(k, tuple(v.shape)) for k, v in neck(feats).items()]
         [('c2', (1, 32, 32, 32)), ('c3', (1, 32, 16, 16)), ('c4', (1, 32, 8, 8)), ('pool', (1, 32, 4, 4))]
     """

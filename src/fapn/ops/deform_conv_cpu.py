@@ -17,6 +17,7 @@ CPU. Without a compiler, or if the build fails, :func:`load_kernels` returns ``N
 :func:`deform_conv2d_cpu` computes with the pure-PyTorch backend instead (with one warning): the op always works.
 docs/deform_conv.md has the measurements behind each choice.
 """
+
 from __future__ import annotations
 
 import ctypes

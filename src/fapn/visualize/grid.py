@@ -59,9 +59,7 @@ def image_grid(
     rows = (len(images) + columns - 1) // columns
     cell_h = max(img.shape[0] for img in images)
     cell_w = max(img.shape[1] for img in images)
-    out = np.full(
-        (rows * cell_h + (rows - 1) * padding, columns * cell_w + (columns - 1) * padding, 3), 255, np.uint8
-    )
+    out = np.full((rows * cell_h + (rows - 1) * padding, columns * cell_w + (columns - 1) * padding, 3), 255, np.uint8)
     for index, img in enumerate(images):
         row, col = divmod(index, columns)
         top = row * (cell_h + padding) + (cell_h - img.shape[0]) // 2
@@ -70,7 +68,9 @@ def image_grid(
     return out
 
 
-def resize_rgb(image: np.ndarray, width: int | None = None, height: int | None = None, nearest: bool = False) -> np.ndarray:
+def resize_rgb(
+    image: np.ndarray, width: int | None = None, height: int | None = None, nearest: bool = False
+) -> np.ndarray:
     """An ``[H, W, 3]`` uint8 image resized to ``width`` x ``height`` (a missing side keeps the aspect ratio).
 
     ``nearest`` keeps hard edges (label colours, feature-map cells); otherwise bilinear.

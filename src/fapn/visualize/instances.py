@@ -8,8 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fapn.visualize.overlay import blend
 from fapn.data.base import default_palette
+from fapn.visualize.overlay import blend
 
 __all__ = ["instance_boundaries", "draw_instances"]
 
@@ -19,7 +19,8 @@ def instance_boundaries(masks: np.ndarray, width: int = 1) -> np.ndarray:
     distance) of a pixel outside the mask; the image border does not count as outside.
 
     Example:
-        >>> m = np.zeros((1, 5, 5), bool); m[0, 1:4, 1:4] = True
+        >>> m = np.zeros((1, 5, 5), bool)
+        ... m[0, 1:4, 1:4] = True
         >>> instance_boundaries(m)[0].astype(int)[2].tolist()
         [0, 1, 0, 1, 0]
     """
@@ -58,7 +59,8 @@ def draw_instances(
 
     Example:
         >>> image = np.zeros((4, 6, 3), np.uint8)
-        >>> masks = np.zeros((1, 4, 6), bool); masks[0, 1:3, 1:5] = True
+        >>> masks = np.zeros((1, 4, 6), bool)
+        ... masks[0, 1:3, 1:5] = True
         >>> draw_instances(image, masks, colors=[[255, 0, 0]])[1, 1].tolist()
         [255, 0, 0]
     """

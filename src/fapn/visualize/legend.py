@@ -31,7 +31,9 @@ def present_classes(*labels: np.ndarray, num_classes: int | None = None, ignore_
     found: set[int] = set()
     for label in labels:
         values = np.unique(np.asarray(label))
-        found.update(int(v) for v in values if v >= 0 and v != ignore_index and (num_classes is None or v < num_classes))
+        found.update(
+            int(v) for v in values if v >= 0 and v != ignore_index and (num_classes is None or v < num_classes)
+        )
     return sorted(found)
 
 

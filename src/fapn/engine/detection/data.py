@@ -44,8 +44,12 @@ def _synthetic_paths(cfg: DetectionConfig, split: str) -> dict[str, Path]:
     count = num_train if split == "train" else num_val
     if not marker.is_file():
         return make_synthetic_coco(root, count, seed=seed + (0 if split == "train" else 1000), **options)
-    return {"images": root / "images", "instances": root / "annotations" / "instances.json",
-            "panoptic_json": marker, "panoptic_root": root / "annotations" / "panoptic"}
+    return {
+        "images": root / "images",
+        "instances": root / "annotations" / "instances.json",
+        "panoptic_json": marker,
+        "panoptic_root": root / "annotations" / "panoptic",
+    }
 
 
 def build_datasets(cfg: DetectionConfig, splits: tuple[str, ...] = ("train", "val")) -> dict[str, Dataset[Any]]:
@@ -86,5 +90,3 @@ def build_datasets(cfg: DetectionConfig, splits: tuple[str, ...] = ("train", "va
         dataset.instances_json = instances
         datasets[split] = dataset
     return datasets
-
-

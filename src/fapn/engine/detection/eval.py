@@ -50,15 +50,19 @@ def evaluate(model: nn.Module, dataset: Any, cfg: DetectionConfig, progress: boo
         detection = {k: output[k] for k in ("boxes", "labels", "scores", "masks") if k in output}
         if not with_masks:
             detection.pop("masks", None)
-        results += detections_to_coco_results(image_id, detection, label_to_category,
-                                              mask_threshold=cfg.eval.mask_threshold)
+        results += detections_to_coco_results(
+            image_id, detection, label_to_category, mask_threshold=cfg.eval.mask_threshold
+        )
         if pq is not None:
             annotation = dataset.annotations[index]
             gt_ids = read_panoptic_png(dataset.panoptic_root / annotation["file_name"])
             segments = []
             for s in output["segments_info"]:
-                category = (dataset.label_to_thing[s["category_id"]] if s["isthing"]
-                            else dataset.label_to_stuff[s["category_id"]])
+                category = (
+                    dataset.label_to_thing[s["category_id"]]
+                    if s["isthing"]
+                    else dataset.label_to_stuff[s["category_id"]]
+                )
                 segments.append({"id": s["id"], "category_id": category})
             pq.update(gt_ids, annotation["segments_info"], output["panoptic_seg"].cpu().numpy(), segments)
     metrics: dict[str, Any] = {}
@@ -80,8 +84,10 @@ def evaluate(model: nn.Module, dataset: Any, cfg: DetectionConfig, progress: boo
     if pq is not None:
         pq_metrics = pq.compute()
         per_class = pq_metrics.pop("per_class")
-        metrics["panoptic"] = {**{f"{g}_{k}": v for g, d in pq_metrics.items() for k, v in d.items()},
-                               "per_class": {str(k): v for k, v in per_class.items()}}
+        metrics["panoptic"] = {
+            **{f"{g}_{k}": v for g, d in pq_metrics.items() for k, v in d.items()},
+            "per_class": {str(k): v for k, v in per_class.items()},
+        }
     metrics["images"] = count
     return metrics
 
@@ -93,8 +99,10 @@ def print_metrics(metrics: dict[str, Any]) -> None:
     if "panoptic" in metrics:
         p = metrics["panoptic"]
         for group in ("All", "Things", "Stuff"):
-            print(f"{group:6s} PQ {p[f'{group}_pq']:.2f}  SQ {p[f'{group}_sq']:.2f}  RQ {p[f'{group}_rq']:.2f}  "
-                  f"(n={p[f'{group}_n']})")
+            print(
+                f"{group:6s} PQ {p[f'{group}_pq']:.2f}  SQ {p[f'{group}_sq']:.2f}  RQ {p[f'{group}_rq']:.2f}  "
+                f"(n={p[f'{group}_n']})"
+            )
 
 
 def run_eval(

@@ -3,7 +3,9 @@
 run-folder and resume rules, checkpoint contents, RNG state and logs as semantic segmentation; resuming is exact.
 
 Example:
-    >>> run_train("detection/synthetic_mask_rcnn_R_18_FaPN", ["train.iterations=2"], "/tmp/run", False)  # doctest: +SKIP
+    >>> run_train(
+    ...     "detection/synthetic_mask_rcnn_R_18_FaPN", ["train.iterations=2"], "/tmp/run", False
+    ... )  # doctest: +SKIP
     0
 """
 
@@ -12,8 +14,9 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Sized
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -163,31 +166,66 @@ def train(
     model.to(ctx.device)
     o = cfg.optim
     # no weight decay on norm layers (detectron2's WEIGHT_DECAY_NORM), clipping of the whole model's gradient
-    optimizer = build_optimizer(model, "sgd", o.lr, o.weight_decay, o.momentum,
-                                weight_decay_norm=o.weight_decay_norm, clip_grad_norm=o.clip_grad_norm or 0.0)
-    factor = lr_multiplier("multistep", cfg.train.iterations, milestones=o.milestones, gamma=o.gamma,
-                           warmup_iters=o.warmup_iters, warmup_factor=o.warmup_factor)
+    optimizer = build_optimizer(
+        model,
+        "sgd",
+        o.lr,
+        o.weight_decay,
+        o.momentum,
+        weight_decay_norm=o.weight_decay_norm,
+        clip_grad_norm=o.clip_grad_norm or 0.0,
+    )
+    factor = lr_multiplier(
+        "multistep",
+        cfg.train.iterations,
+        milestones=o.milestones,
+        gamma=o.gamma,
+        warmup_iters=o.warmup_iters,
+        warmup_factor=o.warmup_factor,
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    model_config = {"name": "build_detection_model", **{k: (list(v) if isinstance(v, tuple) else v)
-                                                        for k, v in kwargs.items()}}
+    model_config = {
+        "name": "build_detection_model",
+        **{k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()},
+    }
     trainer = Trainer(
-        model=model, bare_model=model, optimizer=optimizer, scheduler=scheduler, ctx=ctx, output_dir=out,
-        iterations=cfg.train.iterations, config=config_to_dict(cfg),
+        model=model,
+        bare_model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        ctx=ctx,
+        output_dir=out,
+        iterations=cfg.train.iterations,
+        config=config_to_dict(cfg),
         extra={"model_config": model_config, "dataset": _dataset_meta(datasets["train"], cfg, model)},
-        log_period=cfg.train.log_period, checkpoint_period=cfg.train.checkpoint_period,
-        eval_period=cfg.train.eval_period, time_budget_s=cfg.train.time_budget_s,
-        progress=progress, description=f"train {cfg.name}",
+        log_period=cfg.train.log_period,
+        checkpoint_period=cfg.train.checkpoint_period,
+        eval_period=cfg.train.eval_period,
+        time_budget_s=cfg.train.time_budget_s,
+        progress=progress,
+        description=f"train {cfg.name}",
     )
     if checkpoint is not None:
         trainer.resume(checkpoint)
         del checkpoint
-    print(startup_summary(
-        task=cfg.task, name=cfg.name,
-        model=f"{cfg.model.detector} {cfg.model.backbone} + {cfg.model.neck}, {kwargs['num_classes']} classes",
-        datasets={split: f"{cfg.data.format} {split}, {len(ds)} images" for split, ds in datasets.items()},
-        device=ctx.device, amp=False, world_size=1, output_dir=out, start_iteration=trainer.iteration,
-        iterations=cfg.train.iterations, resumed_from=trainer.resumed_from,
-    ), flush=True)
+    print(
+        startup_summary(
+            task=cfg.task,
+            name=cfg.name,
+            model=f"{cfg.model.detector} {cfg.model.backbone} + {cfg.model.neck}, {kwargs['num_classes']} classes",
+            datasets={
+                split: f"{cfg.data.format} {split}, {len(cast(Sized, ds))} images" for split, ds in datasets.items()
+            },
+            device=ctx.device,
+            amp=False,
+            world_size=1,
+            output_dir=out,
+            start_iteration=trainer.iteration,
+            iterations=cfg.train.iterations,
+            resumed_from=trainer.resumed_from,
+        ),
+        flush=True,
+    )
     loader = torch.utils.data.DataLoader(
         StreamDataset(datasets["train"], cfg.train.seed),
         batch_size=cfg.train.batch_size,
@@ -252,8 +290,10 @@ def run_train(
     out = Path(output_dir or cfg.train.output_dir)
     metrics = train(cfg, out, resume=resume, progress=progress, overwrite=overwrite)
     print_metrics(metrics)
-    print(f"trained {metrics['iterations']} iterations in {metrics['train_seconds']:.0f} s; "
-          f"checkpoint: {out / 'model_final.pt'}")
+    print(
+        f"trained {metrics['iterations']} iterations in {metrics['train_seconds']:.0f} s; "
+        f"checkpoint: {out / 'model_final.pt'}"
+    )
     return 0
 
 

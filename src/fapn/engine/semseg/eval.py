@@ -131,7 +131,9 @@ def evaluate(
     return scores
 
 
-def class_mismatch(checkpoint: dict[str, Any], dataset: SegmentationDataset, weights: str | os.PathLike[str]) -> str | None:
+def class_mismatch(
+    checkpoint: dict[str, Any], dataset: SegmentationDataset, weights: str | os.PathLike[str]
+) -> str | None:
     """A warning when the checkpoint's classes are not the dataset's (count or names), else ``None``: the
     scores are then computed all the same (predictions outside the dataset's classes count as wrong), but
     they compare different things."""
@@ -145,7 +147,9 @@ def class_mismatch(checkpoint: dict[str, Any], dataset: SegmentationDataset, wei
         )
     if names and len(names) == dataset.num_classes and names != list(dataset.info.class_names):
         differing = [f"{i}: {a} vs {b}" for i, (a, b) in enumerate(zip(names, dataset.info.class_names)) if a != b]
-        return f"checkpoint {weights} names its classes differently from {dataset.info.name} ({', '.join(differing[:3])})"
+        return (
+            f"checkpoint {weights} names its classes differently from {dataset.info.name} ({', '.join(differing[:3])})"
+        )
     return None
 
 
@@ -188,22 +192,33 @@ def run_eval(
     stored = checkpoint.get("dataset") or {}
     mean, std = stored.get("mean", cfg.data.mean), stored.get("std", cfg.data.std)
     dataset = build_dataset(
-        cfg.data.dataset, cfg.data.root, split or cfg.data.val_split, eval_transforms(mean, std),
+        cfg.data.dataset,
+        cfg.data.root,
+        split or cfg.data.val_split,
+        eval_transforms(mean, std),
         **{**cfg.data.options, **cfg.data.val_options},
     )
     mismatch = class_mismatch(checkpoint, dataset, weights)
     if mismatch is not None:
         print(f"fapn: warning: {mismatch}", file=sys.stderr, flush=True)
     scores = evaluate(
-        model, dataset, torch_device, flip=flip, scales=scales or cfg.eval.scales,
-        boundary_width=cfg.eval.boundary_width, save_predictions=save_predictions, progress=progress,
+        model,
+        dataset,
+        torch_device,
+        flip=flip,
+        scales=scales or cfg.eval.scales,
+        boundary_width=cfg.eval.boundary_width,
+        save_predictions=save_predictions,
+        progress=progress,
     )
     scores["weights"] = str(weights)
     scores["split"] = split or cfg.data.val_split
     if mismatch is not None:
         scores["warning"] = mismatch
     print(format_table(scores, scores["boundary"]))
-    shown = {k: "-" if v is None else f"{v:.2f}" for k, v in (("all", scores["mIoU"]), ("band", scores["boundary"]["mIoU"]))}
+    shown = {
+        k: "-" if v is None else f"{v:.2f}" for k, v in (("all", scores["mIoU"]), ("band", scores["boundary"]["mIoU"]))
+    }
     print(f"mIoU {shown['all']}  boundary mIoU ({cfg.eval.boundary_width}px) {shown['band']}")  # None: no such pixel
     output_path = Path(output) if output else Path(weights).with_name(Path(weights).stem + "_eval.json")
     output_path.parent.mkdir(parents=True, exist_ok=True)

@@ -70,7 +70,7 @@ def _registry_name(cfg: SegmentationConfig) -> str:
     known = _known_names()
     if name == "semantic_fpn" and name not in known:
         prefix, suffix = "semantic_fpn_", "_fapn"
-        backbones = sorted(n[len(prefix):-len(suffix)] for n in known if n.startswith(prefix) and n.endswith(suffix))
+        backbones = sorted(n[len(prefix) : -len(suffix)] for n in known if n.startswith(prefix) and n.endswith(suffix))
         if cfg.model.backbone not in backbones:
             raise ValueError(f"semantic_fpn needs a backbone in {backbones}, got {cfg.model.backbone!r}")
         return f"{prefix}{cfg.model.backbone}{suffix}"
@@ -140,9 +140,18 @@ def build_datasets(cfg: SegmentationConfig) -> tuple[SegmentationDataset, Segmen
         data.dataset,
         data.root,
         data.train_split,
-        train_transforms(data.crop_size, probe.ignore_index, data.scales, data.hflip, data.mean, data.std,
-                         short_edges=data.short_edges, max_size=data.max_size,
-                         single_category_max_area=data.single_category_max_area, color_aug_ssd=data.color_aug_ssd),
+        train_transforms(
+            data.crop_size,
+            probe.ignore_index,
+            data.scales,
+            data.hflip,
+            data.mean,
+            data.std,
+            short_edges=data.short_edges,
+            max_size=data.max_size,
+            single_category_max_area=data.single_category_max_area,
+            color_aug_ssd=data.color_aug_ssd,
+        ),
         **data.options,
     )
     val_set = build_dataset(
@@ -162,8 +171,12 @@ def check_data(cfg: SegmentationConfig, progress: bool = True) -> dict[str, list
 
 
 def _scan(
-    cfg: SegmentationConfig, train_set: SegmentationDataset, val_set: SegmentationDataset, out: Path,
-    is_main: bool, progress: bool,
+    cfg: SegmentationConfig,
+    train_set: SegmentationDataset,
+    val_set: SegmentationDataset,
+    out: Path,
+    is_main: bool,
+    progress: bool,
 ) -> tuple[SegmentationDataset, SegmentationDataset, dict[str, int]]:
     """The start-up check: headers of every file (a bad one stops the run before it starts), or with
     ``data.skip_unreadable`` a full read that drops the bad samples and lists them in ``skipped_files.txt``."""
@@ -187,8 +200,12 @@ def _scan(
         skipped[split] = len(bad_files)
         if bad_files and is_main:
             write_report(bad_files, out / "skipped_files.txt", split)
-            print(f"fapn train: skipping {len(bad_files)} unreadable {split} sample(s) (data.skip_unreadable), "
-                  f"listed in {out / 'skipped_files.txt'}:\n{format_bad_files(bad_files)}", file=sys.stderr, flush=True)
+            print(
+                f"fapn train: skipping {len(bad_files)} unreadable {split} sample(s) (data.skip_unreadable), "
+                f"listed in {out / 'skipped_files.txt'}:\n{format_bad_files(bad_files)}",
+                file=sys.stderr,
+                flush=True,
+            )
     return kept[cfg.data.train_split], kept[cfg.data.val_split], skipped
 
 
@@ -331,8 +348,9 @@ def train(
     _check_config(cfg)
     ctx = init_distributed(cfg.train.device)
     set_threads(cfg.train.threads)
-    out = prepare_output_dir(output_dir or cfg.train.output_dir, resume=resume, overwrite=overwrite,
-                             is_main=ctx.is_main)
+    out = prepare_output_dir(
+        output_dir or cfg.train.output_dir, resume=resume, overwrite=overwrite, is_main=ctx.is_main
+    )
     checkpoint = None
     if resume:  # read and compare the saved recipe before any data is read
         checkpoint = load_checkpoint(out / "last.pt", map_location=ctx.device, require=TRAINING_STATE_KEYS)
@@ -353,14 +371,25 @@ def train(
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     bare_model = model
     optimizer = build_optimizer(
-        model, cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.momentum,
-        cfg.optim.backbone_lr_factor, cfg.optim.weight_decay_norm, cfg.optim.clip_grad_norm,
+        model,
+        cfg.optim.name,
+        cfg.optim.lr,
+        cfg.optim.weight_decay,
+        cfg.optim.momentum,
+        cfg.optim.backbone_lr_factor,
+        cfg.optim.weight_decay_norm,
+        cfg.optim.clip_grad_norm,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lr_multiplier(
-            cfg.optim.schedule, cfg.train.iterations, cfg.optim.power, cfg.optim.milestones, cfg.optim.gamma,
-            cfg.optim.warmup_iters, cfg.optim.warmup_factor,
+            cfg.optim.schedule,
+            cfg.train.iterations,
+            cfg.optim.power,
+            cfg.optim.milestones,
+            cfg.optim.gamma,
+            cfg.optim.warmup_iters,
+            cfg.optim.warmup_factor,
         ),
     )
     if ctx.distributed:
@@ -372,29 +401,53 @@ def train(
         raise ValueError(f"train.batch_size={global_batch} is not divisible by {ctx.world_size} processes")
     model_config = model_config_of(cfg, info.num_classes, info.ignore_index)
     trainer = Trainer(
-        model=model, bare_model=bare_model, optimizer=optimizer, scheduler=scheduler,
+        model=model,
+        bare_model=bare_model,
+        optimizer=optimizer,
+        scheduler=scheduler,
         scaler=torch.amp.GradScaler("cuda", enabled=cfg.train.amp and ctx.device.type == "cuda"),
-        ctx=ctx, output_dir=out, iterations=cfg.train.iterations, config=config_to_dict(cfg),
+        ctx=ctx,
+        output_dir=out,
+        iterations=cfg.train.iterations,
+        config=config_to_dict(cfg),
         extra={"model_config": model_config, "dataset": info.to_dict(cfg.data.mean, cfg.data.std)},
-        log_period=cfg.train.log_period, checkpoint_period=cfg.train.checkpoint_period,
-        eval_period=cfg.train.eval_period, progress=progress, description=f"train {cfg.name}",
+        log_period=cfg.train.log_period,
+        checkpoint_period=cfg.train.checkpoint_period,
+        eval_period=cfg.train.eval_period,
+        progress=progress,
+        description=f"train {cfg.name}",
         train_mode=lambda: _set_train_mode(model, frozen),
-        best_metric=(lambda scores: scores["mIoU"]) if keep_best else None, best_name="best_mIoU",
-        val_record=lambda scores: {"mIoU": scores["mIoU"], "pixel_accuracy": scores["pixel_accuracy"],
-                                   "boundary_mIoU": scores["boundary"]["mIoU"]},
+        best_metric=(lambda scores: scores["mIoU"]) if keep_best else None,
+        best_name="best_mIoU",
+        val_record=lambda scores: {
+            "mIoU": scores["mIoU"],
+            "pixel_accuracy": scores["pixel_accuracy"],
+            "boundary_mIoU": scores["boundary"]["mIoU"],
+        },
     )
     if checkpoint is not None:
         trainer.resume(checkpoint)
         del checkpoint
     if ctx.is_main:
-        print(startup_summary(
-            task="semseg", name=cfg.name,
-            model=" ".join(f"{k}={v}" for k, v in model_config.items() if k != "num_classes"),
-            datasets={"train": _describe(cfg.data.train_split, train_set, cfg, skipped),
-                      "val": _describe(cfg.data.val_split, val_set, cfg, skipped)},
-            device=ctx.device, amp=cfg.train.amp, world_size=ctx.world_size, output_dir=out,
-            start_iteration=trainer.iteration, iterations=cfg.train.iterations, resumed_from=trainer.resumed_from,
-        ), flush=True)
+        print(
+            startup_summary(
+                task="semseg",
+                name=cfg.name,
+                model=" ".join(f"{k}={v}" for k, v in model_config.items() if k != "num_classes"),
+                datasets={
+                    "train": _describe(cfg.data.train_split, train_set, cfg, skipped),
+                    "val": _describe(cfg.data.val_split, val_set, cfg, skipped),
+                },
+                device=ctx.device,
+                amp=cfg.train.amp,
+                world_size=ctx.world_size,
+                output_dir=out,
+                start_iteration=trainer.iteration,
+                iterations=cfg.train.iterations,
+                resumed_from=trainer.resumed_from,
+            ),
+            flush=True,
+        )
 
     loader = torch.utils.data.DataLoader(
         StreamDataset(train_set, cfg.train.seed),
@@ -430,16 +483,29 @@ def train(
 
     def validate(iteration: int) -> dict[str, Any]:
         return evaluate(
-            bare_model, val_set, ctx.device, cfg.eval.flip, cfg.eval.scales, cfg.eval.boundary_width,
-            amp=cfg.train.amp, rank=ctx.rank, world_size=ctx.world_size, progress=progress,
+            bare_model,
+            val_set,
+            ctx.device,
+            cfg.eval.flip,
+            cfg.eval.scales,
+            cfg.eval.boundary_width,
+            amp=cfg.train.amp,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            progress=progress,
         )
 
     start_iteration = trainer.iteration
     try:
         result = trainer.fit(_data_stream(loader, trainer), step, validate, stop_after=stop_after)
         if result.stopped == "stop_after":
-            return {"iteration": trainer.iteration, "metrics": trainer.last_metrics, "best_mIoU": trainer.best,
-                    "output_dir": str(out), "seconds": result.seconds}
+            return {
+                "iteration": trainer.iteration,
+                "metrics": trainer.last_metrics,
+                "best_mIoU": trainer.best,
+                "output_dir": str(out),
+                "seconds": result.seconds,
+            }
         if trainer.iteration > start_iteration or trainer.last_metrics is None:
             trainer.validate(validate)
         scores = trainer.last_metrics

@@ -106,8 +106,16 @@ def fasterrcnn_resnet50_fapn(
         ['boxes', 'labels', 'scores']
     """
     del progress
-    return _build(FasterRCNN, 50, weights=weights, num_classes=num_classes, weights_backbone=weights_backbone,
-                  trainable_backbone_layers=trainable_backbone_layers, fapn_kwargs=fapn_kwargs, kwargs=kwargs)
+    return _build(
+        FasterRCNN,
+        50,
+        weights=weights,
+        num_classes=num_classes,
+        weights_backbone=weights_backbone,
+        trainable_backbone_layers=trainable_backbone_layers,
+        fapn_kwargs=fapn_kwargs,
+        kwargs=kwargs,
+    )
 
 
 @register_model(task="detection")
@@ -123,8 +131,16 @@ def fasterrcnn_resnet101_fapn(
 ) -> FasterRCNN:
     """Faster R-CNN, ResNet-101 + FaPN; arguments as :func:`fasterrcnn_resnet50_fapn`."""
     del progress
-    return _build(FasterRCNN, 101, weights=weights, num_classes=num_classes, weights_backbone=weights_backbone,
-                  trainable_backbone_layers=trainable_backbone_layers, fapn_kwargs=fapn_kwargs, kwargs=kwargs)
+    return _build(
+        FasterRCNN,
+        101,
+        weights=weights,
+        num_classes=num_classes,
+        weights_backbone=weights_backbone,
+        trainable_backbone_layers=trainable_backbone_layers,
+        fapn_kwargs=fapn_kwargs,
+        kwargs=kwargs,
+    )
 
 
 @register_model(task="detection")
@@ -148,8 +164,16 @@ def maskrcnn_resnet50_fapn(
         ['boxes', 'labels', 'masks', 'scores']
     """
     del progress
-    return _build(MaskRCNN, 50, weights=weights, num_classes=num_classes, weights_backbone=weights_backbone,
-                  trainable_backbone_layers=trainable_backbone_layers, fapn_kwargs=fapn_kwargs, kwargs=kwargs)
+    return _build(
+        MaskRCNN,
+        50,
+        weights=weights,
+        num_classes=num_classes,
+        weights_backbone=weights_backbone,
+        trainable_backbone_layers=trainable_backbone_layers,
+        fapn_kwargs=fapn_kwargs,
+        kwargs=kwargs,
+    )
 
 
 @register_model(task="detection")
@@ -165,8 +189,16 @@ def maskrcnn_resnet101_fapn(
 ) -> MaskRCNN:
     """Mask R-CNN, ResNet-101 + FaPN; arguments as :func:`maskrcnn_resnet50_fapn`."""
     del progress
-    return _build(MaskRCNN, 101, weights=weights, num_classes=num_classes, weights_backbone=weights_backbone,
-                  trainable_backbone_layers=trainable_backbone_layers, fapn_kwargs=fapn_kwargs, kwargs=kwargs)
+    return _build(
+        MaskRCNN,
+        101,
+        weights=weights,
+        num_classes=num_classes,
+        weights_backbone=weights_backbone,
+        trainable_backbone_layers=trainable_backbone_layers,
+        fapn_kwargs=fapn_kwargs,
+        kwargs=kwargs,
+    )
 
 
 @register_model(task="detection")
@@ -188,8 +220,16 @@ def retinanet_resnet50_fapn(
     Args: as :func:`fasterrcnn_resnet50_fapn`; ``**kwargs`` go to ``RetinaNet``.
     """
     del progress
-    return _build(RetinaNet, 50, weights=weights, num_classes=num_classes, weights_backbone=weights_backbone,
-                  trainable_backbone_layers=trainable_backbone_layers, fapn_kwargs=fapn_kwargs, kwargs=kwargs)
+    return _build(
+        RetinaNet,
+        50,
+        weights=weights,
+        num_classes=num_classes,
+        weights_backbone=weights_backbone,
+        trainable_backbone_layers=trainable_backbone_layers,
+        fapn_kwargs=fapn_kwargs,
+        kwargs=kwargs,
+    )
 
 
 @register_model(task="detection")
@@ -205,8 +245,16 @@ def retinanet_resnet101_fapn(
 ) -> RetinaNet:
     """RetinaNet, ResNet-101 + FaPN; arguments as :func:`retinanet_resnet50_fapn`."""
     del progress
-    return _build(RetinaNet, 101, weights=weights, num_classes=num_classes, weights_backbone=weights_backbone,
-                  trainable_backbone_layers=trainable_backbone_layers, fapn_kwargs=fapn_kwargs, kwargs=kwargs)
+    return _build(
+        RetinaNet,
+        101,
+        weights=weights,
+        num_classes=num_classes,
+        weights_backbone=weights_backbone,
+        trainable_backbone_layers=trainable_backbone_layers,
+        fapn_kwargs=fapn_kwargs,
+        kwargs=kwargs,
+    )
 
 
 DETECTORS = ("fasterrcnn", "maskrcnn", "retinanet", "panoptic_fpn", "pointrend_maskrcnn")
@@ -276,5 +324,8 @@ def build_detection_model(
         from fapn.models.pointrend import PointRendMaskRCNN  # fapn.models.pointrend imports this package
 
         return PointRendMaskRCNN(body_and_neck, num_classes=num_classes, **detector_kwargs)
-    return PanopticFPN(MaskRCNN(body_and_neck, num_classes=num_classes, **detector_kwargs), num_stuff_classes,
-                       **(panoptic_kwargs or {}))
+    return PanopticFPN(
+        MaskRCNN(body_and_neck, num_classes=num_classes, **detector_kwargs),
+        num_stuff_classes,
+        **(panoptic_kwargs or {}),
+    )

@@ -48,9 +48,15 @@ def panoptic_merge(
         ``area``, and ``score`` for things.
 
     Example:
-        >>> masks = torch.zeros(1, 4, 4, dtype=torch.bool); masks[0, :2] = True
-        >>> pan, segs = panoptic_merge(masks, torch.tensor([0.9]), torch.tensor([3]),
-        ...                            torch.ones(4, 4, dtype=torch.long), stuff_area_threshold=1)
+        >>> masks = torch.zeros(1, 4, 4, dtype=torch.bool)
+        ... masks[0, :2] = True
+        >>> pan, segs = panoptic_merge(
+        ...     masks,
+        ...     torch.tensor([0.9]),
+        ...     torch.tensor([3]),
+        ...     torch.ones(4, 4, dtype=torch.long),
+        ...     stuff_area_threshold=1,
+        ... )
         >>> pan.tolist(), [(s["id"], s["isthing"], s["category_id"]) for s in segs]
         ([[1, 1, 1, 1], [1, 1, 1, 1], [2, 2, 2, 2], [2, 2, 2, 2]], [(1, True, 3), (2, False, 1)])
     """
@@ -74,8 +80,14 @@ def panoptic_merge(
         current_id += 1
         panoptic[mask] = current_id
         segments.append(
-            {"id": current_id, "isthing": True, "score": score, "category_id": int(instance_labels[index]),
-             "instance_id": index, "area": int(mask.sum())}
+            {
+                "id": current_id,
+                "isthing": True,
+                "score": score,
+                "category_id": int(instance_labels[index]),
+                "instance_id": index,
+                "area": int(mask.sum()),
+            }
         )
     for label in torch.unique(semantic).tolist():
         if label == 0:
@@ -131,8 +143,7 @@ class PanopticFPN(nn.Module):
         super().__init__()
         self.detector = detector
         self.num_stuff_classes = num_stuff_classes
-        self.semantic_head = SemanticFPNHead(detector.backbone.out_channels, num_stuff_classes + 1,
-                                             conv_dims=conv_dims)
+        self.semantic_head = SemanticFPNHead(detector.backbone.out_channels, num_stuff_classes + 1, conv_dims=conv_dims)
         self.semantic_loss_weight = semantic_loss_weight
         self.overlap_threshold = overlap_threshold
         self.stuff_area_threshold = stuff_area_threshold
@@ -167,8 +178,12 @@ class PanopticFPN(nn.Module):
         detections, detector_losses = detector.roi_heads(features, proposals, image_list.image_sizes, targets)
         if self.training:
             assert semantic_targets is not None
-            padded = torch.full(semantic_logits.shape[:1] + semantic_logits.shape[2:], 255, dtype=torch.long,
-                                device=semantic_logits.device)
+            padded = torch.full(
+                semantic_logits.shape[:1] + semantic_logits.shape[2:],
+                255,
+                dtype=torch.long,
+                device=semantic_logits.device,
+            )
             for i, (target, (height, width)) in enumerate(zip(semantic_targets, image_list.image_sizes)):
                 resized = F.interpolate(target[None, None].float(), size=(height, width), mode="nearest")
                 padded[i, :height, :width] = resized[0, 0].long()
@@ -207,10 +222,15 @@ def _panoptic(
     panoptic_kwargs: dict[str, Any] | None,
     kwargs: dict[str, Any],
 ) -> PanopticFPN:
-    backbone = resnet_pyramid(f"resnet{depth}", weights_backbone=weights_backbone,
-                              trainable_backbone_layers=trainable_backbone_layers, fapn_kwargs=fapn_kwargs)
-    return PanopticFPN(MaskRCNN(backbone, num_classes=num_classes, **kwargs), num_stuff_classes,
-                       **(panoptic_kwargs or {}))
+    backbone = resnet_pyramid(
+        f"resnet{depth}",
+        weights_backbone=weights_backbone,
+        trainable_backbone_layers=trainable_backbone_layers,
+        fapn_kwargs=fapn_kwargs,
+    )
+    return PanopticFPN(
+        MaskRCNN(backbone, num_classes=num_classes, **kwargs), num_stuff_classes, **(panoptic_kwargs or {})
+    )
 
 
 @register_model(task="detection")
@@ -235,8 +255,16 @@ def panoptic_fpn_resnet50_fapn(
         panoptic_kwargs: extra arguments of :class:`PanopticFPN` (thresholds, loss weight).
         **kwargs: passed to ``MaskRCNN``.
     """
-    return _panoptic(50, num_classes, num_stuff_classes, weights_backbone, trainable_backbone_layers,
-                     fapn_kwargs, panoptic_kwargs, kwargs)
+    return _panoptic(
+        50,
+        num_classes,
+        num_stuff_classes,
+        weights_backbone,
+        trainable_backbone_layers,
+        fapn_kwargs,
+        panoptic_kwargs,
+        kwargs,
+    )
 
 
 @register_model(task="detection")
@@ -251,5 +279,13 @@ def panoptic_fpn_resnet101_fapn(
     **kwargs: Any,
 ) -> PanopticFPN:
     """Panoptic FPN, ResNet-101 + FaPN; arguments as :func:`panoptic_fpn_resnet50_fapn`."""
-    return _panoptic(101, num_classes, num_stuff_classes, weights_backbone, trainable_backbone_layers,
-                     fapn_kwargs, panoptic_kwargs, kwargs)
+    return _panoptic(
+        101,
+        num_classes,
+        num_stuff_classes,
+        weights_backbone,
+        trainable_backbone_layers,
+        fapn_kwargs,
+        panoptic_kwargs,
+        kwargs,
+    )

@@ -30,6 +30,7 @@ __all__ = [
     "pointrend_maskrcnn_resnet50_fpn",
 ]
 
+
 @register_model()
 def pointrend_semantic(
     backbone: str = "resnet50",
@@ -63,19 +64,36 @@ def pointrend_semantic(
     """
     if trainable_backbone_layers is None and weights_backbone is not None:
         trainable_backbone_layers = 5  # FREEZE_AT: 0 in the authors' semantic config; batch norm stays frozen
-    pyramid = resnet_pyramid(backbone, neck=neck, weights_backbone=weights_backbone,
-                             trainable_backbone_layers=trainable_backbone_layers, fapn_kwargs=fapn_kwargs)
+    pyramid = resnet_pyramid(
+        backbone,
+        neck=neck,
+        weights_backbone=weights_backbone,
+        trainable_backbone_layers=trainable_backbone_layers,
+        fapn_kwargs=fapn_kwargs,
+    )
     return PointRendSemanticFPN(pyramid, num_classes, ignore_index=ignore_index, **kwargs)
 
 
 def _semantic(
-    depth: int, neck: Neck, num_classes: int, weights_backbone: BackboneWeights,
-    trainable_backbone_layers: int | None, ignore_index: int, fapn_kwargs: dict[str, Any] | None,
+    depth: int,
+    neck: Neck,
+    num_classes: int,
+    weights_backbone: BackboneWeights,
+    trainable_backbone_layers: int | None,
+    ignore_index: int,
+    fapn_kwargs: dict[str, Any] | None,
     kwargs: dict[str, Any],
 ) -> PointRendSemanticFPN:
-    return pointrend_semantic(f"resnet{depth}", num_classes, weights_backbone, neck=neck,
-                              trainable_backbone_layers=trainable_backbone_layers, ignore_index=ignore_index,
-                              fapn_kwargs=fapn_kwargs, **kwargs)
+    return pointrend_semantic(
+        f"resnet{depth}",
+        num_classes,
+        weights_backbone,
+        neck=neck,
+        trainable_backbone_layers=trainable_backbone_layers,
+        ignore_index=ignore_index,
+        fapn_kwargs=fapn_kwargs,
+        **kwargs,
+    )
 
 
 @register_model()
@@ -105,8 +123,9 @@ def pointrend_semantic_resnet50_fapn(
         >>> model(torch.randn(1, 3, 67, 99)).shape  # doctest: +SKIP
         torch.Size([1, 19, 67, 99])
     """
-    return _semantic(50, "fapn", num_classes, weights_backbone, trainable_backbone_layers, ignore_index,
-                     fapn_kwargs, kwargs)
+    return _semantic(
+        50, "fapn", num_classes, weights_backbone, trainable_backbone_layers, ignore_index, fapn_kwargs, kwargs
+    )
 
 
 @register_model()
@@ -120,8 +139,9 @@ def pointrend_semantic_resnet101_fapn(
     **kwargs: Any,
 ) -> PointRendSemanticFPN:
     """PointRend semantic segmentation on ResNet-101 + FaPN (80.1 mIoU); arguments as the ResNet-50 builder."""
-    return _semantic(101, "fapn", num_classes, weights_backbone, trainable_backbone_layers, ignore_index,
-                     fapn_kwargs, kwargs)
+    return _semantic(
+        101, "fapn", num_classes, weights_backbone, trainable_backbone_layers, ignore_index, fapn_kwargs, kwargs
+    )
 
 
 @register_model()
@@ -162,14 +182,24 @@ def _load_weights(model: nn.Module, weights: str | os.PathLike[str] | None) -> N
 
 
 def _maskrcnn(
-    depth: int, neck: Neck, weights: str | os.PathLike[str] | None, num_classes: int | None,
-    weights_backbone: BackboneWeights, trainable_backbone_layers: int | None,
-    fapn_kwargs: dict[str, Any] | None, kwargs: dict[str, Any],
+    depth: int,
+    neck: Neck,
+    weights: str | os.PathLike[str] | None,
+    num_classes: int | None,
+    weights_backbone: BackboneWeights,
+    trainable_backbone_layers: int | None,
+    fapn_kwargs: dict[str, Any] | None,
+    kwargs: dict[str, Any],
 ) -> PointRendMaskRCNN:
     if weights is not None:
         weights_backbone = None  # the model's weights contain the backbone's
-    backbone = resnet_pyramid(f"resnet{depth}", neck=neck, weights_backbone=weights_backbone,
-                              trainable_backbone_layers=trainable_backbone_layers, fapn_kwargs=fapn_kwargs)
+    backbone = resnet_pyramid(
+        f"resnet{depth}",
+        neck=neck,
+        weights_backbone=weights_backbone,
+        trainable_backbone_layers=trainable_backbone_layers,
+        fapn_kwargs=fapn_kwargs,
+    )
     model = PointRendMaskRCNN(backbone, 91 if num_classes is None else num_classes, **kwargs)
     _load_weights(model, weights)
     return model
@@ -194,14 +224,14 @@ def pointrend_maskrcnn_resnet50_fapn(
 
     Example:
         >>> import torch
-        >>> model = pointrend_maskrcnn_resnet50_fapn(num_classes=3, min_size=128, max_size=128,
-        ...                                          box_detections_per_img=2).eval()
+        >>> model = pointrend_maskrcnn_resnet50_fapn(
+        ...     num_classes=3, min_size=128, max_size=128, box_detections_per_img=2
+        ... ).eval()
         >>> sorted(model([torch.rand(3, 128, 128)])[0])
         ['boxes', 'labels', 'masks', 'scores']
     """
     del progress
-    return _maskrcnn(50, "fapn", weights, num_classes, weights_backbone, trainable_backbone_layers, fapn_kwargs,
-                     kwargs)
+    return _maskrcnn(50, "fapn", weights, num_classes, weights_backbone, trainable_backbone_layers, fapn_kwargs, kwargs)
 
 
 @register_model(task="detection")

@@ -20,8 +20,12 @@ from fapn.models.pointrend.semantic import PointRendSemanticFPN
 from fapn.models.pyramid import resnet_fapn_extractor
 from fapn.models.registry import register_model
 
-__all__ = ["detectron2_pointrend_semantic", "detectron2_pointrend_rcnn", "DETECTRON2_SEMANTIC_MEAN",
-           "DETECTRON2_SEMANTIC_STD"]
+__all__ = [
+    "detectron2_pointrend_semantic",
+    "detectron2_pointrend_rcnn",
+    "DETECTRON2_SEMANTIC_MEAN",
+    "DETECTRON2_SEMANTIC_STD",
+]
 
 DETECTRON2_SEMANTIC_MEAN = (123.675 / 255, 116.28 / 255, 103.53 / 255)
 """``data.mean`` for converted semantic weights (detectron2's caffe ``PIXEL_MEAN``, RGB, over 255)."""

@@ -91,8 +91,9 @@ class PointRendMaskHead(nn.Module):
         self.stride = stride
         self.pooler_size = pooler_size
         self.coarse_head = CoarseMaskHead(in_channels, num_classes, pooler_size, conv_dim, fc_dims, coarse_size)
-        self.point_head = StandardPointHead(in_channels, num_classes, point_fc_dim, point_num_fc,
-                                            coarse_pred_each_layer)
+        self.point_head = StandardPointHead(
+            in_channels, num_classes, point_fc_dim, point_num_fc, coarse_pred_each_layer
+        )
         self.train_num_points = train_num_points
         self.oversample_ratio = oversample_ratio
         self.importance_sample_ratio = importance_sample_ratio
@@ -141,8 +142,11 @@ class PointRendMaskHead(nn.Module):
         channels = labels.long() - 1
         with torch.no_grad():
             coords = uncertain_points_with_randomness(
-                coarse, lambda logits: mask_uncertainty(logits, channels), self.train_num_points,
-                self.oversample_ratio, self.importance_sample_ratio,
+                coarse,
+                lambda logits: mask_uncertainty(logits, channels),
+                self.train_num_points,
+                self.oversample_ratio,
+                self.importance_sample_ratio,
             )
             point_labels = _sample_gt_masks(gt_masks, boxes, matched_idxs, coords)
         logits = self.point_logits(feature, boxes, coords, coarse)
@@ -168,9 +172,11 @@ class PointRendMaskHead(nn.Module):
             num, classes, height, width = logits.shape
             indices, coords = uncertain_points_on_grid(mask_uncertainty(logits, channels), self.subdivision_num_points)
             refined = self.point_logits(feature, boxes, coords, coarse)
-            logits = logits.reshape(num, classes, height * width).scatter(
-                2, indices.unsqueeze(1).expand(-1, classes, -1), refined
-            ).view(num, classes, height, width)
+            logits = (
+                logits.reshape(num, classes, height * width)
+                .scatter(2, indices.unsqueeze(1).expand(-1, classes, -1), refined)
+                .view(num, classes, height, width)
+            )
         chosen = logits[torch.arange(len(channels), device=logits.device), channels].unsqueeze(1)
         return list(chosen.sigmoid().split(counts))
 
@@ -209,10 +215,16 @@ class PointRendRoIHeads(RoIHeads):
     def __init__(self, roi_heads: RoIHeads, mask_head: PointRendMaskHead, train_on_pred_boxes: bool = True) -> None:
         matcher, sampler = roi_heads.proposal_matcher, roi_heads.fg_bg_sampler
         super().__init__(
-            roi_heads.box_roi_pool, roi_heads.box_head, roi_heads.box_predictor,
-            matcher.high_threshold, matcher.low_threshold,
-            sampler.batch_size_per_image, sampler.positive_fraction,
-            roi_heads.box_coder.weights, roi_heads.score_thresh, roi_heads.nms_thresh,
+            roi_heads.box_roi_pool,
+            roi_heads.box_head,
+            roi_heads.box_predictor,
+            matcher.high_threshold,
+            matcher.low_threshold,
+            sampler.batch_size_per_image,
+            sampler.positive_fraction,
+            roi_heads.box_coder.weights,
+            roi_heads.score_thresh,
+            roi_heads.nms_thresh,
             roi_heads.detections_per_img,
         )
         self.proposal_matcher = matcher
@@ -238,8 +250,9 @@ class PointRendRoIHeads(RoIHeads):
         if not self.training:
             boxes, scores, classes = self.postprocess_detections(class_logits, box_regression, proposals, image_shapes)
             masks = self.mask_head.predict(features, boxes, classes)
-            result = [{"boxes": b, "labels": c, "scores": s, "masks": m}
-                      for b, c, s, m in zip(boxes, classes, scores, masks)]
+            result = [
+                {"boxes": b, "labels": c, "scores": s, "masks": m} for b, c, s, m in zip(boxes, classes, scores, masks)
+            ]
             return result, {}
         assert targets is not None
         loss_classifier, loss_box_reg = fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
@@ -257,8 +270,11 @@ class PointRendRoIHeads(RoIHeads):
             mask_boxes.append(boxes[positive])
             mask_matched.append(matched[positive])
         losses = {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
-        losses.update(self.mask_head.losses(features, mask_boxes, [t["masks"] for t in targets],
-                                            [t["labels"] for t in targets], mask_matched))
+        losses.update(
+            self.mask_head.losses(
+                features, mask_boxes, [t["masks"] for t in targets], [t["labels"] for t in targets], mask_matched
+            )
+        )
         return [], losses
 
 
@@ -278,8 +294,9 @@ class PointRendMaskRCNN(FasterRCNN):
 
     Example:
         >>> from fapn.models import get_model
-        >>> model = get_model("pointrend_maskrcnn_resnet50_fapn", num_classes=3, min_size=128, max_size=128,
-        ...                   box_detections_per_img=2)
+        >>> model = get_model(
+        ...     "pointrend_maskrcnn_resnet50_fapn", num_classes=3, min_size=128, max_size=128, box_detections_per_img=2
+        ... )
         >>> sorted(model.eval()([torch.rand(3, 128, 128)])[0])
         ['boxes', 'labels', 'masks', 'scores']
     """
@@ -296,4 +313,5 @@ class PointRendMaskRCNN(FasterRCNN):
         super().__init__(backbone, num_classes=num_classes, **kwargs)
         channels = int(backbone.out_channels)  # type: ignore[arg-type]
         head = PointRendMaskHead(channels, num_classes - 1, **(mask_head_kwargs or {}))
-        self.roi_heads = PointRendRoIHeads(self.roi_heads, head, train_on_pred_boxes)
+        # torchvision's GeneralizedRCNN sets roi_heads without an annotation mypy can read
+        self.roi_heads = PointRendRoIHeads(self.roi_heads, head, train_on_pred_boxes)  # type: ignore[has-type]

@@ -165,9 +165,7 @@ def boxes_points_to_image(boxes: Tensor, coords: Tensor) -> Tensor:
     return origin + coords * size
 
 
-def roi_point_features(
-    feature: Tensor, boxes: Sequence[Tensor], coords: Tensor, stride: float
-) -> Tensor:
+def roi_point_features(feature: Tensor, boxes: Sequence[Tensor], coords: Tensor, stride: float) -> Tensor:
     """Features of an image-level map at box-normalised points, for the boxes of every image of the batch.
 
     For a regular grid of points this is RoIAlign with one sample per bin and ``aligned=True`` (detectron2's

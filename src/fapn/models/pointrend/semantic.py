@@ -17,17 +17,9 @@ from fapn.models.pointrend.point_features import (
     uncertain_points_with_randomness,
 )
 from fapn.models.pointrend.point_head import StandardPointHead
+from fapn.models.semantic_fpn import SemanticFPNHead
 
 __all__ = ["PointRendSemanticFPN", "masked_cross_entropy"]
-
-
-def _semantic_fpn_head() -> type[nn.Module]:
-    # The head is moving from models/detection/ to models/ (with an alias at the old place): take either.
-    try:
-        from fapn.models.semantic_fpn import SemanticFPNHead  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        from fapn.models.detection.semantic_fpn import SemanticFPNHead
-    return SemanticFPNHead
 
 
 def masked_cross_entropy(logits: Tensor, target: Tensor, ignore_index: int) -> Tensor:
@@ -94,7 +86,7 @@ class PointRendSemanticFPN(nn.Module):
         self.backbone = backbone
         self.num_classes = num_classes
         channels = int(backbone.out_channels)  # type: ignore[arg-type]
-        self.coarse_head = _semantic_fpn_head()(channels, num_classes, conv_dims=conv_dims, norm_groups=norm_groups)
+        self.coarse_head = SemanticFPNHead(channels, num_classes, conv_dims=conv_dims, norm_groups=norm_groups)
         self.point_head = StandardPointHead(channels, num_classes, point_fc_dim, point_num_fc, coarse_pred_each_layer)
         self.train_num_points = train_num_points
         self.oversample_ratio = oversample_ratio
@@ -122,11 +114,12 @@ class PointRendSemanticFPN(nn.Module):
             if targets is None:
                 raise ValueError("PointRendSemanticFPN needs targets [N, H, W] in training mode")
             if targets.shape != (images.shape[0], height, width):
-                raise ValueError(f"targets must be [N, H, W] = {(images.shape[0], height, width)}, "
-                                 f"got {tuple(targets.shape)}")
+                raise ValueError(
+                    f"targets must be [N, H, W] = {(images.shape[0], height, width)}, got {tuple(targets.shape)}"
+                )
             targets = F.pad(targets, (0, pad_w, 0, pad_h), value=self.ignore_index) if pad_h or pad_w else targets
             return self.losses(coarse, features[0], targets)
-        logits = self.subdivision_inference(coarse, features[0], tuple(x.shape[-2:]))
+        logits = self.subdivision_inference(coarse, features[0], (x.shape[-2], x.shape[-1]))
         return logits[..., :height, :width]
 
     def losses(self, coarse: Tensor, fine: Tensor, targets: Tensor) -> dict[str, Tensor]:
@@ -135,7 +128,10 @@ class PointRendSemanticFPN(nn.Module):
         loss_coarse = masked_cross_entropy(upsampled, targets, self.ignore_index)
         with torch.no_grad():
             coords = uncertain_points_with_randomness(
-                coarse, semantic_uncertainty, self.train_num_points, self.oversample_ratio,
+                coarse,
+                semantic_uncertainty,
+                self.train_num_points,
+                self.oversample_ratio,
                 self.importance_sample_ratio,
             )
         point_logits = self.point_head(point_sample(fine, coords), point_sample(coarse, coords))
@@ -155,9 +151,11 @@ class PointRendSemanticFPN(nn.Module):
             num, channels, height, width = logits.shape
             indices, coords = uncertain_points_on_grid(semantic_uncertainty(logits), self.subdivision_num_points)
             point_logits = self.point_head(point_sample(fine, coords), point_sample(coarse, coords))
-            logits = logits.reshape(num, channels, height * width).scatter(
-                2, indices.unsqueeze(1).expand(-1, channels, -1), point_logits.to(logits.dtype)
-            ).view(num, channels, height, width)
+            logits = (
+                logits.reshape(num, channels, height * width)
+                .scatter(2, indices.unsqueeze(1).expand(-1, channels, -1), point_logits.to(logits.dtype))
+                .view(num, channels, height, width)
+            )
         if tuple(logits.shape[-2:]) != size:  # steps that do not reach stride 1 [ours]
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         return logits
