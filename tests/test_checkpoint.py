@@ -111,7 +111,8 @@ def test_temporary_files_of_a_killed_save_are_removed_by_the_next_save(tmp_path:
 
 def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
     path = save_checkpoint({"model": {"w": torch.zeros(1)}}, tmp_path / "last.pt")
-    with pytest.raises(pickle.PicklingError):
+    # pickle refuses a local lambda: PicklingError or AttributeError, depending on how torch.save reaches it
+    with pytest.raises((pickle.PicklingError, AttributeError)):
         save_checkpoint({"model": {"w": lambda: None}}, path)  # torch.save cannot pickle a lambda
     assert torch.equal(load_checkpoint(path)["model"]["w"], torch.zeros(1))
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
