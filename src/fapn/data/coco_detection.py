@@ -50,8 +50,8 @@ class CocoInstances(Dataset[tuple[Tensor, dict[str, Tensor]]]):
 
     Example:
         >>> data = CocoInstances("images", "annotations/instances.json")  # doctest: +SKIP
-        >>> image, target = data[0]
-        ... sorted(target)  # doctest: +SKIP
+        >>> image, target = data[0]  # doctest: +SKIP
+        >>> sorted(target)  # doctest: +SKIP
         ['boxes', 'image_id', 'labels', 'masks']
     """
 

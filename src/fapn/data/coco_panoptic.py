@@ -54,8 +54,8 @@ class CocoPanoptic(Dataset[tuple[Tensor, dict[str, Tensor]]]):
 
     Example:
         >>> data = CocoPanoptic("images", "annotations/panoptic.json", "annotations/panoptic")  # doctest: +SKIP
-        >>> image, target = data[0]
-        ... target["sem_seg"].shape == image.shape[1:]  # doctest: +SKIP
+        >>> image, target = data[0]  # doctest: +SKIP
+        >>> target["sem_seg"].shape == image.shape[1:]  # doctest: +SKIP
         True
     """
 

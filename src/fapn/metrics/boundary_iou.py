@@ -48,7 +48,7 @@ def mask_to_boundary(mask: Tensor, dilation_ratio: float = 0.02) -> Tensor:
 
     Example:
         >>> m = torch.zeros(1, 8, 8, dtype=torch.bool)
-        ... m[0, 1:7, 1:7] = True
+        >>> m[0, 1:7, 1:7] = True
         >>> mask_to_boundary(m, dilation_ratio=0.1).int()[0, 3]  # d = 1: the outer ring of the square
         tensor([0, 1, 0, 0, 0, 0, 1, 0], dtype=torch.int32)
     """

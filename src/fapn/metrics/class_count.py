@@ -26,7 +26,7 @@ def class_count_warning(matrix: Tensor, class_names: Sequence[str] | None = None
 
     Example:
         >>> m = torch.zeros(4, 5, dtype=torch.int64)
-        ... m[0, 0] = m[1, 1] = m[3, 0] = 5  # class 3 never predicted
+        >>> m[0, 0] = m[1, 1] = m[3, 0] = 5  # class 3 never predicted
         >>> class_count_warning(m, ["a", "b", "c", "d"])[:60]
         'the predictions use classes 0..1 only, but the ground truth '
         >>> class_count_warning(torch.eye(3, dtype=torch.int64)) is None

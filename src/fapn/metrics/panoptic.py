@@ -40,7 +40,7 @@ class PanopticQuality:
     Example:
         >>> pq = PanopticQuality([{"id": 1, "isthing": 1}, {"id": 2, "isthing": 0}])
         >>> gt = np.array([[1, 1], [2, 2]])
-        ... pred = np.array([[5, 5], [6, 0]])
+        >>> pred = np.array([[5, 5], [6, 0]])
         >>> pq.update(
         ...     gt,
         ...     [{"id": 1, "category_id": 1}, {"id": 2, "category_id": 2}],

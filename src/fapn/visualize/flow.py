@@ -40,7 +40,7 @@ def mean_displacement(offset: Tensor, mask: Tensor | None = None, offset_groups:
 
     Example:
         >>> off = torch.zeros(1, 2 * 8 * 9, 2, 2)
-        ... off[:, 0::2] = 1.0  # every dy = 1
+        >>> off[:, 0::2] = 1.0  # every dy = 1
         >>> mean_displacement(off)[0, :, 0, 0].tolist()
         [0.0, 1.0]
     """
@@ -114,7 +114,7 @@ def arrow_scale(flow: Tensor, height: int, width: int, step: int = 16, longest: 
 
     Example:
         >>> flow = torch.zeros(2, 4, 4)
-        ... flow[0] = 0.01  # 0.01 feature pixel = 0.08 image pixel
+        >>> flow[0] = 0.01  # 0.01 feature pixel = 0.08 image pixel
         >>> round(arrow_scale(flow, 32, 32, step=16), 3)
         160.0
     """

@@ -20,7 +20,7 @@ def instance_boundaries(masks: np.ndarray, width: int = 1) -> np.ndarray:
 
     Example:
         >>> m = np.zeros((1, 5, 5), bool)
-        ... m[0, 1:4, 1:4] = True
+        >>> m[0, 1:4, 1:4] = True
         >>> instance_boundaries(m)[0].astype(int)[2].tolist()
         [0, 1, 0, 1, 0]
     """
@@ -60,7 +60,7 @@ def draw_instances(
     Example:
         >>> image = np.zeros((4, 6, 3), np.uint8)
         >>> masks = np.zeros((1, 4, 6), bool)
-        ... masks[0, 1:3, 1:5] = True
+        >>> masks[0, 1:3, 1:5] = True
         >>> draw_instances(image, masks, colors=[[255, 0, 0]])[1, 1].tolist()
         [255, 0, 0]
     """

@@ -49,7 +49,7 @@ def panoptic_merge(
 
     Example:
         >>> masks = torch.zeros(1, 4, 4, dtype=torch.bool)
-        ... masks[0, :2] = True
+        >>> masks[0, :2] = True
         >>> pan, segs = panoptic_merge(
         ...     masks,
         ...     torch.tensor([0.9]),
