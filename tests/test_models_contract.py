@@ -14,6 +14,7 @@ and are marked slow.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import io
 import itertools
 from typing import Any
@@ -52,6 +53,14 @@ MASKFORMER = dict(
     mask_dim=32,
 )
 POINTREND_SEMANTIC = dict(num_classes=4, train_num_points=64, subdivision_steps=1, subdivision_num_points=64)
+# timm encoders (issue 13): one CNN and one NHWC transformer, each a few thousand parameters on the same code path as
+# the full-size models (timm's test_convnext; a one-block-per-stage Swin-T shape, drop path off so that the two
+# backward passes below see the same network)
+TIMM_CNN = "timm:test_convnext"
+TIMM_SWIN = dict(
+    backbone="timm:swin_tiny_patch4_window7_224",
+    backbone_kwargs=dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1), drop_path_rate=0.0),
+)
 
 TINY: dict[str, list[dict[str, Any]]] = {
     # semantic segmentation: [N, 3, H, W] -> [N, C, H, W]
@@ -59,11 +68,16 @@ TINY: dict[str, list[dict[str, Any]]] = {
         dict(backbone=b, variant=v, num_classes=5)
         for b, v in itertools.product(BACKBONES, VARIANTS)
         if b == "resnet18" or v == "fapn"
+    ]
+    + [dict(backbone=TIMM_CNN, num_classes=5)],
+    "semantic_fpn": [
+        dict(backbone="resnet18", num_classes=5),
+        dict(backbone="resnet18", num_classes=5, neck="fpn"),
+        dict(backbone=TIMM_CNN, num_classes=5, conv_dims=32),
     ],
-    "semantic_fpn": [dict(backbone="resnet18", num_classes=5), dict(backbone="resnet18", num_classes=5, neck="fpn")],
     "semantic_fpn_resnet50_fapn": [dict(num_classes=5)],
     "semantic_fpn_resnet101_fapn": [dict(num_classes=5)],
-    "maskformer_fapn": [MASKFORMER],
+    "maskformer_fapn": [MASKFORMER, {**MASKFORMER, **TIMM_SWIN}],
     "maskformer_fpn": [MASKFORMER],
     "pointrend_semantic": [
         dict(backbone="resnet18", **POINTREND_SEMANTIC),
@@ -96,10 +110,12 @@ TINY: dict[str, list[dict[str, Any]]] = {
 """Each registry name -> the tiny keyword arguments its contract tests build it with (one case each)."""
 
 LIGHT_BACKBONES = ("resnet18", "resnet34")
+HAS_TIMM = importlib.util.find_spec("timm") is not None
 
 
 def _is_heavy(kwargs: dict[str, Any]) -> bool:
-    return kwargs.get("backbone") not in LIGHT_BACKBONES
+    backbone = str(kwargs.get("backbone"))
+    return backbone not in LIGHT_BACKBONES and not backbone.startswith("timm:")
 
 
 def _cases() -> list[Any]:
@@ -107,6 +123,8 @@ def _cases() -> list[Any]:
     for name in list_models():
         for index, kwargs in enumerate(TINY.get(name, [])):
             marks = [pytest.mark.slow] if _is_heavy(kwargs) else []
+            if str(kwargs.get("backbone")).startswith("timm:") and not HAS_TIMM:
+                marks.append(pytest.mark.skip(reason='timm encoders need the timm extra (pip install "fapn[timm]")'))
             cases.append(pytest.param((name, index), id=f"{name}-{index}", marks=marks))
     return cases
 
