@@ -433,6 +433,8 @@ def markdown_report(
             if diffs:
                 lines.append(f"| {label} | {', '.join(f'{d:+.1f}' for d in diffs)} | {fmt_ms(diffs)} | {goal} |")
 
+    lines += ["", *goal_lines(by_variant)]
+
     names = list(any_result["per_class_iou"])
     shown = [v for v in ("fpn", "fapn") if by_variant[v]]
     if shown:
@@ -460,10 +462,10 @@ def markdown_report(
     ]
     for variant in VARIANTS:
         for r in by_variant[variant]:
-            load = r["machine"].get("load_average_at_end") or ["-"]
+            load = r["machine"].get("load_average_at_end")
             lines.append(
                 f"| {SHORT[variant]} seed {r['seed']} | {r['iterations']} | {r['wall_seconds'] / 60:.0f} min | "
-                f"{r['mIoU']:.1f} | {r['boundary_mIoU']:.1f} | {load[0]} |"
+                f"{r['mIoU']:.1f} | {r['boundary_mIoU']:.1f} | {f'{load[0]:.1f}' if load else '-'} |"
             )
     todo = missing_runs(RESULTS_DIR)
     if todo:
@@ -474,6 +476,59 @@ def markdown_report(
             + " (`python benchmarks/camvid_study.py --missing`).",
         ]
     return "\n".join(lines)
+
+
+def row_ordering(by_variant: dict[str, list[dict[str, Any]]], key: str = "mIoU") -> str:
+    """Table 1's rows ordered by mean ``key``, each with mean ± std (n); ``>`` where the gap to the next row is
+    larger than both rows' standard deviations, ``≳`` where it is not (or a row has one seed, so no spread)."""
+    rows = sorted(
+        ((v, mean_std([r[key] for r in by_variant[v]])) for v in VARIANTS if by_variant[v]),
+        key=lambda item: -item[1][0],
+    )
+    text = ""
+    for index, (variant, (mean, std)) in enumerate(rows):
+        n = len(by_variant[variant])
+        text += f"{SHORT[variant]} ({mean:.1f}" + (f" ± {std:.1f}" if n > 1 else "") + f", n={n})"
+        if index + 1 < len(rows):
+            next_mean, next_std = rows[index + 1][1]
+            clear = n > 1 and len(by_variant[rows[index + 1][0]]) > 1 and mean - next_mean > max(std, next_std)
+            text += " > " if clear else " ≳ "
+    return text
+
+
+def goal_lines(by_variant: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The issue's goals, each with its measured figure and met / missed / not yet measurable."""
+    lines = ["**Goals** (from the issue; measured, met or not):", ""]
+    fapn, fpn = by_variant["fapn"], by_variant["fpn"]
+    if fapn:
+        mean = mean_std([r["mIoU"] for r in fapn])[0]
+        lines.append(
+            f"- FaPN mean val mIoU >= 55: {mean:.1f} over {len(fapn)} seed(s), **{'met' if mean >= 55 else 'missed'}**."
+        )
+    for key, label in (("mIoU", "val mIoU"), ("boundary_mIoU", "boundary mIoU")):
+        diffs = paired_differences(by_variant, "fpn", "fapn", key) if fapn and fpn else []
+        if diffs:
+            mean, std = mean_std(diffs)
+            verdict = "met" if mean >= 1.0 else "missed"
+            state = f"**{verdict}**" if len(diffs) >= 3 else f"{verdict} so far ({len(diffs)} of 3 seeds)"
+            spread = f" ± {std:.1f}" if len(diffs) > 1 else " (one seed: no spread yet)"
+            lines.append(f"- FaPN minus FPN >= 1.0 {label}: {mean:+.1f}{spread}, {state}.")
+        else:
+            lines.append(f"- FaPN minus FPN >= 1.0 {label}: not yet measurable (no seed with both models).")
+    for variant in ("fpn", "fapn"):
+        if by_variant[variant]:
+            worst = {c: min(r["per_class_iou"][c] for r in by_variant[variant]) for c in THIN_CLASSES}
+            zero = [c for c, v in worst.items() if v <= 0]
+            lines.append(
+                f"- {SHORT[variant]}: thin classes above 0 IoU in every seed: "
+                + ("yes" if not zero else f"no ({', '.join(zero)})")
+                + " (lowest: "
+                + ", ".join(f"{c} {v:.1f}" for c, v in worst.items())
+                + ")."
+            )
+    lines.append(f"- Table 1's rows by val mIoU: {row_ordering(by_variant)}.")
+    lines.append(f"- By boundary mIoU: {row_ordering(by_variant, 'boundary_mIoU')}.")
+    return lines
 
 
 RESULTS_DIR = REPO / "benchmarks" / "results" / "camvid"
