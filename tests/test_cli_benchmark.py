@@ -106,3 +106,15 @@ def test_cli_benchmark_runs_variants_side_by_side(tmp_path: Path, capsys: pytest
         main(["benchmark", "--sizes", "12xAB"])
     assert usage.value.code == 2 and "--sizes: expected HEIGHTxWIDTH" in capsys.readouterr().err
     assert main(["benchmark", "--deform-backends", "nope"]) == 2
+
+
+def test_default_and_given_sizes_are_height_width_pairs() -> None:
+    # argparse does not apply type=parse_size to a list default: without requested_sizes, a plain
+    # `fapn benchmark` unpacked the string "768x1536" and failed with "too many values to unpack".
+    from fapn.cli.benchmark import requested_sizes
+    from fapn.cli.main import build_parser
+
+    parser = build_parser()
+    assert requested_sizes(parser.parse_args(["benchmark"])) == [(768, 1536)]
+    given = parser.parse_args(["benchmark", "--sizes", "64x96", "32"])
+    assert requested_sizes(given) == [(64, 96), (32, 32)]

@@ -8,7 +8,7 @@ from typing import Any
 
 from fapn.cli.common import THREADS_HELP, parse_size
 
-__all__ = ["register", "run"]
+__all__ = ["register", "run", "requested_sizes"]
 
 RUNTIMES = ("torch", "compile", "onnxruntime")
 
@@ -53,6 +53,12 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def requested_sizes(args: argparse.Namespace) -> list[tuple[int, int]]:
+    """``--sizes`` as ``(height, width)`` pairs. argparse applies ``type`` to typed values but not to a list
+    default, so the default ``"768x1536"`` arrives as a string (kept a string so that ``--help`` shows it as typed)."""
+    return [size if isinstance(size, tuple) else parse_size(size) for size in args.sizes]
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     import platform
@@ -86,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown --deform-backends {unknown}; valid: auto, {', '.join(sorted(fapn.ops.BACKENDS))}")
     if "onnxruntime" in args.runtimes:
         require_extra(["onnx", "onnxscript", "onnxruntime"], "fapn benchmark --runtimes onnxruntime")
-    sizes = list(args.sizes)
+    sizes = requested_sizes(args)
     bases = [
         (
             variant,
