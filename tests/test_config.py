@@ -234,6 +234,19 @@ def test_yaml_that_does_not_parse_names_file_and_line(tmp_path, capsys) -> None:
     assert err.startswith(f"fapn: error: {bad}:4:") and err.count("\n") == 1
 
 
+def test_set_value_that_does_not_parse_is_one_line(capsys) -> None:
+    # `--set data.options={size: [32, 40]}` unquoted reaches fapn as 'data.options={size:' (a YAML error that
+    # is not a ValueError: it was a traceback)
+    from fapn.cli.main import main
+
+    with pytest.raises(ValueError, match=r"override 'data\.options=\{size: \[32': the value is not valid YAML"):
+        load_config("semseg/camvid_r18_fpn", SegmentationConfig, ["data.options={size: [32"])
+    assert main(["configs", "camvid_r18_fpn", "--set", "data.options={size:"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fapn: error: ") and "'data.options={size:'" in err and "quoted" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
 def test_literal_fields_checked_at_load_naming_key_value_and_choices(tmp_path) -> None:
     @dataclass
     class Model:

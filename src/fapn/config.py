@@ -232,7 +232,13 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
         if "=" not in override:
             raise ValueError(f"override {override!r} is not of the form key.sub=value (e.g. optim.lr=0.005)")
         key, raw = override.split("=", 1)
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:  # not a ValueError: it would reach the user as a traceback
+            raise ValueError(
+                f"override {override!r}: the value is not valid YAML ({_yaml_problem(err)}); a value with spaces "
+                "needs the whole argument quoted for the shell, e.g. --set 'data.options={size: [32, 40]}'"
+            ) from None
         parts = key.strip().split(".")
         node = data
         for part in parts[:-1]:
