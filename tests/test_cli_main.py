@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +114,53 @@ def test_profile_input_size_takes_hxw_and_the_old_form(capsys) -> None:
     assert new == old and new["input_shape"] == [1, 3, 64, 96]
     assert main(["profile", "--input-size", "16x16"]) == 2
     assert "at least 32x32" in capsys.readouterr().err
+
+
+MODEL_COMMANDS = ("benchmark", "compare", "demo", "eval", "explain", "export", "predict", "train")
+"""The subcommands that run a model (``profile`` counts on the meta device, ``score``/``configs``/``convert`` run
+none)."""
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    from fapn.cli.main import build_parser
+
+    parser = build_parser()
+    return {name: sub for action in parser._subparsers._group_actions for name, sub in action.choices.items()}
+
+
+def test_every_command_that_runs_a_model_takes_threads_as_the_readme_says() -> None:
+    subcommands = _subcommands()
+    with_threads = [n for n, sub in subcommands.items() if any("--threads" in a.option_strings for a in sub._actions)]
+    assert sorted(with_threads) == list(MODEL_COMMANDS)
+    readme = REPO / "README.md"
+    if not readme.is_file():
+        pytest.skip("no README.md beside the tests (not a checkout)")
+    sentence = readme.read_text().split("Every command that runs a model (", 1)[1].split(")", 1)[0]
+    assert sorted(re.findall(r"`(\w+)`", sentence)) == list(MODEL_COMMANDS)
+
+
+def test_export_applies_threads_before_reading_the_checkpoint(tmp_path, monkeypatch, capsys) -> None:
+    import torch
+
+    monkeypatch.delenv("FAPN_DEBUG", raising=False)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        args = ["export", "--weights", str(tmp_path / "missing.pt"), "--format", "torchscript", "--threads", "1"]
+        assert main([*args, "--out", str(tmp_path / "m.ts")]) == 2
+        assert torch.get_num_threads() == 1
+        assert f"checkpoint not found: {tmp_path / 'missing.pt'}" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_readme_cpu_install_line_and_demo_folder_ignored() -> None:
+    readme, gitignore = REPO / "README.md", REPO / ".gitignore"
+    if not (readme.is_file() and gitignore.is_file()):
+        pytest.skip("not a checkout")
+    # a CPU-only machine gets PyTorch's CPU wheels (the default Linux wheel brings 5 GB of CUDA libraries)
+    assert "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu" in readme.read_text()
+    # fapn demo's default report folder (hundreds of MB of checkpoints) is never committed by accident
+    demo_folder = _subcommands()["demo"].parse_args([]).output
+    assert f"{demo_folder}/" in gitignore.read_text().splitlines()
