@@ -153,3 +153,21 @@ def test_fapn_profile_on_timm_encoders(args: list[str], build, capsys) -> None:
         assert result["params"] == sum(p.numel() for p in build().parameters())
     else:
         assert 45.0e6 < result["params"] < 45.8e6  # MaskFormer-FaPN on Swin-T: 45.41 M (docs/architecture.md)
+
+
+def test_the_issues_full_size_calls_build_and_run_on_the_meta_device() -> None:
+    # issue 13's "done when" examples at full size; on the meta device: nothing allocated, shapes only
+    from fapn.models.maskformer import maskformer_fapn
+
+    with torch.device("meta"):
+        realtime = realtime_fapn(backbone="timm:convnext_tiny", num_classes=19)
+        convnext = timm.create_model("convnext_tiny", features_only=True)
+        maskformer = maskformer_fapn(backbone=f"timm:{SWIN}", num_classes=150)
+        realtime_out = realtime.eval()(torch.empty(1, 3, 512, 1024))
+        maskformer_out = maskformer.eval()(torch.empty(1, 3, 500, 520))
+    assert realtime.backbone.channels == convnext.feature_info.channels()[1:] == [192, 384, 768]
+    assert realtime_out.shape == (1, 19, 512, 1024)
+    assert maskformer.backbone.nhwc and maskformer.backbone.channels == [96, 192, 384, 768]
+    assert (maskformer.predictor.num_queries, len(maskformer.predictor.layers)) == (100, 6)
+    assert maskformer.predictor.class_embed.out_features == 151  # 150 classes + no object
+    assert maskformer_out.shape == (1, 150, 500, 520)
