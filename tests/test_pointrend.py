@@ -429,3 +429,22 @@ def test_instance_builder_defaults_are_the_authors() -> None:
     assert (head.subdivision_init_resolution, head.subdivision_steps, head.subdivision_num_points) == (28, 3, 784)
     assert head.pooler_size == 14 and head.coarse_head.output_size == 7 and head.num_classes == 80
     assert head.point_head.coarse_pred_each_layer and head.point_head.fc1.in_channels == 256 + 80
+
+
+def test_semantic_builder_on_a_timm_encoder() -> None:
+    # issue 13: PointRend takes timm encoders like every builder (timm's test_convnext: a few thousand parameters)
+    pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = get_model(
+        "pointrend_semantic",
+        backbone="timm:test_convnext",
+        num_classes=3,
+        train_num_points=16,
+        subdivision_num_points=64,
+    )
+    assert model.backbone.body.strides == [4, 8, 16, 32]
+    losses = model.train()(torch.randn(1, 3, 64, 64), torch.randint(0, 3, (1, 64, 64)))
+    sum(losses.values()).backward()
+    assert model.point_head.fc1.weight.grad is not None
+    with torch.no_grad():
+        assert model.eval()(torch.randn(1, 3, 37, 53)).shape == (1, 3, 37, 53)
