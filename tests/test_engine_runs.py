@@ -227,6 +227,7 @@ def test_eval_threads_progress_and_class_count_warning(half_run: Path, tmp_path:
             (tmp_path / "data" / sub).mkdir(parents=True)
         Image.new("RGB", (40, 32)).save(tmp_path / "data/images/val/x.png")
         Image.new("L", (40, 32)).save(tmp_path / "data/masks/val/x.png")
+        torch.set_num_threads(2)  # without --threads, the recipe's train.threads applies
         code = _fapn(
             "eval",
             RECIPE,
@@ -234,6 +235,8 @@ def test_eval_threads_progress_and_class_count_warning(half_run: Path, tmp_path:
             str(half_run / "last.pt"),
             "--output",
             str(tmp_path / "f.json"),
+            "--set",
+            "train.threads=1",
             "--set",
             "data.dataset=folder",
             "--set",
@@ -245,7 +248,7 @@ def test_eval_threads_progress_and_class_count_warning(half_run: Path, tmp_path:
             "--no-progress",
         )
         err = capsys.readouterr().err
-        assert code == 0
+        assert code == 0 and torch.get_num_threads() == 1
         assert "warning" in err and "predicts 8 classes but" in err and "has 3" in err
         assert "predicts 8 classes" in json.loads((tmp_path / "f.json").read_text())["warning"]
     finally:
@@ -274,8 +277,9 @@ def test_run_folder_rule_and_rng_state_units(tmp_path: Path) -> None:
         assert torch.equal(torch.rand(3), expected[0])
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
-def test_cuda_without_a_gpu_is_one_line_before_any_data(tmp_path: Path, capsys) -> None:
+def test_cuda_without_a_gpu_is_one_line_before_any_data(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also checked on a machine with a GPU
+    monkeypatch.delenv("FAPN_DEBUG", raising=False)
     argv = [
         "train",
         "semseg/camvid_r18_fapn",
