@@ -196,7 +196,7 @@ def test_record_alignment_matches_the_model(checkpoints: tuple[Path, Path]) -> N
 
 
 def test_cli_compare_and_explain(
-    checkpoints: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    checkpoints: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ) -> None:
     image = _helpers.random_image(64, 96, 8)
     Image.fromarray(image).save(tmp_path / "street.png")
@@ -207,7 +207,9 @@ def test_cli_compare_and_explain(
     out = tmp_path / "out"
     args = ["compare", "--weights", *map(str, checkpoints), "--names", "FPN", "FaPN", "--gt", str(tmp_path / "gt")]
     assert main([*args, str(tmp_path / "street.png"), "--out", str(out), "--width", "96", "--device", "cpu"]) == 0
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
+    assert "warning" not in captured.err  # the ground truth's classes are the models' classes
     fapn_label = Segmenter.from_checkpoint(checkpoints[1]).predict(image)
     valid = gt != 255
     assert f"FaPN: pixel accuracy {100 * (fapn_label[valid] == gt[valid]).mean():.2f}%" in text
@@ -219,6 +221,15 @@ def test_cli_compare_and_explain(
     below = figure[grid_height + 4 :]  # the legend: a swatch for each class in the figure, none for the others
     for index, color in enumerate(_helpers.PALETTE):
         assert (np.all(below == color, axis=-1).sum() == 144) == (index in shown), index
+    import fapn.visualize
+
+    drawn = []  # explain's arrows: by default the longest is 0.8 grid steps, however short the offsets
+
+    def spying_draw_arrows(image, flow, step=16, scale=1.0, **kwargs):
+        drawn.append((image.shape, flow, step, scale))
+        return draw_arrows(image, flow, step=step, scale=scale, **kwargs)
+
+    monkeypatch.setattr(fapn.visualize, "draw_arrows", spying_draw_arrows)
     assert (
         main(
             [
@@ -236,6 +247,9 @@ def test_cli_compare_and_explain(
     )
     text = capsys.readouterr().out
     assert "FAM 0 (stride 8)" in text and "FAM 1 (stride 16)" in text
+    assert len(drawn) == 2
+    for shape, flow, step, scale in drawn:
+        assert scale == pytest.approx(arrow_scale(flow, shape[0], shape[1], step)) and scale != 1.0
     for name in ["offsets", "arrows", "mask", "lateral", "before", "after"]:
         assert (out / f"street_fam_s8_{name}.png").is_file()
     saved = np.load(out / "street_displacements.npz")
@@ -245,3 +259,28 @@ def test_cli_compare_and_explain(
     legend_part = summary[3 * (64 + 20) + 2 * 4 + 4 :]
     assert any(np.all(legend_part == color, axis=-1).sum() == 144 for color in _helpers.PALETTE)
     assert main(["explain", "--weights", str(checkpoints[0]), str(tmp_path / "street.png"), "--out", str(out)]) == 2
+
+
+def test_cli_compare_warns_about_class_sets_that_differ(
+    checkpoints: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a 5-class and a 3-class model, ground truth holding class 6: both said once, on stderr; the figures come
+    small = _helpers.make_checkpoint(tmp_path / "small.pt", num_classes=3, variant="fpn", seed=3)
+    gt = np.zeros((40, 48), np.uint8)
+    gt[:, 24:] = 6
+    Image.fromarray(gt).save(tmp_path / "gt.png")
+    for stem in ("a", "b"):
+        Image.fromarray(_helpers.random_image(40, 48, 9)).save(tmp_path / f"{stem}.png")
+    args = ["compare", "--weights", str(checkpoints[0]), str(small), "--names", "FPN", "Small", "--gt"]
+    args += [str(tmp_path / "gt.png"), str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    code = main([*args, "--out", str(tmp_path / "out"), "--width", "48"])
+    err = capsys.readouterr().err
+    assert code == 0 and len(list((tmp_path / "out").glob("*_compare.png"))) == 2
+    warnings = [line for line in err.splitlines() if line.startswith("fapn: warning:")]
+    assert warnings == [
+        "fapn: warning: the checkpoints predict different class sets (FPN: 5 classes, Small: 3 classes); "
+        "colours and the legend follow FPN's",
+        f"fapn: warning: ground truth {tmp_path / 'gt.png'} holds class 6, but FPN predicts 5, Small predicts 3 "
+        "classes: was a model trained on another class set (such as 8 classes instead of 11)? The pixels of the "
+        "classes it lacks count as wrong in its pixel accuracy",
+    ]

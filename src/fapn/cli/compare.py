@@ -8,7 +8,7 @@ from typing import Any
 
 from fapn.cli.common import add_device_argument, add_threads_argument
 
-__all__ = ["register", "run", "find_ground_truth"]
+__all__ = ["register", "run", "find_ground_truth", "ground_truth_class_warning"]
 
 
 def register(subparsers: Any) -> None:
@@ -18,7 +18,8 @@ def register(subparsers: Any) -> None:
         description=(
             "For every input image write NAME_compare.png: the image, its ground truth (when --gt gives it) "
             "and each checkpoint's prediction in the dataset's palette, with the pixel accuracy against the "
-            "ground truth in the titles and a legend of the classes shown below. Instance segmentation "
+            "ground truth in the titles and a legend of the classes shown below (a warning when the checkpoints' "
+            "class sets differ, or the ground truth holds classes a model cannot predict). Instance segmentation "
             "checkpoints (Mask R-CNN, PointRend) draw each model's masks with their boundaries outlined instead "
             "(the supplementary's Figure 2: FPN left, FaPN right). Example: fapn compare --weights fpn.pt fapn.pt "
             "--names FPN FaPN --gt data/camvid/valannot data/camvid/val/0001TP_008550.png --out figures/"
@@ -57,6 +58,34 @@ def find_ground_truth(gt: str | None, image_path: Any) -> Any:
     return None
 
 
+def ground_truth_class_warning(
+    gt: Any, gt_path: Any, names: list[str], class_counts: list[int], ignore_index: int = 255
+) -> str | None:
+    """A warning when the ground truth holds classes that a model cannot predict (an 8-class model compared on
+    11-class labels: those pixels count as wrong), else ``None``.
+
+    Example:
+        >>> ground_truth_class_warning([[0, 10], [255, 3]], "gt.png", ["FPN"], [8]).split(":")[0]
+        'ground truth gt.png holds class 10, but FPN predicts 8 classes'
+        >>> ground_truth_class_warning([[0, 7]], "gt.png", ["FPN"], [8]) is None
+        True
+    """
+    import numpy as np
+
+    labelled = np.asarray(gt)[np.asarray(gt) != ignore_index]
+    if labelled.size == 0:
+        return None
+    top = int(labelled.max())
+    fewer = [f"{name} predicts {count}" for name, count in zip(names, class_counts) if top >= count]
+    if not fewer:
+        return None
+    return (
+        f"ground truth {gt_path} holds class {top}, but {', '.join(fewer)} classes: was a model trained on another "
+        "class set (such as 8 classes instead of 11)? The pixels of the classes it lacks count as wrong in its "
+        "pixel accuracy"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -64,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from PIL import Image
     from tqdm import tqdm
 
-    from fapn.cli.common import setup_runtime
+    from fapn.cli.common import setup_runtime, warn
     from fapn.inference import Segmenter, collect_images, load_image, save_rgb_png
     from fapn.inference.loading import model_label
     from fapn.visualize import colorize, labelled_figure, overlay, resize_rgb
@@ -80,6 +109,14 @@ def run(args: argparse.Namespace) -> int:
     segmenters = [Segmenter.from_checkpoint(w, device=device) for w in args.weights]
     names = args.names or [model_label(s.model, fallback=Path(w).stem) for s, w in zip(segmenters, args.weights)]
     reference = segmenters[0]
+    counts = [s.num_classes for s in segmenters]
+    if len(set(counts)) > 1:
+        warn(
+            "the checkpoints predict different class sets ("
+            + ", ".join(f"{name}: {count} classes" for name, count in zip(names, counts))
+            + f"); colours and the legend follow {names[0]}'s"
+        )
+    class_warning_given = False
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -97,6 +134,11 @@ def run(args: argparse.Namespace) -> int:
             gt = np.asarray(Image.open(gt_path))
             if gt.shape != image.shape[:2]:
                 raise ValueError(f"ground truth {gt_path} is {gt.shape}, image {path} is {image.shape[:2]}")
+            if not class_warning_given:  # once per run: the same labels give the same warning for every image
+                message = ground_truth_class_warning(gt, gt_path, names, counts, reference.ignore_index)
+                if message is not None:
+                    tqdm.write(f"fapn: warning: {message}", file=sys.stderr)
+                    class_warning_given = True
             panels.append(draw(image, gt))
             titles.append("ground truth")
             labels.append(gt)
