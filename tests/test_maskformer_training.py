@@ -144,6 +144,17 @@ def test_fapn_train_a_tiny_maskformer_and_rebuild_it_from_the_checkpoint(tmp_pat
     assert checkpoint["model_config"]["name"] == "maskformer_fapn"
     initial = sorted({round(g["initial_lr"], 12) for g in checkpoint["optimizer"]["param_groups"]})
     assert initial == [2e-5, 2e-4]  # the backbone at lr x0.1, the rest at the recipe's lr
+    # `fapn eval` on the checkpoint (the model rebuilt from it; --flip averages softmaxes of MaskFormer's scores)
+    import json
+
+    from fapn.cli.main import main
+
+    data = ["data.dataset=synthetic", "data.root=null", "data.val_options={num_images: 1, size: [64, 80]}"]
+    argv = ["eval", "semseg/camvid_maskformer_fapn", "--weights", str(tmp_path / "last.pt"), "--flip"]
+    argv += [item for value in data for item in ("--set", value)]
+    assert main([*argv, "--output", str(tmp_path / "eval.json"), "--threads", "1", "--no-progress"]) == 0
+    scores = json.loads((tmp_path / "eval.json").read_text())
+    assert scores["mIoU"] is not None and 0 <= scores["mIoU"] <= 100
     model = build_model_from_checkpoint(checkpoint).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 64, 80)).shape[-2:] == (64, 80)
