@@ -247,6 +247,16 @@ def test_set_value_that_does_not_parse_is_one_line(capsys) -> None:
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_class_list_yaml_that_does_not_parse_names_file_and_line(tmp_path) -> None:
+    # a folder dataset's classes.yaml is the user's YAML too: yaml's own error was a traceback
+    from fapn.data.folder import read_class_list
+
+    bad = tmp_path / "classes.yaml"
+    bad.write_text("classes: [road, car\npalette: []\n")
+    with pytest.raises(ValueError, match=rf"^{bad}:2:\d+: not valid YAML"):
+        read_class_list(bad)
+
+
 def test_literal_fields_checked_at_load_naming_key_value_and_choices(tmp_path) -> None:
     @dataclass
     class Model:

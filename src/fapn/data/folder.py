@@ -24,7 +24,12 @@ def read_class_list(path: str | os.PathLike[str], name: str = "folder") -> Datas
     if path.suffix == ".txt":
         meta: dict = {"classes": [line.strip() for line in path.read_text().splitlines() if line.strip()]}
     else:
-        loaded = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+        try:
+            loaded = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:  # json's error is a ValueError already; yaml's would be a traceback
+            mark = getattr(err, "problem_mark", None)
+            where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+            raise ValueError(f"{path}{where}: not valid YAML: {getattr(err, 'problem', None) or err}") from None
         meta = loaded if isinstance(loaded, dict) else {"classes": loaded}
     classes = meta.get("classes")
     if not classes or not isinstance(classes, list):
