@@ -190,3 +190,18 @@ def test_draw_instances_outlines_boundaries() -> None:
     inner = masks[0] & ~edges[0] & ~masks[1]
     assert (out[inner] == [178, 50, 50]).all()  # half red over grey 100
     assert (draw_instances(image, masks, scores=[0.1, 0.2]) == image).all()  # below the threshold
+
+
+def test_backbone_or_variant_a_fixed_builder_cannot_take_is_an_error() -> None:
+    """``--set model.backbone=resnet101`` on the R50 PointRend recipe used to be dropped silently (its builder has
+    the encoder in its name), so the run trained a ResNet-50; now it names the key and the builder."""
+    from fapn.engine.semseg.train import model_config_of
+
+    recipe = "semseg/cityscapes_pointrend_r50_fapn"
+    assert model_config_of(load_config(recipe, SegmentationConfig), 19)["name"] == "pointrend_semantic_resnet50_fapn"
+    for override in ("model.backbone=resnet101", "model.variant=fpn"):
+        cfg = load_config(recipe, SegmentationConfig, [override])
+        with pytest.raises(ValueError, match=rf"^{override.split('=')[0]}=.*pointrend_semantic_resnet50_fapn takes no"):
+            model_config_of(cfg, 19)
+    general = load_config(recipe, SegmentationConfig, ["model.name=pointrend_semantic", "model.backbone=resnet101"])
+    assert model_config_of(general, 19)["backbone"] == "resnet101"

@@ -34,7 +34,7 @@ from fapn.data.transforms import eval_transforms, train_transforms
 from fapn.engine.distributed import all_reduce_sum, init_distributed
 from fapn.engine.lr_schedule import lr_multiplier
 from fapn.engine.optimizer import build_optimizer
-from fapn.engine.semseg.config import SegmentationConfig
+from fapn.engine.semseg.config import ModelConfig, SegmentationConfig
 from fapn.engine.semseg.eval import evaluate
 from fapn.engine.trainer import Trainer, check_resume_config, prepare_output_dir, startup_summary
 from fapn.runtime import autocast, set_threads
@@ -96,9 +96,16 @@ def model_config_of(cfg: SegmentationConfig, num_classes: int, ignore_index: int
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     recipe = {"backbone": cfg.model.backbone, "variant": cfg.model.variant, "ignore_index": ignore_index}
     config: dict[str, Any] = {"name": name}
+    defaults = ModelConfig()
     for key in _OPTIONAL_ARGUMENTS:
         if key in parameters:
             config[key] = recipe[key]
+        elif key != "ignore_index" and recipe[key] != getattr(defaults, key):
+            # a value the builder cannot take would otherwise be dropped and the run train something else
+            raise ValueError(
+                f"model.{key}={recipe[key]}: {name} takes no {key} (its encoder and neck are fixed by its name); "
+                f"pick a model.name that does (fapn.models.list_models(task='semseg'))"
+            )
     config["num_classes"] = num_classes
     if "frozen_batch_norm" in parameters and "frozen_batch_norm" not in cfg.model.options:
         # recorded, as the detection engine does: the checkpoint then rebuilds with the same norm layers
