@@ -135,3 +135,16 @@ def test_cli_export_untrained_fpn(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "torchscript check OK" in text and out.is_file()
     assert main(["export", "--format", "onnx", "--out", str(out)]) == 2  # neither --weights nor --model
     assert main(["export", "--model", "nope", "--out", str(out)]) == 2
+
+
+@pytest.mark.slow
+def test_onnx_export_on_a_timm_encoder_at_sizes_that_need_padding(tmp_path: Path) -> None:
+    # issue 13: a model on a timm encoder exports like the ResNet ones. Sizes that are not multiples of 32 used to
+    # come out wrong (relative error ~1): the encoder's ceil crop was written -(-h // s), which ONNX's truncating
+    # integer Div computes differently once h is symbolic.
+    pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = realtime_fapn(backbone="timm:test_convnext", num_classes=4, channels=32, head_channels=16).eval()
+    report = export_onnx(model, tmp_path / "model.onnx", check_shapes=[(1, 3, 64, 96), (2, 3, 70, 50)])
+    assert report is not None and report.passed, report.summary()
+    assert onnx_op_counts(tmp_path / "model.onnx")["DeformConv"] == 2

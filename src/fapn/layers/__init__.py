@@ -6,6 +6,7 @@ from fapn.layers.fam import FeatureAlignModule, Fusion, UpsampleMode
 from fapn.layers.fpn_merge import FPNMerge
 from fapn.layers.fsm import FeatureSelectionModule
 from fapn.layers.init import c2_xavier_fill
+from fapn.layers.padding import ceil_div, pad_to_multiple
 
 __all__ = [
     "FeatureSelectionModule",
@@ -18,4 +19,6 @@ __all__ = [
     "Fusion",
     "UpsampleMode",
     "c2_xavier_fill",
+    "pad_to_multiple",
+    "ceil_div",
 ]

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 from torchvision.models import WeightsEnum
 from torchvision.models._utils import IntermediateLayerGetter
+
+from fapn.layers.padding import ceil_div, pad_to_multiple
 
 __all__ = [
     "RESNETS",
@@ -247,9 +248,7 @@ class TimmBackbone(nn.Module):
             ``OrderedDict`` name -> ``[N, C_i, ceil(H / s_i), ceil(W / s_i)]``, highest resolution first.
         """
         height, width = x.shape[-2:]
-        pad_h = (-height) % self.size_divisibility
-        pad_w = (-width) % self.size_divisibility
-        x = F.pad(x, (0, pad_w, 0, pad_h))  # unconditional (a no-op when 0): no branch on the size when exported
+        x = pad_to_multiple(x, self.size_divisibility)
         if self.fixed_size is not None and tuple(x.shape[-2:]) != self.fixed_size:
             raise ValueError(
                 f"timm:{self.name} takes only {self.fixed_size[0]}x{self.fixed_size[1]} inputs (fixed windows), "
@@ -260,7 +259,7 @@ class TimmBackbone(nn.Module):
         for key, stride, feature in zip(self.names, self.strides, features):
             if self.nhwc:
                 feature = feature.permute(0, 3, 1, 2)
-            feature = feature[..., : -(-height // stride), : -(-width // stride)]
+            feature = feature[..., : ceil_div(height, stride), : ceil_div(width, stride)]
             out[key] = feature.contiguous() if self.nhwc else feature
         return out
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fapn.layers.padding import pad_to_multiple
 from fapn.models.backbones import RESNETS, TIMM_PREFIX, BackboneWeights
 from fapn.models.inputs import check_image_batch
 from fapn.models.pyramid import Neck, resnet_pyramid
@@ -139,9 +140,7 @@ class SemanticFPN(nn.Module):
         if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
             check_image_batch(images, self, min_size=1)
         height, width = images.shape[-2:]
-        pad_h = (-height) % self.size_divisibility
-        pad_w = (-width) % self.size_divisibility
-        x = F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
+        x = pad_to_multiple(images, self.size_divisibility)
         features = list(self.backbone(x).values())[: len(self.head.strides)]
         return self.head(features)[..., :height, :width]
 

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fapn.layers.padding import pad_to_multiple
 from fapn.models.maskformer.criterion import MaskFormerLoss, semantic_to_segments
 from fapn.models.maskformer.pixel_decoder import PixelDecoder
 from fapn.models.maskformer.transformer_decoder import TransformerPredictor
@@ -95,9 +96,7 @@ class MaskFormer(nn.Module):
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected an image batch [N, 3, H, W], got shape {tuple(images.shape)}")
         height, width = images.shape[-2:]
-        pad_h = (-height) % self.size_divisibility
-        pad_w = (-width) % self.size_divisibility
-        x = F.pad(images, (0, pad_w, 0, pad_h))  # unconditional: no branch on the size when exported
+        x = pad_to_multiple(images, self.size_divisibility)
         if self.training:
             if targets is None:
                 raise ValueError("in training mode MaskFormer needs targets [N, H, W] to compute its losses")
@@ -105,8 +104,7 @@ class MaskFormer(nn.Module):
                 raise ValueError(
                     f"expected targets of shape {(images.shape[0], height, width)}, got {tuple(targets.shape)}"
                 )
-            if pad_h or pad_w:
-                targets = F.pad(targets, (0, pad_w, 0, pad_h), value=self.ignore_index)
+            targets = pad_to_multiple(targets, self.size_divisibility, value=self.ignore_index)
             labels, masks = zip(*(semantic_to_segments(t, self.ignore_index) for t in targets))
             too_large = [int(lab.max()) for lab in labels if lab.numel() and int(lab.max()) >= self.num_classes]
             if too_large:

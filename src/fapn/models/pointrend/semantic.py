@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fapn.layers.padding import pad_to_multiple
 from fapn.models.pointrend.point_features import (
     point_sample,
     semantic_uncertainty,
@@ -106,8 +107,7 @@ class PointRendSemanticFPN(nn.Module):
         if images.dim() != 4:
             raise ValueError(f"expected images [N, 3, H, W], got {tuple(images.shape)}")
         height, width = images.shape[-2:]
-        pad_h, pad_w = (-height) % self.size_divisibility, (-width) % self.size_divisibility
-        x = F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
+        x = pad_to_multiple(images, self.size_divisibility)
         features = list(self.backbone(x).values())[: len(self.coarse_head.strides)]
         coarse = self.coarse_head.layers(features)
         if self.training:
@@ -117,7 +117,7 @@ class PointRendSemanticFPN(nn.Module):
                 raise ValueError(
                     f"targets must be [N, H, W] = {(images.shape[0], height, width)}, got {tuple(targets.shape)}"
                 )
-            targets = F.pad(targets, (0, pad_w, 0, pad_h), value=self.ignore_index) if pad_h or pad_w else targets
+            targets = pad_to_multiple(targets, self.size_divisibility, value=self.ignore_index)
             return self.losses(coarse, features[0], targets)
         logits = self.subdivision_inference(coarse, features[0], (x.shape[-2], x.shape[-1]))
         return logits[..., :height, :width]
