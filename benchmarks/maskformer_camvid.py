@@ -59,6 +59,7 @@ def train_command(args: argparse.Namespace, variant: str) -> list[str]:
         VARIANTS[variant],
         "--output-dir",
         str(Path(args.output) / variant),
+        "--overwrite",  # a benchmark re-run replaces its own earlier run (fapn train refuses otherwise)
     ]
     for override in overrides:
         command += ["--set", override]
