@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fapn.data.camvid import CAMVID_INFO
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -26,19 +28,7 @@ def study():
     return module
 
 
-CLASSES = [
-    "Sky",
-    "Building",
-    "Pole",
-    "Road",
-    "Pavement",
-    "Tree",
-    "SignSymbol",
-    "Fence",
-    "Car",
-    "Pedestrian",
-    "Bicyclist",
-]
+CLASSES = list(CAMVID_INFO.class_names)
 
 
 def fake_result(variant: str, seed: int, miou: float, boundary: float) -> dict:
