@@ -22,9 +22,24 @@ def input_name(model: nn.Module) -> str:
     return next(iter(inspect.signature(model.forward).parameters))
 
 
-def dynamic_image_axes() -> dict[int, Any]:
+def dynamic_image_axes(model: nn.Module | None = None) -> dict[int, Any]:
     """Dynamic batch, height and width of an ``[N, 3, H, W]`` input for ``torch.export``. Height and width
-    start at 33: at 32 the stride-32 map is 1x1, a size the tracer specialises."""
+    start at 33: at 32 the stride-32 map is 1x1, a size the tracer specialises.
+
+    Raises:
+        ValueError: ``model`` has an encoder with window attention (timm's Swin). torch.export's symbolic shape
+            solver did not finish a dynamic-size trace of Swin's window partition and padding in 6 minutes of
+            CPU even for a one-block-per-stage Swin (torch 2.14, measured), while a fixed-size export takes
+            seconds; so such a model is exported at a fixed size, and saying so beats hanging.
+    """
+    windowed = [m for m in (model.modules() if model is not None else ()) if getattr(m, "window_attention", False)]
+    if windowed:
+        name = getattr(windowed[0], "name", "") or type(windowed[0]).__name__
+        raise ValueError(
+            f"{name} has window attention, which torch.export cannot trace at a dynamic height and width in "
+            "reasonable time; export at a fixed size: dynamic=False with example_shape=(N, 3, H, W), or "
+            "'fapn export --static --example-size HxW' (the size of the images the model will see)"
+        )
     return {0: torch.export.Dim("batch"), 2: torch.export.Dim("height", min=33), 3: torch.export.Dim("width", min=33)}
 
 

@@ -43,7 +43,7 @@ def export_program(
     path.parent.mkdir(parents=True, exist_ok=True)
     dynamic_shapes = None
     if dynamic:
-        dynamic_shapes = {input_name(model): dynamic_image_axes()}
+        dynamic_shapes = {input_name(model): dynamic_image_axes(model)}
     with deform_backend("torchvision"), torch.no_grad():
         program = torch.export.export(model, (torch.randn(example_shape),), dynamic_shapes=dynamic_shapes, strict=False)
         torch.export.save(program, str(path))

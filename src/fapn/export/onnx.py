@@ -109,7 +109,7 @@ def export_onnx(
     example = torch.randn(example_shape)
     dynamic_shapes = None
     if dynamic:  # keyed by the name of forward's input argument; H, W > 32 (a 1x1 C5 would be specialised)
-        dynamic_shapes = {input_name(model): dynamic_image_axes()}
+        dynamic_shapes = {input_name(model): dynamic_image_axes(model)}
     with deform_backend("torchvision"), torch.no_grad():
         program = torch.onnx.export(
             model,

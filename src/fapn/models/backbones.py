@@ -214,6 +214,8 @@ class TimmBackbone(nn.Module):
         size_divisibility: pad the input to a multiple of this (the largest stride; 1: no padding).
         fixed_size: the only ``(H, W)`` the encoder takes (after padding), or ``None``.
         name: the timm name, for error messages.
+        window_attention: whether the encoder partitions its maps into attention windows (Swin); the exporters
+            read it, since such encoders only export at a fixed input size.
 
     Attributes:
         channels, strides: as given; read by the models to size their necks.
@@ -229,6 +231,7 @@ class TimmBackbone(nn.Module):
         size_divisibility: int = 1,
         fixed_size: tuple[int, int] | None = None,
         name: str = "",
+        window_attention: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
@@ -239,6 +242,7 @@ class TimmBackbone(nn.Module):
         self.size_divisibility = size_divisibility
         self.fixed_size = fixed_size
         self.name = name
+        self.window_attention = window_attention
 
     def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
         """Args:
@@ -375,7 +379,8 @@ def timm_backbone(
             f"weights_backbone, or copy the Hugging Face cache ({Path(hf_home) / 'hub'}) over."
         ) from err
     channels = [model.feature_info.channels()[i] for i in range(len(out_indices))]
-    return TimmBackbone(model, channels, strides, names, nhwc, max(strides), fixed_size, full_name)
+    windows = any(hasattr(module, "window_size") for module in model.modules())  # timm's Swin blocks and attention
+    return TimmBackbone(model, channels, strides, names, nhwc, max(strides), fixed_size, full_name, windows)
 
 
 def build_backbone(
