@@ -22,6 +22,7 @@ __all__ = [
     "size_from_values",
     "add_device_argument",
     "add_threads_argument",
+    "add_overrides_argument",
     "setup_runtime",
     "DETECTION_TASKS",
     "config_task",
@@ -99,9 +100,14 @@ def add_device_argument(parser: argparse.ArgumentParser, default: str | None = "
     )
 
 
-def add_threads_argument(parser: argparse.ArgumentParser, default: int | None = None) -> None:
-    """``--threads N`` (default: torch's, one thread per core)."""
-    parser.add_argument("--threads", type=int, default=default, metavar="N", help=THREADS_HELP)
+def add_threads_argument(parser: argparse.ArgumentParser, default: int | None = None, help: str = THREADS_HELP) -> None:
+    """``--threads N`` (default: torch's, one thread per core); ``help`` for a command that says more."""
+    parser.add_argument("--threads", type=int, default=default, metavar="N", help=help)
+
+
+def add_overrides_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--set KEY=VALUE`` (repeatable), collected in ``args.overrides`` for :func:`fapn.config.load_config`."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
 
 
 def setup_runtime(args: argparse.Namespace) -> Any:
