@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "add_threads_argument",
     "add_overrides_argument",
     "setup_runtime",
+    "run_without_grad",
     "DETECTION_TASKS",
     "config_task",
     "config_class",
@@ -121,6 +122,15 @@ def setup_runtime(args: argparse.Namespace) -> Any:
 
     set_threads(getattr(args, "threads", None))
     return resolve_device(getattr(args, "device", "auto"), "--device")
+
+
+def run_without_grad(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """``command(args)`` under ``torch.no_grad()``, for the commands that run a model."""
+    import torch
+
+    # no_grad as a context (not torch.set_grad_enabled): the caller's grad mode survives an in-process call
+    with torch.no_grad():
+        return command(args)
 
 
 def config_task(config: str) -> str:
