@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from fapn.cli.common import THREADS_HELP, parse_size
+from fapn.cli.common import THREADS_HELP, add_threads_argument, parse_size
 
 __all__ = ["register", "run", "requested_sizes"]
 
@@ -40,9 +40,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs")
-    parser.add_argument(
-        "--threads", type=int, default=None, metavar="N", help=THREADS_HELP + " (torch and onnxruntime)"
-    )
+    add_threads_argument(parser, help=THREADS_HELP + " (torch and onnxruntime)")
     parser.add_argument(
         "--deform-backends",
         nargs="+",

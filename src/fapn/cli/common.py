@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = [
@@ -22,7 +22,9 @@ __all__ = [
     "size_from_values",
     "add_device_argument",
     "add_threads_argument",
+    "add_overrides_argument",
     "setup_runtime",
+    "run_without_grad",
     "DETECTION_TASKS",
     "config_task",
     "config_class",
@@ -99,9 +101,14 @@ def add_device_argument(parser: argparse.ArgumentParser, default: str | None = "
     )
 
 
-def add_threads_argument(parser: argparse.ArgumentParser, default: int | None = None) -> None:
-    """``--threads N`` (default: torch's, one thread per core)."""
-    parser.add_argument("--threads", type=int, default=default, metavar="N", help=THREADS_HELP)
+def add_threads_argument(parser: argparse.ArgumentParser, default: int | None = None, help: str = THREADS_HELP) -> None:
+    """``--threads N`` (default: torch's, one thread per core); ``help`` for a command that says more."""
+    parser.add_argument("--threads", type=int, default=default, metavar="N", help=help)
+
+
+def add_overrides_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--set KEY=VALUE`` (repeatable), collected in ``args.overrides`` for :func:`fapn.config.load_config`."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
 
 
 def setup_runtime(args: argparse.Namespace) -> Any:
@@ -115,6 +122,15 @@ def setup_runtime(args: argparse.Namespace) -> Any:
 
     set_threads(getattr(args, "threads", None))
     return resolve_device(getattr(args, "device", "auto"), "--device")
+
+
+def run_without_grad(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """``command(args)`` under ``torch.no_grad()``, for the commands that run a model."""
+    import torch
+
+    # no_grad as a context (not torch.set_grad_enabled): the caller's grad mode survives an in-process call
+    with torch.no_grad():
+        return command(args)
 
 
 def config_task(config: str) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from fapn.cli.common import add_overrides_argument
+
 __all__ = ["register", "run"]
 
 
@@ -22,14 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("name", nargs="?", help="print this recipe, e.g. semseg/camvid_r18_fapn or a YAML file")
     parser.add_argument("--raw", action="store_true", help="print the file as written (with its _base_ line)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="show the recipe with this override applied (repeatable)",
-    )
+    add_overrides_argument(parser, help="show the recipe with this override applied (repeatable)")
     parser.set_defaults(func=run)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fapn.cli.common import THREADS_HELP
+from fapn.cli.common import add_threads_argument
 
 __all__ = ["register", "run"]
 
@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--train-images", type=int, default=400, help="synthetic training images (default: 400)")
     parser.add_argument("--val-images", type=int, default=40, help="synthetic validation images (default: 40)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
+    add_threads_argument(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)

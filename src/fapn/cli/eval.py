@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from fapn.cli.common import DETECTION_TASKS, add_device_argument, add_threads_argument, config_task
+from fapn.cli.common import (
+    DETECTION_TASKS,
+    add_device_argument,
+    add_overrides_argument,
+    add_threads_argument,
+    config_task,
+)
 
 __all__ = ["register", "run"]
 
@@ -31,14 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("config", help="shipped config name or YAML file (gives the dataset and split)")
     parser.add_argument("--weights", required=True, help="checkpoint written by fapn train (last.pt / best.pt)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set data.root=PATH (repeatable)",
-    )
+    add_overrides_argument(parser, help="override a config value, e.g. --set data.root=PATH (repeatable)")
     parser.add_argument("--split", default=None, help="split to evaluate (default: data.val_split)")
     parser.add_argument("--output", default=None, help="JSON file for the scores (default: next to --weights)")
     parser.add_argument(

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from fapn.cli.common import add_device_argument, add_threads_argument
+from fapn.cli.common import add_device_argument, add_threads_argument, run_without_grad
 
 __all__ = ["register", "run"]
 
@@ -152,8 +152,4 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    # no_grad as a context (not torch.set_grad_enabled): the caller's grad mode survives an in-process call
-    with torch.no_grad():
-        return _run(args)
+    return run_without_grad(_run, args)

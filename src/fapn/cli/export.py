@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fapn.cli.common import add_threads_argument, parse_size
+from fapn.cli.common import add_threads_argument, parse_size, run_without_grad
 
 __all__ = ["register", "run"]
 
@@ -91,8 +91,4 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    # no_grad as a context (not torch.set_grad_enabled): the caller's grad mode survives an in-process call
-    with torch.no_grad():
-        return _run(args)
+    return run_without_grad(_run, args)

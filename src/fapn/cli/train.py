@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fapn.cli.common import DETECTION_TASKS, THREADS_HELP, config_task
+from fapn.cli.common import DETECTION_TASKS, THREADS_HELP, add_overrides_argument, add_threads_argument, config_task
 
 __all__ = ["register", "run"]
 
@@ -39,13 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("config", help="shipped config name (e.g. semseg/camvid_r18_fapn) or path to a YAML file")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set optim.lr=0.005 --set train.iterations=1000 (repeatable)",
+    add_overrides_argument(
+        parser, help="override a config value, e.g. --set optim.lr=0.005 --set train.iterations=1000 (repeatable)"
     )
     parser.add_argument("--output-dir", default=None, help="where checkpoints and logs go (default: train.output_dir)")
     runs = parser.add_mutually_exclusive_group()
@@ -59,9 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="replace the run already in OUTPUT_DIR (its checkpoints, logs and metrics are deleted)",
     )
-    parser.add_argument(
-        "--threads", type=int, default=None, metavar="N", help=f"{THREADS_HELP}; overrides train.threads"
-    )
+    add_threads_argument(parser, help=f"{THREADS_HELP}; overrides train.threads")
     parser.add_argument(
         "--no-progress",
         dest="progress",

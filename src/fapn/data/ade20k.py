@@ -4,15 +4,14 @@ classes, label 0 ("other") ignored, so train id = label - 1 and 0 -> 255."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from fapn.data.base import (
     DatasetInfo,
     SegmentationDataset,
     Transform,
     default_palette,
+    images_annotations_pairs,
     label_lut,
-    pair_files,
     require_dir,
 )
 
@@ -184,12 +183,6 @@ def ade20k(
         >>> ds = ade20k("/data/ADEChallengeData2016", "validation")  # doctest: +SKIP
     """
     root = require_dir(root, "ADE20K root (ADEChallengeData2016 with images/ and annotations/)")
-    samples = pair_files(
-        Path(root) / "images" / split,
-        Path(root) / "annotations" / split,
-        "*.jpg",
-        lambda p: p.with_suffix(".png").name,
-        f"ADE20K {split}",
-    )
+    samples = images_annotations_pairs(root, split, f"ADE20K {split}")
     mapping = {0: 255, **{raw: raw - 1 for raw in range(1, 151)}}
     return SegmentationDataset(samples, ADE20K_INFO, label_lut(mapping), transforms)

@@ -258,3 +258,11 @@ def pair_files(
             raise FileNotFoundError(f"{what}: image {image} has no label: expected {label}")
         pairs.append((image, label))
     return pairs
+
+
+def images_annotations_pairs(root: Path, split: str, what: str) -> list[tuple[Path, Path]]:
+    """The SceneParsing layout that ADE20K and COCO-Stuff share: ``root/images/{split}/NAME.jpg`` paired with
+    ``root/annotations/{split}/NAME.png`` (see :func:`pair_files` for the errors; ``what`` names the split)."""
+    return pair_files(
+        root / "images" / split, root / "annotations" / split, "*.jpg", lambda p: p.with_suffix(".png").name, what
+    )

@@ -5,15 +5,14 @@ classes (80 things + 91 stuff); they are remapped to 0..170, 255 ignored."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from fapn.data.base import (
     DatasetInfo,
     SegmentationDataset,
     Transform,
     default_palette,
+    images_annotations_pairs,
     label_lut,
-    pair_files,
     require_dir,
 )
 
@@ -212,13 +211,7 @@ def coco_stuff(
         >>> ds = coco_stuff("/data/coco_stuff", "val2017")  # doctest: +SKIP
     """
     root = require_dir(root, "COCO-Stuff root (with images/ and annotations/)")
-    samples = pair_files(
-        Path(root) / "images" / split,
-        Path(root) / "annotations" / split,
-        "*.jpg",
-        lambda p: p.with_suffix(".png").name,
-        f"COCO-Stuff {split}",
-    )
+    samples = images_annotations_pairs(root, split, f"COCO-Stuff {split}")
     mapping = {raw: train_id for train_id, raw in enumerate(COCO_STUFF_RAW_IDS)}
     mapping[255] = 255
     return SegmentationDataset(samples, COCO_STUFF_INFO, label_lut(mapping), transforms)

@@ -37,12 +37,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from fapn.checkpoint import TRAINING_STATE_KEYS, load_checkpoint, save_checkpoint
+from fapn.config import config_from_dict, config_to_dict, load_config
 from fapn.engine.distributed import DistributedContext
 
 __all__ = [
@@ -50,12 +51,16 @@ __all__ = [
     "RunLogger",
     "prepare_output_dir",
     "check_resume_config",
+    "load_resume_checkpoint",
+    "resume_run_config",
     "rng_state",
     "set_rng_state",
     "startup_summary",
     "RUN_FILES",
     "RUNTIME_KEYS",
 ]
+
+_Config = TypeVar("_Config")
 
 RUN_FILES = ("last.pt", "best.pt", "model_final.pt", "metrics.json", "log.jsonl", "skipped_files.txt", "tensorboard")
 """What a training run writes into its folder (``--overwrite`` removes these and nothing else)."""
@@ -138,6 +143,53 @@ def check_resume_config(saved: Mapping[str, Any], current: Mapping[str, Any], pa
                 f"cannot resume {path} with {key}={new.get(key)!r}: the run was trained with {key}={old.get(key)!r} "
                 "(a resumed run keeps its saved recipe; a different one is a new run, in another --output-dir)"
             )
+
+
+def _with_defaults(saved: dict[str, Any], cls: type) -> dict[str, Any]:
+    """A saved config with the keys added to ``cls`` since it was written at their defaults (as saved when it no
+    longer reads as ``cls``: the comparison then names the key)."""
+    try:
+        return config_to_dict(config_from_dict(saved, cls))
+    except ValueError:
+        return saved
+
+
+def load_resume_checkpoint(output_dir: str | os.PathLike[str], cfg: Any, device: torch.device) -> dict[str, Any]:
+    """``output_dir/last.pt`` for ``--resume``, once :func:`check_resume_config` has found ``cfg`` (a recipe
+    dataclass) equal to the config saved in it; read before any data is.
+
+    Raises:
+        ValueError: an unreadable checkpoint, or a recipe that differs from the saved one (naming the key).
+    """
+    last = Path(output_dir) / "last.pt"
+    checkpoint = load_checkpoint(last, map_location=device, require=TRAINING_STATE_KEYS)
+    check_resume_config(_with_defaults(checkpoint["config"], type(cfg)), config_to_dict(cfg), last)
+    return checkpoint
+
+
+def resume_run_config(
+    cls: type[_Config],
+    config_path: str | os.PathLike[str],
+    overrides: list[str],
+    output_dir: str | os.PathLike[str] | None,
+) -> _Config:
+    """The ``cls`` config of the run to resume: the one saved in its ``last.pt``, with ``overrides`` applied (those
+    that change the recipe then fail in :func:`check_resume_config`, naming the key). ``config_path`` (with
+    ``overrides``) only says where the run is when ``output_dir`` is ``None``; every task's ``resume_config``.
+
+    Raises:
+        FileNotFoundError: no ``last.pt`` there.
+        ValueError: an unreadable ``last.pt``.
+    """
+    recipe: Any = load_config(config_path, cls, overrides)
+    last = Path(output_dir or recipe.train.output_dir) / "last.pt"
+    if not last.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint to resume from at {last}; start a new run without --resume")
+    saved = load_checkpoint(last, require=TRAINING_STATE_KEYS)["config"]
+    try:
+        return config_from_dict(saved, cls, overrides)
+    except ValueError as err:
+        raise ValueError(f"{last}: its saved config: {err}") from None
 
 
 def rng_state() -> dict[str, Any]:

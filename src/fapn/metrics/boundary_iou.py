@@ -17,9 +17,6 @@ iterations of OpenCV's 3x3 erosion on their 1-pixel zero-padded mask compute. Ne
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
 from collections.abc import Iterable
 from typing import Any
 
@@ -131,18 +128,7 @@ def evaluate_boundary_ap(
     Returns:
         the six COCO summary numbers; 0 with no mask results, ``nan`` where COCO has no ground truth in a range.
     """
-    from fapn.metrics.coco import COCO_STAT_NAMES
+    from fapn.metrics.coco import coco_summary
 
     entries = [r for r in results if "segmentation" in r]
-    if not entries:
-        return dict.fromkeys(COCO_STAT_NAMES, 0.0)
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt = coco_gt.loadRes(copy.deepcopy(entries))
-        evaluator = BoundaryCOCOeval(coco_gt, coco_dt, dilation_ratio)
-        if image_ids is not None:
-            evaluator.params.imgIds = sorted(int(i) for i in image_ids)
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    stats = evaluator.stats[:6]
-    return {name: (float(v) * 100.0 if v >= 0 else float("nan")) for name, v in zip(COCO_STAT_NAMES, stats)}
+    return coco_summary(coco_gt, entries, lambda coco_dt: BoundaryCOCOeval(coco_gt, coco_dt, dilation_ratio), image_ids)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["COCO_STAT_NAMES", "detections_to_coco_results", "evaluate_coco"]
+__all__ = ["COCO_STAT_NAMES", "detections_to_coco_results", "evaluate_coco", "coco_summary"]
 
 COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -100,22 +101,39 @@ def evaluate_coco(
         if iou_type not in ("bbox", "segm"):
             raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
         entries = results if iou_type == "bbox" else [r for r in results if "segmentation" in r]
-        if not entries:
-            metrics[iou_type] = dict.fromkeys(COCO_STAT_NAMES, 0.0)
-            continue
-        stdout = io.StringIO()
-        with contextlib.redirect_stdout(stdout):
-            coco_dt = coco_gt.loadRes(copy.deepcopy(entries))
-            evaluator = COCOeval(coco_gt, coco_dt, iou_type)
-            if image_ids is not None:
-                evaluator.params.imgIds = sorted(int(i) for i in image_ids)
-            evaluator.evaluate()
-            evaluator.accumulate()
-            evaluator.summarize()
-        if verbose:
-            print(stdout.getvalue())
-        metrics[iou_type] = {
-            name: (float(value) * 100.0 if value >= 0 else float("nan"))
-            for name, value in zip(COCO_STAT_NAMES, evaluator.stats[:6])
-        }
+        metrics[iou_type] = coco_summary(
+            coco_gt, entries, partial(COCOeval, coco_gt, iouType=iou_type), image_ids, verbose
+        )
     return metrics
+
+
+def coco_summary(
+    coco_gt: Any,
+    entries: list[dict[str, Any]],
+    make_evaluator: Callable[[Any], Any],
+    image_ids: Iterable[int] | None = None,
+    verbose: bool = False,
+) -> dict[str, float]:
+    """The six COCO summary numbers, in percent, of ``entries`` evaluated by ``make_evaluator(coco_dt)`` (a
+    pycocotools ``COCOeval`` or a subclass, for ``coco_dt`` the loaded results) on ``image_ids`` (default: all
+    ground-truth images); 0 each with no entries, ``nan`` where pycocotools reports -1 (no ground truth in a size
+    range). pycocotools' printing is captured (shown with ``verbose``). The one evaluation run of
+    :func:`evaluate_coco` and :func:`fapn.metrics.boundary_iou.evaluate_boundary_ap`.
+    """
+    if not entries:
+        return dict.fromkeys(COCO_STAT_NAMES, 0.0)
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        coco_dt = coco_gt.loadRes(copy.deepcopy(entries))
+        evaluator = make_evaluator(coco_dt)
+        if image_ids is not None:
+            evaluator.params.imgIds = sorted(int(i) for i in image_ids)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    if verbose:
+        print(stdout.getvalue())
+    return {
+        name: (float(value) * 100.0 if value >= 0 else float("nan"))
+        for name, value in zip(COCO_STAT_NAMES, evaluator.stats[:6])
+    }

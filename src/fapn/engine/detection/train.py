@@ -107,15 +107,6 @@ def _dataset_meta(dataset: Any, cfg: DetectionConfig, model: nn.Module) -> dict[
     }
 
 
-def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
-    from fapn.config import config_from_dict, config_to_dict
-
-    try:
-        return config_to_dict(config_from_dict(saved, DetectionConfig))
-    except ValueError:
-        return saved
-
-
 def train(
     cfg: DetectionConfig,
     output_dir: str | os.PathLike[str] | None = None,
@@ -139,14 +130,13 @@ def train(
     Returns:
         the final metrics, plus ``iterations`` done and ``train_seconds``.
     """
-    from fapn.checkpoint import TRAINING_STATE_KEYS, load_checkpoint
     from fapn.config import config_from_dict, config_to_dict
     from fapn.data.coco_detection import collate_detection
     from fapn.data.sampler import StreamDataset, StreamSampler
     from fapn.engine.distributed import init_distributed
     from fapn.engine.lr_schedule import lr_multiplier
     from fapn.engine.optimizer import build_optimizer
-    from fapn.engine.trainer import Trainer, check_resume_config, prepare_output_dir, startup_summary
+    from fapn.engine.trainer import Trainer, load_resume_checkpoint, prepare_output_dir, startup_summary
     from fapn.runtime import set_threads
 
     config_from_dict(config_to_dict(cfg), DetectionConfig)  # every value checked, before any data is read
@@ -155,10 +145,7 @@ def train(
         raise ValueError("detection training runs in one process; start it without torchrun")
     set_threads(cfg.train.threads)
     out = prepare_output_dir(output_dir or cfg.train.output_dir, resume=resume, overwrite=overwrite)
-    checkpoint = None
-    if resume:
-        checkpoint = load_checkpoint(out / "last.pt", map_location=ctx.device, require=TRAINING_STATE_KEYS)
-        check_resume_config(_with_defaults(checkpoint["config"]), config_to_dict(cfg), out / "last.pt")
+    checkpoint = load_resume_checkpoint(out, cfg, ctx.device) if resume else None
     torch.manual_seed(cfg.train.seed)
     random.seed(cfg.train.seed)
     datasets = build_datasets(cfg)
@@ -262,18 +249,9 @@ def train(
 def resume_config(config_path: str, overrides: list[str], output_dir: str | None) -> DetectionConfig:
     """The saved config of the run to resume, with ``overrides`` applied (see
     :func:`fapn.engine.semseg.train.resume_config`)."""
-    from fapn.checkpoint import TRAINING_STATE_KEYS, load_checkpoint
-    from fapn.config import config_from_dict
+    from fapn.engine.trainer import resume_run_config
 
-    recipe = load_detection_config(config_path, overrides)
-    last = Path(output_dir or recipe.train.output_dir) / "last.pt"
-    if not last.is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint to resume from at {last}; start a new run without --resume")
-    saved = load_checkpoint(last, require=TRAINING_STATE_KEYS)["config"]
-    try:
-        return config_from_dict(saved, DetectionConfig, overrides)
-    except ValueError as err:
-        raise ValueError(f"{last}: its saved config: {err}") from None
+    return resume_run_config(DetectionConfig, config_path, overrides, output_dir)
 
 
 def run_train(

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fapn.checkpoint import TRAINING_STATE_KEYS, load_checkpoint, model_builder
+from fapn.checkpoint import model_builder
 from fapn.config import config_from_dict, config_to_dict, load_config
 from fapn.data.base import SampleError, SegmentationDataset
 from fapn.data.build import build_dataset
@@ -36,7 +36,13 @@ from fapn.engine.lr_schedule import lr_multiplier
 from fapn.engine.optimizer import build_optimizer
 from fapn.engine.semseg.config import ModelConfig, SegmentationConfig
 from fapn.engine.semseg.eval import evaluate
-from fapn.engine.trainer import Trainer, check_resume_config, prepare_output_dir, startup_summary
+from fapn.engine.trainer import (
+    Trainer,
+    load_resume_checkpoint,
+    prepare_output_dir,
+    resume_run_config,
+    startup_summary,
+)
 from fapn.runtime import autocast, set_threads
 
 __all__ = [
@@ -286,14 +292,6 @@ def ohem_targets(logits: Tensor, target: Tensor, ignore_index: int, thresh: floa
         return torch.where(hard, target, torch.full_like(target, ignore_index))
 
 
-def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
-    """A saved config with the keys added since it was written at their defaults."""
-    try:
-        return config_to_dict(config_from_dict(saved, SegmentationConfig))
-    except ValueError:
-        return saved
-
-
 def _data_stream(loader: torch.utils.data.DataLoader, trainer: Trainer) -> Iterator[Any]:
     """The loader's batches; a sample that fails mid-run stops the run with its file named and what to do."""
     batches = iter(loader)
@@ -358,10 +356,8 @@ def train(
     out = prepare_output_dir(
         output_dir or cfg.train.output_dir, resume=resume, overwrite=overwrite, is_main=ctx.is_main
     )
-    checkpoint = None
-    if resume:  # read and compare the saved recipe before any data is read
-        checkpoint = load_checkpoint(out / "last.pt", map_location=ctx.device, require=TRAINING_STATE_KEYS)
-        check_resume_config(_with_defaults(checkpoint["config"]), config_to_dict(cfg), out / "last.pt")
+    # read and compare the saved recipe before any data is read
+    checkpoint = load_resume_checkpoint(out, cfg, ctx.device) if resume else None
     torch.manual_seed(cfg.train.seed)
 
     train_set, val_set = build_datasets(cfg)
@@ -542,15 +538,7 @@ def resume_config(
         FileNotFoundError: no ``last.pt`` there.
         ValueError: an unreadable ``last.pt``.
     """
-    recipe = load_config(config_path, SegmentationConfig, overrides)
-    last = Path(output_dir or recipe.train.output_dir) / "last.pt"
-    if not last.is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint to resume from at {last}; start a new run without --resume")
-    saved = load_checkpoint(last, require=TRAINING_STATE_KEYS)["config"]
-    try:
-        return config_from_dict(saved, SegmentationConfig, overrides)
-    except ValueError as err:
-        raise ValueError(f"{last}: its saved config: {err}") from None
+    return resume_run_config(SegmentationConfig, config_path, overrides, output_dir)
 
 
 def _print_bad_files(bad: dict[str, list[BadFile]]) -> int:
