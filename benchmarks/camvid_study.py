@@ -388,6 +388,23 @@ def paired_differences(by_variant: dict[str, list[dict[str, Any]]], a: str, b: s
     return [r[key] - seeds_a[r["seed"]][key] for r in by_variant[b] if r["seed"] in seeds_a]
 
 
+def paired_interval(differences: list[float], level: float = 0.95) -> tuple[float, float] | None:
+    """The ``level`` confidence interval of the mean paired difference (one-sample t on the per-seed
+    differences, n - 1 degrees of freedom, scipy's ``ttest_1samp``); None below two seeds. With 2 or 3 seeds the
+    t quantile is 12.7 or 4.3, so only a difference large against its spread excludes zero."""
+    if len(differences) < 2:
+        return None
+    from scipy import stats
+
+    interval = stats.ttest_1samp(differences, 0.0).confidence_interval(level)
+    return float(interval.low), float(interval.high)
+
+
+def fmt_interval(differences: list[float]) -> str:
+    interval = paired_interval(differences)
+    return "-" if interval is None else f"[{interval[0]:+.1f}, {interval[1]:+.1f}]"
+
+
 def markdown_report(
     by_variant: dict[str, list[dict[str, Any]]], complexity: dict[str, tuple[float, float]], size: tuple[int, int]
 ) -> str:
@@ -425,13 +442,21 @@ def markdown_report(
             "",
             "**FaPN minus FPN**, per seed (a seed gives both the same data order and augmentation):",
             "",
-            "| metric | per-seed differences | mean ± std | goal |",
-            "|---|---|---|---|",
+            "| metric | per-seed differences | mean ± std | 95% interval (paired t) | goal |",
+            "|---|---|---|---|---|",
         ]
         for key, label, goal in (("mIoU", "val mIoU", ">= 1.0"), ("boundary_mIoU", "boundary mIoU", ">= 1.0")):
             diffs = paired_differences(by_variant, "fpn", "fapn", key)
             if diffs:
-                lines.append(f"| {label} | {', '.join(f'{d:+.1f}' for d in diffs)} | {fmt_ms(diffs)} | {goal} |")
+                lines.append(
+                    f"| {label} | {', '.join(f'{d:+.1f}' for d in diffs)} | {fmt_ms(diffs)} | "
+                    f"{fmt_interval(diffs)} | {goal} |"
+                )
+        lines += [
+            "",
+            "The interval is where the mean difference lies with 95% confidence given the seeds' spread; FaPN's "
+            "gain is beyond seed noise only where it excludes 0.",
+        ]
 
     lines += ["", *goal_lines(by_variant)]
 
@@ -512,6 +537,10 @@ def goal_lines(by_variant: dict[str, list[dict[str, Any]]]) -> list[str]:
             verdict = "met" if mean >= 1.0 else "missed"
             state = f"**{verdict}**" if len(diffs) >= 3 else f"{verdict} so far ({len(diffs)} of 3 seeds)"
             spread = f" ± {std:.1f}" if len(diffs) > 1 else " (one seed: no spread yet)"
+            interval = paired_interval(diffs)
+            if interval is not None:
+                beyond = interval[0] > 0 or interval[1] < 0
+                spread += f", 95% interval {fmt_interval(diffs)}, {'' if beyond else 'not '}beyond seed noise"
             lines.append(f"- FaPN minus FPN >= 1.0 {label}: {mean:+.1f}{spread}, {state}.")
         else:
             lines.append(f"- FaPN minus FPN >= 1.0 {label}: not yet measurable (no seed with both models).")

@@ -91,11 +91,22 @@ def test_aggregation_is_paired_by_seed(study, tmp_path: Path) -> None:
     complexity = {v: (12.0, 3.0) for v in study.VARIANTS}
     report = study.markdown_report(by_variant, complexity, (180, 240))
     assert "| FPN | 12.00 | 3.00 | 3 | 52.0 ± 2.0 |" in report
-    assert "| val mIoU | +1.0, +2.5 | 1.8 ± 1.1 | >= 1.0 |" in report
-    assert "| boundary mIoU | +3.0, +2.0 | 2.5 ± 0.7 | >= 1.0 |" in report
+    # 95% paired-t interval by hand: mean 1.75, standard error 0.75, t(0.975, 1 dof) = 12.706
+    assert "| val mIoU | +1.0, +2.5 | 1.8 ± 1.1 | [-7.8, +11.3] | >= 1.0 |" in report
+    assert "| boundary mIoU | +3.0, +2.0 | 2.5 ± 0.7 | [-3.9, +8.9] | >= 1.0 |" in report
+    low, high = study.paired_interval([1.0, 2.5])
+    assert math.isclose(low, 1.75 - 12.7062047 * 0.75, rel_tol=1e-6)
+    assert math.isclose(high, 1.75 + 12.7062047 * 0.75, rel_tol=1e-6)
+    assert study.paired_interval([1.0]) is None
+    # three tight seeds: t(0.975, 2 dof) = 4.3027, standard error 0.1 / sqrt(3) -> 2.0 -+ 0.2484, beyond seed noise
+    tight = study.paired_interval([1.9, 2.0, 2.1])
+    assert all(math.isclose(a, b, rel_tol=1e-4) for a, b in zip(tight, (1.7516, 2.2484)))
     # the goals, with the verdict that the figures give (FaPN 51.0 and 56.5: mean 53.8)
     assert "- FaPN mean val mIoU >= 55: 53.8 over 2 seed(s), **missed**." in report
-    assert "- FaPN minus FPN >= 1.0 val mIoU: +1.8 ± 1.1, met so far (2 of 3 seeds)." in report
+    assert (
+        "- FaPN minus FPN >= 1.0 val mIoU: +1.8 ± 1.1, 95% interval [-7.8, +11.3], not beyond seed noise, "
+        "met so far (2 of 3 seeds)." in report
+    )
     assert "- FPN: thin classes above 0 IoU in every seed: yes (lowest: Pole 52.0," in report
     # the gap (1.75) is smaller than FaPN's spread (3.9): not a clear ordering
     assert "- Table 1's rows by val mIoU: FaPN (53.8 ± 3.9, n=2) ≳ FPN (52.0 ± 2.0, n=3)." in report
