@@ -14,7 +14,7 @@ Usage:
     python benchmarks/camvid_study.py --missing
     python benchmarks/camvid_study.py --commit                 # run the missing runs, two at a time
     python benchmarks/camvid_study.py --runs fpn:0 fapn:0 --commit
-    python benchmarks/camvid_study.py --report                 # needs matplotlib (pip install "fapn[plot]")
+    python benchmarks/camvid_study.py --report                 # needs matplotlib and scipy (both in "fapn[test]")
 """
 
 from __future__ import annotations
