@@ -113,6 +113,18 @@ def test_aggregation_is_paired_by_seed(study, tmp_path: Path) -> None:
     assert study.row_ordering({**by_variant, "fapn": [fake_result("fapn", s, 60.0 + s, 40.0) for s in (0, 1)]}) == (
         "FaPN (60.5 ± 0.7, n=2) > FPN (52.0 ± 2.0, n=3)"
     )
+    summary = study.readme_summary(by_variant)
+    assert "(5 of the planned 10 runs)" in summary
+    assert "| FPN | 3 | 52.0 ± 2.0 | 31.0 ± 1.0 | 54.0 ± 2.0 / 58.0 ± 2.0 / 61.0 ± 2.0 / 62.0 ± 2.0 |" in summary
+    assert (
+        "- FaPN minus FPN, val mIoU, paired by seed: 1.8 ± 1.1 over 2 seed(s), 95% interval [-7.8, +11.3] "
+        "(not beyond seed noise)." in summary
+    )
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{study.README_BEGIN}\nold table\n{study.README_END}\noutro\n")
+    assert study.replace_between(readme, study.README_BEGIN, study.README_END, "new table")
+    assert readme.read_text() == f"intro\n{study.README_BEGIN}\nnew table\n{study.README_END}\noutro\n"
+    assert not study.replace_between(tmp_path / "none.md", study.README_BEGIN, study.README_END, "x")
     # thin-class IoU: mean of Pole (2), SignSymbol (6), Pedestrian (9), Bicyclist (10) offsets
     assert study.thin_mean(runs[0]) == 50.0 + (2 + 6 + 9 + 10) / 4
 
