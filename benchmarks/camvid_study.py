@@ -529,7 +529,9 @@ def readme_summary(by_variant: dict[str, list[dict[str, Any]]]) -> str:
             diffs = paired_differences(by_variant, "fpn", "fapn", key)
             if diffs:
                 interval = paired_interval(diffs)
-                text = f"FaPN minus FPN, {label}, paired by seed: {fmt_ms(diffs)} over {len(diffs)} seed(s)"
+                mean, std = mean_std(diffs)
+                spread = f" ± {std:.2f}" if len(diffs) > 1 else ""
+                text = f"FaPN minus FPN, {label}, paired by seed: {mean:+.2f}{spread} over {len(diffs)} seed(s)"
                 if interval is not None:
                     beyond = interval[0] > 0 or interval[1] < 0
                     text += f", 95% interval {fmt_interval(diffs)} ({'' if beyond else 'not '}beyond seed noise)"
@@ -582,12 +584,13 @@ def goal_lines(by_variant: dict[str, list[dict[str, Any]]]) -> list[str]:
             mean, std = mean_std(diffs)
             verdict = "met" if mean >= 1.0 else "missed"
             state = f"**{verdict}**" if len(diffs) >= 3 else f"{verdict} so far ({len(diffs)} of 3 seeds)"
-            spread = f" ± {std:.1f}" if len(diffs) > 1 else " (one seed: no spread yet)"
+            # two decimals: the verdict compares the unrounded mean with 1.0 (0.96 must not read "+1.0, missed")
+            spread = f" ± {std:.2f}" if len(diffs) > 1 else " (one seed: no spread yet)"
             interval = paired_interval(diffs)
             if interval is not None:
                 beyond = interval[0] > 0 or interval[1] < 0
                 spread += f", 95% interval {fmt_interval(diffs)}, {'' if beyond else 'not '}beyond seed noise"
-            lines.append(f"- FaPN minus FPN >= 1.0 {label}: {mean:+.1f}{spread}, {state}.")
+            lines.append(f"- FaPN minus FPN >= 1.0 {label}: {mean:+.2f}{spread}, {state}.")
         else:
             lines.append(f"- FaPN minus FPN >= 1.0 {label}: not yet measurable (no seed with both models).")
     for variant in ("fpn", "fapn"):
