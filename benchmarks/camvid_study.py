@@ -173,20 +173,37 @@ def eval_command(args: argparse.Namespace, out: Path) -> list[str]:
 
 def validation_curve(log_file: Path) -> list[dict[str, float]]:
     """The ``val`` entries of a run's ``log.jsonl`` (one per ``train.eval_period``, plus the final one)."""
-    curve = []
+    curve: dict[int, dict[str, float]] = {}  # by iteration: a resumed run may log one twice; the last one counts
     for line in log_file.read_text().splitlines():
         record = json.loads(line)
         if "val" in record:
             val = record["val"]
-            curve.append(
-                {
-                    "iteration": record["iteration"],
-                    "mIoU": val["mIoU"],
-                    "pixel_accuracy": val["pixel_accuracy"],
-                    "boundary_mIoU": val["boundary_mIoU"],
-                }
-            )
-    return curve
+            curve[record["iteration"]] = {
+                "iteration": record["iteration"],
+                "mIoU": val["mIoU"],
+                "pixel_accuracy": val["pixel_accuracy"],
+                "boundary_mIoU": val["boundary_mIoU"],
+            }
+    return [curve[i] for i in sorted(curve)]
+
+
+def earlier_segments(log_file: Path) -> tuple[int, float]:
+    """How many training processes ran before the last one, and their seconds, from a run's ``log.jsonl``.
+
+    Each process (the first and every ``--resume``) logs ``time`` from its own start, so a drop in ``time`` marks a
+    new process. A run resumed in a later session reports the sum over its processes as its wall time, including
+    the few iterations redone after the cut; without this it would report only its last stretch.
+    """
+    finished: list[float] = []
+    last = None
+    for line in log_file.read_text().splitlines():
+        seconds = json.loads(line).get("time")
+        if seconds is None:
+            continue
+        if last is not None and seconds < last:
+            finished.append(last)
+        last = seconds
+    return len(finished), sum(finished)
 
 
 def collect(
@@ -196,6 +213,7 @@ def collect(
     import torch
 
     metrics = json.loads((out / "metrics.json").read_text())
+    segments, earlier_seconds = earlier_segments(out / "log.jsonl")
     checkpoint = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
     result: dict[str, Any] = {
         "variant": run.variant,
@@ -203,7 +221,8 @@ def collect(
         "recipe": RECIPE,
         "config": checkpoint["config"],
         "iterations": int(checkpoint["iteration"]),
-        "wall_seconds": round(wall_seconds, 1),
+        "wall_seconds": round(earlier_seconds + wall_seconds, 1),
+        "processes": segments + 1,
         "started_utc": started,
         "command": shlex.join(command),
         "scheduling": scheduling,

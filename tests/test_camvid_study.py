@@ -170,3 +170,25 @@ def test_pictures_are_drawn(study, tmp_path: Path) -> None:
     assert written == ["camvid_study_curves.png", "camvid_study_per_class.png", "camvid_study_figure1.png"]
     for name in written:
         assert Image.open(images / name).size[0] > 300
+
+
+def test_resumed_run_reports_every_process(study, tmp_path: Path) -> None:
+    # a first process cut at 95 s, a --resume cut at 30 s, and a last one (whose own wall time the runner measures)
+    records = [
+        {"iteration": 20, "time": 40.0},
+        {"iteration": 40, "time": 80.0},
+        {"iteration": 40, "val": {"mIoU": 10.0, "pixel_accuracy": 50.0, "boundary_mIoU": 5.0}},
+        {"iteration": 50, "time": 95.0},
+        {"iteration": 60, "time": 30.0},
+        {"iteration": 60, "time": 12.0},
+        {"iteration": 40, "val": {"mIoU": 11.0, "pixel_accuracy": 51.0, "boundary_mIoU": 6.0}},
+        {"iteration": 80, "time": 50.0},
+        {"iteration": 80, "val": {"mIoU": 20.0, "pixel_accuracy": 60.0, "boundary_mIoU": 9.0}},
+    ]
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert study.earlier_segments(log) == (2, 125.0)
+    curve = study.validation_curve(log)
+    assert [(p["iteration"], p["mIoU"]) for p in curve] == [(40, 11.0), (80, 20.0)]
+    (tmp_path / "solo.jsonl").write_text(json.dumps({"iteration": 20, "time": 40.0}) + "\n")
+    assert study.earlier_segments(tmp_path / "solo.jsonl") == (0, 0.0)
