@@ -509,8 +509,10 @@ def markdown_report(
     for variant in VARIANTS:
         for r in by_variant[variant]:
             load = r["machine"].get("load_average_at_end")
+            processes = r.get("processes", 1)
+            resumed = f" ({processes} processes: resumed)" if processes > 1 else ""
             lines.append(
-                f"| {SHORT[variant]} seed {r['seed']} | {r['iterations']} | {r['wall_seconds'] / 60:.0f} min | "
+                f"| {SHORT[variant]} seed {r['seed']} | {r['iterations']} | {r['wall_seconds'] / 60:.0f} min{resumed} | "
                 f"{r['mIoU']:.1f} | {r['boundary_mIoU']:.1f} | {f'{load[0]:.1f}' if load else '-'} |"
             )
     todo = missing_runs(RESULTS_DIR)
