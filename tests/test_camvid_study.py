@@ -92,8 +92,8 @@ def test_aggregation_is_paired_by_seed(study, tmp_path: Path) -> None:
     report = study.markdown_report(by_variant, complexity, (180, 240))
     assert "| FPN | 12.00 | 3.00 | 3 | 52.0 ± 2.0 |" in report
     # 95% paired-t interval by hand: mean 1.75, standard error 0.75, t(0.975, 1 dof) = 12.706
-    assert "| val mIoU | +1.0, +2.5 | 1.8 ± 1.1 | [-7.8, +11.3] | >= 1.0 |" in report
-    assert "| boundary mIoU | +3.0, +2.0 | 2.5 ± 0.7 | [-3.9, +8.9] | >= 1.0 |" in report
+    assert "| FaPN | val mIoU | +1.0, +2.5 | 1.8 ± 1.1 | [-7.8, +11.3] | >= 1.0 |" in report
+    assert "| FaPN | boundary mIoU | +3.0, +2.0 | 2.5 ± 0.7 | [-3.9, +8.9] | >= 1.0 |" in report
     low, high = study.paired_interval([1.0, 2.5])
     assert math.isclose(low, 1.75 - 12.7062047 * 0.75, rel_tol=1e-6)
     assert math.isclose(high, 1.75 + 12.7062047 * 0.75, rel_tol=1e-6)
@@ -112,6 +112,12 @@ def test_aggregation_is_paired_by_seed(study, tmp_path: Path) -> None:
     assert "- Table 1's rows by val mIoU: FaPN (53.8 ± 3.9, n=2) ≳ FPN (52.0 ± 2.0, n=3)." in report
     assert study.row_ordering({**by_variant, "fapn": [fake_result("fapn", s, 60.0 + s, 40.0) for s in (0, 1)]}) == (
         "FaPN (60.5 ± 0.7, n=2) > FPN (52.0 ± 2.0, n=3)"
+    )
+    # a gap (4.0) larger than both spreads is not enough: the paired differences (+7.0, +3.0) do not exclude 0
+    shifted = {**by_variant, "fpn+fam": [fake_result("fpn+fam", 0, 57.0, 30.0), fake_result("fpn+fam", 1, 55.0, 30.0)]}
+    assert study.row_ordering({**shifted, "fapn": []}) == "FPN+FAM (56.0 ± 1.4, n=2) ≳ FPN (52.0 ± 2.0, n=3)"
+    assert "| FPN+FAM | val mIoU | +7.0, +3.0 | 5.0 ± 2.8 | [-20.4, +30.4] | - |" in study.markdown_report(
+        shifted, complexity, (180, 240)
     )
     summary = study.readme_summary(by_variant)
     assert "(5 of the planned 10 runs)" in summary
