@@ -365,10 +365,17 @@ def run_study(args: argparse.Namespace) -> int:
 
 
 def load_results(results: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every run's result file under ``results``, by variant and sorted by seed; a broken file stops the report
+    with its name (the report would otherwise silently drop a run)."""
     by_variant: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
     for path in sorted(results.glob("*_seed*.json")):
-        result = json.loads(path.read_text())
-        by_variant[result["variant"]].append(result)
+        try:
+            result = json.loads(path.read_text())
+            by_variant[result["variant"]].append(result)
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise SystemExit(
+                f"{path} is not a study result ({type(error).__name__}: {error}); fix or remove it"
+            ) from None
     for runs in by_variant.values():
         runs.sort(key=lambda r: r["seed"])
     return by_variant

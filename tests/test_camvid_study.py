@@ -198,3 +198,13 @@ def test_resumed_run_reports_every_process(study, tmp_path: Path) -> None:
     assert [(p["iteration"], p["mIoU"]) for p in curve] == [(40, 11.0), (80, 20.0)]
     (tmp_path / "solo.jsonl").write_text(json.dumps({"iteration": 20, "time": 40.0}) + "\n")
     assert study.earlier_segments(tmp_path / "solo.jsonl") == (0, 0.0)
+
+
+def test_a_broken_result_file_is_named(study, tmp_path: Path) -> None:
+    (tmp_path / "fpn_seed0.json").write_text(json.dumps(fake_result("fpn", 0, 50.0, 30.0)))
+    (tmp_path / "fapn_seed0.json").write_text("{truncated")
+    with pytest.raises(SystemExit, match=r"fapn_seed0\.json is not a study result"):
+        study.load_results(tmp_path)
+    (tmp_path / "fapn_seed0.json").write_text(json.dumps({"variant": "fpn+xyz", "seed": 0}))
+    with pytest.raises(SystemExit, match=r"fapn_seed0\.json is not a study result"):
+        study.load_results(tmp_path)
