@@ -486,8 +486,8 @@ def markdown_report(
         lines += [
             "",
             "The interval is where the mean difference lies with 95% confidence given the seeds' spread; a row's "
-            "gain over FPN is beyond seed noise only where it excludes 0 (with 2 seeds the t quantile is 12.7, so "
-            "the middle rows' intervals are wide).",
+            "gain over FPN is beyond seed noise only where it excludes 0 (the t quantile is 12.7 at 2 seeds and 4.3 "
+            "at 3, so few seeds give wide intervals).",
         ]
 
     lines += ["", *goal_lines(by_variant)]
