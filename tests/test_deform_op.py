@@ -272,3 +272,50 @@ def test_gradcheck_full_jacobian(backend: str) -> None:
         return _call(case, backend, **dict(zip(("input", "offset", "weight", "bias", "mask"), args)))
 
     assert torch.autograd.gradcheck(fn, tensors, eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+BF16_UNIT_ROUNDOFF = 2.0**-8  # bfloat16 keeps 8 significant bits: one rounding moves a value by at most 2^-8
+
+
+@pytest.mark.parametrize("case_name", sorted(set(CASES) - {"conv-groups"}))
+def test_cpu_kernels_bfloat16_against_float64(case_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bfloat16 kernels against the float64 reference on the same (bfloat16-rounded) inputs.
+
+    The kernels sample in float32 and round each sample once, oneDNN accumulates in float32 and rounds the output
+    once, so the output is off by at most two roundings: norm-wise error <= 2u (u = 2^-8). The backward runs in
+    float32 from the bfloat16 values; the loss's gradient is itself computed in bfloat16 (one rounding) from a
+    rounded output (one more), and each gradient is rounded once on the way out: <= 3u. Both bounds are 3x to 4x the
+    errors measured (1.7e-3 to 2.3e-3 output, 1.0e-3 to 3.5e-3 gradients).
+    """
+    from fapn.ops import deform_conv_cpu
+
+    if not deform_conv_cpu.kernels_available():
+        pytest.skip("no C++ compiler here")
+
+    def no_fallback(*args: object, **kwargs: object) -> Tensor:
+        raise AssertionError("bfloat16 fell back to the pure-PyTorch backend")
+
+    monkeypatch.setattr(deform_conv_cpu, "deform_conv2d_pytorch", no_fallback)
+    case = make_case(7, **{"N": 2, "C": 32, "C_out": 16, "H": 14, "W": 12, **CASES[case_name]})
+    rounded = {k: v.to(torch.bfloat16).double() if isinstance(v, Tensor) else v for k, v in case.items()}
+    references = _forward_and_grads(rounded, None)
+    case16 = {k: v.to(torch.bfloat16) if isinstance(v, Tensor) else v for k, v in case.items()}
+    values = _forward_and_grads(case16, "cpu")
+    assert all(v.dtype == torch.bfloat16 for v in values)
+    errors = _relative_errors(values, references)
+    assert errors[0] <= 2 * BF16_UNIT_ROUNDOFF, f"output {errors[0]:.2e}"
+    for i, error in enumerate(errors[1:]):
+        assert error <= 3 * BF16_UNIT_ROUNDOFF, f"gradient {i}: {error:.2e}"
+
+
+def test_cpu_kernels_bfloat16_under_autocast_and_channels_last() -> None:
+    """CPU autocast in bfloat16 runs the bfloat16 kernels: same values as calling them on bfloat16 tensors."""
+    case = make_case(8, N=1, C=16, C_out=8, H=10, W=9, dtype=torch.float32)
+    x, offset, weight, bias, mask = _inputs(case)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = deform_conv2d(x.contiguous(memory_format=torch.channels_last), offset, weight, bias, padding=1,
+                            mask=mask, backend="cpu")  # fmt: skip
+    assert out.dtype == torch.bfloat16
+    expected = deform_conv2d(*(t.to(torch.bfloat16) for t in (x, offset, weight, bias)), padding=1,
+                             mask=mask.to(torch.bfloat16), backend="cpu")  # fmt: skip
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)

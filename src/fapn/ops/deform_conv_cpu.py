@@ -42,14 +42,17 @@ from fapn.ops.deform_conv_pytorch import check_shapes, deform_conv2d_pytorch
 __all__ = ["deform_conv2d_cpu", "load_kernels", "kernels_available", "SOURCE"]
 
 SOURCE = Path(__file__).with_name("csrc") / "deform_conv_cpu.cpp"
-_ABI_VERSION = 10
+_ABI_VERSION = 11
 _FLAG_SETS: tuple[tuple[str, ...], ...] = (
-    ("-O3", "-march=native", "-fopenmp"),  # vectorised for this CPU (the cache key includes the CPU)
-    ("-O3", "-fopenmp"),  # a compiler that does not know -march=native
-    ("-O3",),  # no OpenMP: single-threaded kernels, still several times faster than the other backends
+    ("-march=native", "-fopenmp"),  # vectorised for this CPU (the cache key includes the CPU)
+    ("-fopenmp",),  # a compiler that does not know -march=native
+    (),  # no OpenMP: single-threaded kernels, still several times faster than the other backends
 )
-_COMMON_FLAGS = ("-shared", "-fPIC", "-std=c++17")
-_KERNEL_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+# -fno-trapping-math lets the compiler vectorise std::floor (no program here reads the FP exception flags); it
+# changes no result: no reassociation, no contraction beyond the default.
+_COMMON_FLAGS = ("-O3", "-fno-trapping-math", "-shared", "-fPIC", "-std=c++17")
+_KERNEL_SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16"}
+_BACKWARD_DTYPE = {torch.float32: torch.float32, torch.float64: torch.float64, torch.bfloat16: torch.float32}
 _IMAGE_LAYOUT, _ROWS_LAYOUT = 0, 1  # the samples layouts of csrc/deform_conv_cpu.cpp
 
 
@@ -99,6 +102,8 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         im2col = getattr(lib, f"fapn_dcn_im2col_{suffix}")
         im2col.argtypes = [i64p, c_int, ctypes.c_int64, ctypes.c_int64, ptr, ptr, ptr, ptr, c_int]
         im2col.restype = None
+        if suffix == "bf16":
+            continue
         col2im = getattr(lib, f"fapn_dcn_col2im_{suffix}")
         col2im.argtypes = [i64p, c_int, ctypes.c_int64, ctypes.c_int64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, c_int]
         col2im.restype = None
@@ -180,10 +185,10 @@ class _DeformConv2dCPU(torch.autograd.Function):
         buffer = input.new_empty(largest * kh * W_out * kw * C)
         channels_last = input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous()
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        out = torch.empty(N, C_out, H_out, W_out, dtype=input.dtype, memory_format=memory_format)
         shape = (ctypes.c_int64 * 14)(*geometry)
         im2col = getattr(lib, f"fapn_dcn_im2col_{_KERNEL_SUFFIX[input.dtype]}")
         threads = torch.get_num_threads()
+        out: Tensor | None = None
         for n0, n1, r0, r1 in tiles:
             # [images, rows * kh, W_out * kw, C]: a channels-last batch for one strided dense conv
             samples = buffer[: (n1 - n0) * (r1 - r0) * kh * W_out * kw * C].view(n1 - n0, (r1 - r0) * kh, W_out * kw, C)
@@ -191,7 +196,14 @@ class _DeformConv2dCPU(torch.autograd.Function):
                 mask_ptr = mask[n].data_ptr() if mask is not None else None
                 im2col(shape, _IMAGE_LAYOUT, r0, r1, image[n].data_ptr(), offset[n].data_ptr(), mask_ptr,
                        samples[n - n0].data_ptr(), threads)  # fmt: skip
-            out[n0:n1, :, r0:r1] = F.conv2d(samples.permute(0, 3, 1, 2), weight, bias, stride=(kh, kw))
+            result = F.conv2d(samples.permute(0, 3, 1, 2), weight, bias, stride=(kh, kw))  # channels last
+            if len(tiles) == 1:  # the usual case: no copy into a separate output
+                out = result.contiguous(memory_format=memory_format)
+                break
+            if out is None:
+                out = torch.empty(N, C_out, H_out, W_out, dtype=input.dtype, memory_format=memory_format)
+            out[n0:n1, :, r0:r1] = result
+        assert out is not None
         ctx.save_for_backward(image, offset, mask, weight)
         ctx.geometry = geometry
         ctx.has_bias = bias is not None
@@ -203,6 +215,13 @@ class _DeformConv2dCPU(torch.autograd.Function):
         lib = load_kernels()
         assert lib is not None
         image, offset, mask, weight = ctx.saved_tensors
+        dtype = image.dtype
+        if _BACKWARD_DTYPE[dtype] != dtype:
+            # bfloat16: the gradients are sums over many samples (the input's over every tap that reads a pixel,
+            # the weight's over every output pixel), which bfloat16's 8-bit mantissa would round away; they are
+            # computed in float32 from the bfloat16 values and cast back, as autocast does for torchvision's op.
+            image, offset, weight, grad_out = (t.float() for t in (image, offset, weight, grad_out))
+            mask = mask.float() if mask is not None else None
         N, _H, _W, C = image.shape
         C_out, _, kh, kw = weight.shape
         H_out, W_out = ctx.geometry[6], ctx.geometry[7]
@@ -249,16 +268,12 @@ class _DeformConv2dCPU(torch.autograd.Function):
         if grad_weight_rows is not None:
             grad_weight = grad_weight_rows.view(C_out, kh, kw, C).permute(0, 3, 1, 2).contiguous()
 
-        grad_input = grad_image.permute(0, 3, 1, 2).contiguous() if need_input else None
+        # a channels-last view, no copy: autograd takes gradients of any layout
+        grad_input = grad_image.permute(0, 3, 1, 2) if need_input else None
         grad_bias = grad_out.sum((0, 2, 3)) if need_bias and ctx.has_bias else None
-        return (
-            grad_input,
-            grad_offset if need_offset else None,
-            grad_weight,
-            grad_bias,
-            grad_mask if need_mask else None,
-            None,
-        )
+        grads = (grad_input, grad_offset if need_offset else None, grad_weight, grad_bias,
+                 grad_mask if need_mask else None)  # fmt: skip
+        return (*(g.to(dtype) if g is not None else None for g in grads), None)
 
 
 _warned = False
@@ -274,10 +289,13 @@ def deform_conv2d_cpu(
     dilation: int | tuple[int, int] = 1,
     mask: Tensor | None = None,
 ) -> Tensor:
-    """Deformable convolution with the compiled CPU kernels (float32/float64 CPU tensors, conv groups 1).
+    """Deformable convolution with the compiled CPU kernels (float32/float64/bfloat16 CPU tensors, conv groups 1).
 
-    Anything else (another device or dtype, grouped weights, kernels that did not build) is computed by
-    :func:`fapn.ops.deform_conv_pytorch.deform_conv2d_pytorch`, so a call never fails for want of a compiler.
+    bfloat16 samples in float32 arithmetic and rounds each sample once; its backward runs in float32 (the
+    gradients are long sums) and casts back. Under CPU autocast every floating input is cast to the autocast dtype
+    first, so a bfloat16 autocast region runs the bfloat16 kernels (as it runs the dense convs in bfloat16).
+    Anything else (another device or dtype, mixed dtypes, grouped weights, kernels that did not build) is computed
+    by :func:`fapn.ops.deform_conv_pytorch.deform_conv2d_pytorch`, so a call never fails for want of a compiler.
 
     Args:
         input, offset, weight, bias, stride, padding, dilation, mask: as :func:`fapn.ops.deform_conv2d`.
@@ -291,6 +309,13 @@ def deform_conv2d_cpu(
         torch.Size([1, 4, 5, 5])
     """
     global _warned
+    if input.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        dtype = torch.get_autocast_dtype("cpu")
+        with torch.autocast("cpu", enabled=False):
+            return deform_conv2d_cpu(
+                *(t.to(dtype) if t is not None else None for t in (input, offset, weight, bias)),
+                stride, padding, dilation, mask.to(dtype) if mask is not None else None,
+            )  # fmt: skip
     tensors = [t for t in (input, offset, weight, bias, mask) if t is not None]
     usable = (
         input.device.type == "cpu"

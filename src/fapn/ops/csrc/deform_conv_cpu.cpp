@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #ifdef _OPENMP
@@ -47,6 +48,16 @@ void parallel_for(int64_t begin, int64_t end, int threads, const Body& body) {
   body(begin, end);
 #endif
 }
+
+// The type a storage type computes in: itself, or float for bfloat16 (stored as uint16_t).
+template <typename T>
+struct Compute {
+  using type = T;
+};
+template <>
+struct Compute<uint16_t> {
+  using type = float;
+};
 
 constexpr int kImage = 0;
 constexpr int kRows = 1;
@@ -135,41 +146,129 @@ inline void axpy(T w, const T* __restrict__ x, T* __restrict__ y, int64_t n) {
   for (int64_t c = 0; c < n; ++c) y[c] += w * x[c];
 }
 
+// Storage <-> compute conversions. bfloat16 is stored as its 16 bits (uint16_t) and computed in float: the upper
+// half of a float is its bfloat16, and rounding to nearest even is an integer add, so the compiler vectorises
+// both directions for whatever instruction set it targets (no bfloat16 instruction is assumed).
+inline float load(float v) { return v; }
+inline double load(double v) { return v; }
+inline float load(uint16_t v) {
+  const uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
 template <typename T>
-void im2col(const Geometry& g, int layout, int64_t row_begin, int64_t row_end, const T* image, const T* offset, const T* mask,
-            T* __restrict__ samples, int threads) {
+inline T store(typename Compute<T>::type v);
+template <>
+inline float store<float>(float v) { return v; }
+template <>
+inline double store<double>(double v) { return v; }
+template <>
+inline uint16_t store<uint16_t>(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+  const uint32_t quiet_nan = (bits >> 16) | 0x40u;  // a NaN stays a NaN (rounding could carry it into inf)
+  return static_cast<uint16_t>((bits & 0x7FFFFFFFu) > 0x7F800000u ? quiet_nan : rounded);
+}
+
+// Pixels whose sample coordinates are computed together: the offsets of one tap and group are contiguous over
+// output pixels, so the coordinates, corner weights and corner indices of a block are plain loops the compiler
+// vectorises, and the per-sample work left is the channel loop (4 loads and 4 FMAs per channel).
+constexpr int64_t kBlock = 16;
+
+// The samples of `count` consecutive output pixels [p, p + count) for one offset group and tap: for each pixel,
+// four corner weights (times the mask; zero for a corner outside the image) and four element offsets into the
+// image (-1 for a corner outside: it is never read, so an inf/NaN in a neighbour's place cannot leak in).
+// `mask` is never null here (DCNv1 passes ones): a branch in the loop would stop its vectorisation.
+template <typename S>
+struct Corners {
+  alignas(64) S weight[4][kBlock];
+  alignas(64) int64_t index[4][kBlock];
+  alignas(64) S ly[kBlock], lx[kBlock];  // fractional parts (for the gradients)
+};
+
+template <typename T, typename S>
+inline void corners(const Geometry& g, const T* __restrict__ offset_y, const T* __restrict__ offset_x,
+                    const T* __restrict__ mask, const S* __restrict__ base_y, const S* __restrict__ base_x,
+                    int64_t count, int64_t channel0, Corners<S>& __restrict__ c) {
+  const S H = S(g.H), W = S(g.W);
+  const int64_t width = g.W, C = g.C;
+  S* __restrict__ w0 = c.weight[0];
+  S* __restrict__ w1 = c.weight[1];
+  S* __restrict__ w2 = c.weight[2];
+  S* __restrict__ w3 = c.weight[3];
+  int64_t* __restrict__ i0 = c.index[0];
+  int64_t* __restrict__ i1 = c.index[1];
+  int64_t* __restrict__ i2 = c.index[2];
+  int64_t* __restrict__ i3 = c.index[3];
+  S* __restrict__ fraction_y = c.ly;
+  S* __restrict__ fraction_x = c.lx;
+  for (int64_t b = 0; b < count; ++b) {
+    const S y = base_y[b] + load(offset_y[b]), x = base_x[b] + load(offset_x[b]);
+    // `&`, not `&&`: no branch in the loop, so that it vectorises
+    const bool inside = (y > S(-1)) & (y < H) & (x > S(-1)) & (x < W);  // NaN is outside
+    const S fy = inside ? std::floor(y) : S(0), fx = inside ? std::floor(x) : S(0);
+    const int64_t y0 = static_cast<int64_t>(fy), x0 = static_cast<int64_t>(fx);
+    const S ly = y - fy, lx = x - fx, hy = S(1) - ly, hx = S(1) - lx;
+    const S m = load(mask[b]);
+    // Each corner's validity as a 0/1 factor computed on the (integral) floats: combining bool masks, or mixing
+    // float and int64 lanes in one mask, stops GCC's vectoriser.
+    const S top = inside & (fy >= S(0)) ? S(1) : S(0), bottom = inside & (fy + S(1) < H) ? S(1) : S(0);
+    const S left = fx >= S(0) ? S(1) : S(0), right = fx + S(1) < W ? S(1) : S(0);
+    const S tl = top * left, tr = top * right, bl = bottom * left, br = bottom * right;
+    const int64_t at = (y0 * width + x0) * C + channel0;
+    w0[b] = tl != S(0) ? hy * hx * m : S(0);
+    w1[b] = tr != S(0) ? hy * lx * m : S(0);
+    w2[b] = bl != S(0) ? ly * hx * m : S(0);
+    w3[b] = br != S(0) ? ly * lx * m : S(0);
+    i0[b] = tl != S(0) ? at : -1;
+    i1[b] = tr != S(0) ? at + C : -1;
+    i2[b] = bl != S(0) ? at + width * C : -1;
+    i3[b] = br != S(0) ? at + (width + 1) * C : -1;
+    fraction_y[b] = inside ? ly : S(0);
+    fraction_x[b] = inside ? lx : S(0);
+  }
+}
+
+template <typename T>
+void im2col(const Geometry& g, int layout, int64_t row_begin, int64_t row_end, const T* image, const T* offset,
+            const T* mask, T* __restrict__ samples, int threads) {
+  using S = typename Compute<T>::type;
   const int64_t K = g.taps(), Cg = g.C / g.G, P = g.pixels();
   const Sites sites(g, layout, row_begin);
+  const std::vector<T> zeros(Cg, store<T>(S(0)));  // what a corner outside the image reads
+  const std::vector<T> ones(kBlock, store<T>(S(1)));  // the mask of DCNv1
   parallel_for(row_begin * g.W_out, row_end * g.W_out, threads, [&](int64_t chunk_begin, int64_t chunk_end) {
-    for (int64_t p = chunk_begin; p < chunk_end; ++p) {
-      int64_t y0, x0, pixel_slot;
-      sites.pixel(p, y0, x0, pixel_slot);
+    Corners<S> c;
+    alignas(64) S base_y[kBlock], base_x[kBlock];
+    int64_t slots[kBlock];
+    for (int64_t p = chunk_begin; p < chunk_end; p += kBlock) {
+      const int64_t count = std::min(kBlock, chunk_end - p);
+      for (int64_t b = 0; b < count; ++b) {
+        int64_t y0, x0;
+        sites.pixel(p + b, y0, x0, slots[b]);
+        base_y[b] = S(y0);
+        base_x[b] = S(x0);
+      }
       for (int64_t grp = 0; grp < g.G; ++grp) {
         for (int64_t k = 0; k < K; ++k) {
-          T* out = samples + pixel_slot + sites.tap_slot[k] + grp * Cg;
-          const T* o = offset + (grp * K + k) * 2 * P + p;
-          const T y = T(y0 + sites.tap_dy[k]) + o[0], x = T(x0 + sites.tap_dx[k]) + o[P];
-          Sample<T> s;
-          if (!locate(g, y, x, grp * Cg, s)) {
-            for (int64_t c = 0; c < Cg; ++c) out[c] = T(0);
-            continue;
+          S tap_y[kBlock], tap_x[kBlock];
+          for (int64_t b = 0; b < count; ++b) {
+            tap_y[b] = base_y[b] + S(sites.tap_dy[k]);
+            tap_x[b] = base_x[b] + S(sites.tap_dx[k]);
           }
-          const T m = mask ? mask[(grp * K + k) * P + p] : T(1);
-          const T w0 = s.weight[0] * m, w1 = s.weight[1] * m, w2 = s.weight[2] * m, w3 = s.weight[3] * m;
-          const T* __restrict__ v0 = image + s.index[0];
-          const T* __restrict__ v1 = image + s.index[1];
-          const T* __restrict__ v2 = image + s.index[2];
-          const T* __restrict__ v3 = image + s.index[3];
-          if (s.valid[0] && s.valid[1] && s.valid[2] && s.valid[3]) {
-            for (int64_t c = 0; c < Cg; ++c) out[c] = w0 * v0[c] + w1 * v1[c] + w2 * v2[c] + w3 * v3[c];
-          } else {  // border: never read a corner outside the image (it may hold inf/NaN in a neighbour's place)
-            for (int64_t c = 0; c < Cg; ++c) {
-              T acc = T(0);
-              if (s.valid[0]) acc += w0 * v0[c];
-              if (s.valid[1]) acc += w1 * v1[c];
-              if (s.valid[2]) acc += w2 * v2[c];
-              if (s.valid[3]) acc += w3 * v3[c];
-              out[c] = acc;
+          const T* o = offset + (grp * K + k) * 2 * P + p;
+          corners(g, o, o + P, mask ? mask + (grp * K + k) * P + p : ones.data(), tap_y, tap_x, count, grp * Cg, c);
+          for (int64_t b = 0; b < count; ++b) {
+            T* __restrict__ out = samples + slots[b] + sites.tap_slot[k] + grp * Cg;
+            const T* __restrict__ v0 = c.index[0][b] >= 0 ? image + c.index[0][b] : zeros.data();
+            const T* __restrict__ v1 = c.index[1][b] >= 0 ? image + c.index[1][b] : zeros.data();
+            const T* __restrict__ v2 = c.index[2][b] >= 0 ? image + c.index[2][b] : zeros.data();
+            const T* __restrict__ v3 = c.index[3][b] >= 0 ? image + c.index[3][b] : zeros.data();
+            const S w0 = c.weight[0][b], w1 = c.weight[1][b], w2 = c.weight[2][b], w3 = c.weight[3][b];
+            for (int64_t ch = 0; ch < Cg; ++ch) {
+              out[ch] = store<T>(w0 * load(v0[ch]) + w1 * load(v1[ch]) + w2 * load(v2[ch]) + w3 * load(v3[ch]));
             }
           }
         }
@@ -256,7 +355,7 @@ Geometry geometry(const int64_t* shape) {
 // layout: kImage (0) or kRows (1); shape: C, H, W, G, kh, kw, H_out, W_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w
 extern "C" {
 
-int fapn_dcn_abi_version() { return 10; }
+int fapn_dcn_abi_version() { return 11; }
 
 void fapn_dcn_im2col_f32(const int64_t* shape, int layout, int64_t row_begin, int64_t row_end, const float* image, const float* offset, const float* mask,
                          float* samples, int threads) {
@@ -265,6 +364,11 @@ void fapn_dcn_im2col_f32(const int64_t* shape, int layout, int64_t row_begin, in
 
 void fapn_dcn_im2col_f64(const int64_t* shape, int layout, int64_t row_begin, int64_t row_end, const double* image, const double* offset, const double* mask,
                          double* samples, int threads) {
+  im2col(geometry(shape), layout, row_begin, row_end, image, offset, mask, samples, threads);
+}
+
+void fapn_dcn_im2col_bf16(const int64_t* shape, int layout, int64_t row_begin, int64_t row_end, const uint16_t* image,
+                          const uint16_t* offset, const uint16_t* mask, uint16_t* samples, int threads) {
   im2col(geometry(shape), layout, row_begin, row_end, image, offset, mask, samples, threads);
 }
 
