@@ -231,6 +231,26 @@ inline void corners(const Geometry& g, const T* __restrict__ offset_y, const T* 
   }
 }
 
+// Writes the samples of `count` pixels for one offset group and tap: out[slots[b] + ch] for the Cg channels, each
+// the four corners' weighted sum. kWidth: Cg known at compile time (0: read it from `channels`).
+template <typename T, typename S, int64_t kWidth>
+inline void blend(const Corners<S>& c, const T* image, const T* zeros, T* samples, const int64_t* slots,
+                  int64_t count, int64_t channels) {
+  const int64_t width = kWidth > 0 ? kWidth : channels;
+  for (int64_t b = 0; b < count; ++b) {
+    T* __restrict__ out = samples + slots[b];
+    const T* __restrict__ v0 = c.index[0][b] >= 0 ? image + c.index[0][b] : zeros;
+    const T* __restrict__ v1 = c.index[1][b] >= 0 ? image + c.index[1][b] : zeros;
+    const T* __restrict__ v2 = c.index[2][b] >= 0 ? image + c.index[2][b] : zeros;
+    const T* __restrict__ v3 = c.index[3][b] >= 0 ? image + c.index[3][b] : zeros;
+    const S w0 = c.weight[0][b], w1 = c.weight[1][b], w2 = c.weight[2][b], w3 = c.weight[3][b];
+#pragma omp simd
+    for (int64_t ch = 0; ch < width; ++ch) {
+      out[ch] = store<T>(w0 * load(v0[ch]) + w1 * load(v1[ch]) + w2 * load(v2[ch]) + w3 * load(v3[ch]));
+    }
+  }
+}
+
 template <typename T>
 void im2col(const Geometry& g, int layout, int64_t row_begin, int64_t row_end, const T* image, const T* offset,
             const T* mask, T* __restrict__ samples, int threads) {
@@ -260,16 +280,13 @@ void im2col(const Geometry& g, int layout, int64_t row_begin, int64_t row_end, c
           }
           const T* o = offset + (grp * K + k) * 2 * P + p;
           corners(g, o, o + P, mask ? mask + (grp * K + k) * P + p : ones.data(), tap_y, tap_x, count, grp * Cg, c);
-          for (int64_t b = 0; b < count; ++b) {
-            T* __restrict__ out = samples + slots[b] + sites.tap_slot[k] + grp * Cg;
-            const T* __restrict__ v0 = c.index[0][b] >= 0 ? image + c.index[0][b] : zeros.data();
-            const T* __restrict__ v1 = c.index[1][b] >= 0 ? image + c.index[1][b] : zeros.data();
-            const T* __restrict__ v2 = c.index[2][b] >= 0 ? image + c.index[2][b] : zeros.data();
-            const T* __restrict__ v3 = c.index[3][b] >= 0 ? image + c.index[3][b] : zeros.data();
-            const S w0 = c.weight[0][b], w1 = c.weight[1][b], w2 = c.weight[2][b], w3 = c.weight[3][b];
-            for (int64_t ch = 0; ch < Cg; ++ch) {
-              out[ch] = store<T>(w0 * load(v0[ch]) + w1 * load(v1[ch]) + w2 * load(v2[ch]) + w3 * load(v3[ch]));
-            }
+          T* tap_samples = samples + sites.tap_slot[k] + grp * Cg;
+          switch (Cg) {  // a compile-time channel count where FaPN's layers have one: no loop remainder
+            case 8: blend<T, S, 8>(c, image, zeros.data(), tap_samples, slots, count, Cg); break;
+            case 16: blend<T, S, 16>(c, image, zeros.data(), tap_samples, slots, count, Cg); break;
+            case 32: blend<T, S, 32>(c, image, zeros.data(), tap_samples, slots, count, Cg); break;
+            case 64: blend<T, S, 64>(c, image, zeros.data(), tap_samples, slots, count, Cg); break;
+            default: blend<T, S, 0>(c, image, zeros.data(), tap_samples, slots, count, Cg);
           }
         }
       }
