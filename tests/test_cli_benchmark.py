@@ -118,3 +118,48 @@ def test_default_and_given_sizes_are_height_width_pairs() -> None:
     assert requested_sizes(parser.parse_args(["benchmark"])) == [(768, 1536)]
     given = parser.parse_args(["benchmark", "--sizes", "64x96", "32"])
     assert requested_sizes(given) == [(64, 96), (32, 32)]
+
+
+def test_reliability_warnings_name_the_load_and_the_spread() -> None:
+    from fapn.inference.benchmark import reliability_warnings
+
+    steady = LatencyResult("fpn", 8, 8, 1, "torch", times_ms=[10.0, 10.1, 10.2, 9.9])
+    noisy = LatencyResult("fapn", 8, 8, 1, "torch", times_ms=[10.0, 30.0, 10.0, 31.0])
+    assert reliability_warnings([steady], [0.2, 0.3], threads=2, cores=2) == []
+    # 2 cores, 1 thread: a load of 1.6 means another busy process beside the benchmark
+    loaded = reliability_warnings([steady], [1.6], threads=1, cores=2)
+    assert len(loaded) == 1 and "load average 1.6" in loaded[0]
+    spread = reliability_warnings([steady, noisy], [None], threads=1, cores=2)
+    assert len(spread) == 1 and spread[0].startswith("fapn torch float32 contiguous 8x8") and "unreliable" in spread[0]
+
+
+def test_cli_benchmark_warns_on_a_busy_machine(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fapn.inference.benchmark as bench
+
+    monkeypatch.setattr(bench, "machine_load", lambda: 7.5)
+    threads = torch.get_num_threads()
+    try:
+        assert main(["benchmark", "--variants", "fpn", "--sizes", "32x32", "--repeats", "1", "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert "warning: load average 7.5" in capsys.readouterr().err
+
+
+def test_cli_benchmark_onnxruntime_int8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "bench.json"
+    threads = torch.get_num_threads()
+    try:
+        args = ["benchmark", "--variants", "fpn", "fapn", "--sizes", "64x64", "--runtimes", "onnxruntime-int8",
+                "--repeats", "2", "--warmup", "0", "--threads", "1", "--json", str(out)]  # fmt: skip
+        assert main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+    rows = json.loads(out.read_text())
+    assert [(r["model"], r["runtime"], r["dtype"]) for r in rows] == [
+        ("fpn", "onnxruntime-int8", "int8"),
+        ("fapn", "onnxruntime-int8", "int8"),
+    ]
+    assert all(r["median_ms"] > 0 for r in rows) and rows[0]["latency_ratio"] == 1.0

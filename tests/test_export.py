@@ -182,3 +182,40 @@ def test_onnx_export_of_swin_maskformer_at_a_fixed_size_that_needs_padding(tmp_p
     report = export_onnx(_tiny_swin_maskformer(), tmp_path / "model.onnx", example_shape=(1, 3, 70, 50), dynamic=False)
     assert report is not None and report.passed, report.summary()
     assert onnx_op_counts(tmp_path / "model.onnx")["DeformConv"] == 3
+
+
+def test_int8_export_is_quantized_keeps_deformconv_float_and_agrees_with_float(tmp_path: Path) -> None:
+    """QDQ INT8 of a FaPN: integer convs, DeformConv fed by DequantizeLinear, most pixels keep their class."""
+    from PIL import Image
+
+    from fapn.cli.main import main
+
+    rng = np.random.default_rng(0)
+    images = tmp_path / "calib"
+    images.mkdir()
+    for i in range(3):  # smooth images (noise would make every logit a near tie)
+        base = rng.integers(0, 255, (1, 1, 3), dtype=np.uint8)
+        ramp = np.linspace(0, 120, 96, dtype=np.float32)[None, :, None]
+        Image.fromarray(np.clip(base + ramp + rng.normal(0, 8, (64, 96, 3)), 0, 255).astype(np.uint8)).save(
+            images / f"{i}.png"
+        )
+    torch.manual_seed(0)
+    out = tmp_path / "fapn_int8.onnx"
+    assert main(["export", "--model", "realtime_fapn", "--variant", "fapn", "--num-classes", "4", "--quantize", "int8",
+                 "--calibration", str(images), "--out", str(out), "--threads", "1", "--min-agreement", "0.8"]) == 0  # fmt: skip
+    counts = onnx_op_counts(out)
+    assert counts.get("QuantizeLinear", 0) > 10 and counts.get("DequantizeLinear", 0) > 10
+    assert counts.get("DeformConv") == 2
+    proto = onnx.load(str(out))
+    producers = {o: n.op_type for n in proto.graph.node for o in n.output}
+    deform_inputs = [i for n in proto.graph.node if n.op_type == "DeformConv" for i in n.input[:1]]
+    assert all(producers.get(i) == "DequantizeLinear" for i in deform_inputs)  # float in, quantized around it
+
+
+def test_int8_export_needs_onnx_and_calibration(tmp_path: Path) -> None:
+    from fapn.cli.main import main
+
+    assert main(["export", "--model", "realtime_fapn", "--num-classes", "4", "--quantize", "int8",
+                 "--out", str(tmp_path / "a.onnx")]) == 2  # fmt: skip
+    assert main(["export", "--model", "realtime_fapn", "--num-classes", "4", "--quantize", "int8", "--format",
+                 "torchscript", "--calibration", str(tmp_path), "--out", str(tmp_path / "a.pt")]) == 2  # fmt: skip

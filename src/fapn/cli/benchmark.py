@@ -10,7 +10,7 @@ from fapn.cli.common import THREADS_HELP, add_threads_argument, parse_size
 
 __all__ = ["register", "run", "requested_sizes"]
 
-RUNTIMES = ("torch", "compile", "onnxruntime")
+RUNTIMES = ("torch", "compile", "onnxruntime", "onnxruntime-int8")
 
 
 def register(subparsers: Any) -> None:
@@ -34,9 +34,31 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--baseline", default="fpn", help="model the ratios are taken against (a variant or label)")
     parser.add_argument("--sizes", nargs="+", type=parse_size, default=["768x1536"], metavar="HxW", help="input sizes")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1], help="batch sizes")
-    parser.add_argument("--runtimes", nargs="+", choices=RUNTIMES, default=["torch"], help="compile = torch.compile")
-    parser.add_argument("--dtypes", nargs="+", choices=("float32", "float16", "bfloat16"), default=["float32"])
-    parser.add_argument("--memory-formats", nargs="+", choices=("contiguous", "channels_last"), default=["contiguous"])
+    parser.add_argument(
+        "--runtimes",
+        nargs="+",
+        choices=RUNTIMES,
+        default=["torch"],
+        help="compile = torch.compile; onnxruntime-int8 = the ONNX export quantized to INT8 (fapn export --quantize "
+        "int8), calibrated on --calibration images or, without them, on random inputs (fine for latency only)",
+    )
+    parser.add_argument(
+        "--dtypes",
+        nargs="+",
+        choices=("float32", "float16", "bfloat16"),
+        default=["float32"],
+        help="PyTorch compute dtypes to time (weights and input cast to it; onnxruntime runs float32 / int8)",
+    )
+    parser.add_argument(
+        "--memory-formats",
+        nargs="+",
+        choices=("contiguous", "channels_last"),
+        default=["contiguous"],
+        help="PyTorch memory formats to time (channels_last: NHWC, usually faster on CPUs)",
+    )
+    parser.add_argument(
+        "--calibration", default=None, metavar="DIR", help="images to calibrate onnxruntime-int8 on (default: random)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs")
@@ -68,12 +90,14 @@ def run(args: argparse.Namespace) -> int:
 
     import fapn.ops
     from fapn.cli.common import require_extra, setup_runtime
-    from fapn.export import export_onnx
+    from fapn.export import export_onnx, quantize_onnx_int8
     from fapn.inference.benchmark import (
         LatencyResult,
         add_ratios,
+        machine_load,
         prepare_onnxruntime,
         prepare_torch,
+        reliability_warnings,
         results_table,
         time_interleaved,
     )
@@ -88,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     unknown = [b for b in backends if b not in fapn.ops.BACKENDS]
     if unknown:
         raise ValueError(f"unknown --deform-backends {unknown}; valid: auto, {', '.join(sorted(fapn.ops.BACKENDS))}")
-    if "onnxruntime" in args.runtimes:
+    if {"onnxruntime", "onnxruntime-int8"} & set(args.runtimes):
         require_extra(["onnx", "onnxscript", "onnxruntime"], "fapn benchmark --runtimes onnxruntime")
     sizes = requested_sizes(args)
     bases = [
@@ -122,9 +146,10 @@ def run(args: argparse.Namespace) -> int:
         for size in sizes
         for batch in args.batch_sizes
         for runtime in args.runtimes
-        for dtype in (args.dtypes if runtime != "onnxruntime" else ["float32"])
-        for memory in (args.memory_formats if runtime != "onnxruntime" else ["contiguous"])
+        for dtype in (args.dtypes if not runtime.startswith("onnxruntime") else ["float32"])
+        for memory in (args.memory_formats if not runtime.startswith("onnxruntime") else ["contiguous"])
     ]
+    load_before = machine_load()
     results: list[LatencyResult] = []
     macs: dict[tuple[str, tuple[int, ...]], float] = {}
     sync = torch.cuda.synchronize if device.startswith("cuda") else None
@@ -140,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
             rows: dict[str, LatencyResult] = {}
             seen_onnx: set[str] = set()
             for label, backend, model in entries:
-                if runtime == "onnxruntime":
+                if runtime.startswith("onnxruntime"):
                     if label in seen_onnx:  # ONNX DeformConv whatever the PyTorch backend
                         continue
                     seen_onnx.add(label)
@@ -149,15 +174,21 @@ def run(args: argparse.Namespace) -> int:
                         report = export_onnx(model, onnx_files[label], check_shapes=[(1, 3, 64, 96)])
                         if report is not None:
                             tqdm.write(f"{label}: {report.summary()}", file=sys.stderr)
-                    runner, provider = prepare_onnxruntime(onnx_files[label], shape, device=device, threads=threads)
+                    onnx_file = onnx_files[label]
+                    if runtime == "onnxruntime-int8":
+                        int8_file = onnx_file.with_suffix(".int8.onnx")
+                        if not int8_file.exists():
+                            quantize_onnx_int8(onnx_file, int8_file, _calibration(args, onnx_file, shape))
+                        onnx_file = int8_file
+                    runner, provider = prepare_onnxruntime(onnx_file, shape, device=device, threads=threads)
                     key = label
                     row = LatencyResult(
                         label,
                         height,
                         width,
                         batch,
-                        "onnxruntime",
-                        "float32",
+                        runtime,
+                        "int8" if runtime == "onnxruntime-int8" else "float32",
                         "contiguous",
                         "cuda" if provider.startswith("CUDA") else "cpu",
                         "onnx DeformConv" if backend else "",
@@ -202,8 +233,25 @@ def run(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
     add_ratios(results, args.baseline)
+    load_after = machine_load()
+    for warning in reliability_warnings(results, [load_before, load_after], threads):
+        print(f"fapn benchmark: warning: {warning}", file=sys.stderr)
     print(results_table(results, args.baseline))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps([r.as_dict() for r in results], indent=2))
     return 0
+
+
+def _calibration(args: argparse.Namespace, onnx_file: Any, shape: tuple[int, int, int, int]) -> Any:
+    """Calibration inputs for onnxruntime-int8: the --calibration images, or four random inputs of ``shape``."""
+    import numpy as np
+
+    from fapn.export.quantize import calibration_batches, onnx_normalisation
+    from fapn.inference.io import collect_images
+
+    if args.calibration:
+        mean, std = onnx_normalisation(onnx_file)
+        return calibration_batches(collect_images([args.calibration])[:64], mean, std, size=shape[2:])
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal(shape, dtype=np.float32) for _ in range(4)]

@@ -11,6 +11,7 @@ Example:
 from fapn.export.check import DEFAULT_CHECK_SHAPES, ExportCheck, compare_outputs
 from fapn.export.exported_program import export_program
 from fapn.export.onnx import MIN_OPSET, check_onnx, deform_conv2d_translation, export_onnx, onnx_op_counts
+from fapn.export.quantize import Int8Check, calibration_batches, compare_int8, quantize_onnx_int8
 from fapn.export.torchscript import export_torchscript
 
 __all__ = [
@@ -19,6 +20,10 @@ __all__ = [
     "onnx_op_counts",
     "deform_conv2d_translation",
     "MIN_OPSET",
+    "quantize_onnx_int8",
+    "calibration_batches",
+    "compare_int8",
+    "Int8Check",
     "export_torchscript",
     "export_program",
     "ExportCheck",

@@ -22,8 +22,15 @@ __all__ = [
     "time_interleaved",
     "add_ratios",
     "results_table",
+    "machine_load",
+    "reliability_warnings",
     "DTYPES",
+    "MAX_RELATIVE_SPREAD",
 ]
+
+MAX_RELATIVE_SPREAD = 0.15
+"""Interquartile range / median above which a row's figures are called unreliable: on a quiet machine repeated
+forward passes of these models spread by a few percent."""
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -211,3 +218,56 @@ def results_table(results: Sequence[LatencyResult], baseline: str | None = None)
             f"{fmt(r.latency_ratio, '.3f')} | {fmt(r.macs_ratio, '.3f')} |"
         )
     return "\n".join(lines)
+
+
+def machine_load() -> float | None:
+    """The 1-minute load average (``None`` where the OS has none)."""
+    import os
+
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def reliability_warnings(
+    results: Sequence[LatencyResult], loads: Sequence[float | None], threads: int, cores: int | None = None
+) -> list[str]:
+    """What says the figures are not to be trusted: other work on the machine, or a wide spread of the times.
+
+    Args:
+        results: the measured rows.
+        loads: load averages read around the run (``None`` entries are skipped). The run itself adds up to
+            ``threads``, so a load above ``cores - threads + 0.5`` means other work competed for the cores.
+        threads: threads the benchmark used.
+        cores: CPU cores (default ``os.cpu_count()``).
+
+    Returns:
+        one sentence per problem; empty when the run looks clean.
+
+    Example:
+        >>> row = LatencyResult("fpn", 64, 64, 1, "torch", times_ms=[10.0, 10.0, 30.0, 30.0])
+        >>> reliability_warnings([row], [0.1], threads=1, cores=2)[0][:28]
+        'fpn torch float32 contiguous'
+    """
+    import os
+
+    cores = cores or os.cpu_count() or 1
+    warnings: list[str] = []
+    measured = [load for load in loads if load is not None]
+    limit = max(cores - threads, 0) + 0.5
+    if measured and max(measured) > limit:
+        warnings.append(
+            f"load average {max(measured):.1f} on {cores} cores while timing with {threads} threads: other work "
+            "shares the CPU, so times and ratios are unreliable; rerun on a quiet machine (or with fewer --threads)"
+        )
+    for r in results:
+        if len(r.times_ms) >= 4 and r.median_ms > 0:
+            low, high = r.iqr_ms
+            spread = (high - low) / r.median_ms
+            if spread > MAX_RELATIVE_SPREAD:
+                warnings.append(
+                    f"{r.model} {r.runtime} {r.dtype} {r.memory_format} {r.height}x{r.width}: the times spread by "
+                    f"{100 * spread:.0f}% of the median (interquartile range {low:.1f}-{high:.1f} ms): unreliable"
+                )
+    return warnings

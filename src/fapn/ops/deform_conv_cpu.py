@@ -313,7 +313,7 @@ def deform_conv2d_cpu(
         dtype = torch.get_autocast_dtype("cpu")
         with torch.autocast("cpu", enabled=False):
             return deform_conv2d_cpu(
-                *(t.to(dtype) if t is not None else None for t in (input, offset, weight, bias)),
+                input.to(dtype), offset.to(dtype), weight.to(dtype), bias.to(dtype) if bias is not None else None,
                 stride, padding, dilation, mask.to(dtype) if mask is not None else None,
             )  # fmt: skip
     tensors = [t for t in (input, offset, weight, bias, mask) if t is not None]
