@@ -307,3 +307,43 @@ def test_inference_does_not_import_the_engine() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.stdout.strip() == "[]", result.stderr[-2000:]
+
+
+def test_segmenter_runs_channels_last_on_the_cpu_with_the_labels_of_nchw(checkpoint: Path) -> None:
+    """The default (fastest) layout changes nothing a user sees: the logits of NCHW to float rounding."""
+    fast = Segmenter.from_checkpoint(checkpoint)
+    plain = Segmenter.from_checkpoint(checkpoint, channels_last=False)
+    conv = next(m for m in fast.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    image = random_image(70, 100, 3)
+    torch.testing.assert_close(fast.logits(image), plain.logits(image), rtol=1e-4, atol=1e-4)
+    assert (fast.predict(image) == reference_labels(checkpoint, image)).mean() > 0.999
+
+
+def test_segmenter_bfloat16_is_close_and_fp16_needs_cuda(checkpoint: Path) -> None:
+    seg = Segmenter.from_checkpoint(checkpoint, precision="bf16")
+    assert next(seg.model.parameters()).dtype == torch.bfloat16
+    image = random_image(70, 100, 4)
+    logits = seg.logits(image)
+    assert logits.dtype == torch.float32
+    reference = Segmenter.from_checkpoint(checkpoint).logits(image)
+    assert ((logits - reference).norm() / reference.norm()).item() < 0.05  # bfloat16 through ~20 layers
+    assert (seg.predict(image) == reference_labels(checkpoint, image)).mean() > 0.9
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        Segmenter.from_checkpoint(checkpoint, precision="fp16")
+    with pytest.raises(ValueError, match="unknown precision"):
+        Segmenter.from_checkpoint(checkpoint, precision="int4")
+
+
+def test_cli_predict_precision_bf16(checkpoint: Path, tmp_path: Path) -> None:
+    image = tmp_path / "in" / "a.png"
+    image.parent.mkdir()
+    Image.fromarray(random_image(40, 56, 5)).save(image)
+    threads = torch.get_num_threads()
+    try:
+        assert main(["predict", "--weights", str(checkpoint), "--out", str(tmp_path / "out"), "--precision", "bf16",
+                     "--threads", "1", str(image)]) == 0  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    label = np.asarray(Image.open(next((tmp_path / "out").glob("a*label*.png"))))
+    assert label.shape == (40, 56)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from fapn.cli.common import add_device_argument, add_threads_argument
+from fapn.cli.common import add_device_argument, add_precision_argument, add_threads_argument
 
 __all__ = ["register", "run", "find_ground_truth", "ground_truth_class_warning"]
 
@@ -39,6 +39,7 @@ def register(subparsers: Any) -> None:
     )
     add_device_argument(parser)
     add_threads_argument(parser)
+    add_precision_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     files = collect_images(args.inputs)
     if any(_is_instance_checkpoint(w) for w in args.weights):
         return _run_instances(args, files, device)
-    segmenters = [Segmenter.from_checkpoint(w, device=device) for w in args.weights]
+    segmenters = [Segmenter.from_checkpoint(w, device=device, precision=args.precision) for w in args.weights]
     names = args.names or [model_label(s.model, fallback=Path(w).stem) for s, w in zip(segmenters, args.weights)]
     reference = segmenters[0]
     counts = [s.num_classes for s in segmenters]

@@ -8,6 +8,7 @@ from fapn.cli.common import (
     DETECTION_TASKS,
     add_device_argument,
     add_overrides_argument,
+    add_precision_argument,
     add_threads_argument,
     config_task,
 )
@@ -49,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--flip", action="store_true", help="add horizontally flipped predictions")
     parser.add_argument("--scales", type=float, nargs="+", default=None, help="multi-scale testing factors")
     add_device_argument(parser, default=None)
+    add_precision_argument(parser)
     add_threads_argument(parser)
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (for log files)")
     parser.set_defaults(func=run)
@@ -82,4 +84,5 @@ def run(args: argparse.Namespace) -> int:
         device=args.device or "auto",
         threads=args.threads,
         progress=args.progress,
+        precision=args.precision,
     )

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from fapn.cli.common import add_device_argument, add_threads_argument, parse_size
+from fapn.cli.common import add_device_argument, add_precision_argument, add_threads_argument, parse_size
 
 __all__ = ["register", "run"]
 
@@ -47,6 +47,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the colours in the overlay")
     parser.add_argument("--recursive", action="store_true", help="look into sub-folders of input folders")
     parser.add_argument("--deform-backend", default=None, help="deformable-conv backend (default: automatic)")
+    add_precision_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -69,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         window=args.window,
         window_stride=args.window_stride,
         deform_backend=args.deform_backend,
+        precision=args.precision,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
 from fapn.data.base import IMAGENET_MEAN, IMAGENET_STD
 from fapn.inference.io import load_image
 from fapn.inference.sliding_window import sliding_window_logits
-from fapn.runtime import resolve_device
+from fapn.runtime import PRECISIONS, prepare_inference, resolve_device
 from fapn.visualize import as_palette, colorize, overlay
 
 __all__ = ["Segmenter", "ImageLike"]
@@ -71,6 +71,10 @@ class Segmenter:
         window: ``(height, width)``: images with a larger side are predicted window by window; ``None``: always
             the whole image.
         window_stride: step between windows (``None``: two thirds of the window).
+        precision: ``"fp32"`` (default), ``"bf16"`` (CPU or CUDA) or ``"fp16"`` (CUDA): the dtype the model runs in
+            (docs/benchmarks.md has its speed and its mIoU change on CamVid).
+        channels_last: the model's memory layout; ``None``: the fastest for the device and precision, which
+            computes the same labels (see :func:`fapn.runtime.prepare_inference`).
 
     Example:
         >>> seg = Segmenter.from_checkpoint("runs/camvid/best.pt")  # doctest: +SKIP
@@ -90,9 +94,13 @@ class Segmenter:
         device: str | torch.device = "cpu",
         window: tuple[int, int] | None = None,
         window_stride: tuple[int, int] | None = None,
+        precision: str = "fp32",
+        channels_last: bool | None = None,
     ) -> None:
         self.device = resolve_device(device)
-        self.model = model.eval().to(self.device)
+        self.model = prepare_inference(model, self.device, precision, channels_last)
+        self.precision = precision
+        self.dtype = PRECISIONS[precision]
         self.num_classes = num_classes
         scale = 255.0 if max(mean) > 1.0 or max(std) > 1.0 else 1.0
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) / scale
@@ -112,6 +120,8 @@ class Segmenter:
         window: tuple[int, int] | None = None,
         window_stride: tuple[int, int] | None = None,
         deform_backend: str | None = None,
+        precision: str = "fp32",
+        channels_last: bool | None = None,
     ) -> Segmenter:
         """The model, classes, palette and normalisation stored in a ``fapn train`` checkpoint.
 
@@ -121,6 +131,8 @@ class Segmenter:
             window: sliding-window size, see the class.
             window_stride: step between windows.
             deform_backend: deformable-conv backend (``None``: the default).
+            precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA), see the class.
+            channels_last: the memory layout (``None``: the fastest), see the class.
         """
         checkpoint = load_checkpoint(path)
         if deform_backend is not None:
@@ -143,16 +155,18 @@ class Segmenter:
             device=device,
             window=window,
             window_stride=window_stride,
+            precision=precision,
+            channels_last=channels_last,
         )
 
     def preprocess(self, images: Sequence[ImageLike]) -> Tensor:
-        """Same-size images as one normalised ``[N, 3, H, W]`` float batch on the device."""
+        """Same-size images as one normalised ``[N, 3, H, W]`` batch on the device, in the model's dtype."""
         tensors = [_to_uint8_chw(image) for image in images]
         sizes = {tuple(t.shape[-2:]) for t in tensors}
         if len(sizes) > 1:
             raise ValueError(f"images of one batch must have the same size, got {sorted(sizes)}")
         batch = torch.stack(tensors).to(self.device).float() / 255.0
-        return (batch - self.mean.to(self.device)) / self.std.to(self.device)
+        return ((batch - self.mean.to(self.device)) / self.std.to(self.device)).to(self.dtype)
 
     @torch.inference_mode()
     def logits(self, images: Sequence[ImageLike] | ImageLike) -> Tensor:
@@ -195,5 +209,5 @@ class Segmenter:
     def __repr__(self) -> str:
         return (
             f"Segmenter({type(self.model).__name__}, num_classes={self.num_classes}, device={self.device}, "
-            f"window={self.window})"
+            f"window={self.window}, precision={self.precision})"
         )

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from fapn.data.base import SegmentationDataset
 from fapn.data.cityscapes import cityscapes_train_to_label_ids
 from fapn.metrics import DEFAULT_BOUNDARY_WIDTH, BoundaryConfusionMatrix, ConfusionMatrix
-from fapn.runtime import autocast, resolve_device
+from fapn.runtime import autocast, model_dtype, prepare_inference, resolve_device
 
 __all__ = ["predict_logits", "evaluate", "save_prediction", "prediction_file_name", "run_eval", "class_mismatch"]
 
@@ -31,7 +31,7 @@ def predict_logits(
 
     Args:
         model: maps ``[N, 3, h, w]`` to logits ``[N, C, h, w]``.
-        image: normalised images ``[N, 3, H, W]``.
+        image: normalised images ``[N, 3, H, W]`` (cast to the model's dtype here).
         flip: also predict the mirrored image.
         scales: resize factors (``(1.0,)``: the image as is).
         amp: run under autocast.
@@ -43,6 +43,7 @@ def predict_logits(
         if scale != 1.0:
             size = (max(32, round(height * scale)), max(32, round(width * scale)))
             x = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+        x = x.to(model_dtype(model))
         views = [x, x.flip(-1)] if flip else [x]
         for i, view in enumerate(views):
             with autocast(image.device, amp):
@@ -166,10 +167,12 @@ def run_eval(
     *,
     threads: int | None = None,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> int:
     """``fapn eval`` for semantic segmentation: print a per-class table and write the scores as JSON.
 
     Args:
+        precision: ``fp32``, ``bf16`` or ``fp16`` (CUDA), see :func:`fapn.runtime.prepare_inference`.
         threads: torch CPU threads (``None``: the recipe's ``train.threads``, else torch's default, one per core).
         progress: a tqdm bar (off: no carriage returns in logs).
     """
@@ -188,7 +191,7 @@ def run_eval(
     set_threads(threads if threads is not None else cfg.train.threads)
     torch_device = resolve_device(device)
     checkpoint = load_checkpoint(weights, map_location=torch_device)
-    model = build_model_from_checkpoint(checkpoint).to(torch_device).eval()
+    model = prepare_inference(build_model_from_checkpoint(checkpoint), torch_device, precision)
     stored = checkpoint.get("dataset") or {}
     mean, std = stored.get("mean", cfg.data.mean), stored.get("std", cfg.data.std)
     dataset = build_dataset(
@@ -212,6 +215,7 @@ def run_eval(
         progress=progress,
     )
     scores["weights"] = str(weights)
+    scores["precision"] = precision
     scores["split"] = split or cfg.data.val_split
     if mismatch is not None:
         scores["warning"] = mismatch
