@@ -12,22 +12,18 @@ competing with other processes for two cores, PyTorch's times grow several-fold 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 
 from fapn.cli.main import main
+from fapn.inference.benchmark import cpu_description
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{cpu}, {os.cpu_count()} logical cores, load average {load:.1f} at start"
+    cpu = cpu_description()
+    return (
+        f"{cpu['model']} ({', '.join(cpu['flags'])}), {cpu['cores']} logical cores, "
+        f"load average {cpu['load_average']:.1f} at start"
+    )
 
 
 if __name__ == "__main__":

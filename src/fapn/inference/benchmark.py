@@ -23,6 +23,7 @@ __all__ = [
     "add_ratios",
     "results_table",
     "machine_load",
+    "cpu_description",
     "reliability_warnings",
     "DTYPES",
     "MAX_RELATIVE_SPREAD",
@@ -271,3 +272,40 @@ def reliability_warnings(
                     f"{100 * spread:.0f}% of the median (interquartile range {low:.1f}-{high:.1f} ms): unreliable"
                 )
     return warnings
+
+
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
+"""The CPU flags that decide which fast paths run here (oneDNN's bfloat16 and int8 kernels, fapn's -march=native
+sampling kernels): every figure of record names them."""
+
+
+def cpu_description() -> dict[str, Any]:
+    """The CPU as the speed figures must name it: model, logical cores, the flags of :data:`ISA_FLAGS` it has,
+    PyTorch's dispatch level, the load average now.
+
+    Example:
+        >>> sorted(cpu_description())
+        ['cores', 'flags', 'load_average', 'model', 'torch', 'torch_cpu_capability']
+    """
+    import os
+    import platform
+
+    model, flags = platform.processor() or platform.machine(), ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name") and model == (platform.processor() or platform.machine()):
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = line.split(":", 1)[1]
+    except OSError:
+        pass
+    present = set(flags.split())
+    return {
+        "model": model,
+        "cores": os.cpu_count(),
+        "flags": [f for f in ISA_FLAGS if f in present],
+        "torch": torch.__version__,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "load_average": machine_load(),
+    }
