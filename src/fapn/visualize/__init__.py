@@ -8,6 +8,7 @@ Example:
     (2, 2, 3)
 """
 
+from fapn.visualize.alignment import AlignmentPictures, alignment_pictures
 from fapn.visualize.flow import (
     arrow_scale,
     color_wheel,
@@ -42,4 +43,6 @@ __all__ = [
     "arrow_scale",
     "features_to_rgb",
     "heatmap",
+    "alignment_pictures",
+    "AlignmentPictures",
 ]
