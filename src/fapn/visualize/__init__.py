@@ -9,6 +9,7 @@ Example:
 """
 
 from fapn.visualize.alignment import AlignmentPictures, alignment_pictures
+from fapn.visualize.disagreement import disagreement_map
 from fapn.visualize.flow import (
     arrow_scale,
     color_wheel,
@@ -45,4 +46,5 @@ __all__ = [
     "heatmap",
     "alignment_pictures",
     "AlignmentPictures",
+    "disagreement_map",
 ]
