@@ -120,8 +120,9 @@ def score_image(
     dataset (classes absent from both maps are left out of the mean).
 
     Example:
-        >>> score_image(np.array([[0, 0, 1, 1]]), np.array([[0, 0, 1, 0]]), 2, boundary_width=1)
-        (58.333333333333336, 41.66666666666667)
+        >>> miou, boundary = score_image(np.array([[0, 0, 1, 1]]), np.array([[0, 0, 1, 0]]), 2, boundary_width=1)
+        >>> round(miou, 2), round(boundary, 2)  # class 0: 2/3, class 1: 1/2; on the band (the last 3 pixels): 1/2, 1/2
+        (58.33, 50.0)
     """
     pred, target = torch.from_numpy(np.asarray(label).astype(np.int64)), torch.from_numpy(ground_truth)
     miou = scores_from_confusion(confusion_matrix(pred, target, num_classes, ignore_index))["mIoU"]

@@ -8,10 +8,10 @@ Example:
     >>> import io
     >>> from PIL import Image
     >>> buffer = io.BytesIO()
-    >>> Image.new("L", (40, 30), 128).save(buffer, format="PNG")
+    >>> Image.new("L", (48, 40), 128).save(buffer, format="PNG")
     >>> image, notes, original_size = read_image(buffer.getvalue())
     >>> image.shape, notes
-    ((30, 40, 3), ['grey image: its one channel used as R, G and B'])
+    ((40, 48, 3), ['grey image: its one channel used as R, G and B'])
 """
 
 from __future__ import annotations
