@@ -219,9 +219,10 @@ def analyze(
         labels.append(ground_truth)
     for result in results:
         panels.append(shown(result.label))
-        title = f"{result.name} ({result.latency_ms:.0f} ms)"
-        if result.miou is not None:
-            title += f" mIoU {result.miou:.1f}, boundary {_pct(result.boundary_miou)}"
+        if result.miou is not None:  # short enough for a narrow panel; the table has the latency too
+            title = f"{result.name}: mIoU {result.miou:.1f}, boundary {_pct(result.boundary_miou)}"
+        else:
+            title = f"{result.name} ({result.latency_ms:.0f} ms)"
         titles.append(title)
         labels.append(result.label)
     width = min(panel_width, image.shape[1])

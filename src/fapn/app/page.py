@@ -150,42 +150,66 @@ def build_app(
         return outputs
 
     with gr.Blocks(title="FaPN vs FPN", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
+        # the outputs are made first (not rendered) so that the examples above them can name them
+        notes = gr.Markdown(elem_id="notes", render=False)
+        comparison = gr.Image(
+            label="image | ground truth | each model (latency or scores in the titles)",
+            type="numpy",
+            format="png",
+            interactive=False,
+            elem_id="comparison",
+            render=False,
+        )
+        table = gr.Markdown(elem_id="scores", render=False)
+        disagreement = gr.Image(
+            label="where the models disagree",
+            type="numpy",
+            format="png",
+            interactive=False,
+            elem_id="disagree",
+            render=False,
+        )
+        labels_out = gr.File(label="label PNGs (class indices)", file_count="multiple", elem_id="labels", render=False)
+        alignment = gr.Gallery(
+            label="Feature Alignment Modules", columns=1, format="png", elem_id="alignment", render=False
+        )
+        alignment_text = gr.Markdown(elem_id="alignment-text", render=False)
+        outputs = [comparison, labels_out, disagreement, table, alignment, alignment_text, notes]
+
         gr.Markdown(_header(models, max_side))
         with gr.Row():
             image_in = gr.File(label="image", type="binary", elem_id="image-upload")
             ground_truth_in = gr.File(
                 label="ground truth (optional): label PNG of class indices", type="binary", elem_id="gt-upload"
             )
-        run = gr.Button("Segment", variant="primary")
-        notes = gr.Markdown(elem_id="notes")
-        with gr.Tabs():
-            with gr.Tab("Predictions"):
-                comparison = gr.Image(
-                    label="image | ground truth | each model (latency, scores)",
-                    type="numpy",
-                    format="png",
-                    interactive=False,
-                    elem_id="comparison",
-                )
-                table = gr.Markdown(elem_id="scores")
-                disagreement = gr.Image(
-                    label="where the models disagree", type="numpy", format="png", interactive=False, elem_id="disagree"
-                )
-                labels_out = gr.File(label="label PNGs (class indices)", file_count="multiple", elem_id="labels")
-            with gr.Tab("Alignment"):
-                alignment = gr.Gallery(label="Feature Alignment Modules", columns=1, format="png", elem_id="alignment")
-                alignment_text = gr.Markdown(elem_id="alignment-text")
-        if examples:
+        if examples:  # a click fills both inputs, then runs once
             gr.Examples(
                 examples=[[str(image), str(label) if label is not None else None] for image, label in examples],
                 inputs=[image_in, ground_truth_in],
+                outputs=outputs,
+                fn=segment,
+                run_on_click=True,
+                cache_examples=False,
+                api_visibility="private",
                 label="Examples (image, ground truth)",
+                elem_id="examples",
             )
+        run = gr.Button("Segment", variant="primary")
+        notes.render()
+        with gr.Tabs():
+            with gr.Tab("Predictions"):
+                comparison.render()
+                table.render()
+                disagreement.render()
+                labels_out.render()
+            with gr.Tab("Alignment"):
+                alignment.render()
+                alignment_text.render()
         gr.on(
-            triggers=[run.click, image_in.change, ground_truth_in.change],
+            triggers=[run.click, image_in.upload, ground_truth_in.upload],
             fn=segment,
             inputs=[image_in, ground_truth_in],
-            outputs=[comparison, labels_out, disagreement, table, alignment, alignment_text, notes],
+            outputs=outputs,
             api_name="segment",
             api_description=(
                 "Segment an image with every model. Inputs: the image file, an optional ground-truth label PNG. "
