@@ -135,8 +135,9 @@ def read_image(data: bytes | None, max_side: int = 1024) -> tuple[np.ndarray, li
         notes.append("its EXIF orientation could not be read and was not applied")
         if turned:
             width, height, target = height, width, (target[1], target[0])
-    if getattr(image, "n_frames", 1) > 1:
-        notes.append(f"the first of its {image.n_frames} frames used")
+    frames = int(getattr(image, "n_frames", 1))
+    if frames > 1:
+        notes.append(f"the first of its {frames} frames used")
     rgb = _to_uint8_rgb(image, notes)
     if scale < 1.0:
         if (rgb.shape[1], rgb.shape[0]) != target:

@@ -153,7 +153,8 @@ def build_app(
         # the outputs are made first (not rendered) so that the examples above them can name them
         notes = gr.Markdown(elem_id="notes", render=False)
         comparison = gr.Image(
-            label="image | ground truth | each model (latency or scores in the titles)",
+            label="image | ground truth | each model",
+            show_label=False,  # the picture's own titles say what each panel is
             type="numpy",
             format="png",
             interactive=False,
