@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import os
 import shutil
 import socket
@@ -144,6 +145,15 @@ def test_segment_endpoint_through_gradio_client(server: tuple[str, list[Path]], 
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(wrong)
     *_, notes = client.predict(handle_file(str(image_path)), handle_file(str(wrong)), api_name="/segment")
     assert "ground truth not used: the ground truth is 10x10 px but the image is 128x96" in notes
+    # a client naming a file on the server instead of uploading one is refused, and nothing of it is read
+    secret = Path(__file__)
+    body = json.dumps({"data": [{"path": str(secret), "meta": {"_type": "gradio.FileData"}}, None]}).encode()
+    request = urllib.request.Request(f"{url}gradio_api/call/segment", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        event = json.load(response)["event_id"]
+    with urllib.request.urlopen(f"{url}gradio_api/call/segment/{event}", timeout=60) as response:
+        stream = response.read().decode()
+    assert stream.startswith("event: error") and "not uploaded by a user" in stream
     buffer = io.BytesIO()
     Image.fromarray(np.asarray(Image.open(image_path).convert("L")).astype(np.uint16) * 257).save(buffer, "PNG")
     (tmp_path / "deep.png").write_bytes(buffer.getvalue())
