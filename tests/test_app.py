@@ -271,6 +271,14 @@ def test_app_command_errors_are_one_line(checkpoints: tuple[Path, Path], tmp_pat
     assert err.count("\n") == 1 and 'pip install "fapn[app]"' in err and fapn.cli.common.EXTRAS["gradio"] == "app"
 
 
+def test_importing_the_app_package_does_not_import_gradio() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, fapn.app, fapn.app.page, fapn.cli.app; print('gradio' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
 def test_app_page_has_the_segment_endpoint(models: list[tuple[str, Segmenter]], tmp_path: Path) -> None:
     pytest.importorskip("gradio")
     from fapn.app.page import build_app

@@ -46,11 +46,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until_serving(process: subprocess.Popen, url: str, timeout: float = 150.0) -> None:
+def wait_until_serving(process: subprocess.Popen, url: str, log: Path, timeout: float = 150.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"fapn app exited with {process.returncode}: {process.stdout.read()}")
+            raise AssertionError(f"fapn app exited with {process.returncode}: {log.read_text()}")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
@@ -83,10 +83,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list
     }
     command = [sys.executable, "-m", "fapn", "app", "--weights", *map(str, weights), "--names", "FPN", "FaPN"]
     command += ["--port", str(port), "--threads", "1", "--device", "cpu"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = folder / "server.log"  # a file, not a pipe: a full pipe would stall the server
+    with log.open("w") as output:
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
     try:
-        wait_until_serving(process, url)
+        wait_until_serving(process, url, log)
         yield url, weights
     finally:
         process.terminate()
@@ -165,7 +167,7 @@ def test_segment_endpoint_through_gradio_client(server: tuple[str, list[Path]], 
     not (Path(CHROMIUM).is_file() and CHROMEDRIVER and importlib.util.find_spec("selenium")),
     reason="needs Chromium, chromedriver and selenium (Debian: apt-get install chromium chromium-driver)",
 )
-def test_page_in_a_headless_browser(server: tuple[str, list[Path]], tmp_path: Path) -> None:
+def test_page_in_a_headless_browser(server: tuple[str, list[Path]], tmp_path: Path, monkeypatch) -> None:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -189,7 +191,7 @@ def test_page_in_a_headless_browser(server: tuple[str, list[Path]], tmp_path: Pa
         f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
-    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium look for drivers online
+    monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium look for drivers online
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     try:
         driver.get(url)
