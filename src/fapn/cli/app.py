@@ -100,7 +100,7 @@ def checkpoints(args: argparse.Namespace) -> list[tuple[str | None, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fapn.cli.common import require_extra, setup_runtime
+    from fapn.cli.common import require_extra, setup_runtime, warn
 
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must lie in 0..65535, got {args.port}")
@@ -132,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
     warm_up = np.asarray(Image.open(examples[0][0]).convert("RGB")) if examples else np.zeros((64, 64, 3), np.uint8)
     analyze(models, warm_up, panel_width=args.panel_width)
     app = build_app(models, workdir, examples=examples, max_side=args.max_side, panel_width=args.panel_width)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        warn(f"--host {args.host}: the page (which has no login) is open to every machine that can reach this one")
     shown = ", ".join(f"{title} ({weights})" for (title, _), (_, weights) in zip(models, pairs))
     print(f"fapn app: {shown} on {device}; open http://{args.host}:{args.port}/ (Ctrl+C stops)", flush=True)
     try:
