@@ -116,7 +116,7 @@ def test_profile_input_size_takes_hxw_and_the_old_form(capsys) -> None:
     assert "at least 32x32" in capsys.readouterr().err
 
 
-MODEL_COMMANDS = ("benchmark", "compare", "demo", "eval", "explain", "export", "predict", "train")
+MODEL_COMMANDS = ("app", "benchmark", "compare", "demo", "eval", "explain", "export", "predict", "train")
 """The subcommands that run a model (``profile`` counts on the meta device, ``score``/``configs``/``convert`` run
 none)."""
 REPO = Path(__file__).resolve().parents[1]

@@ -221,7 +221,7 @@ def test_cli_compare_and_explain(
     below = figure[grid_height + 4 :]  # the legend: a swatch for each class in the figure, none for the others
     for index, color in enumerate(_helpers.PALETTE):
         assert (np.all(below == color, axis=-1).sum() == 144) == (index in shown), index
-    import fapn.visualize
+    import fapn.visualize.alignment
 
     drawn = []  # explain's arrows: by default the longest is 0.8 grid steps, however short the offsets
 
@@ -229,7 +229,7 @@ def test_cli_compare_and_explain(
         drawn.append((image.shape, flow, step, scale))
         return draw_arrows(image, flow, step=step, scale=scale, **kwargs)
 
-    monkeypatch.setattr(fapn.visualize, "draw_arrows", spying_draw_arrows)
+    monkeypatch.setattr(fapn.visualize.alignment, "draw_arrows", spying_draw_arrows)
     assert (
         main(
             [

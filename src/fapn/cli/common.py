@@ -50,6 +50,7 @@ EXTRAS: dict[str, str] = {
     "pycocotools": "eval",
     "cityscapesscripts": "eval",
     "tensorboard": "logging",
+    "gradio": "app",
 }
 """Top-level module -> the ``pip install "fapn[EXTRA]"`` extra that provides it (see ``pyproject.toml``)."""
 

@@ -17,6 +17,8 @@ what it does:
   --iterations 50 for a quick look, more iterations for a clearer difference. torch uses one thread per
   core by default; on a machine busy with other work --threads 1 is often several times faster.
 
+the two models on a web page (upload your own images, see the offsets): fapn app  (pip install "fapn[app]")
+
 from the demo to your own data:
   fapn configs                                            # the shipped recipes
   fapn train semseg/camvid_r18_fapn --set data.root=PATH/camvid-half   # CamVid (SegNet layout)
@@ -84,4 +86,6 @@ def run(args: argparse.Namespace) -> int:
         r = results[variant]
         print(f"{label:<6} {r['mIoU']:7.2f} {r['boundary']['mIoU']:14.2f} {r['pixel_accuracy']:10.2f}")
     print(f"report: {results['report']} ({results['seconds'] / 60:.1f} min)")
+    where = "" if args.output == "fapn_demo" else f" --demo {args.output}"
+    print(f'both models on a web page, for your own images: fapn app{where}  (pip install "fapn[app]")')
     return 0

@@ -47,30 +47,17 @@ def register(subparsers: Any) -> None:
 def explain_image(segmenter: Any, path: Any, out: Any, args: argparse.Namespace) -> list[str]:
     """Write the pictures of one image; returns the FAMs' one-line summaries."""
     import numpy as np
-    import torch
 
     from fapn.inference import load_image, save_rgb_png
     from fapn.inference.alignment import record_alignment
-    from fapn.visualize import (
-        add_legend,
-        arrow_scale,
-        color_wheel,
-        draw_arrows,
-        features_to_rgb,
-        flow_to_color,
-        heatmap,
-        image_grid,
-        mean_displacement,
-        present_classes,
-        resize_rgb,
-    )
+    from fapn.visualize import add_legend, image_grid, mean_displacement, present_classes, resize_rgb
+    from fapn.visualize.alignment import alignment_pictures
 
     image = load_image(path)
     batch = segmenter.preprocess([image])
     logits, records = record_alignment(segmenter.model, batch)
     label = logits[0].argmax(0).cpu().numpy()
     shown = resize_rgb(image, width=args.width)
-    size = (shown.shape[1], shown.shape[0])
     cells = [shown, resize_rgb(segmenter.overlay(image, label), width=args.width)]
     titles = ["image", "prediction"]
     lines = []
@@ -81,38 +68,23 @@ def explain_image(segmenter: Any, path: Any, out: Any, args: argparse.Namespace)
         if args.no_mask_weighting:
             fam = segmenter.model.neck.merges[record.index]
             displacement = mean_displacement(record.offset[None], None, fam.offset_groups, fam.deform.taps)[0]
-        length = torch.linalg.vector_norm(displacement, dim=0)
-        max_len = float(length.max())
-        flow = resize_rgb(flow_to_color(displacement, max_len), *size, nearest=True).copy()
-        wheel = color_wheel(min(72, size[1] // 3))
-        flow[-wheel.shape[0] - 4 : -4, -wheel.shape[1] - 4 : -4] = wheel
-        scale = args.arrow_scale or arrow_scale(displacement, shown.shape[0], shown.shape[1], args.step)
-        arrows = draw_arrows(shown, displacement, step=args.step, scale=scale)
-        mean_mask = record.mask.mean(0)
-        mask = resize_rgb(heatmap(mean_mask), *size, nearest=True)
-        lateral, before, after = (
-            resize_rgb(f, *size, nearest=True)
-            for f in features_to_rgb(record.selected, record.upsampled, record.aligned)
+        drawn = alignment_pictures(
+            shown,
+            displacement,
+            record.mask,
+            features=(record.selected, record.upsampled, record.aligned),
+            step=args.step,
+            scale=args.arrow_scale,
         )
         tag = f"fam_s{record.stride:g}"
-        pictures = {
-            "offsets": flow,
-            "arrows": arrows,
-            "mask": mask,
-            "lateral": lateral,
-            "before": before,
-            "after": after,
-        }
+        pictures = {"offsets": drawn.offsets, "arrows": drawn.arrows, "mask": drawn.mask, **drawn.features}
         for name, picture in pictures.items():
             save_rgb_png(picture, out / f"{stem}_{tag}_{name}.png")
         stride = record.stride
-        cells += [flow, arrows, mask, before, after]
-        laterals.append((lateral, f"stride {stride:g}: lateral feature"))
-        scale_note = "true length" if scale == 1 else f"x{scale:.3g}"
+        cells += [drawn.offsets, drawn.arrows, drawn.mask, drawn.features["before"], drawn.features["after"]]
+        laterals.append((drawn.features["lateral"], f"stride {stride:g}: lateral feature"))
         titles += [
-            f"stride {stride:g}: offsets (rim {max_len * stride:.2g} px)",
-            f"stride {stride:g}: arrows ({scale_note})",
-            f"s{stride:g} mask {float(mean_mask.min()):.2f}..{float(mean_mask.max()):.2f}",
+            *drawn.titles(stride).values(),
             f"stride {stride:g}: before alignment",
             f"stride {stride:g}: after alignment",
         ]

@@ -31,6 +31,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "fapn.cli.export",
     "fapn.cli.convert",
     "fapn.cli.profile",
+    "fapn.cli.app",
 )
 
 

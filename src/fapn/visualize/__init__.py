@@ -8,6 +8,8 @@ Example:
     (2, 2, 3)
 """
 
+from fapn.visualize.alignment import AlignmentPictures, alignment_pictures
+from fapn.visualize.disagreement import disagreement_map
 from fapn.visualize.flow import (
     arrow_scale,
     color_wheel,
@@ -42,4 +44,7 @@ __all__ = [
     "arrow_scale",
     "features_to_rgb",
     "heatmap",
+    "alignment_pictures",
+    "AlignmentPictures",
+    "disagreement_map",
 ]
