@@ -188,8 +188,12 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Read a fapn checkpoint as data only (``weights_only=True``: no code from the file runs).
 
+    A hub folder (``config.json`` + ``model.safetensors``) or ``hf://owner/name[@revision]`` is read through
+    :func:`fapn.hub.load_hub_checkpoint` into the same dict (weights, ``model_config``, ``dataset``; no training
+    state), so everything that takes a checkpoint takes those too.
+
     Args:
-        path: the file.
+        path: the file, a hub folder or ``hf://owner/name``.
         map_location: where tensors go.
         require: keys the caller needs besides ``model`` (``TRAINING_STATE_KEYS`` to resume).
 
@@ -198,6 +202,14 @@ def load_checkpoint(
         ValueError: the file is empty, truncated, garbage, holds Python objects other than data, is not a dict
             with a ``model`` state dict, or lacks a required key; the message names the file.
     """
+    from fapn.hub import is_hub_reference, load_hub_checkpoint
+
+    if is_hub_reference(path):
+        checkpoint = load_hub_checkpoint(path, map_location)
+        missing = [key for key in require if key not in checkpoint]
+        if missing:
+            raise ValueError(f"{path} is a hub folder: it holds weights but no training state, so it cannot be resumed")
+        return checkpoint
     path = Path(path)
     checkpoint = _read(path, map_location)
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), Mapping):
@@ -237,12 +249,17 @@ def model_state_from(obj: Any, path: str | os.PathLike[str] | None = None) -> di
 
 
 def load_state_dict_file(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Tensor]:
-    """The model state dict of a file: a fapn checkpoint or a plain ``torch.save(model.state_dict())``.
+    """The model state dict of a file: a fapn checkpoint, a plain ``torch.save(model.state_dict())``, a hub folder
+    or ``hf://owner/name``.
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: unreadable, refused or without a state dict (see :func:`load_checkpoint`).
     """
+    from fapn.hub import is_hub_reference, load_hub_checkpoint
+
+    if is_hub_reference(path):
+        return dict(load_hub_checkpoint(path, map_location)["model"])
     path = Path(path)
     return model_state_from(_read(path, map_location), path)
 
