@@ -328,7 +328,7 @@ def test_state_dict_round_trip(built: tuple[str, int, nn.Module]) -> None:
 
 @pytest.mark.skipif(not HAS_HUB, reason='hub folders need the hub extra (pip install "fapn[hub]")')
 def test_hub_folder_round_trip(built: tuple[str, int, nn.Module], tmp_path: Path) -> None:
-    name, index, model = built
+    name, _, model = built
     model = copy.deepcopy(model)
     _perturb(model)
     assert model.fapn_config["name"] == name  # recorded by the registry

@@ -17,10 +17,10 @@ from torch import nn
 
 pytest.importorskip("segmentation_models_pytorch", reason='needs the smp extra (pip install "fapn[smp]")')
 
-import segmentation_models_pytorch as smp  # noqa: E402
+import segmentation_models_pytorch as smp
 
-from fapn.models import realtime_fapn  # noqa: E402
-from fapn.smp import FaPN, register  # noqa: E402
+from fapn.models import realtime_fapn
+from fapn.smp import FaPN, register
 
 HAS_TIMM = importlib.util.find_spec("timm") is not None
 
@@ -50,7 +50,12 @@ def test_decoder_computes_what_realtime_fapn_computes_on_the_same_weights() -> N
     state = reference.state_dict()
     mapped = {f"encoder.{k[len('backbone.') :]}": v for k, v in state.items() if k.startswith("backbone.")}
     mapped |= {f"decoder.{k}": v for k, v in state.items() if k.startswith("neck.")}
-    mapped |= {f"decoder.block.{i}.{k[len(f'head.{i}.') :]}": v for i in (0, 1) for k, v in state.items() if k.startswith(f"head.{i}.")}
+    mapped |= {
+        f"decoder.block.{i}.{k[len(f'head.{i}.') :]}": v
+        for i in (0, 1)
+        for k, v in state.items()
+        if k.startswith(f"head.{i}.")
+    }
     mapped |= {f"segmentation_head.0.{k[len('head.3.') :]}": v for k, v in state.items() if k.startswith("head.3.")}
     missing, unexpected = model.load_state_dict(mapped, strict=False)
     assert missing == [] and unexpected == []  # every SMP weight came from the real-time network

@@ -52,6 +52,7 @@ __all__ = [
     "model_state_from",
     "build_model_from_checkpoint",
     "model_builder",
+    "state_dict_mismatch",
     "remove_stale_temporary_files",
     "TRAINING_STATE_KEYS",
 ]
@@ -280,6 +281,35 @@ def model_builder(name: str) -> Callable[..., nn.Module]:
     return getattr(importlib.import_module(module), function)
 
 
+def state_dict_mismatch(model: nn.Module, state: Mapping[str, Tensor]) -> str | None:
+    """What keeps ``state`` from loading into ``model`` strictly, in one line; ``None`` when it fits.
+
+    Example:
+        >>> state_dict_mismatch(nn.Linear(2, 3), {"weight": torch.zeros(3, 4)})
+        '1 missing key(s) (bias); 1 shape mismatch(es) (weight is [3, 4] in the file, [3, 2] in the model)'
+    """
+    expected = model.state_dict()
+
+    def some(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
+
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} is {list(state[k].shape)} in the file, {list(v.shape)} in the model"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s) ({some(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s) ({some(unexpected)})")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatch(es) ({shapes[0]})")
+    return "; ".join(problems) or None
+
+
 def build_model_from_checkpoint(checkpoint: Mapping[str, Any], strict: bool = True) -> nn.Module:
     """Rebuild the model a checkpoint describes (``model_config``) and load its weights.
 
@@ -296,8 +326,14 @@ def build_model_from_checkpoint(checkpoint: Mapping[str, Any], strict: bool = Tr
     name = config.pop("name")
     config.pop("weights_backbone", None)  # the weights come from the checkpoint
     model = model_builder(name)(**config)
+    state = model_state_from(checkpoint)
+    source = checkpoint.get("weights_file")  # a hub folder's safetensors file
+    if strict and source is not None:
+        problem = state_dict_mismatch(model, state)
+        if problem is not None:
+            raise ValueError(f"{source}: the weights do not fit model {name!r}: {problem}")
     try:
-        model.load_state_dict(model_state_from(checkpoint), strict=strict)
+        model.load_state_dict(state, strict=strict)
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
         raise ValueError(f"the checkpoint's weights do not fit model {name!r} {config}: {first}") from None

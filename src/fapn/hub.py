@@ -84,13 +84,16 @@ def require_hub() -> None:
 
 
 def is_hub_reference(path: str | os.PathLike[str]) -> bool:
-    """True for ``hf://owner/name`` and for a folder holding ``config.json`` (a hub folder).
+    """True for ``hf://owner/name`` and for a folder holding ``config.json`` or ``model.safetensors``.
 
     Example:
         >>> is_hub_reference("hf://owner/camvid-fapn"), is_hub_reference("runs/camvid/best.pt")
         (True, False)
     """
-    return str(path).startswith(HUB_PREFIX) or (Path(path).is_dir() and (Path(path) / CONFIG_NAME).is_file())
+    folder = Path(path)
+    return str(path).startswith(HUB_PREFIX) or (
+        folder.is_dir() and ((folder / CONFIG_NAME).is_file() or (folder / WEIGHTS_NAME).is_file())
+    )
 
 
 def _jsonable(value: Any, where: str) -> Any:
@@ -293,7 +296,9 @@ def _resolve(reference: str | os.PathLike[str], *, allow_bare_id: bool) -> tuple
             paths.append(Path(hf_hub_download(repo, filename, revision=revision or None, library_name="fapn")))
         except Exception as err:  # offline and not cached, no such repo or file, HTTP errors
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise ValueError(f"{HUB_PREFIX}{repo_id}: cannot fetch {filename} ({type(err).__name__}: {first})") from None
+            raise ValueError(
+                f"{HUB_PREFIX}{repo_id}: cannot fetch {filename} ({type(err).__name__}: {first})"
+            ) from None
     return paths[0], paths[1], f"{HUB_PREFIX}{repo_id}"
 
 
@@ -327,7 +332,7 @@ def _read_folder(
         raise ValueError(f"{weights_path}: not a readable safetensors file ({first})") from None
     if not state:
         raise ValueError(f"{weights_path}: holds no tensors")
-    checkpoint: dict[str, Any] = {"model": state, "model_config": config}
+    checkpoint: dict[str, Any] = {"model": state, "model_config": config, "weights_file": str(weights_path)}
     if isinstance(document.get("dataset"), dict):
         checkpoint["dataset"] = document["dataset"]
     return checkpoint, config_path, weights_path
@@ -339,7 +344,8 @@ def load_hub_checkpoint(
     *,
     allow_bare_id: bool = False,
 ) -> dict[str, Any]:
-    """A hub folder or repo id as a fapn checkpoint dict ``{"model", "model_config", "dataset"}``.
+    """A hub folder or repo id as a fapn checkpoint dict ``{"model", "model_config", "dataset", "weights_file"}``
+    (``weights_file``: the safetensors file, named by :func:`fapn.checkpoint.build_model_from_checkpoint`'s errors).
 
     Nothing is unpickled: the config is JSON, the weights are safetensors.
 
@@ -354,28 +360,6 @@ def load_hub_checkpoint(
             fetched; the message names the file.
     """
     return _read_folder(reference, map_location, allow_bare_id)[0]
-
-
-def _fit_report(model: nn.Module, state: Mapping[str, Tensor]) -> str | None:
-    """What keeps ``state`` from loading into ``model`` strictly, in one line; ``None`` if it fits."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k} is {list(state[k].shape)} in the file, {list(v.shape)} in the model"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s) ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
-    if unexpected:
-        problems.append(
-            f"{len(unexpected)} unexpected key(s) ({', '.join(unexpected[:3])}{', ...' if len(unexpected) > 3 else ''})"
-        )
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatch(es) ({shapes[0]})")
-    return "; ".join(problems) or None
 
 
 def from_pretrained(
@@ -397,7 +381,7 @@ def from_pretrained(
             builder rejects (naming ``config.json``); weights that do not fit the model -- missing or unexpected
             keys, shape mismatches, e.g. a safetensors file of another library (naming ``model.safetensors``).
     """
-    from fapn.checkpoint import model_builder
+    from fapn.checkpoint import model_builder, state_dict_mismatch
 
     checkpoint, config_path, weights_path = _read_folder(reference, map_location, allow_bare_id=True)
     config = {**checkpoint["model_config"], **model_kwargs}
@@ -410,7 +394,7 @@ def from_pretrained(
         if first.startswith("unknown model"):
             first = f"unknown model {name!r} (fapn.models.list_models() names the registered ones)"
         raise ValueError(f"{config_path}: cannot build the model: {first}") from None
-    problem = _fit_report(model, checkpoint["model"])
+    problem = state_dict_mismatch(model, checkpoint["model"])
     if problem is not None:
         raise ValueError(f"{weights_path}: the weights do not fit model {name!r}: {problem}")
     model.load_state_dict(checkpoint["model"], strict=True)

@@ -50,6 +50,9 @@ EXTRAS: dict[str, str] = {
     "pycocotools": "eval",
     "cityscapesscripts": "eval",
     "tensorboard": "logging",
+    "huggingface_hub": "hub",
+    "safetensors": "hub",
+    "segmentation_models_pytorch": "smp",
 }
 """Top-level module -> the ``pip install "fapn[EXTRA]"`` extra that provides it (see ``pyproject.toml``)."""
 

@@ -57,20 +57,32 @@ def run_export(args: argparse.Namespace) -> int:
     path = _checkpoint_path(Path(args.src))
     checkpoint = load_checkpoint(path)
     metrics = checkpoint.get("metrics") or {}
-    recipe = (checkpoint.get("config") or {}).get("name")
+    recipe_config = checkpoint.get("config") or {}
+    recipe = recipe_config.get("name")
+    if recipe and recipe_config.get("task") and "/" not in str(recipe):
+        recipe = f"{recipe_config['task']}/{recipe}"  # the name 'fapn train' and 'fapn configs' take
     iteration = checkpoint.get("iteration")
+    val = dict(metrics.get("val") or {})
+    scores = {k: val[k] for k in ("mIoU", "pixel_accuracy", "mean_accuracy") if k in val}
+    if isinstance(val.get("boundary"), dict) and "mIoU" in val["boundary"]:
+        scores["boundary_mIoU"] = val["boundary"]["mIoU"]
     command = None
-    if recipe and metrics.get("val"):
-        command = f"fapn train {recipe}" + (f" (validation at iteration {iteration})" if iteration else "")
-    recipe_text = (
-        f"Trained with `fapn train {recipe}`" + (f" for {iteration} iterations" if iteration else "") + "."
-        if recipe
-        else (f"Converted from {checkpoint['converted_from']} with `fapn convert`." if "converted_from" in checkpoint else None)
-    )
+    if recipe and scores:
+        command = (
+            f"fapn train {recipe}"
+            + (f" (its validation at iteration {iteration})" if iteration else "")
+            + f"; again: fapn eval {recipe} --weights {(args.repo_id and 'hf://' + args.repo_id) or 'FOLDER'}"
+        )
+    if recipe:
+        recipe_text = f"Trained with `fapn train {recipe}`" + (f" for {iteration} iterations." if iteration else ".")
+    elif "converted_from" in checkpoint:
+        recipe_text = f"Converted from the authors' checkpoint {checkpoint['converted_from']} with `fapn convert`."
+    else:
+        recipe_text = None
     folder = save_pretrained(
         checkpoint,
         args.out,
-        metrics=metrics.get("val") or {},
+        metrics=scores,
         metrics_command=command,
         recipe=recipe_text,
         repo_id=args.repo_id,

@@ -61,7 +61,7 @@ def register_model(name: str | None = None, task: str = "semseg") -> Callable[[_
                     arguments.update(value)
                 else:
                     arguments[parameter] = value
-            model.fapn_config = {"name": key, **arguments}
+            object.__setattr__(model, "fapn_config", {"name": key, **arguments})  # plain data, not a submodule
             return model
 
         _MODELS[key] = build
