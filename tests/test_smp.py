@@ -150,6 +150,11 @@ def test_trains_in_smps_usual_loop() -> None:
     assert smp.metrics.iou_score(*stats, reduction="micro").item() > 0
 
 
+def test_scripting_is_refused_in_one_line() -> None:
+    with pytest.raises(RuntimeError, match=r"cannot be scripted .*use torch\.export, torch\.jit\.trace"):
+        torch.jit.script(_tiny())
+
+
 @pytest.mark.skipif(not HAS_TIMM, reason="needs timm")
 def test_timm_universal_encoder() -> None:
     model = _tiny(encoder_name="tu-test_resnet").eval()

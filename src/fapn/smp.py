@@ -158,6 +158,14 @@ class FaPN(SegmentationModel):
         self.name = f"fapn-{encoder_name}"
         self.initialize()
 
+    def __prepare_scriptable__(self) -> FaPN:
+        # torch.jit.script calls this first: one clear error instead of TorchScript's frontend trace (SMP's
+        # convention for models with _is_torch_scriptable = False is a RuntimeError)
+        raise RuntimeError(
+            "fapn.smp.FaPN cannot be scripted (its deformable conv picks a backend in Python); "
+            "use torch.export, torch.jit.trace or torch.compile"
+        )
+
     def initialize(self) -> None:
         """SMP's initialisation of the heads; the decoder keeps fapn's (zero-initialised FAM offsets: SMP's
         decoder initialisation would start every FAM with random offsets)."""
