@@ -273,3 +273,22 @@ def test_saving_needs_a_recorded_or_given_config(tmp_path: Path) -> None:
         fapn.save_pretrained(odd, tmp_path / "c")
     with pytest.raises(FileNotFoundError, match="hub folder not found"):
         fapn.from_pretrained(tmp_path / "nowhere" / "x")
+
+
+def test_convert_writes_hub_folders_only_of_whole_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from test_convert import authors_neck_state
+
+    source = tmp_path / "model_final.pth"
+    torch.save({"model": authors_neck_state()}, source)
+    out = tmp_path / "folder"
+    assert main(["convert", str(source), "--out", str(out), "--hub"]) == 2
+    assert "--hub writes a whole model: it needs --model-config" in capsys.readouterr().err
+    config = json.dumps({"name": "detectron2_fapn_rcnn", "depth": 50, "num_classes": 3})
+    # the authors' neck alone does not make the Mask R-CNN it names: refused before anything is written
+    assert main(["convert", str(source), "--out", str(out), "--hub", "--model-config", config]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.startswith("fapn: error: the checkpoint's weights do not fit model 'detectron2_fapn_rcnn'")
+        and "missing key" in err
+    )
+    assert not out.exists()

@@ -225,7 +225,7 @@ def save_pretrained(
     Args:
         model: a model built by a registered builder, or a fapn checkpoint dict (``{"model": state_dict,
             "model_config": ..., "dataset": ...}``, e.g. :func:`fapn.checkpoint.load_checkpoint` of a run's
-            ``best.pt``).
+            ``best.pt``), whose weights are checked against the model it names before anything is written.
         folder: destination, created if needed; existing files of these names are replaced.
         model_config: registry name and builder kwargs (default: what the builder recorded, or the checkpoint's).
         dataset: class names, palette, normalisation (default: the checkpoint's, if any).
@@ -234,6 +234,10 @@ def save_pretrained(
 
     Returns:
         the folder.
+
+    Raises:
+        ValueError: no recorded or given ``model_config``, arguments that are not JSON data, or checkpoint
+            weights that do not fit the model they name.
     """
     require_hub()
     from safetensors.torch import save_file
@@ -249,6 +253,7 @@ def save_pretrained(
         dataset = dataset if dataset is not None else model.get("dataset")
         if "name" not in config:
             raise ValueError("the checkpoint has no model_config['name']: cannot tell which model it holds")
+        _check_fit(config, state)
     config.pop("weights_backbone", None)  # the weights are in the folder
     document: dict[str, Any] = {
         "fapn_version": _version(),
@@ -266,6 +271,17 @@ def save_pretrained(
         card = model_card(config, dataset, **card_kwargs)
     (folder / "README.md").write_text(str(card))
     return folder
+
+
+def _check_fit(config: Mapping[str, Any], state: Mapping[str, Tensor]) -> None:
+    """Build the model ``config`` names and refuse weights that would not load into it (a folder that cannot be
+    loaded is found when it is written, not when someone downloads it)."""
+    from fapn.checkpoint import model_builder, state_dict_mismatch
+
+    kwargs = {k: v for k, v in config.items() if k not in ("name", "weights_backbone")}
+    problem = state_dict_mismatch(model_builder(str(config["name"]))(**kwargs), state)
+    if problem is not None:
+        raise ValueError(f"the checkpoint's weights do not fit model {config['name']!r} {kwargs}: {problem}")
 
 
 def _version() -> str:
