@@ -292,3 +292,14 @@ def test_convert_writes_hub_folders_only_of_whole_models(tmp_path: Path, capsys:
         and "missing key" in err
     )
     assert not out.exists()
+
+
+def test_eval_scores_a_folder_as_its_checkpoint(run: Path, folder: Path, tmp_path: Path) -> None:
+    best = run / ("best.pt" if (run / "best.pt").is_file() else "last.pt")
+    data = ["--set", "data.options={size: [32, 40], num_images: 4}", "--set", "data.val_options={num_images: 2}"]
+    scores = []
+    for name, weights in (("pt", best), ("hub", folder)):
+        output = tmp_path / f"{name}.json"
+        assert main(["eval", RECIPE, "--weights", str(weights), *data, "--output", str(output), "--threads", "1"]) == 0
+        scores.append(json.loads(output.read_text()))
+    assert scores[0]["mIoU"] == scores[1]["mIoU"] and scores[0]["per_class_iou"] == scores[1]["per_class_iou"]
