@@ -164,6 +164,12 @@ except ValueError as err:
     )
     assert done.returncode == 0, done.stderr
     assert list((tmp_path / "out").rglob("*.png"))
+    # fapn eval of a repo id writes its scores into the working folder (not into a folder named "hf:")
+    data = ["--set", "data.options={size: [32, 40], num_images: 4}", "--set", "data.val_options={num_images: 1}"]
+    command = [sys.executable, "-m", "fapn", "eval", RECIPE, "--weights", "hf://fapn-test/tiny@main", *data]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "mIoU" in json.loads((tmp_path / "tiny_main_eval.json").read_text()) and not (tmp_path / "hf:").exists()
 
 
 def test_push_to_hub_uploads_the_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
