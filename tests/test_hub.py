@@ -88,7 +88,13 @@ def test_run_exports_to_a_folder_that_loads_with_identical_outputs(run: Path, fo
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), reference(x), rtol=0, atol=0)
     card = (folder / "README.md").read_text()
-    for text in ("library_name: fapn", "## Metrics", "fapn train semseg/synthetic_r18_fapn", "huang2021fapn"):
+    for text in (
+        "library_name: fapn",
+        "## Metrics",
+        "fapn train semseg/synthetic_r18_fapn",
+        "huang2021fapn",
+        "random init",
+    ):
         assert text in card, text
     assert 'fapn.from_pretrained("owner/synthetic-fapn")' in card and "--weights hf://owner/synthetic-fapn" in card
 

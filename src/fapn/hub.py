@@ -106,7 +106,7 @@ def _jsonable(value: Any, where: str) -> Any:
         return {str(k): _jsonable(v, f"{where}.{k}") for k, v in value.items()}
     raise ValueError(
         f"cannot write {CONFIG_NAME}: {where} is a {type(value).__name__}, not JSON data; build the model with "
-        "names and numbers as arguments (e.g. weights_backbone='DEFAULT', not an enum)"
+        "names, numbers, lists and dicts as arguments, not objects"
     )
 
 
@@ -127,6 +127,7 @@ def model_card(
     metrics: Mapping[str, Any] | None = None,
     metrics_command: str | None = None,
     recipe: str | None = None,
+    limits: str | None = None,
     repo_id: str | None = None,
 ) -> Any:
     """A :class:`huggingface_hub.ModelCard` for a fapn model: task, recipe, data, metrics, limits, citation, usage.
@@ -137,6 +138,7 @@ def model_card(
         metrics: scalar results, e.g. ``{"mIoU": 52.7}``; only numbers are listed.
         metrics_command: the command that measured them (shown with them).
         recipe: the training recipe (a ``fapn configs`` name or the command that trained the model).
+        limits: what the model is not good for, added to the card's general caveat.
         repo_id: where the card will live, for the loading example (default: a placeholder).
     """
     from huggingface_hub import ModelCard, ModelCardData
@@ -161,7 +163,7 @@ def model_card(
         "",
         "## Task",
         f"{'Object detection / instance segmentation' if task == 'object-detection' else 'Semantic segmentation'}; "
-        f"registry name `{name}`, built with `{json.dumps(kwargs, sort_keys=True)}`.",
+        f"registry name `{name}`, built with `{json.dumps(kwargs, sort_keys=True, default=str)}`.",
         "",
         "## Recipe",
         recipe or "Not recorded.",
@@ -185,8 +187,8 @@ def model_card(
     lines += [
         "",
         "## Limits",
-        "Evaluated only on the data named above; expect lower accuracy on other cameras, cities and image sizes. "
-        "Weights trained from scratch on a small budget are a demonstration, not a state-of-the-art model.",
+        "Measured only on the data named above (if any); expect lower accuracy on other cameras, scenes and image "
+        "sizes." + (f" {limits}" if limits else ""),
         "",
         "## How to load",
         "```python",
@@ -230,7 +232,8 @@ def save_pretrained(
         model_config: registry name and builder kwargs (default: what the builder recorded, or the checkpoint's).
         dataset: class names, palette, normalisation (default: the checkpoint's, if any).
         card: a :class:`huggingface_hub.ModelCard` or text to write as ``README.md`` instead of :func:`model_card`'s.
-        card_kwargs: passed to :func:`model_card` (``metrics``, ``metrics_command``, ``recipe``, ``repo_id``).
+        card_kwargs: passed to :func:`model_card` (``metrics``, ``metrics_command``, ``recipe``, ``limits``,
+            ``repo_id``).
 
     Returns:
         the folder.

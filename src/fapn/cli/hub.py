@@ -79,12 +79,19 @@ def run_export(args: argparse.Namespace) -> int:
         recipe_text = f"Converted from the authors' checkpoint {checkpoint['converted_from']} with `fapn convert`."
     else:
         recipe_text = None
+    limits = None
+    if recipe and (recipe_config.get("model") or {}).get("weights_backbone") is None:
+        limits = (
+            f"Trained from random initialisation{f' for {iteration} iterations' if iteration else ''}: "
+            "a small-budget model, not a state-of-the-art one."
+        )
     folder = save_pretrained(
         checkpoint,
         args.out,
         metrics=scores,
         metrics_command=command,
         recipe=recipe_text,
+        limits=limits,
         repo_id=args.repo_id,
     )
     print(f"{path} -> {folder} (config.json, model.safetensors, README.md)")
