@@ -133,6 +133,7 @@ def _cache(tmp_path: Path, folder: Path, repo: str = "fapn-test/tiny") -> Path:
     return cache
 
 
+@pytest.mark.slow  # three fresh interpreters
 def test_repo_ids_load_from_a_populated_cache_offline(folder: Path, tmp_path: Path) -> None:
     cache = _cache(tmp_path, folder)
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))

@@ -150,6 +150,7 @@ def test_trains_in_smps_usual_loop() -> None:
     assert smp.metrics.iou_score(*stats, reduction="micro").item() > 0
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 def test_scripting_is_refused_in_one_line() -> None:
     with pytest.raises(RuntimeError, match=r"cannot be scripted .*use torch\.export, torch\.jit\.trace"):
         torch.jit.script(_tiny())
