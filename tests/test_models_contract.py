@@ -3,7 +3,8 @@
 Each registry name gets, for each of its tiny configurations in :data:`TINY`: a forward pass (eval), a backward
 pass of its own loss in which every trainable parameter gets a gradient (after one optimiser step: at
 initialisation the zero offset/mask conv of a FAM blocks the gradient to its 1x1 offset conv), odd input sizes,
-and a state-dict round trip into a freshly built model. Semantic models are also checked for eval determinism and
+a state-dict round trip into a freshly built model, and a hub-folder round trip (``fapn.save_pretrained`` ->
+``fapn.from_pretrained``: config.json + safetensors, rebuilt through the registry from the recorded kwargs). Semantic models are also checked for eval determinism and
 batch independence.
 
 A new builder must add an entry to :data:`TINY` (``test_every_registered_model_has_tiny_kwargs`` fails otherwise):
@@ -17,6 +18,7 @@ import copy
 import importlib.util
 import io
 import itertools
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+import fapn
 from fapn.models import BACKBONES, VARIANTS, get_model, get_model_builder, list_models
 
 # RPN samples torchvision's 256 anchors per image: with fewer, a level's anchors can all go unsampled and its output
@@ -111,6 +114,7 @@ TINY: dict[str, list[dict[str, Any]]] = {
 
 LIGHT_BACKBONES = ("resnet18", "resnet34")
 HAS_TIMM = importlib.util.find_spec("timm") is not None
+HAS_HUB = all(importlib.util.find_spec(m) is not None for m in ("huggingface_hub", "safetensors"))
 
 
 def _is_heavy(kwargs: dict[str, Any]) -> bool:
@@ -318,5 +322,26 @@ def test_state_dict_round_trip(built: tuple[str, int, nn.Module]) -> None:
         expected, got = _flatten(model(inputs)), _flatten(clone(inputs))
     assert len(got) == len(expected) > 0
     assert all(torch.isfinite(t).all() for t in expected if t.is_floating_point())
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not HAS_HUB, reason='hub folders need the hub extra (pip install "fapn[hub]")')
+def test_hub_folder_round_trip(built: tuple[str, int, nn.Module], tmp_path: Path) -> None:
+    name, _, model = built
+    model = copy.deepcopy(model)
+    _perturb(model)
+    assert model.fapn_config["name"] == name  # recorded by the registry
+    folder = fapn.save_pretrained(model, tmp_path / name)
+    clone = fapn.from_pretrained(folder)  # rebuilt from config.json alone, weights from model.safetensors
+    assert type(clone) is type(model) and not clone.training
+    model.eval()
+    if _task(name) == "detection":
+        inputs: Any = _detection_batch(((64, 64),))[0]
+    else:
+        inputs = _semseg_batch((64, 64), batch=1)[0]
+    with torch.no_grad():
+        expected, got = _flatten(model(inputs)), _flatten(clone(inputs))
+    assert len(got) == len(expected) > 0
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -26,6 +26,9 @@ __all__ = [
     "models",
     "necks",
     "ops",
+    "save_pretrained",
+    "from_pretrained",
+    "push_to_hub",
     "__version__",
 ]
 
@@ -35,10 +38,14 @@ _NAMES = {
     "FeatureAlignModule": "fapn.layers",
     "FeatureSelectionModule": "fapn.layers",
     "ModulatedDeformConv2d": "fapn.layers",
+    "save_pretrained": "fapn.hub",
+    "from_pretrained": "fapn.hub",
+    "push_to_hub": "fapn.hub",
 }
 
 if TYPE_CHECKING:
     from fapn import layers, models, necks, ops
+    from fapn.hub import from_pretrained, push_to_hub, save_pretrained
     from fapn.layers import FeatureAlignModule, FeatureSelectionModule, ModulatedDeformConv2d
     from fapn.necks import FaPN
 

@@ -52,6 +52,7 @@ __all__ = [
     "model_state_from",
     "build_model_from_checkpoint",
     "model_builder",
+    "state_dict_mismatch",
     "remove_stale_temporary_files",
     "TRAINING_STATE_KEYS",
 ]
@@ -188,8 +189,12 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Read a fapn checkpoint as data only (``weights_only=True``: no code from the file runs).
 
+    A hub folder (``config.json`` + ``model.safetensors``) or ``hf://owner/name[@revision]`` is read through
+    :func:`fapn.hub.load_hub_checkpoint` into the same dict (weights, ``model_config``, ``dataset``; no training
+    state), so everything that takes a checkpoint takes those too.
+
     Args:
-        path: the file.
+        path: the file, a hub folder or ``hf://owner/name``.
         map_location: where tensors go.
         require: keys the caller needs besides ``model`` (``TRAINING_STATE_KEYS`` to resume).
 
@@ -198,6 +203,14 @@ def load_checkpoint(
         ValueError: the file is empty, truncated, garbage, holds Python objects other than data, is not a dict
             with a ``model`` state dict, or lacks a required key; the message names the file.
     """
+    from fapn.hub import is_hub_reference, load_hub_checkpoint
+
+    if is_hub_reference(path):
+        checkpoint = load_hub_checkpoint(path, map_location)
+        missing = [key for key in require if key not in checkpoint]
+        if missing:
+            raise ValueError(f"{path} is a hub folder: it holds weights but no training state, so it cannot be resumed")
+        return checkpoint
     path = Path(path)
     checkpoint = _read(path, map_location)
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), Mapping):
@@ -237,12 +250,17 @@ def model_state_from(obj: Any, path: str | os.PathLike[str] | None = None) -> di
 
 
 def load_state_dict_file(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Tensor]:
-    """The model state dict of a file: a fapn checkpoint or a plain ``torch.save(model.state_dict())``.
+    """The model state dict of a file: a fapn checkpoint, a plain ``torch.save(model.state_dict())``, a hub folder
+    or ``hf://owner/name``.
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: unreadable, refused or without a state dict (see :func:`load_checkpoint`).
     """
+    from fapn.hub import is_hub_reference, load_hub_checkpoint
+
+    if is_hub_reference(path):
+        return dict(load_hub_checkpoint(path, map_location)["model"])
     path = Path(path)
     return model_state_from(_read(path, map_location), path)
 
@@ -263,6 +281,35 @@ def model_builder(name: str) -> Callable[..., nn.Module]:
     return getattr(importlib.import_module(module), function)
 
 
+def state_dict_mismatch(model: nn.Module, state: Mapping[str, Tensor]) -> str | None:
+    """What keeps ``state`` from loading into ``model`` strictly, in one line; ``None`` when it fits.
+
+    Example:
+        >>> state_dict_mismatch(nn.Linear(2, 3), {"weight": torch.zeros(3, 4)})
+        '1 missing key(s) (bias); 1 shape mismatch(es) (weight is [3, 4] in the file, [3, 2] in the model)'
+    """
+    expected = model.state_dict()
+
+    def some(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
+
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} is {list(state[k].shape)} in the file, {list(v.shape)} in the model"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s) ({some(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s) ({some(unexpected)})")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatch(es) ({shapes[0]})")
+    return "; ".join(problems) or None
+
+
 def build_model_from_checkpoint(checkpoint: Mapping[str, Any], strict: bool = True) -> nn.Module:
     """Rebuild the model a checkpoint describes (``model_config``) and load its weights.
 
@@ -279,8 +326,14 @@ def build_model_from_checkpoint(checkpoint: Mapping[str, Any], strict: bool = Tr
     name = config.pop("name")
     config.pop("weights_backbone", None)  # the weights come from the checkpoint
     model = model_builder(name)(**config)
+    state = model_state_from(checkpoint)
+    source = checkpoint.get("weights_file")  # a hub folder's safetensors file
+    if strict and source is not None:
+        problem = state_dict_mismatch(model, state)
+        if problem is not None:
+            raise ValueError(f"{source}: the weights do not fit model {name!r}: {problem}")
     try:
-        model.load_state_dict(model_state_from(checkpoint), strict=strict)
+        model.load_state_dict(state, strict=strict)
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
         raise ValueError(f"the checkpoint's weights do not fit model {name!r} {config}: {first}") from None

@@ -51,6 +51,9 @@ EXTRAS: dict[str, str] = {
     "cityscapesscripts": "eval",
     "tensorboard": "logging",
     "gradio": "app",
+    "huggingface_hub": "hub",
+    "safetensors": "hub",
+    "segmentation_models_pytorch": "smp",
 }
 """Top-level module -> the ``pip install "fapn[EXTRA]"`` extra that provides it (see ``pyproject.toml``)."""
 

@@ -27,7 +27,9 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
-    parser.add_argument("--weights", nargs="+", required=True, help="checkpoints to compare, in column order")
+    parser.add_argument(
+        "--weights", nargs="+", required=True, help="checkpoints (.pt, hub folders or hf://OWNER/NAME), in column order"
+    )
     parser.add_argument("--names", nargs="+", default=None, help="column titles (default: the models' variants)")
     parser.add_argument("--gt", default=None, help="ground-truth label PNG folder (same file stem) or one file")
     parser.add_argument("--out", required=True, help="output folder")

@@ -33,6 +33,12 @@ def register(subparsers: Any) -> None:
         metavar="JSON",
         help='builder kwargs stored as model_config, e.g. \'{"name": "detectron2_fapn_rcnn", "depth": 50}\'',
     )
+    parser.add_argument(
+        "--hub",
+        action="store_true",
+        help="write --out as a Hugging Face Hub folder (config.json + model.safetensors + model card; needs "
+        '--model-config naming the full model, e.g. {"name": "detectron2_fapn_rcnn", "depth": 50, "num_classes": 81})',
+    )
     parser.set_defaults(func=run)
 
 
@@ -42,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from fapn.checkpoint import save_checkpoint
     from fapn.convert import convert_detectron2_fapn, convert_fapn_neck, load_detectron2_checkpoint
 
+    if args.hub and (args.model_config is None or args.neck_only):
+        raise ValueError("--hub writes a whole model: it needs --model-config (and not --neck-only)")
     state = load_detectron2_checkpoint(args.src)
     try:
         model_config = json.loads(args.model_config) if args.model_config else None
@@ -63,7 +71,13 @@ def run(args: argparse.Namespace) -> int:
     checkpoint: dict[str, Any] = {"model": mapped, "converted_from": str(args.src), "unmapped_keys": unmapped}
     if model_config is not None:
         checkpoint["model_config"] = model_config
-    save_checkpoint(checkpoint, args.out)
+    if args.hub:
+        from fapn.hub import save_pretrained
+
+        recipe = f"Converted from the authors' detectron2 checkpoint {args.src} with `fapn convert --hub`."
+        save_pretrained(checkpoint, args.out, recipe=recipe)
+    else:
+        save_checkpoint(checkpoint, args.out)
     print(f"mapped {len(mapped)} of {len(state)} tensors from {args.src} -> {args.out}")
     if unmapped:
         print(f"{len(unmapped)} keys not mapped:")

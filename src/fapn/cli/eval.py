@@ -37,7 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("config", help="shipped config name or YAML file (gives the dataset and split)")
-    parser.add_argument("--weights", required=True, help="checkpoint written by fapn train (last.pt / best.pt)")
+    parser.add_argument(
+        "--weights",
+        required=True,
+        help="checkpoint written by fapn train (last.pt / best.pt), a hub folder or hf://OWNER/NAME",
+    )
     add_overrides_argument(parser, help="override a config value, e.g. --set data.root=PATH (repeatable)")
     parser.add_argument("--split", default=None, help="split to evaluate (default: data.val_split)")
     parser.add_argument("--output", default=None, help="JSON file for the scores (default: next to --weights)")

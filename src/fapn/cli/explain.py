@@ -28,7 +28,9 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("image", metavar="IMAGE", nargs="+", help="image files (or folders / globs)")
-    parser.add_argument("--weights", required=True, help="checkpoint (.pt) of a FaPN variant")
+    parser.add_argument(
+        "--weights", required=True, help="checkpoint (.pt), hub folder or hf://OWNER/NAME of a FaPN variant"
+    )
     parser.add_argument("--out", required=True, help="output folder")
     add_device_argument(parser)
     add_threads_argument(parser)

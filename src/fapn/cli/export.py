@@ -15,7 +15,11 @@ FORMATS = ("onnx", "torchscript", "exported-program")
 def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool = False) -> None:
     """``--weights`` or ``--model/--backbone/--variant/--num-classes``: a checkpoint or an untrained model."""
     source = parser.add_argument_group("model (a checkpoint, or an untrained model by name)")
-    source.add_argument("--weights", required=weights_required, help="checkpoint (.pt) written by 'fapn train'")
+    source.add_argument(
+        "--weights",
+        required=weights_required,
+        help="checkpoint (.pt) written by 'fapn train', a hub folder or hf://OWNER/NAME",
+    )
     source.add_argument("--model", default=None, help="builder name for an untrained model, e.g. realtime_fapn")
     source.add_argument("--backbone", default=None, help="backbone, e.g. resnet18")
     source.add_argument("--variant", default=None, help="variant: fpn, fpn+fam, fpn+fam+fsm or fapn")

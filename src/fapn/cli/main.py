@@ -30,6 +30,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "fapn.cli.benchmark",
     "fapn.cli.export",
     "fapn.cli.convert",
+    "fapn.cli.hub",
     "fapn.cli.profile",
     "fapn.cli.app",
 )

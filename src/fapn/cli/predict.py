@@ -28,7 +28,9 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
-    parser.add_argument("--weights", required=True, help="checkpoint (.pt) written by 'fapn train'")
+    parser.add_argument(
+        "--weights", required=True, help="checkpoint (.pt) written by 'fapn train', a hub folder or hf://OWNER/NAME"
+    )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (same-size images)")
     add_device_argument(parser)

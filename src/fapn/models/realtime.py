@@ -16,7 +16,16 @@ from fapn.models.inputs import check_image_batch
 from fapn.models.registry import register_model
 from fapn.necks.fapn import FaPN
 
-__all__ = ["RealtimeFaPN", "realtime_fapn", "VARIANTS", "BACKBONES", "Variant", "VariantSpec", "SegmentationHead"]
+__all__ = [
+    "RealtimeFaPN",
+    "realtime_fapn",
+    "realtime_neck",
+    "VARIANTS",
+    "BACKBONES",
+    "Variant",
+    "VariantSpec",
+    "SegmentationHead",
+]
 
 Variant = Literal["fpn", "fpn+fam", "fpn+fam+fsm", "fapn"]
 
@@ -43,6 +52,34 @@ BACKBONES: dict[str, list[int]] = {
     "resnet34": [128, 256, 512],
 }
 """Backbones of the real-time network and the channels of their C3, C4, C5."""
+
+
+def realtime_neck(
+    in_channels_list: list[int], channels: int = 128, variant: str = "fapn", deform_backend: str | None = None
+) -> FaPN:
+    """The real-time network's pyramid: ``P_top = FSM(C_top)``, then at each finer level ``FAM`` with nearest
+    upsampling and concat fusion (or the ablation row ``variant`` of :data:`VARIANTS`), no output convs.
+
+    Args:
+        in_channels_list: channels of the input maps, highest resolution first.
+        channels: pyramid width.
+        variant: a key of :data:`VARIANTS`.
+        deform_backend: deformable-conv backend, ``None`` for the default.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; valid variants: {list(VARIANTS)}")
+    spec = VARIANTS[variant]
+    return FaPN(
+        in_channels_list,
+        channels,
+        feature_alignment=spec.feature_alignment,
+        feature_selection=spec.feature_selection,
+        fusion=spec.fusion,
+        upsample_mode="nearest",
+        top_feature_selection=spec.feature_selection,
+        output_convs=False,
+        deform_backend=deform_backend,
+    )
 
 
 class SegmentationHead(nn.Sequential):
@@ -100,21 +137,10 @@ class RealtimeFaPN(nn.Module):
         deform_backend: str | None = None,
     ) -> None:
         super().__init__()
-        spec = VARIANTS[variant]
         self.variant = variant
         self.num_classes = num_classes
         self.backbone = backbone
-        self.neck = FaPN(
-            in_channels_list,
-            channels,
-            feature_alignment=spec.feature_alignment,
-            feature_selection=spec.feature_selection,
-            fusion=spec.fusion,
-            upsample_mode="nearest",
-            top_feature_selection=spec.feature_selection,
-            output_convs=False,
-            deform_backend=deform_backend,
-        )
+        self.neck = realtime_neck(in_channels_list, channels, variant, deform_backend)
         self.head = SegmentationHead(channels, num_classes, head_channels)
 
     def features(self, x: Tensor) -> OrderedDict[str, Tensor]:

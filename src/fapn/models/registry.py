@@ -2,20 +2,26 @@
 
 Each public builder is decorated with :func:`register_model`; everything that turns a name into a model (the
 training engine, checkpoints, the CLI) goes through :func:`get_model` or :func:`get_model_builder`, so there is
-one table of names in the library.
+one table of names in the library. A registered builder records on the model it returns its registry name and the
+keyword arguments it was called with (``model.fapn_config``), so a model can be saved as a hub folder and built
+again (:func:`fapn.save_pretrained`).
 
 Example:
     >>> from fapn.models import get_model, list_models
     >>> "realtime_fapn" in list_models()
     True
     >>> model = get_model("realtime_fapn", backbone="resnet18", num_classes=19)
+    >>> model.fapn_config
+    {'name': 'realtime_fapn', 'backbone': 'resnet18', 'num_classes': 19}
 """
 
 from __future__ import annotations
 
 import fnmatch
+import functools
+import inspect
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from torch import nn
 
@@ -30,6 +36,10 @@ _TASKS: dict[str, str] = {}
 def register_model(name: str | None = None, task: str = "semseg") -> Callable[[_BuilderT], _BuilderT]:
     """Decorator that registers a builder under ``name`` (default: the function's name).
 
+    The decorated builder sets ``fapn_config`` on the model it returns: ``{"name": name, **arguments}`` with the
+    arguments of the call (positional ones by their names; defaults are not recorded). When a registered builder
+    calls another, the outer call's record wins.
+
     Args:
         name: the registry name.
         task: ``semseg`` (returns ``[N, C, H, W]`` logits in eval mode) or ``detection`` (torchvision's
@@ -38,11 +48,25 @@ def register_model(name: str | None = None, task: str = "semseg") -> Callable[[_
 
     def wrapper(builder: _BuilderT) -> _BuilderT:
         key = name or builder.__name__
-        if key in _MODELS and _MODELS[key] is not builder:
+        if key in _MODELS and getattr(_MODELS[key], "__wrapped__", None) is not builder:
             raise ValueError(f"a model named {key!r} is already registered")
-        _MODELS[key] = builder
+        signature = inspect.signature(builder)
+
+        @functools.wraps(builder)
+        def build(*args: Any, **kwargs: Any) -> nn.Module:
+            model = builder(*args, **kwargs)
+            arguments: dict[str, Any] = {}
+            for parameter, value in signature.bind(*args, **kwargs).arguments.items():
+                if signature.parameters[parameter].kind is inspect.Parameter.VAR_KEYWORD:
+                    arguments.update(value)
+                else:
+                    arguments[parameter] = value
+            object.__setattr__(model, "fapn_config", {"name": key, **arguments})  # plain data, not a submodule
+            return model
+
+        _MODELS[key] = build
         _TASKS[key] = task
-        return builder
+        return cast(_BuilderT, build)
 
     return wrapper
 

@@ -224,7 +224,12 @@ def run_eval(
         k: "-" if v is None else f"{v:.2f}" for k, v in (("all", scores["mIoU"]), ("band", scores["boundary"]["mIoU"]))
     }
     print(f"mIoU {shown['all']}  boundary mIoU ({cfg.eval.boundary_width}px) {shown['band']}")  # None: no such pixel
-    output_path = Path(output) if output else Path(weights).with_name(Path(weights).stem + "_eval.json")
+    if output:
+        output_path = Path(output)
+    elif str(weights).startswith("hf://"):  # a Hub repo id: into the working folder, as NAME_eval.json
+        output_path = Path(str(weights).rsplit("/", 1)[-1].replace("@", "_") + "_eval.json")
+    else:
+        output_path = Path(weights).with_name(Path(weights).stem + "_eval.json")
     output_path.parent.mkdir(parents=True, exist_ok=True)
     output_path.write_text(json.dumps(scores, indent=2))
     print(f"scores written to {output_path}")
