@@ -62,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
             f"mIoU {scores['mIoU']:.2f}, boundary mIoU ({width} px) {scores['boundary']['mIoU']:.2f} "
             f"over {scores['num_images']} images"
         )
+        if scores.get("small_objects"):
+            from fapn.metrics.small_objects import format_small_object_recall
+
+            print(format_small_object_recall(scores["small_objects"]))
         if scores.get("cityscapes"):
             from fapn.metrics.cityscapes import format_cityscapes
 
