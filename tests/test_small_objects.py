@@ -4,6 +4,8 @@ pycocotools' own summary."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -201,3 +203,50 @@ def test_ap_by_size_is_pycocotools_own_summary():
     assert boxes["APs"] == pytest.approx(100.0)
     assert boxes["APl"] == pytest.approx(0.0)
     assert np.isnan(boxes["APm"])
+
+
+# --- in fapn eval and fapn score ---------------------------------------------------------------------------------
+
+
+def test_semantic_eval_reports_the_recall_of_its_own_predictions():
+    from fapn.data import eval_transforms, synthetic_streets
+    from fapn.engine.semseg.eval import evaluate, predict_logits
+    from fapn.models import realtime_fapn
+
+    dataset = synthetic_streets(split="val", size=(64, 64), num_images=2, transforms=eval_transforms())
+    torch.manual_seed(0)
+    model = realtime_fapn(num_classes=8).eval()
+    scores = evaluate(model, dataset, progress=False)
+    expected = SmallObjectRecall(thing_like_classes(dataset.info.class_names), dataset.info.class_names)
+    for index in range(len(dataset)):
+        image, target = dataset[index]
+        expected.update(predict_logits(model, image[None]).argmax(1)[0], torch.as_tensor(target))
+    assert scores["small_objects"] == expected.compute()
+    assert scores["small_objects"]["classes"] == ["pole", "sign", "car"]
+    assert scores["small_objects"]["per_class"]["pole"]["small"]["components"] > 0
+
+
+def test_score_reports_the_recall_of_saved_predictions(tmp_path, capsys):
+    """``fapn score`` on a CamVid-layout folder: predictions equal to the ground truth find every component."""
+    from PIL import Image
+
+    from fapn.cli.main import main
+
+    rng = np.random.default_rng(0)
+    for split in ("val", "valannot"):
+        (tmp_path / split).mkdir()
+    (tmp_path / "pred").mkdir()
+    label = np.full((40, 48), 3, np.uint8)  # road
+    label[5:20, 10:12] = 2  # a pole, 30 px
+    label[30:34, 30:36] = 9  # a pedestrian, 24 px
+    Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(tmp_path / "val" / "f1.png")
+    Image.fromarray(label).save(tmp_path / "valannot" / "f1.png")
+    prediction = label.copy()
+    prediction[30:34, 30:36] = 3  # the pedestrian missed
+    Image.fromarray(prediction).save(tmp_path / "pred" / "f1.png")
+    argv = ["score", "--dataset", "camvid", "--gt-root", str(tmp_path), "--pred", str(tmp_path / "pred"), "--json"]
+    assert main(argv) == 0
+    small = json.loads(capsys.readouterr().out)["small_objects"]
+    assert small["per_class"]["Pole"]["small"] == {"recall": 100.0, "components": 1}
+    assert small["per_class"]["Pedestrian"]["small"] == {"recall": 0.0, "components": 1}
+    assert small["mean_recall_small"] == 50.0
