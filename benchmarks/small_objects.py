@@ -361,6 +361,8 @@ def markdown_report(runs: dict[tuple[str, str], list[dict[str, Any]]]) -> str:
         lines.append(
             f"- {model}, {label}: FaPN - FPN {mean_std(diffs)[0]:+.1f}, 95% [{low:+.1f}, {high:+.1f}]: {where}."
         )
+    if not verdicts:
+        lines.append("- Fewer than two seeds with both necks: no interval, so no verdict on small objects yet.")
     seconds = [r["seconds_per_iteration"] for entries in runs.values() for r in entries]
     lines.append(
         f"\nTime: {min(seconds):.2f}-{max(seconds):.2f} s per iteration per run "
