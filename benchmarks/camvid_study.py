@@ -242,11 +242,14 @@ def collect(
         "per_class_boundary_iou": metrics["boundary"]["per_class_iou"],
         "validation_curve": validation_curve(out / "log.jsonl"),
     }
+    final_eval = out / "final_eval.json"
+    if final_eval.is_file():  # fapn eval's recall of ground-truth components of thin/thing classes by size
+        result["small_objects"] = json.loads(final_eval.read_text()).get("small_objects")
     return result
 
 
 def pack_predictions(out: Path, destination: Path) -> None:
-    """Seed-0 runs keep their val predictions (uint8 label maps, a few hundred kB) for Figure 1."""
+    """A run's val predictions (uint8 label maps, a few hundred kB): Figure 1 and the small-object recall."""
     import numpy as np
     from PIL import Image
 
@@ -320,14 +323,14 @@ def run_study(args: argparse.Namespace) -> int:
             log(f"{run.name} FAILED (exit {process.returncode}); see {out / 'train.log'}")
             return
         written = [result_path(results, run)]
-        if run.seed == 0:
-            with open(out / "eval.log", "w") as handle:
-                code = subprocess.call(eval_command(args, out), stdout=handle, stderr=subprocess.STDOUT, env=env)
-            if code == 0:
-                written.append(results / f"{run.name}_predictions.npz")
-                pack_predictions(out, written[-1])
-            else:
-                log(f"{run.name}: saving predictions failed; see {out / 'eval.log'}")
+        # every run keeps its val predictions: Figure 1 (seed 0) and the small-object recall of every seed
+        with open(out / "eval.log", "w") as handle:
+            code = subprocess.call(eval_command(args, out), stdout=handle, stderr=subprocess.STDOUT, env=env)
+        if code == 0:
+            written.append(results / f"{run.name}_predictions.npz")
+            pack_predictions(out, written[-1])
+        else:
+            log(f"{run.name}: saving predictions failed; see {out / 'eval.log'}")
         result = collect(
             run,
             out,
@@ -535,6 +538,76 @@ def markdown_report(
             + " (`python benchmarks/camvid_study.py --missing`).",
         ]
     return "\n".join(lines)
+
+
+def small_object_recall(result: dict[str, Any], results: Path, data: Path) -> dict[str, Any] | None:
+    """A run's small-object recall (``fapn eval``'s ``small_objects``: ground-truth components of the thing-like
+    classes found by the prediction, by COCO size bucket): from its result file, else computed from its saved
+    predictions and the ground truth in ``data``; ``None`` without either."""
+    if result.get("small_objects"):
+        return result["small_objects"]
+    pack = results / f"{result['variant']}_seed{result['seed']}_predictions.npz"
+    if not pack.is_file() or not (data / "valannot").is_dir():
+        return None
+    import numpy as np
+    from PIL import Image
+
+    from fapn.metrics.small_objects import small_object_recall_for
+
+    classes = json.loads((data / "classes.json").read_text())["classes"]
+    recall = small_object_recall_for(classes)
+    if recall is None:
+        return None
+    loaded = np.load(pack)
+    for name, prediction in zip(loaded["names"], loaded["labels"]):
+        recall.update(prediction.astype(np.int64), np.asarray(Image.open(data / "valannot" / f"{name}.png")))
+    return recall.compute()
+
+
+def small_object_report(by_variant: dict[str, list[dict[str, Any]]], results: Path, data: Path) -> list[str]:
+    """The semantic small-object recall per variant (mean ± std over the seeds with predictions), and FaPN minus
+    FPN paired by seed."""
+    recalls = {v: [(r["seed"], small_object_recall(r, results, data)) for r in by_variant[v]] for v in VARIANTS}
+    recalls = {v: [(seed, s) for seed, s in runs if s is not None] for v, runs in recalls.items()}
+    if not any(recalls.values()):
+        return []
+    classes = next(s for runs in recalls.values() for _, s in runs)["classes"]
+    lines = [
+        "",
+        "**Small objects** (`fapn.metrics.small_objects`): the recall of ground-truth connected components of "
+        f"{', '.join(classes)} on the val frames, found when the prediction gives its class to at least half of "
+        "the component; by COCO size bucket at the evaluated 240x180 size (small < 32^2 pixels, medium < 96^2); "
+        "the mean over those classes, then per class for small components. Mean ± std over the seeds whose "
+        "predictions were saved (n).",
+        "",
+        "| variant | n | recall small | recall medium | recall large | "
+        + " | ".join(f"{c} small" for c in classes)
+        + " |",
+        "|---" * (5 + len(classes)) + "|",
+    ]
+    for variant in VARIANTS:
+        runs = [s for _, s in recalls[variant]]
+        if not runs:
+            continue
+
+        def values(get: Any, runs: list[dict[str, Any]] = runs) -> list[float]:
+            return [v for v in (get(s) for s in runs) if v is not None]
+
+        row = [fmt_ms(values(lambda s, b=b: s[f"mean_recall_{b}"])) for b in ("small", "medium", "large")]
+        row += [fmt_ms(values(lambda s, c=c: s["per_class"][c]["small"]["recall"])) for c in classes]
+        components = runs[0]["per_class"]
+        counts = "/".join(str(components[c]["small"]["components"]) for c in classes)
+        lines.append(f"| {LABELS[variant]} | {len(runs)} | " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append(f"Small ground-truth components per class ({'/'.join(classes)}): {counts}.")
+    fpn = dict(recalls["fpn"])
+    diffs = [s["mean_recall_small"] - fpn[seed]["mean_recall_small"] for seed, s in recalls["fapn"] if seed in fpn]
+    if diffs:
+        lines.append(
+            f"FaPN minus FPN, small-object recall, paired by seed: {', '.join(f'{d:+.1f}' for d in diffs)} "
+            f"(95% interval {fmt_interval(diffs)}; an interval needs two seeds with predictions)."
+        )
+    return lines
 
 
 def readme_summary(by_variant: dict[str, list[dict[str, Any]]]) -> str:
@@ -784,6 +857,7 @@ def write_report(args: argparse.Namespace) -> int:
     size = (180, 240)
     complexity = complexity_rows(len(next(r for v in by_variant.values() for r in v)["per_class_iou"]), size)
     report = markdown_report(by_variant, complexity, size)
+    report += "\n".join(["", *small_object_report(by_variant, results, data)]) if data.is_dir() else ""
     written = draw_pictures(by_variant, results, data, Path(args.docs) / "images") if data.is_dir() else []
     pictures = {
         "camvid_study_figure1.png": "The supplementary's Figure 1 on CamVid val (seed-0 models). Frames: the four "

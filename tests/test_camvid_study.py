@@ -208,3 +208,28 @@ def test_a_broken_result_file_is_named(study, tmp_path: Path) -> None:
     (tmp_path / "fapn_seed0.json").write_text(json.dumps({"variant": "fpn+xyz", "seed": 0}))
     with pytest.raises(SystemExit, match=r"fapn_seed0\.json is not a study result"):
         study.load_results(tmp_path)
+
+
+def test_small_object_recall_from_saved_predictions(study, tmp_path: Path) -> None:
+    """The report's small-object recall: computed from a run's saved predictions and the ground truth (a 5-pixel
+    pole in frame 1: FPN's predictions find it, FaPN's miss it), or taken from the result file when it has one."""
+    pytest.importorskip("scipy")
+    data, results = tmp_path / "data", tmp_path / "results"
+    names = fake_camvid(data, [0, 5])
+    results.mkdir()
+    found = np.stack([np.asarray(Image.open(data / "valannot" / f"{n}.png")) for n in names])
+    missed = np.full_like(found, 3)
+    for variant, labels in (("fpn", found), ("fapn", missed)):
+        np.savez_compressed(results / f"{variant}_seed0_predictions.npz", names=np.array(names), labels=labels)
+    by_variant = {v: [] for v in study.VARIANTS}
+    for variant in ("fpn", "fapn"):
+        by_variant[variant].append(fake_result(variant, 0, 40.0, 20.0))
+    table = "\n".join(study.small_object_report(by_variant, results, data))
+    assert "| FPN | 1 | 100.0 | - | - | 100.0 | - | - | - | - |" in table
+    assert "| + FAM + FSM + Concat (FaPN) | 1 | 0.0 | - | - | 0.0 |" in table
+    assert "(Pole/SignSymbol/Car/Pedestrian/Bicyclist): 1/0/0/0/0" in table
+    assert "paired by seed: -100.0" in table
+    stored = study.small_object_recall(by_variant["fpn"][0], results, data)
+    by_variant["fapn"][0]["small_objects"] = stored  # a newer run's result file carries fapn eval's figure
+    assert "paired by seed: +0.0" in "\n".join(study.small_object_report(by_variant, results, data))
+    assert study.small_object_report({v: [] for v in study.VARIANTS}, results, data) == []

@@ -39,6 +39,20 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--score-threshold", type=float, default=0.5, help="instance models: lowest detection score drawn"
     )
+    figure3 = parser.add_argument_group(
+        "Figure 3 (small objects; detection, instance and panoptic checkpoints)",
+        "--figure3 takes six detection checkpoints, a Faster R-CNN, a Mask R-CNN and a Panoptic FPN each with the FPN "
+        "and the FaPN neck (in any order: the checkpoints say which is which), and writes figure3.png: one group per "
+        "image, columns boxes | instance masks | panoptic, FPN on top and FaPN below, objects under 32^2 pixels "
+        "framed in yellow. With --instances the frames are the ground truth's small objects and the images are the "
+        "--pick ones with the most of them (ties by name); without, the frames are each model's own small "
+        "detections and the first --pick images are drawn.",
+    )
+    figure3.add_argument("--figure3", action="store_true", help="draw the supplementary's Figure 3 layout")
+    figure3.add_argument(
+        "--instances", default=None, metavar="JSON", help="COCO instances ground truth of the images (by file name)"
+    )
+    figure3.add_argument("--pick", type=int, default=3, metavar="N", help="groups (images) in the figure")
     add_device_argument(parser)
     add_threads_argument(parser)
     add_precision_argument(parser)
@@ -107,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--gt {args.gt} does not exist (expected a folder of label PNGs or one file)")
     device = setup_runtime(args)
     files = collect_images(args.inputs)
+    if args.figure3:
+        return _run_figure3(args, files, device)
     if any(_is_instance_checkpoint(w) for w in args.weights):
         return _run_instances(args, files, device)
     segmenters = [Segmenter.from_checkpoint(w, device=device, precision=args.precision) for w in args.weights]
@@ -219,4 +235,151 @@ def _run_instances(args: argparse.Namespace, files: list[Any], device: Any) -> i
         panels = [resize_rgb(p, width=args.width) for p in panels]
         save_rgb_png(image_grid(panels, titles, columns=args.columns), out / f"{path.stem}_compare.png")
     print(f"wrote {len(files)} figures to {out}")
+    return 0
+
+
+FIGURE3_TASKS = {
+    "fasterrcnn": "detection",
+    "maskrcnn": "instance",
+    "pointrend_maskrcnn": "instance",
+    "panoptic_fpn": "panoptic",
+}
+FIGURE3_COLUMNS = {"detection": "boxes", "instance": "instance masks", "panoptic": "panoptic"}
+FIGURE3_ROWS = {"fpn": "FPN", "fapn": "FaPN"}
+SMALL_AREA = 32**2
+
+
+def figure3_checkpoints(weights: list[str]) -> dict[tuple[str, str], str]:
+    """``{(task, neck): path}`` of the six Figure 3 checkpoints: a detection, an instance and a panoptic model each
+    with the FPN and the FaPN neck, read from the checkpoints' ``model_config``; a one-line error names what is
+    missing, doubled or not a detector."""
+    from fapn.checkpoint import load_checkpoint
+
+    found: dict[tuple[str, str], str] = {}
+    for path in weights:
+        config = load_checkpoint(path).get("model_config") or {}
+        task, neck = FIGURE3_TASKS.get(str(config.get("detector"))), config.get("neck")
+        if task is None or neck not in FIGURE3_ROWS:
+            raise ValueError(
+                f"{path} is not a Faster R-CNN, Mask R-CNN or Panoptic FPN with an FPN or FaPN neck "
+                f"(detector {config.get('detector')!r}, neck {neck!r}): --figure3 takes the six detection checkpoints"
+            )
+        if (task, neck) in found:
+            raise ValueError(f"two {task} checkpoints with the {neck} neck: {found[task, neck]} and {path}")
+        found[task, neck] = path
+    missing = [f"{t}/{n}" for t in FIGURE3_COLUMNS for n in FIGURE3_ROWS if (t, n) not in found]
+    if missing:
+        raise ValueError(f"--figure3 needs six checkpoints; missing: {', '.join(missing)}")
+    return found
+
+
+def figure3_images(files: list[Any], instances: str | None, count: int) -> list[tuple[Any, Any]]:
+    """The images of Figure 3 and the ``XYXY`` boxes of their small ground-truth objects: with a COCO instances
+    file, the ``count`` images with the most objects under 32^2 pixels (ties: by file name), else the first
+    ``count`` images (boxes ``None``)."""
+    import contextlib
+    import io
+
+    import numpy as np
+
+    if count < 1:
+        raise ValueError(f"--pick must be at least 1, got {count}")
+    if instances is None:
+        return [(path, None) for path in files[:count]]
+    from pycocotools.coco import COCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(instances)
+    by_name = {image["file_name"].rsplit("/", 1)[-1]: image["id"] for image in coco.dataset["images"]}
+    ranked = []
+    for path in files:
+        if path.name not in by_name:
+            raise ValueError(f"{path.name} is not an image of {instances}")
+        annotations = coco.loadAnns(coco.getAnnIds(imgIds=[by_name[path.name]], iscrowd=False))
+        boxes = [
+            [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+            for a in annotations
+            if a["area"] < SMALL_AREA
+        ]
+        ranked.append((-len(boxes), path.name, path, np.asarray(boxes, dtype=np.float64).reshape(-1, 4)))
+    ranked.sort(key=lambda entry: entry[:2])
+    return [(path, boxes) for _, _, path, boxes in ranked[:count]]
+
+
+def _run_figure3(args: argparse.Namespace, files: list[Any], device: Any) -> int:
+    """The supplementary's Figure 3 (see the ``--figure3`` help): six checkpoints, one 2x3 group per image."""
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from fapn.data.base import default_palette
+    from fapn.inference import load_image, save_rgb_png
+    from fapn.visualize.instances import draw_instances
+    from fapn.visualize.small_objects import (
+        SMALL_OUTLINE_COLOR,
+        draw_boxes,
+        draw_panoptic,
+        figure3_group,
+        stack_groups,
+    )
+
+    if args.names is not None or args.gt is not None:
+        raise ValueError("--figure3 names its rows by the checkpoints' necks and takes ground truth from --instances")
+    paths = figure3_checkpoints(list(args.weights))
+    checkpoints = {key: load_checkpoint(path) for key, path in paths.items()}
+    models = {key: build_model_from_checkpoint(c).eval().to(device) for key, c in checkpoints.items()}
+    meta = checkpoints["panoptic", "fapn"].get("dataset") or {}
+    things = list(meta.get("class_names") or ["__background__"])[1:]
+    stuff = list(meta.get("stuff_names") or ["__things__"])[1:]
+    palette = [list(c) for c in default_palette(len(things) + len(stuff))]
+    thing_palette = [[0, 0, 0], *palette[: len(things)]]
+    stuff_palette = [[0, 0, 0], *palette[len(things) :]]
+    picked = figure3_images(files, args.instances, args.pick)
+    groups, headers = [], []
+    for path, gt_small in tqdm(picked, desc="figure3", unit="img", file=sys.stderr):
+        image = load_image(path)
+        tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255).to(device)
+        rows, notes, frames = [], [], []
+        for neck in FIGURE3_ROWS:
+            row, row_notes = [], []
+            for task in FIGURE3_COLUMNS:
+                with torch.no_grad():
+                    output = models[task, neck]([tensor])[0]
+                keep = (output["scores"] >= args.score_threshold).cpu().numpy()
+                boxes = output["boxes"].cpu().numpy()[keep]
+                labels = output["labels"].cpu().numpy()[keep]
+                if task == "detection":
+                    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+                    row.append(draw_boxes(image, boxes, labels.tolist(), thing_palette))
+                elif task == "instance":
+                    masks = output["masks"][:, 0].cpu().numpy()[keep] >= 0.5
+                    areas = masks.sum(axis=(1, 2))
+                    colors = [thing_palette[int(label)] for label in labels]
+                    row.append(draw_instances(image, masks, colors=colors))
+                else:
+                    segments = output["segments_info"]
+                    areas = np.array([s["area"] for s in segments if s["isthing"]])
+                    panoptic = output["panoptic_seg"].cpu().numpy()
+                    row.append(draw_panoptic(image, panoptic, segments, thing_palette, stuff_palette))
+                small = int((areas < SMALL_AREA).sum())
+                row_notes.append(f"{len(areas)} objects, {small} small")
+                if gt_small is None and task == "detection":
+                    frames.append(boxes[areas < SMALL_AREA])
+            rows.append(row)
+            notes.append(row_notes)
+        names = [FIGURE3_ROWS[n] for n in FIGURE3_ROWS]
+        frame_boxes = gt_small if gt_small is not None else np.concatenate(frames).reshape(-1, 4)
+        groups.append(figure3_group(rows, names, list(FIGURE3_COLUMNS.values()), frame_boxes, args.width, notes))
+        framed = "ground-truth" if gt_small is not None else "detected (either model)"
+        headers.append(f"{path.name}: {len(frame_boxes)} {framed} objects under 32^2 px framed in yellow")
+    legend_names = [*things, *stuff, "small object (< 32^2 px)"]
+    legend_palette = [*palette, list(SMALL_OUTLINE_COLOR)]
+    figure = stack_groups(groups, headers, legend_names, legend_palette)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_rgb_png(figure, out / "figure3.png")
+    print(f"wrote {out / 'figure3.png'} ({len(groups)} groups: {', '.join(p.name for p, _ in picked)})")
     return 0

@@ -27,11 +27,13 @@ examples:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="evaluate a checkpoint (mIoU, per-class IoU, boundary mIoU; box/mask AP, PQ)",
+        help="evaluate a checkpoint (mIoU, per-class IoU, boundary mIoU, small-object recall; box/mask AP, PQ, by size)",
         description=(
             "Evaluate a checkpoint on whole images at full size (no test-time augmentation unless --flip or "
-            "--scales). Prints a per-class table and writes the scores as JSON. Warns when the checkpoint's "
-            "classes are not the dataset's."
+            "--scales). Prints a per-class table and writes the scores as JSON. Semantic models: also the recall of "
+            "ground-truth connected components of thing-like classes (pole, sign, person, car, ...) by COCO size "
+            "bucket; detection models: COCO AP by size (pycocotools' APs/APm/APl); panoptic: PQ of things by size "
+            "too. Warns when the checkpoint's classes are not the dataset's."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

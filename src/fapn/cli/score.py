@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "resolution, one file per image named after it, as 'fapn eval --save-predictions' writes); the "
             "mIoU equals cityscapesscripts', and the four official numbers (IoU and iIoU for classes and for "
             "categories; iIoU needs the *_gtFine_instanceIds.png beside the labels) are printed too. Other datasets: one index PNG (class ids) per image, NAME.png. "
-            "Warns when the predictions never use the ground truth's highest classes (a model trained with "
+            "Prints the small-object recall too (ground-truth connected components of thing-like classes found, "
+            "by COCO size bucket). Warns when the predictions never use the ground truth's highest classes (a model trained with "
             "fewer classes)."
         ),
         epilog="example:\n  fapn score --dataset cityscapes --gt-root $FAPN_DATA/cityscapes --split val --pred preds/ --json",
@@ -62,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
             f"mIoU {scores['mIoU']:.2f}, boundary mIoU ({width} px) {scores['boundary']['mIoU']:.2f} "
             f"over {scores['num_images']} images"
         )
+        if scores.get("small_objects"):
+            from fapn.metrics.small_objects import format_small_object_recall
+
+            print(format_small_object_recall(scores["small_objects"]))
         if scores.get("cityscapes"):
             from fapn.metrics.cityscapes import format_cityscapes
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from fapn.metrics.small_objects import SIZE_BUCKETS, size_bucket
+
 __all__ = ["PanopticQuality", "pq_compute"]
 
 _OFFSET = 256 * 256 * 256
@@ -33,6 +35,12 @@ class PanopticQuality:
     a predicted segment of the same category match when IoU > 0.5, where the union leaves out the predicted
     pixels on void (id 0); crowd ground truth never matches; an unmatched prediction is no false positive
     when more than half of it lies on void or on a crowd region of its category.
+
+    PQ by object size (``Things_small``, ``Things_medium``, ``Things_large``; COCO's buckets,
+    :func:`fapn.metrics.small_objects.size_bucket`) is not part of panopticapi: a matched pair and an unmatched
+    ground-truth thing (a false negative) go to the bucket of the ground-truth area, an unmatched predicted thing
+    (a false positive) to the bucket of its own area; each bucket's PQ, SQ and RQ are then averaged over the thing
+    categories with any segment in it, as panopticapi averages the full set.
 
     Args:
         categories: ``{category_id: {"isthing": 0/1, ...}}`` or a list of COCO category dicts.
@@ -57,6 +65,8 @@ class PanopticQuality:
         else:
             self.categories = {int(c["id"]): dict(c) for c in categories}
         self.stats = {cat: _CategoryStat() for cat in self.categories}
+        things = [cat for cat, c in self.categories.items() if c.get("isthing")]
+        self.size_stats = {bucket: {cat: _CategoryStat() for cat in things} for bucket, _, _ in SIZE_BUCKETS}
 
     def update(
         self,
@@ -120,9 +130,10 @@ class PanopticQuality:
             union = pred_segment["area"] + gt_segment["area"] - intersection - intersections.get((_VOID, pred_label), 0)
             iou = intersection / union
             if iou > 0.5:
-                stat = self.stats[int(gt_segment["category_id"])]
-                stat.tp += 1
-                stat.iou += iou
+                category = int(gt_segment["category_id"])
+                for stat in self._stats_of(category, gt_segment["area"]):
+                    stat.tp += 1
+                    stat.iou += iou
                 gt_matched.add(gt_label)
                 pred_matched.add(pred_label)
 
@@ -135,7 +146,8 @@ class PanopticQuality:
                 continue
             if segment["area"] == 0:  # listed but absent from the map: panopticapi never sees it
                 continue
-            self.stats[int(segment["category_id"])].fn += 1
+            for stat in self._stats_of(int(segment["category_id"]), segment["area"]):
+                stat.fn += 1
 
         for pred_label, segment in pred.items():
             if pred_label in pred_matched:
@@ -146,29 +158,53 @@ class PanopticQuality:
                 intersection += intersections.get((crowd_by_category[category], pred_label), 0)
             if intersection / segment["area"] > 0.5:
                 continue
-            self.stats[category].fp += 1
+            for stat in self._stats_of(category, segment["area"]):
+                stat.fp += 1
+
+    def _stats_of(self, category: int, area: float) -> list[_CategoryStat]:
+        """The counters a segment of ``category`` and ``area`` pixels adds to: its category's, and for a thing
+        its size bucket's."""
+        stats = [self.stats[category]]
+        if category in self.size_stats["small"]:
+            stats.append(self.size_stats[size_bucket(area)][category])
+        return stats
 
     def compute(self) -> dict[str, dict[Any, Any]]:
-        """PQ, SQ, RQ in percent and ``n`` (categories counted) for ``All``, ``Things`` and ``Stuff``, plus
+        """PQ, SQ, RQ in percent and ``n`` (categories counted) for ``All``, ``Things`` and ``Stuff``, the same
+        for things by size (``Things_small``, ``Things_medium``, ``Things_large``; see the class docstring), plus
         ``per_class`` ``{category_id: {"pq", "sq", "rq"}}`` (categories that occur only)."""
-        per_class: dict[int, dict[str, float]] = {}
-        for cat, stat in self.stats.items():
-            denominator = stat.tp + 0.5 * stat.fp + 0.5 * stat.fn
-            if denominator == 0:
-                continue
-            sq = stat.iou / stat.tp if stat.tp else 0.0
-            rq = stat.tp / denominator
-            per_class[cat] = {"pq": 100.0 * sq * rq, "sq": 100.0 * sq, "rq": 100.0 * rq}
+        per_class = _per_class(self.stats)
         results: dict[str, dict[Any, Any]] = {}
         for group, isthing in (("All", None), ("Things", True), ("Stuff", False)):
             cats = [c for c in per_class if isthing is None or bool(self.categories[c]["isthing"]) == isthing]
-            n = len(cats)
-            results[group] = {
-                key: (sum(per_class[c][key] for c in cats) / n if n else 0.0) for key in ("pq", "sq", "rq")
-            }
-            results[group]["n"] = n
+            results[group] = _average(per_class, cats)
+        for bucket, stats in self.size_stats.items():
+            by_size = _per_class(stats)
+            results[f"Things_{bucket}"] = _average(by_size, list(by_size))
         results["per_class"] = per_class
         return results
+
+
+def _per_class(stats: Mapping[int, _CategoryStat]) -> dict[int, dict[str, float]]:
+    """PQ, SQ, RQ in percent of the categories with any segment (panopticapi's ``pq_average`` terms)."""
+    per_class: dict[int, dict[str, float]] = {}
+    for cat, stat in stats.items():
+        denominator = stat.tp + 0.5 * stat.fp + 0.5 * stat.fn
+        if denominator == 0:
+            continue
+        sq = stat.iou / stat.tp if stat.tp else 0.0
+        rq = stat.tp / denominator
+        per_class[cat] = {"pq": 100.0 * sq * rq, "sq": 100.0 * sq, "rq": 100.0 * rq}
+    return per_class
+
+
+def _average(per_class: Mapping[int, Mapping[str, float]], cats: list[int]) -> dict[str, Any]:
+    n = len(cats)
+    result: dict[str, Any] = {
+        key: (sum(per_class[c][key] for c in cats) / n if n else 0.0) for key in ("pq", "sq", "rq")
+    }
+    result["n"] = n
+    return result
 
 
 def pq_compute(

@@ -18,7 +18,9 @@ __all__ = ["evaluate", "run_eval", "print_metrics"]
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Any, cfg: DetectionConfig, progress: bool = True) -> dict[str, Any]:
     """COCO AP (``bbox``; ``segm`` and Boundary AP (``boundary``, :mod:`fapn.metrics.boundary_iou`) too for
-    instance and panoptic) and, for panoptic, PQ/SQ/RQ.
+    instance and panoptic), each with AP by object size (``APs``, ``APm``, ``APl``: pycocotools' own summary) and,
+    for panoptic, PQ/SQ/RQ for all, things and stuff, and for things by size (``Things_small_pq``, ...;
+    :class:`~fapn.metrics.panoptic.PanopticQuality` says how segments are bucketed).
 
     Args:
         model: a torchvision detector or :class:`~fapn.models.detection.PanopticFPN`.
@@ -98,9 +100,11 @@ def print_metrics(metrics: dict[str, Any]) -> None:
             print(f"{key}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics[key].items()))
     if "panoptic" in metrics:
         p = metrics["panoptic"]
-        for group in ("All", "Things", "Stuff"):
+        for group in ("All", "Things", "Stuff", "Things_small", "Things_medium", "Things_large"):
+            if f"{group}_pq" not in p:
+                continue
             print(
-                f"{group:6s} PQ {p[f'{group}_pq']:.2f}  SQ {p[f'{group}_sq']:.2f}  RQ {p[f'{group}_rq']:.2f}  "
+                f"{group:13s} PQ {p[f'{group}_pq']:.2f}  SQ {p[f'{group}_sq']:.2f}  RQ {p[f'{group}_rq']:.2f}  "
                 f"(n={p[f'{group}_n']})"
             )
 

@@ -97,7 +97,7 @@ def _dataset_meta(dataset: Any, cfg: DetectionConfig, model: nn.Module) -> dict[
     names = list(getattr(dataset, "class_names", []))
     if not names and hasattr(dataset, "label_to_thing"):
         names = [dataset.categories[c]["name"] for c in dataset.label_to_thing.values()]
-    return {
+    meta: dict[str, Any] = {
         "name": cfg.name,
         "class_names": ["__background__", *names],
         "palette": [list(c) for c in default_palette(len(names) + 1)],
@@ -105,6 +105,9 @@ def _dataset_meta(dataset: Any, cfg: DetectionConfig, model: nn.Module) -> dict[
         "mean": list(transform.image_mean) if transform is not None else [],
         "std": list(transform.image_std) if transform is not None else [],
     }
+    if hasattr(dataset, "label_to_stuff"):  # panoptic: the semantic head's labels, 0 = things
+        meta["stuff_names"] = ["__things__", *(dataset.categories[c]["name"] for c in dataset.label_to_stuff.values())]
+    return meta
 
 
 def train(

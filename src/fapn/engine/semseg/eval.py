@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from fapn.data.base import SegmentationDataset
 from fapn.data.cityscapes import cityscapes_train_to_label_ids
 from fapn.metrics import DEFAULT_BOUNDARY_WIDTH, BoundaryConfusionMatrix, ConfusionMatrix
+from fapn.metrics.small_objects import format_small_object_recall, small_object_recall_for
 from fapn.runtime import autocast, model_dtype, prepare_inference, resolve_device
 
 __all__ = ["predict_logits", "evaluate", "save_prediction", "prediction_file_name", "run_eval", "class_mismatch"]
@@ -93,7 +94,9 @@ def evaluate(
     Returns:
         scores in percent: ``mIoU``, ``pixel_accuracy``, ``mean_accuracy``, ``per_class_iou``,
         ``per_class_accuracy``, ``boundary`` (same keys, on the band within ``boundary_width`` pixels of label
-        boundaries, plus ``width``) and ``num_images``.
+        boundaries, plus ``width``), ``small_objects`` (the recall of ground-truth components of thing-like classes
+        by size, :class:`fapn.metrics.small_objects.SmallObjectRecall`; ``None`` for a dataset without such classes
+        or without scipy) and ``num_images``.
 
     Example:
         >>> from fapn.data import synthetic_streets, eval_transforms
@@ -111,6 +114,7 @@ def evaluate(
     names = dataset.info.class_names
     confusion = ConfusionMatrix(dataset.num_classes, dataset.ignore_index, names)
     boundary = BoundaryConfusionMatrix(dataset.num_classes, boundary_width, dataset.ignore_index, names)
+    small = small_object_recall_for(names)
     indices = range(rank, len(dataset), world_size)
     for index in tqdm(indices, desc="eval", disable=not progress or rank != 0, leave=False):
         image, target = dataset[index]
@@ -119,15 +123,20 @@ def evaluate(
         target = torch.as_tensor(target).long()
         confusion.update(prediction, target)
         boundary.update(prediction, target)
+        if small is not None:
+            small.update(prediction, target)
         if save_predictions is not None:
             save_prediction(
                 prediction.numpy(), Path(save_predictions) / prediction_file_name(dataset, index), dataset.info.name
             )
     confusion.all_reduce()
     boundary.all_reduce()
+    if small is not None:
+        small.all_reduce()
     model.train(was_training)
     scores = confusion.compute()
     scores["boundary"] = {**boundary.compute(), "width": boundary_width}
+    scores["small_objects"] = None if small is None else small.compute()
     scores["num_images"] = len(dataset)
     return scores
 
@@ -224,6 +233,8 @@ def run_eval(
         k: "-" if v is None else f"{v:.2f}" for k, v in (("all", scores["mIoU"]), ("band", scores["boundary"]["mIoU"]))
     }
     print(f"mIoU {shown['all']}  boundary mIoU ({cfg.eval.boundary_width}px) {shown['band']}")  # None: no such pixel
+    if scores["small_objects"] is not None:
+        print(format_small_object_recall(scores["small_objects"]))
     if output:
         output_path = Path(output)
     elif str(weights).startswith("hf://"):  # a Hub repo id: into the working folder, as NAME_eval.json

@@ -19,6 +19,7 @@ from fapn.data.base import SampleError, read_label
 from fapn.data.build import build_dataset
 from fapn.data.cityscapes import CITYSCAPES_LABEL_TO_TRAIN
 from fapn.metrics import DEFAULT_BOUNDARY_WIDTH, BoundaryConfusionMatrix, ConfusionMatrix, class_count_warning
+from fapn.metrics.small_objects import small_object_recall_for
 
 __all__ = ["score_predictions"]
 
@@ -77,6 +78,7 @@ def score_predictions(
     confusion = ConfusionMatrix(dataset.num_classes, dataset.ignore_index, names)
     boundary = BoundaryConfusionMatrix(dataset.num_classes, boundary_width, dataset.ignore_index, names)
     cityscapes = _cityscapes_evaluator() if is_cityscapes else None
+    small = small_object_recall_for(names)
     for index in tqdm(range(len(dataset)), desc="score", disable=not progress):
         name = dataset.sample_name(index)
         key = _cityscapes_key(name) if is_cityscapes else name
@@ -114,12 +116,15 @@ def score_predictions(
         pred_t, target_t = torch.from_numpy(pred), torch.from_numpy(target)
         confusion.update(pred_t, target_t)
         boundary.update(pred_t, target_t)
+        if small is not None:
+            small.update(pred, target)
         if cityscapes is not None:  # label-id space, with the instance ids beside the labels when present
             cityscapes.update_files(pred_path, dataset.samples[index][1])
     scores = confusion.compute()
     if is_cityscapes:
         scores["cityscapes"] = None if cityscapes is None else cityscapes.compute()
     scores["boundary"] = {**boundary.compute(), "width": boundary_width}
+    scores["small_objects"] = None if small is None else small.compute()
     scores["num_images"] = len(dataset)
     scores["class_count_warning"] = class_count_warning(confusion.matrix, names)
     return scores
