@@ -179,6 +179,22 @@ def test_kernels_compile_once_into_the_cache(monkeypatch: pytest.MonkeyPatch, tm
 
 
 @pytest.mark.skipif(not cpu_backend.kernels_available(), reason="no C++ compiler here")
+def test_a_library_built_for_one_cpu_is_never_loaded_on_another(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """-march=native code is keyed by the CPU's model and flags: another CPU (an AVX2-only host sharing the cache)
+    compiles its own library instead of loading one that may use instructions it lacks."""
+    monkeypatch.setenv("FAPN_CACHE_DIR", str(tmp_path))
+    cpu_backend.load_kernels.cache_clear()
+    try:
+        assert cpu_backend.load_kernels() is not None
+        monkeypatch.setattr(cpu_backend, "_cpu_fingerprint", lambda: "x86_64 model name: other CPU flags: avx2 fma")
+        cpu_backend.load_kernels.cache_clear()
+        assert cpu_backend.load_kernels() is not None
+        assert len(list(tmp_path.glob("deform_conv_cpu-*.so"))) == 2
+    finally:
+        cpu_backend.load_kernels.cache_clear()
+
+
+@pytest.mark.skipif(not cpu_backend.kernels_available(), reason="no C++ compiler here")
 def test_kernels_cache_falls_back_to_a_temporary_folder(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     """A cache directory that cannot be created (read-only home): the library goes to a per-user temp folder."""
     blocker = tmp_path / "not-a-directory"
