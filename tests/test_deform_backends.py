@@ -241,6 +241,36 @@ def test_cpu_backend_channels_last_and_strided_views() -> None:
     assert out_nchw.is_contiguous()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpu_backend_reads_channels_last_offset_slices_in_place(dtype: torch.dtype) -> None:
+    """A channels-last model's offset-and-mask conv gives NHWC slices: the kernels read them with their strides
+    (no copy), with the values of torchvision on contiguous copies, forward and backward."""
+    x, offset, weight, bias, mask = _inputs(4)
+    # quarter-pixel offsets (exact in bfloat16) never put a sample on a pixel boundary, where the offset
+    # gradient has two one-sided values (torchvision's CPU op takes the right-hand one at x = -1, fapn's zero)
+    offset = (offset * 2).round() + 0.25
+    offset_mask = torch.cat([offset, mask], 1).contiguous(memory_format=torch.channels_last).to(dtype)
+    x16, weight16, bias16 = x.to(dtype), weight.to(dtype), bias.to(dtype)
+    split = offset.shape[1]
+    views = [offset_mask[:, :split], offset_mask[:, split:]]
+    assert not views[0].is_contiguous() and views[0].stride(1) == 1
+    expected = deform_conv2d(*(t.float() for t in (x16, views[0], weight16, bias16)), padding=1,
+                             mask=views[1].float(), backend="torchvision")  # fmt: skip
+    leaf = offset_mask.detach().requires_grad_()
+    out = deform_conv2d(x16.contiguous(memory_format=torch.channels_last), leaf[:, :split], weight16, bias16,
+                        padding=1, mask=leaf[:, split:], backend="cpu")  # fmt: skip
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(out.float(), expected, rtol=tolerance, atol=tolerance)
+    out.float().sum().backward()
+    reference = offset_mask.detach().float().requires_grad_()
+    deform_conv2d(x16.float(), reference[:, :split], weight16.float(), bias16.float(), padding=1,
+                  mask=reference[:, split:], backend="torchvision").sum().backward()  # fmt: skip
+    assert leaf.grad is not None and reference.grad is not None
+    # norm-wise; bfloat16 bound: three roundings (3 * 2^-8)
+    error = ((leaf.grad.float() - reference.grad).norm() / reference.grad.norm()).item()
+    assert error <= (1e-5 if dtype == torch.float32 else 3 * 2.0**-8), error
+
+
 def test_cpu_backend_partial_gradients() -> None:
     """Only some inputs requiring grad (frozen weight, fixed offsets) gives the same gradients as torchvision."""
     x, offset, weight, bias, mask = _inputs(3)

@@ -42,7 +42,7 @@ from fapn.ops.deform_conv_pytorch import check_shapes, deform_conv2d_pytorch
 __all__ = ["deform_conv2d_cpu", "load_kernels", "kernels_available", "SOURCE"]
 
 SOURCE = Path(__file__).with_name("csrc") / "deform_conv_cpu.cpp"
-_ABI_VERSION = 11
+_ABI_VERSION = 12
 _FLAG_SETS: tuple[tuple[str, ...], ...] = (
     ("-march=native", "-fopenmp"),  # vectorised for this CPU (the cache key includes the CPU)
     ("-fopenmp",),  # a compiler that does not know -march=native
@@ -178,14 +178,16 @@ class _DeformConv2dCPU(torch.autograd.Function):
         C_out, _, kh, kw = weight.shape
         H_out, W_out = geometry[6], geometry[7]
         image = input.permute(0, 2, 3, 1).contiguous()  # a no-op for a channels-last input
-        offset = offset.contiguous()
-        mask = mask.contiguous() if mask is not None else None
+        # offset and mask are read in place (FaPN passes channel slices of one channels-last tensor): only a
+        # layout whose pixels are not one stride apart is copied
+        offset, mask = _pixel_strided(offset), _pixel_strided(mask) if mask is not None else None
+        strides = (*offset.stride()[1:4:2], *(mask.stride()[1:4:2] if mask is not None else (0, 0)))
+        shape = (ctypes.c_int64 * 18)(*geometry, *strides)
         tiles = _tiles(N, H_out, kh * W_out * kw * C * input.element_size())
         largest = max((n1 - n0) * (r1 - r0) for n0, n1, r0, r1 in tiles)
         buffer = input.new_empty(largest * kh * W_out * kw * C)
         channels_last = input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous()
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        shape = (ctypes.c_int64 * 14)(*geometry)
         im2col = getattr(lib, f"fapn_dcn_im2col_{_KERNEL_SUFFIX[input.dtype]}")
         threads = torch.get_num_threads()
         out: Tensor | None = None
@@ -222,12 +224,15 @@ class _DeformConv2dCPU(torch.autograd.Function):
             # computed in float32 from the bfloat16 values and cast back, as autocast does for torchvision's op.
             image, offset, weight, grad_out = (t.float() for t in (image, offset, weight, grad_out))
             mask = mask.float() if mask is not None else None
+        offset = offset.contiguous()
+        mask = mask.contiguous() if mask is not None else None
         N, _H, _W, C = image.shape
         C_out, _, kh, kw = weight.shape
         H_out, W_out = ctx.geometry[6], ctx.geometry[7]
         suffix = _KERNEL_SUFFIX[image.dtype]
         im2col, col2im = getattr(lib, f"fapn_dcn_im2col_{suffix}"), getattr(lib, f"fapn_dcn_col2im_{suffix}")
-        shape = (ctypes.c_int64 * 14)(*ctx.geometry)
+        pixels = H_out * W_out
+        shape = (ctypes.c_int64 * 18)(*ctx.geometry, pixels, 1, pixels, 1)  # contiguous offset and mask
         threads = torch.get_num_threads()
         need_input, need_offset, need_weight, need_bias, need_mask = ctx.needs_input_grad[:5]
         need_sampling = need_input or need_offset or need_mask
@@ -338,6 +343,12 @@ def deform_conv2d_cpu(
         return deform_conv2d_pytorch(input, offset, weight, bias, stride, padding, dilation, mask)
     geometry = _geometry(input, offset, weight, mask, _pair(stride), _pair(padding), _pair(dilation))
     return _DeformConv2dCPU.apply(input, offset, weight, bias, mask, geometry)
+
+
+def _pixel_strided(t: Tensor) -> Tensor:
+    """``t`` ``[N, C, H, W]`` itself when its pixels ``(h, w)`` are one stride apart (``stride(h) = W * stride(w)``:
+    NCHW, channels last and their channel slices), else a contiguous copy."""
+    return t if t.stride(2) == t.shape[3] * t.stride(3) or t.shape[2] == 1 else t.contiguous()
 
 
 def _geometry(

@@ -5,8 +5,9 @@
 // One image per call; `threads` as torch.get_num_threads(). Layouts (P = H_out * W_out, K = kh * kw, G offset
 // groups, Cg = C / G):
 //   image    [H, W, C]             (channels last: the Cg channels of one offset group are contiguous)
-//   offset   [G, K, 2, P]          (torchvision's layout: (dy, dx) per group and tap, then the pixel)
-//   mask     [G, K, P]             (or null: DCNv1)
+//   offset   [G, K, 2, P]          (torchvision's layout: (dy, dx) per group and tap, then the pixel; the forward
+//                                   takes any channel and pixel strides, see Geometry)
+//   mask     [G, K, P]             (or null: DCNv1; strides as the offset's)
 //   samples  the bilinear samples of the output rows [row_begin, row_end), R = row_end - row_begin, in one of
 //            two layouts (`layout`):
 //            kImage [R * kh, W_out * kw, C]: output pixel (ho, wo), tap (i, j) at ((ho - row_begin) * kh + i,
@@ -64,6 +65,11 @@ constexpr int kRows = 1;
 
 struct Geometry {
   int64_t C, H, W, G, kh, kw, H_out, W_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
+  // Element strides of the offset and mask of one image: channel, then output pixel (p = ho * W_out + wo). The
+  // forward reads them in place, whatever their layout: an NCHW map (P, 1), a channels-last one (1, channels),
+  // or a channel slice of the tensor that holds both (FaPN's offset-and-mask conv): no copy. col2im (backward)
+  // takes them contiguous: (P, 1).
+  int64_t offset_cs, offset_ps, mask_cs, mask_ps;
   int64_t taps() const { return kh * kw; }
   int64_t pixels() const { return H_out * W_out; }
 };
@@ -278,8 +284,17 @@ void im2col(const Geometry& g, int layout, int64_t row_begin, int64_t row_end, c
             tap_y[b] = base_y[b] + S(sites.tap_dy[k]);
             tap_x[b] = base_x[b] + S(sites.tap_dx[k]);
           }
-          const T* o = offset + (grp * K + k) * 2 * P + p;
-          corners(g, o, o + P, mask ? mask + (grp * K + k) * P + p : ones.data(), tap_y, tap_x, count, grp * Cg, c);
+          // this block's offsets and mask gathered into contiguous runs (a copy of 3 x 16 values, whatever the
+          // layout), so that the corner computation below stays vector code
+          alignas(64) T oy[kBlock], ox[kBlock], om[kBlock];
+          const T* o = offset + (grp * K + k) * 2 * g.offset_cs + p * g.offset_ps;
+          const T* m = mask ? mask + (grp * K + k) * g.mask_cs + p * g.mask_ps : nullptr;
+          for (int64_t b = 0; b < count; ++b) {
+            oy[b] = o[b * g.offset_ps];
+            ox[b] = o[g.offset_cs + b * g.offset_ps];
+            om[b] = m ? m[b * g.mask_ps] : ones[b];
+          }
+          corners(g, oy, ox, om, tap_y, tap_x, count, grp * Cg, c);
           T* tap_samples = samples + sites.tap_slot[k] + grp * Cg;
           switch (Cg) {  // a compile-time channel count where FaPN's layers have one: no loop remainder
             case 8: blend<T, S, 8>(c, image, zeros.data(), tap_samples, slots, count, Cg); break;
@@ -363,16 +378,17 @@ void col2im(const Geometry& g, int layout, int64_t row_begin, int64_t row_end, c
 }
 
 Geometry geometry(const int64_t* shape) {
-  return Geometry{shape[0], shape[1], shape[2], shape[3],  shape[4],  shape[5],  shape[6],
-                  shape[7], shape[8], shape[9], shape[10], shape[11], shape[12], shape[13]};
+  return Geometry{shape[0],  shape[1],  shape[2],  shape[3],  shape[4],  shape[5],  shape[6],  shape[7],  shape[8],
+                  shape[9],  shape[10], shape[11], shape[12], shape[13], shape[14], shape[15], shape[16], shape[17]};
 }
 
 }  // namespace
 
-// layout: kImage (0) or kRows (1); shape: C, H, W, G, kh, kw, H_out, W_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w
+// layout: kImage (0) or kRows (1); shape: C, H, W, G, kh, kw, H_out, W_out, stride_h, stride_w, pad_h, pad_w, dil_h,
+// dil_w, offset_cs, offset_ps, mask_cs, mask_ps (see Geometry)
 extern "C" {
 
-int fapn_dcn_abi_version() { return 11; }
+int fapn_dcn_abi_version() { return 12; }
 
 void fapn_dcn_im2col_f32(const int64_t* shape, int layout, int64_t row_begin, int64_t row_end, const float* image, const float* offset, const float* mask,
                          float* samples, int threads) {
