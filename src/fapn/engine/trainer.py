@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from fapn.checkpoint import TRAINING_STATE_KEYS, load_checkpoint, save_checkpoint
 from fapn.config import config_from_dict, config_to_dict, load_config
-from fapn.engine.distributed import DistributedContext
+from fapn.engine.distributed import DistributedContext, all_reduce_sum
 
 __all__ = [
     "Trainer",
@@ -501,14 +501,13 @@ class Trainer:
                 lr = self.optimizer.param_groups[0]["lr"]
                 self.scheduler.step()
                 self.iteration += 1
-                world = self.ctx.world_size
-                loss_value = loss.item() / world
+                loss_value, parts = _mean_over_processes(loss, losses, self.ctx.world_size)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}")
                 if self.iteration % self.log_period == 0 or self.iteration == self.iterations:
                     record: dict[str, Any] = {"loss": loss_value, "lr": lr}
                     if len(losses) > 1:
-                        record.update({k: float(v.detach()) / world for k, v in losses.items()})
+                        record.update(parts)
                     history.append({"iteration": self.iteration, **record})
                     self.logger.log(self.iteration, {"train": record, "time": time.perf_counter() - began})
                 if (
@@ -535,6 +534,20 @@ class Trainer:
 
     def close(self) -> None:
         self.logger.close()
+
+
+def _mean_over_processes(loss: Tensor, losses: Mapping[str, Tensor], world_size: int) -> tuple[float, dict[str, float]]:
+    """The loss and its terms as one process logs them for the whole global batch: the mean over the processes.
+
+    Under DDP each process holds the loss of its share of the batch (the semantic loss is scaled so that DDP's
+    gradient averaging gives the one-process gradient), so one rank's value is not the run's loss; every process
+    must call this at the same iterations (it all-reduces).
+    """
+    values = torch.stack([loss.detach().float(), *(v.detach().float() for v in losses.values())])
+    if world_size > 1:
+        values = all_reduce_sum(values) / world_size
+    total, *terms = values.tolist()
+    return total, dict(zip(losses, terms))
 
 
 def _headline(scores: Mapping[str, Any]) -> dict[str, Any]:
