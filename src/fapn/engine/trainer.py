@@ -35,6 +35,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,6 +59,7 @@ __all__ = [
     "startup_summary",
     "RUN_FILES",
     "RUNTIME_KEYS",
+    "removed_if_start_fails",
 ]
 
 _Config = TypeVar("_Config")
@@ -129,6 +131,38 @@ def prepare_output_dir(
             path.unlink()
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+@contextmanager
+def removed_if_start_fails(output_dir: str | os.PathLike[str]) -> Iterator[None]:
+    """Around a run's start-up: when the block raises, remove the folders it created for ``output_dir`` (the
+    run folder and the parents that did not exist before) that are still empty, so a failed start (offline
+    weights, missing data, a bad recipe value) leaves nothing behind. A folder that existed, or holds anything,
+    is kept.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp()) / "runs" / "new"
+        >>> try:
+        ...     with removed_if_start_fails(out):
+        ...         out.mkdir(parents=True)
+        ...         raise ValueError("no data")
+        ... except ValueError:
+        ...     pass
+        >>> out.parent.exists()
+        False
+    """
+    path = Path(output_dir).absolute()
+    created = [folder for folder in (path, *path.parents) if not folder.exists()]  # deepest first
+    try:
+        yield
+    except BaseException:
+        for folder in created:
+            try:
+                folder.rmdir()  # only an empty folder goes
+            except OSError:
+                break
+        raise
 
 
 def check_resume_config(saved: Mapping[str, Any], current: Mapping[str, Any], path: str | os.PathLike[str]) -> None:

@@ -73,7 +73,8 @@ def load_resnet_weights(model: torchvision.models.ResNet, name: str, weights: Ba
 
     Raises:
         FileNotFoundError: a path that does not exist.
-        RuntimeError: torchvision weights that cannot be downloaded (offline), with what to do instead.
+        FileNotFoundError: torchvision weights neither in torch's cache nor downloadable (offline), with what to
+            do instead.
     """
     if weights is None:
         return
@@ -99,7 +100,7 @@ def load_resnet_weights(model: torchvision.models.ResNet, name: str, weights: Ba
         try:
             state_dict = enum_weights.get_state_dict(progress=True, check_hash=True)
         except (urllib.error.URLError, OSError, RuntimeError) as err:
-            raise RuntimeError(
+            raise FileNotFoundError(
                 f"could not download {name} weights {enum_weights} from {enum_weights.url} ({err}). "
                 "Without internet access, download that file on another machine and pass its path as "
                 "weights_backbone, or copy it into torch's cache "
@@ -307,7 +308,7 @@ def timm_backbone(
     Raises:
         ValueError: an unknown name, or strides the encoder does not have.
         FileNotFoundError: a weights path that does not exist.
-        RuntimeError: pretrained weights that cannot be downloaded (offline), with what to do instead.
+        FileNotFoundError: pretrained weights neither cached nor downloadable (offline), with what to do instead.
 
     Example:
         >>> body = timm_backbone("resnet10t", strides=(8, 16, 32))
@@ -373,7 +374,7 @@ def timm_backbone(
         cfg = timm.get_pretrained_cfg(full_name)
         source = (getattr(cfg, "hf_hub_id", None) or getattr(cfg, "url", None) or full_name) if cfg else full_name
         hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
-        raise RuntimeError(
+        raise FileNotFoundError(
             f"could not load timm weights for {full_name} from {source} ({type(err).__name__}: {err}). "
             "Without internet access, download the checkpoint on another machine and pass its path as "
             f"weights_backbone, or copy the Hugging Face cache ({Path(hf_home) / 'hub'}) over."

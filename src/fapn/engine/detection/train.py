@@ -130,6 +130,20 @@ def train(
     Returns:
         the final metrics, plus ``iterations`` done and ``train_seconds``.
     """
+    from fapn.engine.trainer import removed_if_start_fails
+
+    with removed_if_start_fails(output_dir or cfg.train.output_dir):  # a failed start leaves no empty folder
+        return _train(cfg, output_dir, resume, progress, overwrite, stop_after)
+
+
+def _train(
+    cfg: DetectionConfig,
+    output_dir: str | os.PathLike[str] | None,
+    resume: bool,
+    progress: bool,
+    overwrite: bool,
+    stop_after: int | None,
+) -> dict[str, Any]:
     from fapn.config import config_from_dict, config_to_dict
     from fapn.data.coco_detection import collate_detection
     from fapn.data.sampler import StreamDataset, StreamSampler
