@@ -295,3 +295,18 @@ def test_cuda_without_a_gpu_is_one_line_before_any_data(tmp_path: Path, capsys, 
     assert err.startswith("fapn: error: train.device=cuda: no CUDA GPU is visible") and err.count("\n") == 1
     assert main(["eval", RECIPE, "--weights", str(tmp_path / "w.pt"), "--device", "cuda"]) == 2
     assert "--device cuda: no CUDA GPU is visible" in capsys.readouterr().err
+
+
+def test_eval_without_a_recipe_uses_the_one_stored_in_the_checkpoint(half_run: Path, tmp_path: Path, capsys) -> None:
+    # the shipped recipe scores 128x160 images; the run's own recipe (TINY) 1 image of 32x40
+    weights = _copy_run(half_run, tmp_path / "run") / "last.pt"
+    assert _fapn("eval", "--weights", str(weights), "--threads", "1", "--no-progress") == 0
+    scores = json.loads((tmp_path / "run" / "last_eval.json").read_text())
+    assert scores["num_pixels"] == 32 * 40
+    assert _fapn("eval", "--weights", str(weights), "--set", "data.val_options={num_images: 2}", "--no-progress") == 0
+    assert json.loads((tmp_path / "run" / "last_eval.json").read_text())["num_pixels"] == 2 * 32 * 40
+    capsys.readouterr()
+    save_checkpoint({"model": load_checkpoint(weights)["model"]}, tmp_path / "bare.pt")
+    assert _fapn("eval", "--weights", str(tmp_path / "bare.pt")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fapn: error:") and "stores no recipe" in err and err.count("\n") == 1

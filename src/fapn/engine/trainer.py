@@ -54,6 +54,7 @@ __all__ = [
     "check_resume_config",
     "load_resume_checkpoint",
     "resume_run_config",
+    "saved_recipe",
     "rng_state",
     "set_rng_state",
     "startup_summary",
@@ -224,6 +225,23 @@ def resume_run_config(
         return config_from_dict(saved, cls, overrides)
     except ValueError as err:
         raise ValueError(f"{last}: its saved config: {err}") from None
+
+
+def saved_recipe(weights: str | os.PathLike[str]) -> dict[str, Any]:
+    """The recipe a checkpoint was trained with (the ``config`` that ``fapn train`` stores in every checkpoint),
+    for commands given a checkpoint and no recipe: its data is the data the model was trained and validated on.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: an unreadable file, or a checkpoint that stores no recipe (weights only).
+    """
+    config = load_checkpoint(weights).get("config")
+    if not isinstance(config, Mapping):
+        raise ValueError(
+            f"{weights} stores no recipe (only weights): name the recipe it was trained with, "
+            f"e.g. fapn eval RECIPE --weights {weights}"
+        )
+    return dict(config)
 
 
 def rng_state() -> dict[str, Any]:
