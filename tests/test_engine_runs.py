@@ -310,3 +310,12 @@ def test_eval_without_a_recipe_uses_the_one_stored_in_the_checkpoint(half_run: P
     assert _fapn("eval", "--weights", str(tmp_path / "bare.pt")) == 2
     err = capsys.readouterr().err
     assert err.startswith("fapn: error:") and "stores no recipe" in err and err.count("\n") == 1
+
+
+def test_overwrite_removes_the_eval_scores_of_the_replaced_run(tmp_path: Path) -> None:
+    from fapn.engine.trainer import prepare_output_dir
+
+    for name in ("last.pt", "best.pt", "best_eval.json", "last_eval.json", "model_final_eval.json", "notes.txt"):
+        (tmp_path / name).write_text("old")
+    prepare_output_dir(tmp_path, resume=False, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # not a file of the run: kept

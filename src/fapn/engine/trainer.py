@@ -65,7 +65,18 @@ __all__ = [
 
 _Config = TypeVar("_Config")
 
-RUN_FILES = ("last.pt", "best.pt", "model_final.pt", "metrics.json", "log.jsonl", "skipped_files.txt", "tensorboard")
+RUN_FILES = (
+    "last.pt",
+    "best.pt",
+    "model_final.pt",
+    "metrics.json",
+    "log.jsonl",
+    "skipped_files.txt",
+    "tensorboard",
+    "last_eval.json",  # what `fapn eval --weights RUN/NAME.pt` writes beside the checkpoints
+    "best_eval.json",
+    "model_final_eval.json",
+)
 """What a training run writes into its folder (``--overwrite`` removes these and nothing else)."""
 
 RUNTIME_KEYS = (
@@ -307,17 +318,42 @@ class RunLogger:
     def __init__(self, output_dir: Path, enabled: bool, echo: bool = False) -> None:
         self.enabled = enabled
         self.echo = echo and enabled
+        self.output_dir = output_dir
         self.writer: Any = None
         self.jsonl: Any = None
         if not enabled:
             return
-        self.jsonl = open(output_dir / "log.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._open()
+
+    def _open(self, purge_step: int | None = None) -> None:
+        self.jsonl = open(self.output_dir / "log.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"))
+            self.writer = SummaryWriter(log_dir=str(self.output_dir / "tensorboard"), purge_step=purge_step)
         except ImportError:  # tensorboard is an optional dependency
             self.writer = None
+
+    def forget_after(self, iteration: int) -> None:
+        """Drop the records of the iterations after ``iteration`` (and a last line cut short): on resume from a
+        checkpoint at ``iteration``, those iterations run again, and the log keeps one record per iteration, as
+        an uninterrupted run's. TensorBoard drops its events after ``iteration`` too (``purge_step``)."""
+        if not self.enabled:
+            return
+        self.close()
+        path = self.output_dir / "log.jsonl"
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+            try:
+                record = json.loads(line)
+            except ValueError:  # a line the kill cut short
+                continue
+            if int(record.get("iteration", 0)) <= iteration:
+                kept.append(line + "\n")
+        tmp = path.with_name(".log.jsonl.tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)
+        self._open(purge_step=iteration + 1)
 
     def log(self, iteration: int, record: Mapping[str, Any]) -> None:
         if not self.enabled:
@@ -476,6 +512,7 @@ class Trainer:
         self.last_metrics = metrics.get("val")
         self._rng_to_restore = checkpoint["rng"]
         self.resumed_from = path
+        self.logger.forget_after(self.iteration)  # iterations logged after the checkpoint run again
 
     # -- validation ----------------------------------------------------------------------------------------------
     def validate(self, evaluate: Callable[[int], dict[str, Any]]) -> dict[str, Any]:
