@@ -16,11 +16,12 @@ Example:
 
 from __future__ import annotations
 
+import os
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-__all__ = ["resolve_device", "autocast", "set_threads", "DEVICE_CHOICES"]
+__all__ = ["resolve_device", "autocast", "set_threads", "loader_workers", "DEVICE_CHOICES"]
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 """The device names a user types (``cuda:N`` is accepted too)."""
@@ -89,3 +90,26 @@ def set_threads(threads: int | None) -> None:
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive integer or null (torch's default), got {threads!r}")
     torch.set_num_threads(threads)
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform has it), as torch's loader counts."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def loader_workers(requested: int) -> int:
+    """Data-loader processes for a recipe's ``data.num_workers``: at most one per usable core.
+
+    A recipe written for a server (``num_workers: 8``) then runs on a 2-core machine without torch's warning and
+    without processes that only contend; the batches are the same for any count (each sample is drawn from its
+    own seed).
+
+    Raises:
+        ValueError: a negative count.
+    """
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
+        raise ValueError(f"data.num_workers must be 0 or more, got {requested!r}")
+    return min(requested, _usable_cores())

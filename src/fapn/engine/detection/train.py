@@ -151,7 +151,7 @@ def _train(
     from fapn.engine.lr_schedule import lr_multiplier
     from fapn.engine.optimizer import build_optimizer
     from fapn.engine.trainer import Trainer, load_resume_checkpoint, prepare_output_dir, startup_summary
-    from fapn.runtime import set_threads
+    from fapn.runtime import loader_workers, set_threads
 
     config_from_dict(config_to_dict(cfg), DetectionConfig)  # every value checked, before any data is read
     ctx = init_distributed(cfg.train.device)
@@ -232,7 +232,7 @@ def _train(
         batch_size=cfg.train.batch_size,
         sampler=StreamSampler(cfg.train.batch_size, trainer.iteration),
         collate_fn=collate_detection,
-        num_workers=cfg.data.num_workers,
+        num_workers=loader_workers(cfg.data.num_workers),
         drop_last=True,
         generator=torch.Generator().manual_seed(cfg.train.seed),  # the iterator draws nothing from the training RNG
     )

@@ -44,7 +44,7 @@ from fapn.engine.trainer import (
     resume_run_config,
     startup_summary,
 )
-from fapn.runtime import autocast, set_threads
+from fapn.runtime import autocast, loader_workers, set_threads
 
 __all__ = [
     "train",
@@ -470,7 +470,7 @@ def _train(
         StreamDataset(train_set, cfg.train.seed),
         batch_size=global_batch // ctx.world_size,
         sampler=StreamSampler(global_batch, trainer.iteration, ctx.rank, ctx.world_size),
-        num_workers=cfg.data.num_workers,
+        num_workers=loader_workers(cfg.data.num_workers),
         pin_memory=ctx.device.type == "cuda",
         drop_last=True,
         persistent_workers=False,
