@@ -30,7 +30,7 @@ __all__ = ["DemoSettings", "run_demo", "demo_config"]
 
 @dataclass
 class DemoSettings:
-    """What the demo trains on and for how long (2.5 minutes measured on a shared 2-core CPU with one thread).
+    """What the demo trains on and for how long (3 min 28 s on a quiet 2-core AMD EPYC CPU, the README's figure).
 
     Args:
         output_dir: report folder.
