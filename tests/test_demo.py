@@ -124,3 +124,48 @@ def test_demo_threads_and_old_size_form_reach_each_models_recipe(monkeypatch) ->
     for variant in ("fpn", "fapn"):
         config = demo.demo_config(settings, variant)
         assert config.train.threads == 1 and config.data.crop_size == [64, 96]
+
+
+def _captured_settings(monkeypatch, argv: list[str]):
+    import fapn.engine.demo as demo
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def capture(settings):
+        seen.append(settings)
+        raise Stop
+
+    monkeypatch.setattr(demo, "run_demo", capture)
+    with pytest.raises(Stop):
+        main(argv)
+    return seen[0]
+
+
+def test_demo_device_reaches_each_models_recipe(monkeypatch, capsys) -> None:
+    import fapn.engine.demo as demo
+
+    settings = _captured_settings(monkeypatch, ["demo", "--device", "cpu"])
+    assert settings.device == "cpu"
+    assert {demo.demo_config(settings, v).train.device for v in ("fpn", "fapn")} == {"cpu"}
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.delenv("FAPN_DEBUG", raising=False)
+    assert main(["demo", "--device", "cuda"]) == 2  # checked before anything trains
+    assert "--device cuda: no CUDA GPU is visible" in capsys.readouterr().err
+
+
+def test_demo_says_when_torchs_cuda_build_runs_on_a_cpu(monkeypatch, capsys) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    _captured_settings(monkeypatch, ["demo"])
+    err = capsys.readouterr().err
+    assert (
+        "CUDA build" in err and "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu" in err
+    )
+    monkeypatch.setattr(torch.version, "cuda", None)  # the CPU build: nothing to say
+    _captured_settings(monkeypatch, ["demo"])
+    assert "CUDA build" not in capsys.readouterr().err

@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-__all__ = ["resolve_device", "autocast", "set_threads", "loader_workers", "DEVICE_CHOICES"]
+__all__ = ["resolve_device", "autocast", "set_threads", "loader_workers", "cuda_build_without_gpu", "DEVICE_CHOICES"]
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 """The device names a user types (``cuda:N`` is accepted too)."""
@@ -113,3 +113,38 @@ def loader_workers(requested: int) -> int:
     if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
         raise ValueError(f"data.num_workers must be 0 or more, got {requested!r}")
     return min(requested, _usable_cores())
+
+
+CPU_INSTALL = "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu"
+"""The README's install line for PyTorch's CPU build."""
+
+
+def _cuda_libraries_bytes() -> int:
+    """Bytes of the ``nvidia-*`` packages that the CUDA build of torch installs beside it (0 when none), from
+    their installation records (no walk over the files)."""
+    from importlib import metadata
+
+    total = 0
+    for dist in metadata.distributions():
+        if (dist.metadata["Name"] or "").lower().startswith("nvidia-"):
+            total += sum(f.size or 0 for f in dist.files or [])
+    return total
+
+
+def cuda_build_without_gpu() -> str | None:
+    """A note when this torch is the CUDA build but no CUDA GPU is visible (``None`` otherwise): on a CPU-only
+    machine the CPU build computes the same and leaves out the CUDA libraries, several GB.
+
+    Example:
+        >>> note = cuda_build_without_gpu()
+        >>> note is None or "whl/cpu" in note
+        True
+    """
+    if torch.version.cuda is None or torch.cuda.is_available():
+        return None
+    size = _cuda_libraries_bytes()
+    saving = f"{size / 1e9:.1f} GB of CUDA libraries" if size else "the CUDA libraries, several GB"
+    return (
+        f"this torch is the CUDA build (CUDA {torch.version.cuda}) on a machine without a CUDA GPU: the CPU build computes "
+        f"the same without {saving} (README, Quick start: {CPU_INSTALL})"
+    )

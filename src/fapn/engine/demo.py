@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image
 
 from fapn.config import config_to_dict
@@ -40,6 +39,7 @@ class DemoSettings:
         train_images, val_images: synthetic split sizes.
         backbone: ResNet of both models.
         threads: torch CPU threads (``None``: torch's default, one per core).
+        device: ``auto`` (a CUDA GPU when torch sees one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
         seed: seeds data and initialisation (both models see identical batches).
         pictures: validation images shown in the report.
         progress: tqdm bars.
@@ -53,6 +53,7 @@ class DemoSettings:
     val_images: int = 40
     backbone: str = "resnet18"
     threads: int | None = None
+    device: str = "auto"
     seed: int = 0
     pictures: int = 4
     progress: bool = True
@@ -81,7 +82,7 @@ def demo_config(settings: DemoSettings, variant: Variant) -> SegmentationConfig:
             log_period=max(1, settings.iterations // 20),
             seed=settings.seed,
             threads=settings.threads,
-            device="cpu" if not torch.cuda.is_available() else "auto",
+            device=settings.device,
             output_dir=str(Path(settings.output_dir) / variant),
         ),
         eval=EvalConfig(),
