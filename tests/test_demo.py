@@ -169,3 +169,6 @@ def test_demo_says_when_torchs_cuda_build_runs_on_a_cpu(monkeypatch, capsys) -> 
     monkeypatch.setattr(torch.version, "cuda", None)  # the CPU build: nothing to say
     _captured_settings(monkeypatch, ["demo"])
     assert "CUDA build" not in capsys.readouterr().err
+    from fapn.runtime import CPU_INSTALL
+
+    assert CPU_INSTALL in (Path(__file__).parents[1] / "README.md").read_text()  # the line the note names is there
