@@ -159,6 +159,8 @@ def test_demo_device_reaches_each_models_recipe(monkeypatch, capsys) -> None:
 def test_demo_says_when_torchs_cuda_build_runs_on_a_cpu(monkeypatch, capsys) -> None:
     import torch
 
+    import fapn.engine.demo  # noqa: F401 - imports torchvision, which checks torch.version.cuda, before the patch
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.version, "cuda", "12.8")
     _captured_settings(monkeypatch, ["demo"])
