@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from fapn.cli.common import add_device_argument, add_threads_argument
+from fapn.cli.common import HelpFormatter, add_device_argument, add_threads_argument
 
 __all__ = ["register", "run", "find_ground_truth", "ground_truth_class_warning", "distinct_names"]
 
@@ -26,7 +26,7 @@ def register(subparsers: Any) -> None:
             "(the supplementary's Figure 2: FPN left, FaPN right). Example: fapn compare --weights fpn.pt fapn.pt "
             "--names FPN FaPN --gt data/camvid/valannot data/camvid/val/0001TP_008550.png --out figures/"
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     parser.add_argument("--weights", nargs="+", required=True, help="checkpoints to compare, in column order")
