@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fapn.cli.common import add_device_argument, add_threads_argument
+from fapn.cli.common import add_threads_argument
 
 __all__ = ["register", "run"]
 
@@ -52,7 +52,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--train-images", type=int, default=400, help="synthetic training images (default: 400)")
     parser.add_argument("--val-images", type=int, default=40, help="synthetic validation images (default: 40)")
-    add_device_argument(parser)
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto (a CUDA GPU when torch sees one, else the CPU), cpu or cuda (default: auto)",
+    )
     add_threads_argument(parser)
     parser.add_argument(
         "--seed", type=int, default=0, help="seeds the scenes and both models' initialisation (default: 0)"

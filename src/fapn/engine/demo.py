@@ -8,7 +8,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from PIL import Image
 
@@ -39,7 +39,8 @@ class DemoSettings:
         train_images, val_images: synthetic split sizes.
         backbone: ResNet of both models.
         threads: torch CPU threads (``None``: torch's default, one per core).
-        device: ``auto`` (a CUDA GPU when torch sees one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+        device: ``auto`` (a CUDA GPU when torch sees one, else the CPU), ``cpu`` or ``cuda`` (a recipe's
+            ``train.device``).
         seed: seeds data and initialisation (both models see identical batches).
         pictures: validation images shown in the report.
         progress: tqdm bars.
@@ -53,7 +54,7 @@ class DemoSettings:
     val_images: int = 40
     backbone: str = "resnet18"
     threads: int | None = None
-    device: str = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
     pictures: int = 4
     progress: bool = True
