@@ -174,3 +174,12 @@ def test_demo_says_when_torchs_cuda_build_runs_on_a_cpu(monkeypatch, capsys) -> 
     from fapn.runtime import CPU_INSTALL
 
     assert CPU_INSTALL in (Path(__file__).parents[1] / "README.md").read_text()  # the line the note names is there
+
+
+def test_eval_of_a_demo_checkpoint_without_a_recipe_gives_the_demos_numbers(demo_run, tmp_path, capsys) -> None:
+    # the recipe the checkpoint stores is the demo's (its synthetic scenes), not semseg/synthetic_r18_fapn's
+    out, _ = demo_run
+    results = json.loads((out / "results.json").read_text())
+    output = tmp_path / "fapn_eval.json"
+    assert main(["eval", "--weights", str(out / "fapn" / "last.pt"), "--output", str(output), "--no-progress"]) == 0
+    assert json.loads(output.read_text())["mIoU"] == pytest.approx(results["fapn"]["mIoU"], abs=1e-6)
