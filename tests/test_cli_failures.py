@@ -101,3 +101,15 @@ def test_output_into_a_closed_pipe_ends_quietly() -> None:
         os.close(write_end)
     assert "Traceback" not in writer.stderr and "BrokenPipeError" not in writer.stderr, writer.stderr[-2000:]
     assert writer.returncode == 1
+
+
+def test_backbone_weights_of_another_network_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    out = tmp_path / "run"
+    args = ["train", "semseg/synthetic_r18_fapn", "--set", f"model.weights_backbone={tmp_path / 'other.pth'}"]
+    assert main([*args, "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "do not fit resnet18" in err[0], err
+    assert not out.exists()
