@@ -135,3 +135,14 @@ def test_build_through_the_registry_and_weights_that_do_not_fit(tmp_path: Path) 
         )
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         build_model_from_checkpoint({**checkpoint, "model_config": {"name": "nope"}})
+
+
+def test_checkpoints_get_the_permissions_of_every_other_file(tmp_path: Path) -> None:
+    # mkstemp creates 0600 files; a checkpoint is readable like the logs beside it (0644 under umask 022)
+    import os
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    path = save_checkpoint({"model": {}}, tmp_path / "last.pt")
+    (tmp_path / "log.jsonl").write_text("{}")
+    assert path.stat().st_mode & 0o777 == (tmp_path / "log.jsonl").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -164,3 +164,25 @@ def test_readme_cpu_install_line_and_demo_folder_ignored() -> None:
     # fapn demo's default report folder (hundreds of MB of checkpoints) is never committed by accident
     demo_folder = _subcommands()["demo"].parse_args([]).output
     assert f"{demo_folder}/" in gitignore.read_text().splitlines()
+
+
+def test_help_says_each_default_once_and_none_for_required_options() -> None:
+    from fapn.cli.main import build_parser
+
+    checked = 0
+    for group in build_parser()._subparsers._group_actions:
+        for command, sub in group.choices.items():
+            if command == "benchmark":  # its parser has its own formatter; it joins this check once it takes ours
+                continue
+            for action in sub._actions:
+                if not action.option_strings or action.help == argparse.SUPPRESS:
+                    continue
+                text = " ".join(sub._get_formatter()._format_action(action).split())
+                where = f"fapn {command} {action.option_strings[0]}: {text}"
+                assert action.help, where  # every option explains itself
+                assert text.count("default:") <= 1, where  # said once
+                assert "(default: None)" not in text and "(default: False)" not in text, where
+                if action.required:
+                    assert "default" not in text, where
+                checked += 1
+    assert checked > 80

@@ -111,8 +111,14 @@ def test_fapn_configs_lists_recipes_recursively(capsys) -> None:
 
     assert main(["configs"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    names = [line.split()[0] for line in lines]
-    assert names == list_configs() and "semseg/cityscapes_r18_fapn" in names
+    *recipes, bases = lines
+    names = [line.split()[0] for line in recipes]
+    # a base file, merged into recipes through _base_, is listed apart, not as a recipe
+    assert names == [n for n in list_configs() if n != "detection/base_rcnn_1x"]
+    assert "semseg/cityscapes_r18_fapn" in names and bases.startswith("bases") and "detection/base_rcnn_1x" in bases
+    rows = {line.split()[0]: line for line in recipes}
+    assert "resnet50" in rows["semseg/cityscapes_pointrend_r50_fapn"]  # the model, where the builder names it
+    assert "neck=fpn" in rows["detection/mask_rcnn_R_50_FPN_1x"] and "variant=fpn" in rows["semseg/camvid_r18_fpn"]
     assert main(["configs", "semseg/camvid_r18_fpn", "--raw"]) == 0
     assert "variant: fpn" in capsys.readouterr().out
 

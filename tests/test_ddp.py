@@ -82,3 +82,9 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
     assert ddp_metrics["mIoU"] == pytest.approx(single_metrics["mIoU"], abs=0.5)
     log = [json.loads(line) for line in (ddp_out / "log.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in log if "train" in r] == [1, 2, 3]  # rank 0 logs once per iteration
+    # The logged loss is the mean over the processes, as one process logs it for the same global batch (not one
+    # rank's share): curves of 1 and N processes compare.
+    single_log = [json.loads(line) for line in (single_out / "log.jsonl").read_text().splitlines()]
+    ddp_losses = [r["train"]["loss"] for r in log if "train" in r]
+    single_losses = [r["train"]["loss"] for r in single_log if "train" in r]
+    assert ddp_losses == pytest.approx(single_losses, rel=1e-4)

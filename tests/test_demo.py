@@ -124,3 +124,62 @@ def test_demo_threads_and_old_size_form_reach_each_models_recipe(monkeypatch) ->
     for variant in ("fpn", "fapn"):
         config = demo.demo_config(settings, variant)
         assert config.train.threads == 1 and config.data.crop_size == [64, 96]
+
+
+def _captured_settings(monkeypatch, argv: list[str]):
+    import fapn.engine.demo as demo
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def capture(settings):
+        seen.append(settings)
+        raise Stop
+
+    monkeypatch.setattr(demo, "run_demo", capture)
+    with pytest.raises(Stop):
+        main(argv)
+    return seen[0]
+
+
+def test_demo_device_reaches_each_models_recipe(monkeypatch, capsys) -> None:
+    import fapn.engine.demo as demo
+
+    settings = _captured_settings(monkeypatch, ["demo", "--device", "cpu"])
+    assert settings.device == "cpu"
+    assert {demo.demo_config(settings, v).train.device for v in ("fpn", "fapn")} == {"cpu"}
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.delenv("FAPN_DEBUG", raising=False)
+    assert main(["demo", "--device", "cuda"]) == 2  # checked before anything trains
+    assert "--device cuda: no CUDA GPU is visible" in capsys.readouterr().err
+
+
+def test_demo_says_when_torchs_cuda_build_runs_on_a_cpu(monkeypatch, capsys) -> None:
+    import torch
+
+    import fapn.engine.demo  # noqa: F401 - imports torchvision, which checks torch.version.cuda, before the patch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    _captured_settings(monkeypatch, ["demo"])
+    err = capsys.readouterr().err
+    assert (
+        "CUDA build" in err and "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu" in err
+    )
+    monkeypatch.setattr(torch.version, "cuda", None)  # the CPU build: nothing to say
+    _captured_settings(monkeypatch, ["demo"])
+    assert "CUDA build" not in capsys.readouterr().err
+    from fapn.runtime import CPU_INSTALL
+
+    assert CPU_INSTALL in (Path(__file__).parents[1] / "README.md").read_text()  # the line the note names is there
+
+
+def test_eval_of_a_demo_checkpoint_without_a_recipe_gives_the_demos_numbers(demo_run, tmp_path, capsys) -> None:
+    # the recipe the checkpoint stores is the demo's (its synthetic scenes), not semseg/synthetic_r18_fapn's
+    out, _ = demo_run
+    results = json.loads((out / "results.json").read_text())
+    output = tmp_path / "fapn_eval.json"
+    assert main(["eval", "--weights", str(out / "fapn" / "last.pt"), "--output", str(output), "--no-progress"]) == 0
+    assert json.loads(output.read_text())["mIoU"] == pytest.approx(results["fapn"]["mIoU"], abs=1e-6)

@@ -136,3 +136,17 @@ def test_detection_resume_is_exact_and_follows_the_run_folder_rules(tmp_path):
     assert set(a["rng"]) >= {"torch", "python"} and set(a["rng"]) == set(b["rng"])
     with pytest.raises(FileNotFoundError, match="no checkpoint to resume from"):
         train(cfg, tmp_path / "fresh", resume=True, progress=False)
+
+
+def test_eval_without_a_recipe_uses_the_checkpoints_and_writes_json_next_to_the_weights(tmp_path, capsys):
+    from fapn.checkpoint import save_checkpoint
+    from fapn.cli.main import main
+    from fapn.config import config_to_dict
+
+    cfg = load_detection_config("detection/synthetic_mask_rcnn_R_18_FPN", [*TINY, f"data.root={tmp_path / 'data'}"])
+    model, _ = build_model(cfg, build_datasets(cfg, ("val",))["val"])
+    weights = save_checkpoint({"model": model.state_dict(), "config": config_to_dict(cfg)}, tmp_path / "run" / "w.pt")
+    assert main(["eval", "--weights", str(weights), "--no-progress"]) == 0  # no recipe named: the stored one
+    metrics = json.loads((tmp_path / "run" / "w_eval.json").read_text())  # written by default, as --help says
+    assert metrics["images"] == 1 and "segm" in metrics  # the stored recipe's one validation image
+    assert "scores written to" in capsys.readouterr().out

@@ -106,3 +106,25 @@ def test_bf16_autocast_on_cpu_trains_with_float32_weights(tmp_path: Path) -> Non
     losses = [r["train"]["loss"] for r in records if "train" in r]
     assert losses and all(0 < loss < 10 for loss in losses)
     assert result["metrics"]["mIoU"] is not None
+
+
+@pytest.mark.slow
+def test_log_after_kill_and_resume_has_one_record_per_iteration(tmp_path: Path) -> None:
+    import shutil
+
+    short = ("train.log_period=1", "train.iterations=6", "train.checkpoint_period=2")
+    train(tiny_config(*short), output_dir=tmp_path, progress=False, stop_after=2)
+    shutil.copy(tmp_path / "last.pt", tmp_path / "at2.pt")
+    train(tiny_config(*short), output_dir=tmp_path, resume=True, progress=False, stop_after=4)
+    logged = (tmp_path / "log.jsonl").read_text().splitlines()
+    # killed after iteration 4 with the last checkpoint at 2 (kill -9 between checkpoints): iterations 3 and 4
+    # are in the log and will run again
+    shutil.move(tmp_path / "at2.pt", tmp_path / "last.pt")
+    with (tmp_path / "log.jsonl").open("a") as handle:
+        handle.write('{"iteration": 5, "train": {"lo')  # a line cut by the kill
+    train(tiny_config(*short), output_dir=tmp_path, resume=True, progress=False)
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["iteration"] for r in records if "train" in r] == [1, 2, 3, 4, 5, 6]
+    assert lines[:2] == logged[:2]  # the records before the checkpoint are kept as they were
+    assert [json.loads(line)["train"]["loss"] for line in logged[2:4]] == [r["train"]["loss"] for r in records[2:4]]

@@ -295,3 +295,27 @@ def test_cuda_without_a_gpu_is_one_line_before_any_data(tmp_path: Path, capsys, 
     assert err.startswith("fapn: error: train.device=cuda: no CUDA GPU is visible") and err.count("\n") == 1
     assert main(["eval", RECIPE, "--weights", str(tmp_path / "w.pt"), "--device", "cuda"]) == 2
     assert "--device cuda: no CUDA GPU is visible" in capsys.readouterr().err
+
+
+def test_eval_without_a_recipe_uses_the_one_stored_in_the_checkpoint(half_run: Path, tmp_path: Path, capsys) -> None:
+    # the shipped recipe scores 128x160 images; the run's own recipe (TINY) 1 image of 32x40
+    weights = _copy_run(half_run, tmp_path / "run") / "last.pt"
+    assert _fapn("eval", "--weights", str(weights), "--threads", "1", "--no-progress") == 0
+    scores = json.loads((tmp_path / "run" / "last_eval.json").read_text())
+    assert scores["num_pixels"] == 32 * 40
+    assert _fapn("eval", "--weights", str(weights), "--set", "data.val_options={num_images: 2}", "--no-progress") == 0
+    assert json.loads((tmp_path / "run" / "last_eval.json").read_text())["num_pixels"] == 2 * 32 * 40
+    capsys.readouterr()
+    save_checkpoint({"model": load_checkpoint(weights)["model"]}, tmp_path / "bare.pt")
+    assert _fapn("eval", "--weights", str(tmp_path / "bare.pt")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fapn: error:") and "stores no recipe" in err and err.count("\n") == 1
+
+
+def test_overwrite_removes_the_eval_scores_of_the_replaced_run(tmp_path: Path) -> None:
+    from fapn.engine.trainer import prepare_output_dir
+
+    for name in ("last.pt", "best.pt", "best_eval.json", "last_eval.json", "model_final_eval.json", "notes.txt"):
+        (tmp_path / name).write_text("old")
+    prepare_output_dir(tmp_path, resume=False, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # not a file of the run: kept

@@ -144,6 +144,8 @@ def test_registry_lookups() -> None:
     assert set(list_models(task="semseg")).isdisjoint(list_models(task="detection"))
     with pytest.raises(ValueError, match=r"unknown model 'unet'; known models: \['build_detection_model', "):
         get_model_builder("unet")
+    with pytest.raises(ValueError, match=r"unknown model 'realtime_fapm' \(did you mean 'realtime_fapn'\?\); known"):
+        get_model("realtime_fapm")
 
 
 # --- helpers ------------------------------------------------------------------------------------------------

@@ -75,9 +75,11 @@ def test_backbone_weights_offline_gives_a_clear_error(monkeypatch: pytest.Monkey
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
-    with pytest.raises(RuntimeError, match=r"could not download resnet18 weights .* pass its path as weights_backbone"):
+    with pytest.raises(
+        FileNotFoundError, match=r"could not download resnet18 weights .* pass its path as weights_backbone"
+    ):
         realtime_fapn(weights_backbone=torchvision.models.ResNet18_Weights.IMAGENET1K_V1)
-    with pytest.raises(RuntimeError, match="could not download"):
+    with pytest.raises(FileNotFoundError, match="could not download"):
         realtime_fapn(weights_backbone="DEFAULT")
     with pytest.raises(ValueError, match="unknown weights 'IMAGENET9K' for resnet18"):
         realtime_fapn(weights_backbone="IMAGENET9K")

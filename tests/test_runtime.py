@@ -50,3 +50,15 @@ def test_set_threads() -> None:
                 set_threads(bad)  # type: ignore[arg-type]
     finally:
         torch.set_num_threads(before)
+
+
+def test_loader_workers_never_exceed_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a recipe written for a GPU server (num_workers: 8) on a 2-core machine: 2 workers (torch warns above the
+    # cores this process may use, the count it compares with)
+    import fapn.runtime
+    from fapn.runtime import loader_workers
+
+    monkeypatch.setattr(fapn.runtime, "_usable_cores", lambda: 2)
+    assert [loader_workers(n) for n in (0, 1, 2, 8)] == [0, 1, 2, 2]
+    with pytest.raises(ValueError, match=r"data\.num_workers must be 0 or more, got -1"):
+        loader_workers(-1)

@@ -229,3 +229,57 @@ def test_score_warns_when_the_top_classes_are_never_predicted(tmp_path: Path, ca
     assert main(["score", "--dataset", "camvid", "--gt-root", str(root), "--pred", str(pred_dir), "--json"]) == 0
     out = capsys.readouterr()
     assert "warning" not in out.err and json.loads(out.out)["class_count_warning"] is None
+
+
+def test_predict_output_feeds_score(tmp_path: Path, capsys) -> None:
+    # `fapn predict` writes NAME_label.png beside NAME_color.png, NAME_overlay.png and legend.png; `fapn score`
+    # reads NAME_label.png as it reads NAME.png, and scores the same as `fapn eval --save-predictions` names
+    from fapn.checkpoint import save_checkpoint
+    from fapn.models import realtime_fapn
+
+    root = tmp_path / "camvid"
+    rng = np.random.default_rng(0)
+    for name in ("0001TP_1", "0001TP_2"):
+        for folder in ("val", "valannot"):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(root / "val" / f"{name}.png")
+        Image.fromarray(rng.integers(0, 11, (32, 48), dtype=np.uint8)).save(root / "valannot" / f"{name}.png")
+    torch.manual_seed(0)
+    model = realtime_fapn(backbone="resnet18", num_classes=11, variant="fpn")
+    torch.nn.init.normal_(model.head[3].weight, std=0.3)
+    weights = save_checkpoint(
+        {"model": model.state_dict(), "model_config": {"name": "realtime_fapn", "num_classes": 11, "variant": "fpn"}},
+        tmp_path / "model.pt",
+    )
+    assert main(["predict", str(root / "val"), "--weights", str(weights), "--out", str(tmp_path / "pred")]) == 0
+    assert (tmp_path / "pred" / "0001TP_1_label.png").is_file() and (tmp_path / "pred" / "legend.png").is_file()
+    capsys.readouterr()
+    args = ["score", "--dataset", "camvid", "--gt-root", str(root), "--json"]
+    assert main([*args, "--pred", str(tmp_path / "pred")]) == 0
+    from_predict = json.loads(capsys.readouterr().out)
+    same = tmp_path / "renamed"
+    same.mkdir()
+    for name in ("0001TP_1", "0001TP_2"):
+        (same / f"{name}.png").write_bytes((tmp_path / "pred" / f"{name}_label.png").read_bytes())
+    assert main([*args, "--pred", str(same)]) == 0
+    assert from_predict == json.loads(capsys.readouterr().out)
+    assert from_predict["num_images"] == 2
+    # both names for one image: which one is meant is not guessed
+    (tmp_path / "pred" / "0001TP_1.png").write_bytes((same / "0001TP_1.png").read_bytes())
+    assert main([*args, "--pred", str(tmp_path / "pred")]) == 2
+    assert "two predictions for 0001TP_1" in capsys.readouterr().err
+
+
+def test_score_says_predict_output_is_not_a_cityscapes_submission(tmp_path: Path, capsys) -> None:
+    gts = make_fixture(tmp_path / "cityscapes")
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    for gt in gts:  # what `fapn predict` writes for a Cityscapes image: train ids, under NAME_label.png
+        stem = gt.name.replace("_gtFine_labelIds.png", "_leftImg8bit")
+        for kind in ("label", "color", "overlay"):
+            Image.fromarray(np.zeros((48, 64), np.uint8)).save(pred_dir / f"{stem}_{kind}.png")
+    code = main(
+        ["score", "--dataset", "cityscapes", "--gt-root", str(tmp_path / "cityscapes"), "--pred", str(pred_dir)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "fapn predict" in err and "--save-predictions" in err, err

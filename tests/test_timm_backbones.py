@@ -100,7 +100,7 @@ def test_offline_download_error_says_what_to_do(monkeypatch) -> None:
         raise OSError("Name or service not known")
 
     monkeypatch.setattr(builder, "load_pretrained", offline)
-    with pytest.raises(RuntimeError, match=r"could not load timm weights for resnet10t.*pass its path"):
+    with pytest.raises(FileNotFoundError, match=r"could not load timm weights for resnet10t.*pass its path"):
         build_backbone("timm:resnet10t", weights="DEFAULT")
 
 

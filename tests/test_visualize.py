@@ -279,8 +279,31 @@ def test_cli_compare_warns_about_class_sets_that_differ(
     warnings = [line for line in err.splitlines() if line.startswith("fapn: warning:")]
     assert warnings == [
         "fapn: warning: the checkpoints predict different class sets (FPN: 5 classes, Small: 3 classes); "
-        "colours and the legend follow FPN's",
+        "each panel has the colours and legend of its own model",
         f"fapn: warning: ground truth {tmp_path / 'gt.png'} holds class 6, but FPN predicts 5, Small predicts 3 "
         "classes: was a model trained on another class set (such as 8 classes instead of 11)? The pixels of the "
         "classes it lacks count as wrong in its pixel accuracy",
     ]
+
+
+def test_cli_compare_of_two_class_sets_gives_distinct_names_and_a_legend_per_panel(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # two checkpoints of the same variant and backbone (so the same default name), 3 and 5 classes
+    small = _helpers.make_checkpoint(tmp_path / "small" / "model.pt", num_classes=3, variant="fpn", seed=3)
+    large = _helpers.make_checkpoint(tmp_path / "large" / "model.pt", num_classes=5, variant="fpn", seed=4)
+    image = _helpers.random_image(40, 48, 9)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    args = ["compare", str(tmp_path / "a.png"), "--weights", str(small), str(large), "--out", str(out), "--width", "48"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "(fpn [small/model]: 3 classes, fpn [large/model]: 5 classes)" in err, err
+    assert "each panel has the colours and legend of its own model" in err
+    large_label = Segmenter.from_checkpoint(large).predict(image)
+    extra = [k for k in (3, 4) if (large_label == k).any()]  # classes only the 5-class model has
+    assert extra, "the test needs the 5-class model to predict class 3 or 4"
+    figure = np.asarray(Image.open(out / "a_compare.png"))
+    below = figure[20 + 40 + 4 :]  # under the titled panels: only legends
+    for k in extra:  # its classes have a key, in its colours
+        assert np.all(below == _helpers.PALETTE[k], axis=-1).sum() == 144, k

@@ -110,6 +110,12 @@ def remove_stale_temporary_files(folder: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it: put it back at once
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(checkpoint: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``checkpoint`` to ``path`` atomically (temporary file in the same folder, then rename).
 
@@ -127,6 +133,7 @@ def save_checkpoint(checkpoint: Mapping[str, Any], path: str | os.PathLike[str])
     remove_stale_temporary_files(path.parent)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 -> the mode of any other file written here
         with os.fdopen(fd, "wb") as handle:
             torch.save(dict(checkpoint), handle)
             handle.flush()

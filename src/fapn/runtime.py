@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
@@ -24,6 +25,8 @@ __all__ = [
     "resolve_device",
     "autocast",
     "set_threads",
+    "loader_workers",
+    "cuda_build_without_gpu",
     "prepare_inference",
     "model_dtype",
     "DEVICE_CHOICES",
@@ -100,6 +103,64 @@ def set_threads(threads: int | None) -> None:
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive integer or null (torch's default), got {threads!r}")
     torch.set_num_threads(threads)
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform has it), as torch's loader counts."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def loader_workers(requested: int) -> int:
+    """Data-loader processes for a recipe's ``data.num_workers``: at most one per usable core.
+
+    A recipe written for a server (``num_workers: 8``) then runs on a 2-core machine without torch's warning and
+    without processes that only contend; the batches are the same for any count (each sample is drawn from its
+    own seed).
+
+    Raises:
+        ValueError: a negative count.
+    """
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
+        raise ValueError(f"data.num_workers must be 0 or more, got {requested!r}")
+    return min(requested, _usable_cores())
+
+
+CPU_INSTALL = "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu"
+"""The README's install line for PyTorch's CPU build."""
+
+
+def _cuda_libraries_bytes() -> int:
+    """Bytes of the ``nvidia-*`` packages that the CUDA build of torch installs beside it (0 when none), from
+    their installation records (no walk over the files)."""
+    from importlib import metadata
+
+    total = 0
+    for dist in metadata.distributions():
+        if (dist.metadata["Name"] or "").lower().startswith("nvidia-"):
+            total += sum(f.size or 0 for f in dist.files or [])
+    return total
+
+
+def cuda_build_without_gpu() -> str | None:
+    """A note when this torch is the CUDA build but no CUDA GPU is visible (``None`` otherwise): on a CPU-only
+    machine the CPU build computes the same and leaves out the CUDA libraries, several GB.
+
+    Example:
+        >>> note = cuda_build_without_gpu()
+        >>> note is None or "whl/cpu" in note
+        True
+    """
+    if torch.version.cuda is None or torch.cuda.is_available():
+        return None
+    size = _cuda_libraries_bytes()
+    saving = f"{size / 1e9:.1f} GB of CUDA libraries" if size else "the CUDA libraries, several GB"
+    return (
+        f"this torch is the CUDA build (CUDA {torch.version.cuda}) on a machine without a CUDA GPU: the CPU build computes "
+        f"the same without {saving} (README, Quick start: {CPU_INSTALL})"
+    )
 
 
 def prepare_inference(

@@ -33,6 +33,7 @@ __all__ = [
     "missing_extra_hint",
     "warn",
     "THREADS_HELP",
+    "HelpFormatter",
 ]
 
 THREADS_HELP = (
@@ -56,6 +57,19 @@ EXTRAS: dict[str, str] = {
     "segmentation_models_pytorch": "smp",
 }
 """Top-level module -> the ``pip install "fapn[EXTRA]"`` extra that provides it (see ``pyproject.toml``)."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's formatter that shows defaults, where a default says something: ``(default: X)`` is added to an
+    optional option whose help does not state its default itself, and not for a required option or a default of
+    ``None`` / ``False`` / ``[]`` (nothing given: the help says what happens)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if action.required or "default" in text or default is None or default is False or default == []:
+            return text
+        return super()._get_help_string(action)
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -6,9 +6,9 @@ import argparse
 import sys
 from typing import Any
 
-from fapn.cli.common import add_device_argument, add_precision_argument, add_threads_argument
+from fapn.cli.common import HelpFormatter, add_device_argument, add_precision_argument, add_threads_argument
 
-__all__ = ["register", "run", "find_ground_truth", "ground_truth_class_warning"]
+__all__ = ["register", "run", "find_ground_truth", "ground_truth_class_warning", "distinct_names"]
 
 
 def register(subparsers: Any) -> None:
@@ -18,13 +18,15 @@ def register(subparsers: Any) -> None:
         description=(
             "For every input image write NAME_compare.png: the image, its ground truth (when --gt gives it) "
             "and each checkpoint's prediction in the dataset's palette, with the pixel accuracy against the "
-            "ground truth in the titles and a legend of the classes shown below (a warning when the checkpoints' "
-            "class sets differ, or the ground truth holds classes a model cannot predict). Instance segmentation "
+            "ground truth in the titles and a legend of the classes shown below (when the checkpoints' class sets "
+            "differ: a warning, and each panel in its own model's colours with its own legend; a warning too when "
+            "the ground truth holds classes a model cannot predict). Columns are titled by --names, else by the "
+            "models' variants, with as much of the checkpoint paths as tells equal titles apart. Instance segmentation "
             "checkpoints (Mask R-CNN, PointRend) draw each model's masks with their boundaries outlined instead "
             "(the supplementary's Figure 2: FPN left, FaPN right). Example: fapn compare --weights fpn.pt fapn.pt "
             "--names FPN FaPN --gt data/camvid/valannot data/camvid/val/0001TP_008550.png --out figures/"
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     parser.add_argument(
@@ -75,6 +77,31 @@ def find_ground_truth(gt: str | None, image_path: Any) -> Any:
     return None
 
 
+def distinct_names(labels: list[str], paths: list[str]) -> list[str]:
+    """Column titles: ``labels``, where two are equal followed by as much of each checkpoint's path (without
+    ``.pt``) as tells them apart.
+
+    Example:
+        >>> distinct_names(["fpn", "fapn", "fapn"], ["a/fpn.pt", "camvid8/last.pt", "camvid11/last.pt"])
+        ['fpn', 'fapn [camvid8/last]', 'fapn [camvid11/last]']
+    """
+    from pathlib import PurePath
+
+    names = list(labels)
+    for label in set(labels):
+        same = [i for i, other in enumerate(labels) if other == label]
+        if len(same) < 2:
+            continue
+        parts = [PurePath(paths[i]).with_suffix("").parts for i in same]
+        for depth in range(1, max(len(p) for p in parts) + 1):
+            tails = ["/".join(p[-depth:]) for p in parts]
+            if len(set(tails)) == len(tails):
+                break
+        for i, tail in zip(same, tails):
+            names[i] = f"{label} [{tail}]"
+    return names
+
+
 def ground_truth_class_warning(
     gt: Any, gt_path: Any, names: list[str], class_counts: list[int], ignore_index: int = 255
 ) -> str | None:
@@ -107,13 +134,13 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import numpy as np
-    from PIL import Image
     from tqdm import tqdm
 
     from fapn.cli.common import setup_runtime, warn
+    from fapn.data.base import read_label
     from fapn.inference import Segmenter, collect_images, load_image, save_rgb_png
     from fapn.inference.loading import model_label
-    from fapn.visualize import colorize, labelled_figure, overlay, resize_rgb
+    from fapn.visualize import add_legend, colorize, image_grid, labelled_figure, overlay, present_classes, resize_rgb
 
     if args.names is not None and len(args.names) != len(args.weights):
         raise ValueError(f"{len(args.weights)} checkpoints but {len(args.names)} --names")
@@ -126,31 +153,36 @@ def run(args: argparse.Namespace) -> int:
     if any(_is_instance_checkpoint(w) for w in args.weights):
         return _run_instances(args, files, device)
     segmenters = [Segmenter.from_checkpoint(w, device=device, precision=args.precision) for w in args.weights]
-    names = args.names or [model_label(s.model, fallback=Path(w).stem) for s, w in zip(segmenters, args.weights)]
+    names = args.names or distinct_names(
+        [model_label(s.model, fallback=Path(w).stem) for s, w in zip(segmenters, args.weights)], args.weights
+    )
     reference = segmenters[0]
     counts = [s.num_classes for s in segmenters]
-    if len(set(counts)) > 1:
+    one_class_set = len({(s.num_classes, tuple(s.class_names)) for s in segmenters}) == 1
+    if not one_class_set:
         warn(
             "the checkpoints predict different class sets ("
             + ", ".join(f"{name}: {count} classes" for name, count in zip(names, counts))
-            + f"); colours and the legend follow {names[0]}'s"
+            + "); each panel has the colours and legend of its own model"
         )
+    # the ground truth in the colours of the largest class set (the first model's when they are equally large)
+    gt_model = max(segmenters, key=lambda s: s.num_classes)
     class_warning_given = False
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    def draw(image: np.ndarray, label: np.ndarray) -> np.ndarray:
+    def draw(image: np.ndarray, label: np.ndarray, model: Segmenter) -> np.ndarray:
         if args.overlay:
-            return overlay(image, label, reference.palette, 0.6, reference.ignore_index)
-        return colorize(label, reference.palette, reference.ignore_index)
+            return overlay(image, label, model.palette, 0.6, model.ignore_index)
+        return colorize(label, model.palette, model.ignore_index)
 
     for path in tqdm(files, desc="compare", unit="img", file=sys.stderr):
         image = load_image(path)
-        panels, titles, labels = [image], [path.name], []
+        panels, titles, labels, owners = [image], [path.name], [], []
         gt_path = find_ground_truth(args.gt, path)
         gt = None
         if gt_path is not None:
-            gt = np.asarray(Image.open(gt_path))
+            gt = read_label(gt_path)
             if gt.shape != image.shape[:2]:
                 raise ValueError(f"ground truth {gt_path} is {gt.shape}, image {path} is {image.shape[:2]}")
             if not class_warning_given:  # once per run: the same labels give the same warning for every image
@@ -158,9 +190,10 @@ def run(args: argparse.Namespace) -> int:
                 if message is not None:
                     tqdm.write(f"fapn: warning: {message}", file=sys.stderr)
                     class_warning_given = True
-            panels.append(draw(image, gt))
+            panels.append(draw(image, gt, gt_model))
             titles.append("ground truth")
             labels.append(gt)
+            owners.append(gt_model)
         line = [str(path)]
         for name, segmenter in zip(names, segmenters):
             label = segmenter.predict(image)
@@ -170,19 +203,34 @@ def run(args: argparse.Namespace) -> int:
                 accuracy = float((label[valid] == gt[valid]).mean()) if valid.any() else float("nan")
                 title += f" (pixel acc {100 * accuracy:.1f}%)"
                 line.append(f"{name}: pixel accuracy {100 * accuracy:.2f}%")
-            panels.append(draw(image, label))
+            panels.append(draw(image, label, segmenter))
             titles.append(title)
             labels.append(label)
+            owners.append(segmenter)
         panels = [resize_rgb(p, width=args.width, nearest=i > 0) for i, p in enumerate(panels)]
-        figure = labelled_figure(
-            panels,
-            titles,
-            reference.class_names,
-            reference.palette,
-            labels,
-            reference.ignore_index,
-            columns=args.columns,
-        )
+        if one_class_set:
+            figure = labelled_figure(
+                panels,
+                titles,
+                reference.class_names,
+                reference.palette,
+                labels,
+                reference.ignore_index,
+                columns=args.columns,
+            )
+        else:  # a key under each label panel, in its model's colours and names
+            keyed = [panels[0]] + [
+                add_legend(
+                    panel,
+                    model.class_names,
+                    model.palette,
+                    present_classes(label, num_classes=model.num_classes, ignore_index=model.ignore_index),
+                )
+                for panel, label, model in zip(panels[1:], labels, owners)
+            ]
+            height = max(p.shape[0] for p in keyed)  # legends of different lengths: pad below, panels stay level
+            keyed = [np.pad(p, ((0, height - p.shape[0]), (0, 0), (0, 0)), constant_values=255) for p in keyed]
+            figure = image_grid(keyed, titles, columns=args.columns)
         save_rgb_png(figure, out / f"{path.stem}_compare.png")
         if len(line) > 1:
             tqdm.write("  ".join(line), file=sys.stdout)

@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "detection/). Pass a name to print that recipe resolved -- its _base_ merged, every default filled "
             "in, --set overrides applied -- as the training run will see it (--raw: the file as written). The "
             "folder may be left out of a name when only one folder has it (camvid_r18_fapn). Copy a recipe to "
-            "start your own, or override single values with 'fapn train NAME --set key=value'."
+            "start your own, or override single values with 'fapn train NAME --set key=value'. Files named "
+            "base_*.yaml hold settings the recipes take through _base_; they are listed apart, on the last line."
         ),
     )
     parser.add_argument("name", nargs="?", help="print this recipe, e.g. semseg/camvid_r18_fapn or a YAML file")
@@ -58,14 +59,29 @@ def run(args: argparse.Namespace) -> int:
         else:
             _print_resolved(args.name, list(args.overrides))
         return 0
-    for name in list_configs():
+    names = list_configs()
+    bases = [name for name in names if name.rsplit("/", 1)[-1].startswith(BASE_PREFIX)]
+    for name in names:
+        if name in bases:
+            continue
         try:
-            data = load_yaml(CONFIG_ROOT / f"{name}.yaml")
+            data = load_yaml(CONFIG_ROOT / f"{name}.yaml")  # _base_ merged: what the recipe trains
             summary = f"task={data.get('task', 'semseg')}"
             model = data.get("model") or {}
             if isinstance(model, dict) and model:
-                summary += " " + " ".join(f"{k}={model[k]}" for k in ("backbone", "variant") if k in model)
+                shown = [(SHOWN_KEYS[k], model[k]) for k in SHOWN_KEYS if k in model]
+                summary += " " + " ".join(f"{label}={value}" for label, value in shown)
         except Exception as err:  # a broken file should not hide the others
             summary = f"(unreadable: {err})"
         print(f"{name:<44} {summary}")
+    if bases:
+        print(f"bases (shared settings merged into the recipes above through _base_): {', '.join(bases)}")
     return 0
+
+
+BASE_PREFIX = "base_"
+"""Shipped files named ``base_*.yaml`` hold settings that recipes take through ``_base_``; not recipes themselves."""
+
+SHOWN_KEYS = {"name": "model", "detector": "detector", "backbone": "backbone", "neck": "neck", "variant": "variant"}
+"""Recipe ``model`` keys listed by ``fapn configs`` (a registry name such as ``pointrend_semantic_resnet50_fapn``
+names its backbone)."""

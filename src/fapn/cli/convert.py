@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from fapn.cli.common import HelpFormatter
+
 __all__ = ["register", "run"]
 
 
@@ -20,7 +22,7 @@ def register(subparsers: Any) -> None:
             "provides their converters. Every key that could not be mapped is listed. Writes {'model': "
             "state_dict, 'converted_from': SRC, 'unmapped_keys': [...]} (plus 'model_config' if --model-config)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("src", metavar="SRC", help="the authors' checkpoint (.pth or .pkl)")
     parser.add_argument("--out", required=True, help="converted checkpoint (.pt)")

@@ -54,20 +54,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--train-images", type=int, default=400, help="synthetic training images (default: 400)")
     parser.add_argument("--val-images", type=int, default=40, help="synthetic validation images (default: 40)")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto (a CUDA GPU when torch sees one, else the CPU), cpu or cuda (default: auto)",
+    )
     add_threads_argument(parser)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seeds the scenes and both models' initialisation (default: 0)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from fapn.cli.common import size_from_values
+    from fapn.cli.common import setup_runtime, size_from_values, warn
     from fapn.engine.demo import DemoSettings, run_demo
+    from fapn.runtime import cuda_build_without_gpu
 
     for name in ("iterations", "batch_size", "train_images", "val_images", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    setup_runtime(args)  # a --device torch does not have: one line before anything trains
+    note = cuda_build_without_gpu()
+    if note is not None:
+        warn(note)
     settings = DemoSettings(
         output_dir=args.output,
         iterations=args.iterations,
@@ -76,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         train_images=args.train_images,
         val_images=args.val_images,
         threads=args.threads,
+        device=args.device,
         seed=args.seed,
         progress=not args.no_progress,
     )

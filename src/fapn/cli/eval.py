@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from fapn.cli.common import (
     DETECTION_TASKS,
@@ -18,6 +19,7 @@ __all__ = ["register", "run"]
 EPILOG = """\
 examples:
   fapn eval semseg/camvid_r18_fapn --weights runs/camvid_r18_fapn/best.pt --set data.root=../shared/data/camvid-half
+  fapn eval --weights fapn_demo/fapn/last.pt      # no recipe: the one stored in the checkpoint (the demo's data)
   fapn eval semseg/cityscapes_r18_fapn --weights best.pt --save-predictions preds/   # official submission PNGs
   fapn eval semseg/camvid_r18_fapn --weights best.pt --threads 1 --no-progress      # a busy machine, a log file
   fapn score --dataset cityscapes --gt-root $FAPN_DATA/cityscapes --split val --pred preds/
@@ -38,7 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("config", help="shipped config name or YAML file (gives the dataset and split)")
+    parser.add_argument(
+        "config",
+        nargs="?",
+        default=None,
+        help="shipped config name or YAML file (gives the dataset and split); default: the recipe stored in "
+        "--weights, the data the model was trained on",
+    )
     parser.add_argument(
         "--weights",
         required=True,
@@ -63,12 +71,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    task = config_task(args.config)
+    recipe: Any = args.config
+    if recipe is None:  # the checkpoint's own recipe, as a dict
+        from fapn.engine.trainer import saved_recipe
+
+        recipe = saved_recipe(args.weights)
+        task = str(recipe.get("task", "semseg"))
+    else:
+        task = config_task(recipe)
     if task in DETECTION_TASKS:
         from fapn.engine.detection.eval import run_eval as run_detection_eval
 
         return run_detection_eval(
-            args.config,
+            recipe,
             list(args.overrides),
             args.weights,
             args.output,
@@ -79,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from fapn.engine.semseg.eval import run_eval
 
     return run_eval(
-        args.config,
+        recipe,
         list(args.overrides),
         args.weights,
         args.output,

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from fapn.cli.common import add_device_argument, add_threads_argument, run_without_grad
+from fapn.cli.common import HelpFormatter, add_device_argument, add_threads_argument, run_without_grad
 
 __all__ = ["register", "run"]
 
@@ -25,7 +25,7 @@ def register(subparsers: Any) -> None:
             "(shared PCA colours) of the lateral input, the upsampled coarse map before alignment and after it. "
             "Writes one PNG per picture and a summary figure NAME_explain.png."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("image", metavar="IMAGE", nargs="+", help="image files (or folders / globs)")
     parser.add_argument(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fapn.cli.common import add_threads_argument, parse_size, run_without_grad
+from fapn.cli.common import HelpFormatter, add_threads_argument, parse_size, run_without_grad
 
 __all__ = ["register", "run"]
 
@@ -39,7 +39,7 @@ def register(subparsers: Any) -> None:
             "compared with PyTorch on random inputs; the command fails if the largest difference exceeds "
             '--tolerance times the output scale. ONNX needs the onnx extra: pip install "fapn[onnx]".'
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_model_arguments(parser)
     parser.add_argument("--format", choices=FORMATS, default="onnx", help="what to write")

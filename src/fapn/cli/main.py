@@ -77,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `fapn ... | head`: the reader left; Python's own convention, quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the flush at exit would raise again
+        return 1
     except (ValueError, FileNotFoundError) as err:  # the library's bad-input errors name what and where
         if _debug():
             raise

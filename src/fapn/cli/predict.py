@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from fapn.cli.common import add_device_argument, add_precision_argument, add_threads_argument, parse_size
+from fapn.cli.common import HelpFormatter, add_device_argument, add_precision_argument, add_threads_argument, parse_size
 
 __all__ = ["register", "run"]
 
@@ -25,7 +25,7 @@ def register(subparsers: Any) -> None:
             "normalisation come from the checkpoint. An image that cannot be read or predicted is reported and "
             "skipped; the command then ends with a summary and exit code 1."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     parser.add_argument(
@@ -42,7 +42,13 @@ def register(subparsers: Any) -> None:
         metavar="HxW",
         help="sliding-window inference for images larger than HxW (default: whole image at any size)",
     )
-    parser.add_argument("--window-stride", type=parse_size, default=None, metavar="HxW", help="step between windows")
+    parser.add_argument(
+        "--window-stride",
+        type=parse_size,
+        default=None,
+        metavar="HxW",
+        help="step between windows (default: two thirds of --window)",
+    )
     parser.add_argument(
         "--save", nargs="+", choices=OUTPUT_KINDS, default=list(OUTPUT_KINDS), help="which outputs to write"
     )

@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from fapn.cli.common import HelpFormatter
+
 BACKBONE_CHOICES = ("resnet18", "resnet34")
 VARIANT_CHOICES = ("fpn", "fpn+fam", "fpn+fam+fsm", "fapn")
 
@@ -22,7 +24,7 @@ def register(subparsers: Any) -> None:
             "the product plus 5*C_in*9 for bilinear sampling and mask, per output pixel). Counting runs on the "
             "'meta' device: no arithmetic, instant at any size."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--table1",

@@ -15,9 +15,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Score a folder of prediction PNGs. Cityscapes: the official submission format (label ids, full "
             "resolution, one file per image named after it, as 'fapn eval --save-predictions' writes); the "
             "mIoU equals cityscapesscripts', and the four official numbers (IoU and iIoU for classes and for "
-            "categories; iIoU needs the *_gtFine_instanceIds.png beside the labels) are printed too. Other datasets: one index PNG (class ids) per image, NAME.png. "
+            "categories; iIoU needs the *_gtFine_instanceIds.png beside the labels) are printed too ('fapn "
+            "predict' writes train ids, not a submission). Other datasets: one index PNG (class ids) per image, "
+            "NAME.png ('fapn eval --save-predictions') or NAME_label.png ('fapn predict', whose folder it reads "
+            "as it is). "
             "Prints the small-object recall too (ground-truth connected components of thing-like classes found, "
-            "by COCO size bucket). Warns when the predictions never use the ground truth's highest classes (a model trained with "
+            "by COCO size bucket). "
+            "Warns when the predictions never use the ground truth's highest classes (a model trained with "
             "fewer classes)."
         ),
         epilog="example:\n  fapn score --dataset cityscapes --gt-root $FAPN_DATA/cityscapes --split val --pred preds/ --json",

@@ -54,6 +54,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fapn.checkpoint import _read as _read_torch_file  # the one reader of torch files: data only
+
 __all__ = [
     "load_detectron2_checkpoint",
     "convert_fapn_neck",
@@ -81,6 +83,10 @@ _FPN_OUTPUT = re.compile(r"fpn_output(\d+)\.(.+)")
 _TOP_BLOCK = re.compile(r"top_block\.(p6|p7)\.(weight|bias)")
 
 
+class _Refused(pickle.UnpicklingError):
+    """A class :class:`_NumpyOnlyUnpickler` does not create."""
+
+
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickles detectron2 ``.pkl`` model files (dicts of numpy arrays) and refuses any other class, so a
     file cannot run code."""
@@ -102,7 +108,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
             if module.startswith("numpy.core"):
                 module = module.replace("numpy.core", "numpy._core")
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a .pkl checkpoint (only numpy arrays)")
+        raise _Refused(f"refused to load {module}.{name}: a .pkl checkpoint may hold numpy arrays only")
 
 
 def load_detectron2_checkpoint(path: str | os.PathLike[str]) -> dict[str, Tensor]:
@@ -111,16 +117,22 @@ def load_detectron2_checkpoint(path: str | os.PathLike[str]) -> dict[str, Tensor
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file holds no state dict.
+        ValueError: the file holds no state dict, is not a checkpoint, or would create objects other than
+            arrays and tensors (nothing from it runs); the message names the file.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".pkl":
-        with path.open("rb") as handle:
-            data: Any = _NumpyOnlyUnpickler(handle, encoding="latin1").load()
+        try:
+            with path.open("rb") as handle:
+                data: Any = _NumpyOnlyUnpickler(handle, encoding="latin1").load()
+        except _Refused as err:
+            raise ValueError(f"{path}: {err}; no code from the file ran") from None
+        except Exception as err:  # the unpickler raises UnpicklingError, EOFError, KeyError, ... on garbage
+            raise ValueError(f"{path}: not a detectron2 .pkl checkpoint (unreadable: {type(err).__name__})") from None
     else:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = _read_torch_file(path, map_location="cpu")  # weights_only, every failure one line naming the file
     if isinstance(data, Mapping) and isinstance(data.get("model"), Mapping):
         data = data["model"]
     elif isinstance(data, Mapping) and isinstance(data.get("state_dict"), Mapping):

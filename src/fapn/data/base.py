@@ -24,6 +24,7 @@ __all__ = [
     "SegmentationDataset",
     "DatasetInfo",
     "SampleError",
+    "image_to_rgb",
     "read_image",
     "read_label",
     "label_lut",
@@ -97,12 +98,44 @@ def require_dir(path: str | os.PathLike[str], what: str) -> Path:
     return path
 
 
+def image_to_rgb(image: Image.Image) -> np.ndarray:
+    """The ``[H, W, 3]`` uint8 RGB picture of a PIL image of any mode: the one conversion every image reader uses.
+
+    16-bit grey (``I;16*``, and 32-bit ``I`` holding values in 0..65535, as 16-bit PNGs may open) is scaled to
+    8 bits, not clipped as Pillow's ``convert("RGB")`` does; palette images (with or without transparency),
+    grey, RGBA (alpha dropped), CMYK and the rest go through Pillow's conversion.
+
+    Raises:
+        ValueError: a floating-point image (mode ``F``: no fixed range to scale from), an ``I`` image with values
+            outside 0..65535, or a mode Pillow cannot convert to RGB.
+
+    Example:
+        >>> image_to_rgb(Image.fromarray(np.array([[0, 32896, 65535]], dtype=np.uint16)))[0, :, 0]
+        array([  0, 128, 255], dtype=uint8)
+    """
+    mode = image.mode
+    if mode == "F":
+        raise ValueError("a floating-point (mode F) image: save it with 8 or 16 bits per channel")
+    if mode == "I" or mode.startswith("I;16"):
+        values = np.asarray(image).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(
+                f"a 32-bit integer image with values {values.min()}..{values.max()}, outside 0..65535: "
+                "save it with 8 or 16 bits per channel"
+            )
+        grey = ((values * 255 + 32767) // 65535).astype(np.uint8)  # round(v / 257): 65535 -> 255, 257 k -> k
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # the route Pillow asks for (else it warns); alpha is dropped below
+    return np.asarray(image.convert("RGB"))
+
+
 def read_image(path: str | os.PathLike[str]) -> tv_tensors.Image:
-    """An RGB image file as a uint8 ``tv_tensors.Image`` ``[3, H, W]``; :class:`SampleError` naming the file if
-    it cannot be decoded."""
+    """An image file of any bit depth and mode (see :func:`image_to_rgb`) as a uint8 ``tv_tensors.Image``
+    ``[3, H, W]``; :class:`SampleError` naming the file if it cannot be decoded or converted."""
     try:
         with Image.open(path) as img:
-            array = np.asarray(img.convert("RGB"))
+            array = image_to_rgb(img)
     except (OSError, ValueError, SyntaxError) as err:
         raise SampleError(f"cannot read image {path}: {err}") from err
     return tv_tensors.Image(torch.from_numpy(array.copy()).permute(2, 0, 1))

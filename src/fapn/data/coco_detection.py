@@ -7,11 +7,14 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.datasets import CocoDetection, wrap_dataset_for_transforms_v2
 from torchvision.transforms import v2
+
+from fapn.data.base import image_to_rgb
 
 __all__ = ["CocoInstances", "detection_transforms", "collate_detection"]
 
@@ -32,6 +35,15 @@ def detection_transforms(train: bool, *, sanitize: bool = True) -> v2.Compose:
     if sanitize:
         ops.append(v2.SanitizeBoundingBoxes(min_size=1))
     return v2.Compose(ops)
+
+
+class _CocoDetection(CocoDetection):
+    """torchvision's ``CocoDetection`` reading images of any bit depth and mode as :func:`image_to_rgb` does."""
+
+    def _load_image(self, id: int) -> Image.Image:
+        path = os.path.join(self.root, self.coco.loadImgs(id)[0]["file_name"])
+        with Image.open(path) as image:
+            return Image.fromarray(image_to_rgb(image))
 
 
 class CocoInstances(Dataset[tuple[Tensor, dict[str, Tensor]]]):
@@ -69,7 +81,7 @@ class CocoInstances(Dataset[tuple[Tensor, dict[str, Tensor]]]):
         if not os.path.isdir(image_root):
             raise FileNotFoundError(f"COCO image folder not found: {image_root}")
         keys = ["boxes", "labels", "image_id", "iscrowd"] + (["masks"] if masks else [])
-        base = CocoDetection(str(image_root), str(annotation_file))
+        base = _CocoDetection(str(image_root), str(annotation_file))
         self.dataset = wrap_dataset_for_transforms_v2(base, target_keys=keys)
         self.coco = base.coco
         self.with_masks = masks

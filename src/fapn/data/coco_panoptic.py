@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.ops import masks_to_boxes
 
+from fapn.data.base import image_to_rgb
 from fapn.data.coco_detection import detection_transforms
 
 __all__ = ["CocoPanoptic", "rgb_to_id", "id_to_rgb", "read_panoptic_png"]
@@ -108,7 +109,8 @@ class CocoPanoptic(Dataset[tuple[Tensor, dict[str, Tensor]]]):
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
         annotation = self.annotations[index]
-        image = Image.open(self.image_path(annotation)).convert("RGB")
+        with Image.open(self.image_path(annotation)) as opened:
+            image = Image.fromarray(image_to_rgb(opened))
         ids = read_panoptic_png(self.panoptic_root / annotation["file_name"])
         semantic = np.full(ids.shape, 255, dtype=np.int64)
         masks, labels = [], []

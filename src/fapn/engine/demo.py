@@ -8,9 +8,8 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import torch
 from PIL import Image
 
 from fapn.config import config_to_dict
@@ -30,7 +29,7 @@ __all__ = ["DemoSettings", "run_demo", "demo_config"]
 
 @dataclass
 class DemoSettings:
-    """What the demo trains on and for how long (2.5 minutes measured on a shared 2-core CPU with one thread).
+    """What the demo trains on and for how long (3 min 28 s on a quiet 2-core AMD EPYC CPU, the README's figure).
 
     Args:
         output_dir: report folder.
@@ -40,6 +39,8 @@ class DemoSettings:
         train_images, val_images: synthetic split sizes.
         backbone: ResNet of both models.
         threads: torch CPU threads (``None``: torch's default, one per core).
+        device: ``auto`` (a CUDA GPU when torch sees one, else the CPU), ``cpu`` or ``cuda`` (a recipe's
+            ``train.device``).
         seed: seeds data and initialisation (both models see identical batches).
         pictures: validation images shown in the report.
         progress: tqdm bars.
@@ -53,6 +54,7 @@ class DemoSettings:
     val_images: int = 40
     backbone: str = "resnet18"
     threads: int | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
     pictures: int = 4
     progress: bool = True
@@ -81,7 +83,7 @@ def demo_config(settings: DemoSettings, variant: Variant) -> SegmentationConfig:
             log_period=max(1, settings.iterations // 20),
             seed=settings.seed,
             threads=settings.threads,
-            device="cpu" if not torch.cuda.is_available() else "auto",
+            device=settings.device,
             output_dir=str(Path(settings.output_dir) / variant),
         ),
         eval=EvalConfig(),

@@ -35,6 +35,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,7 +45,7 @@ from torch import Tensor, nn
 
 from fapn.checkpoint import TRAINING_STATE_KEYS, load_checkpoint, save_checkpoint
 from fapn.config import config_from_dict, config_to_dict, load_config
-from fapn.engine.distributed import DistributedContext
+from fapn.engine.distributed import DistributedContext, all_reduce_sum
 
 __all__ = [
     "Trainer",
@@ -53,16 +54,29 @@ __all__ = [
     "check_resume_config",
     "load_resume_checkpoint",
     "resume_run_config",
+    "saved_recipe",
     "rng_state",
     "set_rng_state",
     "startup_summary",
     "RUN_FILES",
     "RUNTIME_KEYS",
+    "removed_if_start_fails",
 ]
 
 _Config = TypeVar("_Config")
 
-RUN_FILES = ("last.pt", "best.pt", "model_final.pt", "metrics.json", "log.jsonl", "skipped_files.txt", "tensorboard")
+RUN_FILES = (
+    "last.pt",
+    "best.pt",
+    "model_final.pt",
+    "metrics.json",
+    "log.jsonl",
+    "skipped_files.txt",
+    "tensorboard",
+    "last_eval.json",  # what `fapn eval --weights RUN/NAME.pt` writes beside the checkpoints
+    "best_eval.json",
+    "model_final_eval.json",
+)
 """What a training run writes into its folder (``--overwrite`` removes these and nothing else)."""
 
 RUNTIME_KEYS = (
@@ -131,6 +145,38 @@ def prepare_output_dir(
     return out
 
 
+@contextmanager
+def removed_if_start_fails(output_dir: str | os.PathLike[str]) -> Iterator[None]:
+    """Around a run's start-up: when the block raises, remove the folders it created for ``output_dir`` (the
+    run folder and the parents that did not exist before) that are still empty, so a failed start (offline
+    weights, missing data, a bad recipe value) leaves nothing behind. A folder that existed, or holds anything,
+    is kept.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp()) / "runs" / "new"
+        >>> try:
+        ...     with removed_if_start_fails(out):
+        ...         out.mkdir(parents=True)
+        ...         raise ValueError("no data")
+        ... except ValueError:
+        ...     pass
+        >>> out.parent.exists()
+        False
+    """
+    path = Path(output_dir).absolute()
+    created = [folder for folder in (path, *path.parents) if not folder.exists()]  # deepest first
+    try:
+        yield
+    except BaseException:
+        for folder in created:
+            try:
+                folder.rmdir()  # only an empty folder goes
+            except OSError:
+                break
+        raise
+
+
 def check_resume_config(saved: Mapping[str, Any], current: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     """Raise a ``ValueError`` naming the first key where ``current`` differs from the ``saved`` config, keys of
     :data:`RUNTIME_KEYS` aside."""
@@ -190,6 +236,23 @@ def resume_run_config(
         return config_from_dict(saved, cls, overrides)
     except ValueError as err:
         raise ValueError(f"{last}: its saved config: {err}") from None
+
+
+def saved_recipe(weights: str | os.PathLike[str]) -> dict[str, Any]:
+    """The recipe a checkpoint was trained with (the ``config`` that ``fapn train`` stores in every checkpoint),
+    for commands given a checkpoint and no recipe: its data is the data the model was trained and validated on.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: an unreadable file, or a checkpoint that stores no recipe (weights only).
+    """
+    config = load_checkpoint(weights).get("config")
+    if not isinstance(config, Mapping):
+        raise ValueError(
+            f"{weights} stores no recipe (only weights): name the recipe it was trained with, "
+            f"e.g. fapn eval RECIPE --weights {weights}"
+        )
+    return dict(config)
 
 
 def rng_state() -> dict[str, Any]:
@@ -255,17 +318,42 @@ class RunLogger:
     def __init__(self, output_dir: Path, enabled: bool, echo: bool = False) -> None:
         self.enabled = enabled
         self.echo = echo and enabled
+        self.output_dir = output_dir
         self.writer: Any = None
         self.jsonl: Any = None
         if not enabled:
             return
-        self.jsonl = open(output_dir / "log.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._open()
+
+    def _open(self, purge_step: int | None = None) -> None:
+        self.jsonl = open(self.output_dir / "log.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"))
+            self.writer = SummaryWriter(log_dir=str(self.output_dir / "tensorboard"), purge_step=purge_step)
         except ImportError:  # tensorboard is an optional dependency
             self.writer = None
+
+    def forget_after(self, iteration: int) -> None:
+        """Drop the records of the iterations after ``iteration`` (and a last line cut short): on resume from a
+        checkpoint at ``iteration``, those iterations run again, and the log keeps one record per iteration, as
+        an uninterrupted run's. TensorBoard drops its events after ``iteration`` too (``purge_step``)."""
+        if not self.enabled:
+            return
+        self.close()
+        path = self.output_dir / "log.jsonl"
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+            try:
+                record = json.loads(line)
+            except ValueError:  # a line the kill cut short
+                continue
+            if int(record.get("iteration", 0)) <= iteration:
+                kept.append(line + "\n")
+        tmp = path.with_name(".log.jsonl.tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)
+        self._open(purge_step=iteration + 1)
 
     def log(self, iteration: int, record: Mapping[str, Any]) -> None:
         if not self.enabled:
@@ -424,6 +512,7 @@ class Trainer:
         self.last_metrics = metrics.get("val")
         self._rng_to_restore = checkpoint["rng"]
         self.resumed_from = path
+        self.logger.forget_after(self.iteration)  # iterations logged after the checkpoint run again
 
     # -- validation ----------------------------------------------------------------------------------------------
     def validate(self, evaluate: Callable[[int], dict[str, Any]]) -> dict[str, Any]:
@@ -501,14 +590,13 @@ class Trainer:
                 lr = self.optimizer.param_groups[0]["lr"]
                 self.scheduler.step()
                 self.iteration += 1
-                world = self.ctx.world_size
-                loss_value = loss.item() / world
+                loss_value, parts = _mean_over_processes(loss, losses, self.ctx.world_size)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}")
                 if self.iteration % self.log_period == 0 or self.iteration == self.iterations:
                     record: dict[str, Any] = {"loss": loss_value, "lr": lr}
                     if len(losses) > 1:
-                        record.update({k: float(v.detach()) / world for k, v in losses.items()})
+                        record.update(parts)
                     history.append({"iteration": self.iteration, **record})
                     self.logger.log(self.iteration, {"train": record, "time": time.perf_counter() - began})
                 if (
@@ -535,6 +623,20 @@ class Trainer:
 
     def close(self) -> None:
         self.logger.close()
+
+
+def _mean_over_processes(loss: Tensor, losses: Mapping[str, Tensor], world_size: int) -> tuple[float, dict[str, float]]:
+    """The loss and its terms as one process logs them for the whole global batch: the mean over the processes.
+
+    Under DDP each process holds the loss of its share of the batch (the semantic loss is scaled so that DDP's
+    gradient averaging gives the one-process gradient), so one rank's value is not the run's loss; every process
+    must call this at the same iterations (it all-reduces).
+    """
+    values = torch.stack([loss.detach().float(), *(v.detach().float() for v in losses.values())])
+    if world_size > 1:
+        values = all_reduce_sum(values) / world_size
+    total, *terms = values.tolist()
+    return total, dict(zip(losses, terms))
 
 
 def _headline(scores: Mapping[str, Any]) -> dict[str, Any]:

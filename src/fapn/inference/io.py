@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fapn.data.base import image_to_rgb
+
 __all__ = ["IMAGE_EXTENSIONS", "collect_images", "load_image", "save_label_png", "save_rgb_png"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -56,15 +58,17 @@ def collect_images(inputs: Iterable[str | os.PathLike[str]], recursive: bool = F
 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """An image file as ``[H, W, 3]`` uint8 RGB (grey and RGBA are converted).
+    """An image file as ``[H, W, 3]`` uint8 RGB: any bit depth and mode, converted by
+    :func:`fapn.data.base.image_to_rgb` (16-bit scaled to 8 bits; grey, palette and RGBA converted).
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: a file that cannot be decoded as an image (truncated, not an image), naming it.
+        ValueError: a file that cannot be decoded as an image (truncated, not an image) or converted to RGB
+            (floating point), naming it.
     """
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return image_to_rgb(image)
     except FileNotFoundError:
         raise FileNotFoundError(f"image not found: {path}") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:

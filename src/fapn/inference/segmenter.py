@@ -13,7 +13,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
-from fapn.data.base import IMAGENET_MEAN, IMAGENET_STD
+from fapn.data.base import IMAGENET_MEAN, IMAGENET_STD, image_to_rgb
 from fapn.inference.io import load_image
 from fapn.inference.sliding_window import sliding_window_logits
 from fapn.runtime import PRECISIONS, prepare_inference, resolve_device
@@ -29,7 +29,7 @@ def _to_uint8_chw(image: ImageLike) -> Tensor:
     if isinstance(image, (str, os.PathLike)):
         image = load_image(image)
     if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
+        image = image_to_rgb(image)
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an [H, W, 3] RGB array, got shape {image.shape}")

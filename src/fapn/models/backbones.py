@@ -73,7 +73,9 @@ def load_resnet_weights(model: torchvision.models.ResNet, name: str, weights: Ba
 
     Raises:
         FileNotFoundError: a path that does not exist.
-        RuntimeError: torchvision weights that cannot be downloaded (offline), with what to do instead.
+        ValueError: weights that do not fit ``name`` (another network's), naming the keys or shapes.
+        FileNotFoundError: torchvision weights neither in torch's cache nor downloadable (offline), with what to
+            do instead.
     """
     if weights is None:
         return
@@ -99,20 +101,22 @@ def load_resnet_weights(model: torchvision.models.ResNet, name: str, weights: Ba
         try:
             state_dict = enum_weights.get_state_dict(progress=True, check_hash=True)
         except (urllib.error.URLError, OSError, RuntimeError) as err:
-            raise RuntimeError(
+            raise FileNotFoundError(
                 f"could not download {name} weights {enum_weights} from {enum_weights.url} ({err}). "
                 "Without internet access, download that file on another machine and pass its path as "
                 "weights_backbone, or copy it into torch's cache "
                 f"({Path(torch.hub.get_dir()) / 'checkpoints'})."
             ) from err
         source = str(enum_weights)
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    except RuntimeError as err:  # tensors of another shape: another network's weights
+        detail = " ".join(str(err).split("\n", 1)[-1].split())
+        raise ValueError(f"weights from {source} do not fit {name}: {detail[:300]}") from None
     missing = [k for k in missing if not k.startswith("fc.")]
     unexpected = [k for k in unexpected if not k.startswith("fc.")]
     if missing or unexpected:
-        raise RuntimeError(
-            f"weights from {source} do not fit {name}: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
+        raise ValueError(f"weights from {source} do not fit {name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
 def resnet_body(
@@ -307,7 +311,8 @@ def timm_backbone(
     Raises:
         ValueError: an unknown name, or strides the encoder does not have.
         FileNotFoundError: a weights path that does not exist.
-        RuntimeError: pretrained weights that cannot be downloaded (offline), with what to do instead.
+        ValueError: a weights file that does not fit the encoder.
+        FileNotFoundError: pretrained weights neither cached nor downloadable (offline), with what to do instead.
 
     Example:
         >>> body = timm_backbone("resnet10t", strides=(8, 16, 32))
@@ -369,11 +374,11 @@ def timm_backbone(
         )
     except (urllib.error.URLError, OSError, RuntimeError) as err:
         if weights_file is not None:
-            raise RuntimeError(f"weights from {weights_file} do not fit timm:{full_name}: {err}") from err
+            raise ValueError(f"weights from {weights_file} do not fit timm:{full_name}: {err}") from err
         cfg = timm.get_pretrained_cfg(full_name)
         source = (getattr(cfg, "hf_hub_id", None) or getattr(cfg, "url", None) or full_name) if cfg else full_name
         hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
-        raise RuntimeError(
+        raise FileNotFoundError(
             f"could not load timm weights for {full_name} from {source} ({type(err).__name__}: {err}). "
             "Without internet access, download the checkpoint on another machine and pass its path as "
             f"weights_backbone, or copy the Hugging Face cache ({Path(hf_home) / 'hub'}) over."

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import functools
 import inspect
@@ -89,7 +90,9 @@ def get_model_builder(name: str) -> Callable[..., nn.Module]:
     """The builder registered as ``name``; a ``ValueError`` naming the known models otherwise."""
     _ensure_loaded()
     if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {sorted(_MODELS)}")
+        close = difflib.get_close_matches(name, list(_MODELS), n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown model {name!r}{hint}; known models: {sorted(_MODELS)}")
     return _MODELS[name]
 
 

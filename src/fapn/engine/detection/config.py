@@ -65,7 +65,7 @@ class DetectionDataConfig:
         train_annotations, val_annotations: instances JSON (AP is computed when ``val_annotations`` is set).
         train_panoptic_json, val_panoptic_json, train_panoptic_root, val_panoptic_root: panoptic JSON/PNGs.
         synthetic: ``make_synthetic_coco`` arguments plus ``num_train``/``num_val``.
-        num_workers: loader processes.
+        num_workers: loader processes (at most one per usable core is started).
     """
 
     format: Literal["coco", "coco_panoptic", "synthetic"] = "coco"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,7 @@ def print_metrics(metrics: dict[str, Any]) -> None:
 
 
 def run_eval(
-    config_path: str,
+    config_path: str | Mapping[str, Any],
     overrides: list[str],
     weights: str,
     output: str | None,
@@ -120,9 +121,12 @@ def run_eval(
     progress: bool = True,
 ) -> int:
     """``fapn eval`` for detection tasks: load ``weights`` (a fapn checkpoint or a state dict), evaluate on the
-    config's val split, print the metrics and write them as JSON to ``output`` if given.
+    config's val split, print the metrics and write them as JSON to ``output`` (default: ``WEIGHTS_eval.json``
+    next to the weights, as for semantic segmentation).
 
     Args:
+        config_path: a recipe (shipped name or YAML file), or a recipe as a dict (the one a checkpoint stores,
+            see :func:`fapn.engine.trainer.saved_recipe`); ``overrides`` apply to either.
         device: ``auto``, ``cpu``, ``cuda``... (``None``: the recipe's ``train.device``).
         threads: torch CPU threads (``None``: the recipe's ``train.threads``, else torch's default, one per core).
         progress: a tqdm bar.
@@ -132,11 +136,15 @@ def run_eval(
         ValueError: an unreadable file, or weights of another model.
     """
     from fapn.checkpoint import load_state_dict_file
+    from fapn.config import config_from_dict
     from fapn.engine.detection.data import build_datasets
     from fapn.engine.detection.train import build_model, load_detection_config
     from fapn.runtime import resolve_device, set_threads
 
-    cfg = load_detection_config(config_path, overrides)
+    if isinstance(config_path, Mapping):
+        cfg = config_from_dict(config_path, DetectionConfig, overrides)
+    else:
+        cfg = load_detection_config(config_path, overrides)
     set_threads(threads if threads is not None else cfg.train.threads)
     torch_device = resolve_device(device or cfg.train.device, "--device" if device else "train.device")
     state = load_state_dict_file(weights)
@@ -150,7 +158,8 @@ def run_eval(
     model.to(torch_device)
     metrics = evaluate(model, dataset, cfg, progress=progress)
     print_metrics(metrics)
-    if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(json.dumps(metrics, indent=2))
+    output_path = Path(output) if output else Path(weights).with_name(Path(weights).stem + "_eval.json")
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    output_path.write_text(json.dumps(metrics, indent=2))
+    print(f"scores written to {output_path}")
     return 0

@@ -133,6 +133,20 @@ def train(
     Returns:
         the final metrics, plus ``iterations`` done and ``train_seconds``.
     """
+    from fapn.engine.trainer import removed_if_start_fails
+
+    with removed_if_start_fails(output_dir or cfg.train.output_dir):  # a failed start leaves no empty folder
+        return _train(cfg, output_dir, resume, progress, overwrite, stop_after)
+
+
+def _train(
+    cfg: DetectionConfig,
+    output_dir: str | os.PathLike[str] | None,
+    resume: bool,
+    progress: bool,
+    overwrite: bool,
+    stop_after: int | None,
+) -> dict[str, Any]:
     from fapn.config import config_from_dict, config_to_dict
     from fapn.data.coco_detection import collate_detection
     from fapn.data.sampler import StreamDataset, StreamSampler
@@ -140,7 +154,7 @@ def train(
     from fapn.engine.lr_schedule import lr_multiplier
     from fapn.engine.optimizer import build_optimizer
     from fapn.engine.trainer import Trainer, load_resume_checkpoint, prepare_output_dir, startup_summary
-    from fapn.runtime import set_threads
+    from fapn.runtime import loader_workers, set_threads
 
     config_from_dict(config_to_dict(cfg), DetectionConfig)  # every value checked, before any data is read
     ctx = init_distributed(cfg.train.device)
@@ -221,7 +235,7 @@ def train(
         batch_size=cfg.train.batch_size,
         sampler=StreamSampler(cfg.train.batch_size, trainer.iteration),
         collate_fn=collate_detection,
-        num_workers=cfg.data.num_workers,
+        num_workers=loader_workers(cfg.data.num_workers),
         drop_last=True,
         generator=torch.Generator().manual_seed(cfg.train.seed),  # the iterator draws nothing from the training RNG
     )

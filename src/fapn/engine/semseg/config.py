@@ -75,7 +75,7 @@ class DataConfig:
         scales: random scale factors (the paper's set by default).
         hflip: random horizontal flip.
         mean, std: normalisation (ImageNet statistics, on 0..1 images).
-        num_workers: data loader processes per training process.
+        num_workers: data loader processes per training process (at most one per usable core is started).
         options: extra keyword arguments of the dataset (e.g. ``classes_file`` for ``folder``, ``size`` and
             ``num_images`` for ``synthetic``).
         val_options: options that differ for the validation split (merged over ``options``).

@@ -5,7 +5,7 @@ official submission format (Cityscapes: label ids, full resolution, one file per
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +164,7 @@ def class_mismatch(
 
 
 def run_eval(
-    config_path: str,
+    config_path: str | Mapping[str, Any],
     overrides: list[str],
     weights: str,
     output: str | None,
@@ -181,6 +181,8 @@ def run_eval(
     """``fapn eval`` for semantic segmentation: print a per-class table and write the scores as JSON.
 
     Args:
+        config_path: a recipe (shipped name or YAML file), or a recipe as a dict (the one a checkpoint stores,
+            see :func:`fapn.engine.trainer.saved_recipe`); ``overrides`` apply to either.
         precision: ``fp32``, ``bf16`` or ``fp16`` (CUDA), see :func:`fapn.runtime.prepare_inference`.
         threads: torch CPU threads (``None``: the recipe's ``train.threads``, else torch's default, one per core).
         progress: a tqdm bar (off: no carriage returns in logs).
@@ -189,14 +191,17 @@ def run_eval(
     import sys
 
     from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
-    from fapn.config import load_config
+    from fapn.config import config_from_dict, load_config
     from fapn.data.build import build_dataset
     from fapn.data.transforms import eval_transforms
     from fapn.engine.semseg.config import SegmentationConfig
     from fapn.metrics import format_table
     from fapn.runtime import set_threads
 
-    cfg = load_config(config_path, SegmentationConfig, overrides)
+    if isinstance(config_path, Mapping):
+        cfg = config_from_dict(config_path, SegmentationConfig, overrides)
+    else:
+        cfg = load_config(config_path, SegmentationConfig, overrides)
     set_threads(threads if threads is not None else cfg.train.threads)
     torch_device = resolve_device(device)
     checkpoint = load_checkpoint(weights, map_location=torch_device)

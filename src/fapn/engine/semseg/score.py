@@ -3,7 +3,8 @@
 Cityscapes predictions are in the official submission format: label ids (not train ids), full resolution,
 one PNG per image whose name starts with the image's ``{city}_{sequence}_{frame}``. Label ids of classes not
 evaluated count as wrong predictions (a false negative of the true class), as in ``cityscapesscripts``.
-Other datasets: one index PNG of train ids per image, named after the image (``NAME.png``).
+Other datasets: one index PNG of train ids per image, named after the image: ``NAME.png`` (what ``fapn eval
+--save-predictions`` writes) or ``NAME_label.png`` (what ``fapn predict`` writes, beside its colour pictures).
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from fapn.data.cityscapes import CITYSCAPES_LABEL_TO_TRAIN
 from fapn.metrics import DEFAULT_BOUNDARY_WIDTH, BoundaryConfusionMatrix, ConfusionMatrix, class_count_warning
 from fapn.metrics.small_objects import small_object_recall_for
 
-__all__ = ["score_predictions"]
+__all__ = ["score_predictions", "PREDICT_SUFFIXES"]
+
+PREDICT_SUFFIXES = ("_label", "_color", "_overlay")
+"""The endings of the file names ``fapn predict`` writes (``NAME_label.png`` holds the class indices)."""
 
 
 def _cityscapes_key(name: str) -> str:
@@ -66,7 +70,12 @@ def score_predictions(
     dataset = build_dataset(dataset_name, gt_root, split, None, **options)
     is_cityscapes = dataset.info.name == "cityscapes"
     predictions: dict[str, Path] = {}
-    for path in pred_dir.rglob("*.png"):
+    for path in sorted(pred_dir.rglob("*.png")):
+        if is_cityscapes and path.stem.endswith(PREDICT_SUFFIXES):
+            raise ValueError(
+                f"{path} is named as 'fapn predict' names its pictures (train ids, colours); a Cityscapes "
+                "submission holds label ids: write it with 'fapn eval --save-predictions DIR'"
+            )
         key = _cityscapes_key(path.stem) if is_cityscapes else path.stem
         if key in predictions:
             raise ValueError(f"two predictions for the same image: {predictions[key]} and {path}")
@@ -81,13 +90,20 @@ def score_predictions(
     small = small_object_recall_for(names)
     for index in tqdm(range(len(dataset)), desc="score", disable=not progress):
         name = dataset.sample_name(index)
-        key = _cityscapes_key(name) if is_cityscapes else name
-        if key not in predictions:
+        keys = [_cityscapes_key(name)] if is_cityscapes else [name, f"{name}_label"]
+        found = [predictions[key] for key in keys if key in predictions]
+        if not found:
             raise FileNotFoundError(
                 f"no prediction for {name} in {pred_dir}: expected "
-                + (f"a PNG named {key}*.png (label ids)" if is_cityscapes else f"{name}.png (class indices)")
+                + (
+                    f"a PNG named {keys[0]}*.png (label ids)"
+                    if is_cityscapes
+                    else f"{name}.png or {name}_label.png (class indices)"
+                )
             )
-        pred_path = predictions[key]
+        if len(found) > 1:
+            raise ValueError(f"two predictions for {name}: {found[0]} and {found[1]}; keep one")
+        pred_path = found[0]
         try:
             raw = read_label(pred_path).astype(np.int64)
         except SampleError as err:

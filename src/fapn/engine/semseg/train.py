@@ -40,10 +40,11 @@ from fapn.engine.trainer import (
     Trainer,
     load_resume_checkpoint,
     prepare_output_dir,
+    removed_if_start_fails,
     resume_run_config,
     startup_summary,
 )
-from fapn.runtime import autocast, set_threads
+from fapn.runtime import autocast, loader_workers, set_threads
 
 __all__ = [
     "train",
@@ -350,6 +351,19 @@ def train(
         ValueError: a bad recipe, a folder holding a run, a resume with a different recipe, unreadable data.
         FileNotFoundError: missing data, or ``resume`` without ``last.pt``.
     """
+    with removed_if_start_fails(output_dir or cfg.train.output_dir):  # a failed start leaves no empty folder
+        return _train(cfg, output_dir, resume, progress, stop_after, overwrite, keep_best)
+
+
+def _train(
+    cfg: SegmentationConfig,
+    output_dir: str | os.PathLike[str] | None,
+    resume: bool,
+    progress: bool,
+    stop_after: int | None,
+    overwrite: bool,
+    keep_best: bool,
+) -> dict[str, Any]:
     _check_config(cfg)
     ctx = init_distributed(cfg.train.device)
     set_threads(cfg.train.threads)
@@ -456,7 +470,7 @@ def train(
         StreamDataset(train_set, cfg.train.seed),
         batch_size=global_batch // ctx.world_size,
         sampler=StreamSampler(global_batch, trainer.iteration, ctx.rank, ctx.world_size),
-        num_workers=cfg.data.num_workers,
+        num_workers=loader_workers(cfg.data.num_workers),
         pin_memory=ctx.device.type == "cuda",
         drop_last=True,
         persistent_workers=False,
