@@ -172,8 +172,6 @@ def test_help_says_each_default_once_and_none_for_required_options() -> None:
     checked = 0
     for group in build_parser()._subparsers._group_actions:
         for command, sub in group.choices.items():
-            if command == "benchmark":  # its parser has its own formatter; it joins this check once it takes ours
-                continue
             for action in sub._actions:
                 if not action.option_strings or action.help == argparse.SUPPRESS:
                     continue

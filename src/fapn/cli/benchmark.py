@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from fapn.cli.common import THREADS_HELP, add_threads_argument, parse_size
+from fapn.cli.common import THREADS_HELP, HelpFormatter, add_threads_argument, parse_size
 
 __all__ = ["register", "run", "requested_sizes"]
 
@@ -25,7 +25,7 @@ def register(subparsers: Any) -> None:
             "(fvcore convention, deformable sampling not counted). Example: fapn benchmark --variants fpn fapn "
             "--sizes 768x1536 1024x2048 --runtimes torch onnxruntime --repeats 5"
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--variants", nargs="*", default=["fpn", "fapn"], help="untrained real-time models (variants)")
     parser.add_argument("--weights", nargs="*", default=[], help="checkpoints to time as well")

@@ -7,6 +7,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from fapn.cli.common import HelpFormatter
+
 __all__ = ["register", "run_export", "run_push"]
 
 
@@ -27,7 +29,7 @@ def register(subparsers: Any) -> None:
     export = actions.add_parser(
         "export",
         help="write a run's best model or a checkpoint as a hub folder",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     export.add_argument("src", metavar="SRC", help="a 'fapn train' output folder or a checkpoint (.pt)")
     export.add_argument("--out", required=True, help="the hub folder to write")
