@@ -195,6 +195,38 @@ def test_a_library_built_for_one_cpu_is_never_loaded_on_another(monkeypatch: pyt
 
 
 @pytest.mark.skipif(not cpu_backend.kernels_available(), reason="no C++ compiler here")
+def test_kernels_built_for_avx2_use_no_avx512_and_compute_the_same(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """What an AVX2-only host builds (-march=haswell), built and run here: not one AVX-512 instruction in the
+    library, and every dtype's result as with the host's build."""
+    import shutil
+    import subprocess
+
+    x, offset, weight, bias, mask = _inputs(5)
+    expected = {
+        dtype: deform_conv2d(
+            *(t.to(dtype) for t in (x, offset, weight, bias)), padding=1, mask=mask.to(dtype), backend="cpu"
+        )  # fmt: skip
+        for dtype in (torch.float32, torch.float64, torch.bfloat16)
+    }
+    monkeypatch.setenv("FAPN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv(cpu_backend.MARCH_ENV_VAR, "haswell")
+    cpu_backend.load_kernels.cache_clear()
+    try:
+        assert cpu_backend.load_kernels() is not None
+        (library,) = tmp_path.glob("deform_conv_cpu-*.so")
+        if shutil.which("objdump"):
+            listing = subprocess.run(["objdump", "-d", str(library)], capture_output=True, text=True).stdout
+            assert "ymm" in listing and "zmm" not in listing  # AVX2 vectors, no AVX-512 register anywhere
+        for dtype, reference in expected.items():
+            out = deform_conv2d(*(t.to(dtype) for t in (x, offset, weight, bias)), padding=1, mask=mask.to(dtype),
+                                backend="cpu")  # fmt: skip
+            tolerance = {torch.float32: 1e-5, torch.float64: 1e-12, torch.bfloat16: 1e-2}[dtype]
+            torch.testing.assert_close(out, reference, rtol=tolerance, atol=tolerance)
+    finally:
+        cpu_backend.load_kernels.cache_clear()
+
+
+@pytest.mark.skipif(not cpu_backend.kernels_available(), reason="no C++ compiler here")
 def test_kernels_cache_falls_back_to_a_temporary_folder(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     """A cache directory that cannot be created (read-only home): the library goes to a per-user temp folder."""
     blocker = tmp_path / "not-a-directory"

@@ -56,6 +56,19 @@ _BACKWARD_DTYPE = {torch.float32: torch.float32, torch.float64: torch.float64, t
 _IMAGE_LAYOUT, _ROWS_LAYOUT = 0, 1  # the samples layouts of csrc/deform_conv_cpu.cpp
 
 
+MARCH_ENV_VAR = "FAPN_KERNEL_MARCH"
+"""``-march`` target for the kernels instead of ``native`` (e.g. ``haswell``: AVX2 and FMA, no AVX-512). Building
+for an older instruction set than the host's runs the code an AVX2-only machine runs, on this one: that is how the
+tests and benchmarks check that path. Empty or unset: ``native``."""
+
+
+def _flag_sets() -> tuple[tuple[str, ...], ...]:
+    march = os.environ.get(MARCH_ENV_VAR)
+    if not march:
+        return _FLAG_SETS
+    return ((f"-march={march}", "-fopenmp"), *_FLAG_SETS[1:])
+
+
 def _cache_dirs() -> list[Path]:
     """Where the compiled library may live: the user's cache, then a per-user temporary folder (read-only home)."""
     root = os.environ.get("FAPN_CACHE_DIR") or os.path.join(
@@ -126,7 +139,7 @@ def load_kernels() -> ctypes.CDLL | None:
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    for flags in _FLAG_SETS:
+    for flags in _flag_sets():
         key = hashlib.sha256(
             b"\0".join([source, " ".join(flags).encode(), version.encode(), _cpu_fingerprint().encode()])
         ).hexdigest()[:16]
