@@ -205,7 +205,7 @@ def test_kernels_built_for_avx2_use_no_avx512_and_compute_the_same(monkeypatch: 
     expected = {
         dtype: deform_conv2d(
             *(t.to(dtype) for t in (x, offset, weight, bias)), padding=1, mask=mask.to(dtype), backend="cpu"
-        )  # fmt: skip
+        )
         for dtype in (torch.float32, torch.float64, torch.bfloat16)
     }
     monkeypatch.setenv("FAPN_CACHE_DIR", str(tmp_path))
