@@ -13,6 +13,12 @@ Three sections, each timed side by side (candidates take turns, round by round, 
 Run it on a quiet machine (the load average is recorded before and after, and a warning printed when it says
 other work ran). Every figure names the CPU and the instruction-set flags that decide the fast paths.
 
+An AVX2-only host can be emulated on an AVX-512 one by capping every library's instruction set:
+``ATEN_CPU_CAPABILITY=avx2`` (PyTorch's kernels), ``ONEDNN_MAX_CPU_ISA=AVX2`` (oneDNN's convolutions and
+matmuls) and ``FAPN_KERNEL_MARCH=haswell`` (fapn's sampling kernels); the caps in force are recorded in the JSON
+and printed with the tables. onnxruntime has no such cap, so leave it out there (``--no-onnx``). The clock and
+caches stay the AVX-512 machine's: an emulation of the instruction set, not of another CPU.
+
     python benchmarks/cpu_paths.py                                   # all sections, 1 and 2 threads
     python benchmarks/cpu_paths.py --sections op --threads 2 --rounds 7
     python benchmarks/cpu_paths.py --out benchmarks/results/cpu/avx512.json
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -45,6 +52,7 @@ OP_SHAPES = {  # name: (channels, height, width)
     "256ch 50x76 (detection, stride 16)": (256, 50, 76),
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "FAPN_KERNEL_MARCH")
 LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
@@ -220,6 +228,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [f"{cpu['model']}, {cpu['cores']} cores, flags {', '.join(cpu['flags'])}, torch {cpu['torch']} "
              f"(dispatch {cpu['torch_cpu_capability']}); load average {result['load_before']:.2f} before, "
              f"{result['load_after']:.2f} after"]  # fmt: skip
+    if result.get("isa_caps"):
+        lines[0] += "; instruction set capped: " + ", ".join(f"{k}={v}" for k, v in result["isa_caps"].items())
     op = [r for r in result.get("op", []) if r["pass"] == "forward"]
     if op:
         lines += [
@@ -269,8 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     shrink, train_batch, train_size = 1, 8, (176, 240)
     if args.smoke:
         sizes, shrink, train_batch, train_size, args.rounds = [(64, 96)], 8, 2, (64, 64), 1
+    caps = {k: os.environ[k] for k in ISA_CAPS if os.environ.get(k)}
     result: dict[str, Any] = {"cpu": cpu_description(), "command": " ".join(["python", *sys.argv]),
-                              "rounds": args.rounds, "load_before": machine_load()}  # fmt: skip
+                              "isa_caps": caps, "rounds": args.rounds, "load_before": machine_load()}  # fmt: skip
     print(f"# {result['cpu']}", flush=True)
     for threads in args.threads:
         torch.set_num_threads(threads)
