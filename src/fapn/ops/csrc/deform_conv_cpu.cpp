@@ -74,38 +74,6 @@ struct Geometry {
   int64_t pixels() const { return H_out * W_out; }
 };
 
-// The four corners of one sample: element offsets into the image (of a Cg-channel run) and bilinear weights.
-// Returns false when the sample lies entirely outside (all weights zero).
-template <typename T>
-struct Sample {
-  int64_t index[4];
-  T weight[4];
-  bool valid[4];
-  T ly, lx, hy, hx;
-};
-
-template <typename T>
-inline bool locate(const Geometry& g, T y, T x, int64_t channel0, Sample<T>& s) {
-  if (!(y > T(-1) && y < T(g.H) && x > T(-1) && x < T(g.W))) return false;  // NaN lands here too
-  const T fy = std::floor(y), fx = std::floor(x);
-  const int64_t y0 = static_cast<int64_t>(fy), x0 = static_cast<int64_t>(fx);
-  s.ly = y - fy;
-  s.lx = x - fx;
-  s.hy = T(1) - s.ly;
-  s.hx = T(1) - s.lx;
-  const int64_t ys[2] = {y0, y0 + 1}, xs[2] = {x0, x0 + 1};
-  const T wy[2] = {s.hy, s.ly}, wx[2] = {s.hx, s.lx};
-  for (int a = 0; a < 2; ++a) {
-    for (int b = 0; b < 2; ++b) {
-      const int c = 2 * a + b;
-      s.valid[c] = ys[a] >= 0 && ys[a] < g.H && xs[b] >= 0 && xs[b] < g.W;
-      s.weight[c] = s.valid[c] ? wy[a] * wx[b] : T(0);
-      s.index[c] = s.valid[c] ? (ys[a] * g.W + xs[b]) * g.C + channel0 : channel0;
-    }
-  }
-  return true;
-}
-
 // Where the samples of output pixel p go and where they are taken from, with the integer divisions done once per
 // pixel or once per call rather than per sample (no measurable speed-up here, but no slower and no less clear).
 struct Sites {
@@ -261,7 +229,7 @@ template <typename T>
 void im2col(const Geometry& g, int layout, int64_t row_begin, int64_t row_end, const T* image, const T* offset,
             const T* mask, T* __restrict__ samples, int threads) {
   using S = typename Compute<T>::type;
-  const int64_t K = g.taps(), Cg = g.C / g.G, P = g.pixels();
+  const int64_t K = g.taps(), Cg = g.C / g.G;
   const Sites sites(g, layout, row_begin);
   const std::vector<T> zeros(Cg, store<T>(S(0)));  // what a corner outside the image reads
   const std::vector<T> ones(kBlock, store<T>(S(1)));  // the mask of DCNv1
@@ -322,37 +290,47 @@ void col2im(const Geometry& g, int layout, int64_t row_begin, int64_t row_end, c
   const int parts = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, (p_end - p_begin) / 64)));
   std::vector<std::vector<T>> private_grads(parts - 1, std::vector<T>(image_size, T(0)));
   const Sites sites(g, layout, row_begin);
+  const std::vector<T> ones(kBlock, T(1));  // the mask of DCNv1
+  // Blocks of kBlock pixels, as im2col: the corners of one group and tap for the whole block are vector code, and
+  // the offset and mask gradients of a block are contiguous runs.
   auto body = [&](int64_t chunk_begin, int64_t chunk_end, T* acc) {
-    for (int64_t p = chunk_begin; p < chunk_end; ++p) {
-      int64_t y0, x0, pixel_slot;
-      sites.pixel(p, y0, x0, pixel_slot);
+    Corners<T> c;
+    alignas(64) T base_y[kBlock], base_x[kBlock], tap_y[kBlock], tap_x[kBlock];
+    int64_t slots[kBlock];
+    for (int64_t p = chunk_begin; p < chunk_end; p += kBlock) {
+      const int64_t count = std::min(kBlock, chunk_end - p);
+      for (int64_t b = 0; b < count; ++b) {
+        int64_t y0, x0;
+        sites.pixel(p + b, y0, x0, slots[b]);
+        base_y[b] = T(y0);
+        base_x[b] = T(x0);
+      }
       for (int64_t k = 0; k < K; ++k) {
-        const T* slot_grads = grad_samples + pixel_slot + sites.tap_slot[k];
+        for (int64_t b = 0; b < count; ++b) {
+          tap_y[b] = base_y[b] + T(sites.tap_dy[k]);
+          tap_x[b] = base_x[b] + T(sites.tap_dx[k]);
+        }
         for (int64_t grp = 0; grp < g.G; ++grp) {
-          const T* gc = slot_grads + grp * Cg;
           const int64_t slot = (grp * K + k) * P + p, offset_slot = 2 * (grp * K + k) * P + p;
-          const T y = T(y0 + sites.tap_dy[k]) + offset[offset_slot], x = T(x0 + sites.tap_dx[k]) + offset[offset_slot + P];
-          Sample<T> s;
-          if (!locate(g, y, x, grp * Cg, s)) {
-            grad_offset[offset_slot] = T(0);
-            grad_offset[offset_slot + P] = T(0);
-            if (grad_mask) grad_mask[slot] = T(0);
-            continue;
-          }
-          const T m = mask ? mask[slot] : T(1);
-          // sum_c gc[c] * v_corner[c] for each corner; everything else follows from these four dot products.
-          T dots[4] = {T(0), T(0), T(0), T(0)};
-          for (int corner = 0; corner < 4; ++corner) {
-            if (!s.valid[corner]) continue;
-            dots[corner] = dot(gc, image + s.index[corner], Cg);
-            axpy(s.weight[corner] * m, gc, acc + s.index[corner], Cg);
-          }
-          // value = hy*hx*v0 + hy*lx*v1 + ly*hx*v2 + ly*lx*v3
-          grad_offset[offset_slot] = m * (s.hx * (dots[2] - dots[0]) + s.lx * (dots[3] - dots[1]));
-          grad_offset[offset_slot + P] = m * (s.hy * (dots[1] - dots[0]) + s.ly * (dots[3] - dots[2]));
-          if (grad_mask) {
-            grad_mask[slot] =
-                s.weight[0] * dots[0] + s.weight[1] * dots[1] + s.weight[2] * dots[2] + s.weight[3] * dots[3];
+          const T* m = mask ? mask + slot : ones.data();
+          corners(g, offset + offset_slot, offset + offset_slot + P, m, tap_y, tap_x, count, grp * Cg, c);
+          for (int64_t b = 0; b < count; ++b) {
+            const T* gc = grad_samples + slots[b] + sites.tap_slot[k] + grp * Cg;
+            // sum_c gc[c] * v_corner[c] for each corner (0 for a corner outside the image); everything else
+            // follows from these four dot products
+            T dots[4];
+            for (int corner = 0; corner < 4; ++corner) {
+              const int64_t at = c.index[corner][b];
+              dots[corner] = at >= 0 ? dot(gc, image + at, Cg) : T(0);
+              if (at >= 0) axpy(c.weight[corner][b], gc, acc + at, Cg);  // the weight includes the mask
+            }
+            // value = hy*hx*v0 + hy*lx*v1 + ly*hx*v2 + ly*lx*v3 (ly = lx = 0 outside, where every dot is 0)
+            const T ly = c.ly[b], lx = c.lx[b], hy = T(1) - ly, hx = T(1) - lx, mb = m[b];
+            grad_offset[offset_slot + b] = mb * (hx * (dots[2] - dots[0]) + lx * (dots[3] - dots[1]));
+            grad_offset[offset_slot + P + b] = mb * (hy * (dots[1] - dots[0]) + ly * (dots[3] - dots[2]));
+            if (grad_mask) {
+              grad_mask[slot + b] = hy * hx * dots[0] + hy * lx * dots[1] + ly * hx * dots[2] + ly * lx * dots[3];
+            }
           }
         }
       }
