@@ -195,6 +195,18 @@ def test_record_alignment_matches_the_model(checkpoints: tuple[Path, Path]) -> N
     assert fam.offset_groups == 8
 
 
+def test_record_alignment_of_a_bfloat16_model_gives_float32_pictures(checkpoints: tuple[Path, Path]) -> None:
+    """`fapn app --precision bf16` draws the offsets of a bfloat16 model: the records are float32, and close."""
+    image = _helpers.random_image(64, 96, 8)
+    reference = Segmenter.from_checkpoint(checkpoints[1])
+    seg = Segmenter.from_checkpoint(checkpoints[1], precision="bf16")
+    _, records = record_alignment(seg.model, seg.preprocess([image]))
+    _, expected = record_alignment(reference.model, reference.preprocess([image]))
+    assert all(r.displacement.dtype == r.mask.dtype == torch.float32 for r in records)
+    for r, e in zip(records, expected):
+        assert ((r.displacement - e.displacement).norm() / e.displacement.norm()).item() < 0.1
+
+
 def test_cli_compare_and_explain(
     checkpoints: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ) -> None:

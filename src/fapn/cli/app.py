@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fapn.cli.common import add_device_argument, add_threads_argument
+from fapn.cli.common import add_device_argument, add_precision_argument, add_threads_argument
 
 __all__ = ["register", "run", "DEMO_CHECKPOINTS"]
 
@@ -70,6 +70,7 @@ def register(subparsers: Any) -> None:
     )
     add_device_argument(parser)
     add_threads_argument(parser)
+    add_precision_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     device = setup_runtime(args)
     models: list[tuple[str, Segmenter]] = []
     for name, weights in pairs:
-        segmenter = Segmenter.from_checkpoint(weights, device=device)
+        segmenter = Segmenter.from_checkpoint(weights, device=device, precision=args.precision)
         title = name or model_label(segmenter.model, fallback=Path(weights).stem)
         if title in [existing for existing, _ in models]:
             title = f"{title} #{len(models) + 1}"

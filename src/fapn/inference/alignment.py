@@ -79,7 +79,7 @@ def record_alignment(model: nn.Module, images: Tensor) -> tuple[Tensor, list[Ali
             handle.remove()
     records = []
     for i, module in fams:
-        parts = module.align(*inputs[i])
+        parts = {name: t.float() for name, t in module.align(*inputs[i]).items()}  # float32 pictures, any dtype
         records.append(
             AlignmentRecord(
                 index=i,
