@@ -84,11 +84,12 @@ def op_inputs(channels: int, height: int, width: int, dtype: torch.dtype, layout
     return x
 
 
-def op_section(threads: int, rounds: int, shrink: int = 1) -> list[dict[str, Any]]:
+def op_section(threads: int, rounds: int, shrink: int = 1, dtypes: tuple[str, ...] = tuple(DTYPES)) -> list[dict]:
     rows = []
     for shape_name, (channels, height, width) in OP_SHAPES.items():
         channels, height, width = channels // shrink, height // shrink, width // shrink
-        for dtype_name, dtype in DTYPES.items():
+        for dtype_name in dtypes:
+            dtype = DTYPES[dtype_name]
             for layout_name, layout in LAYOUTS.items():
                 x = op_inputs(channels, height, width, dtype, layout)
 
@@ -145,7 +146,9 @@ def _model(variant: str, num_classes: int = 19) -> torch.nn.Module:
     return model.eval()
 
 
-def model_section(threads: int, rounds: int, sizes: list[tuple[int, int]], onnx: bool) -> list[dict[str, Any]]:
+def model_section(
+    threads: int, rounds: int, sizes: list[tuple[int, int]], onnx: bool, dtypes: tuple[str, ...] = tuple(DTYPES)
+) -> list[dict[str, Any]]:
     from fapn.export import export_onnx, quantize_onnx_int8
 
     models = {v: _model(v) for v in ("fpn", "fapn")}
@@ -155,7 +158,7 @@ def model_section(threads: int, rounds: int, sizes: list[tuple[int, int]], onnx:
             shape = (1, 3, height, width)
             macs = {v: profile_model(m, shape) for v, m in models.items()}
             settings: list[tuple[str, str, str]] = [
-                ("torch", d, layout) for d in DTYPES for layout in LAYOUTS
+                ("torch", d, layout) for d in dtypes for layout in LAYOUTS
             ]  # fmt: skip
             if onnx:
                 settings += [("onnxruntime", "float32", "contiguous"), ("onnxruntime-int8", "int8", "contiguous")]
@@ -190,13 +193,13 @@ def model_section(threads: int, rounds: int, sizes: list[tuple[int, int]], onnx:
 
 
 def train_section(
-    threads: int, rounds: int, batch: int = 8, size: tuple[int, int] = (176, 240)
+    threads: int, rounds: int, batch: int = 8, size: tuple[int, int] = (176, 240), bf16: bool = True
 ) -> list[dict[str, Any]]:
     g = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, *size, generator=g)
     labels = torch.randint(0, 12, (batch, *size), generator=g)
     rows = []
-    for amp in (False, True):
+    for amp in (False, True) if bf16 else (False,):
         steps = {}
         for variant in ("fpn", "fapn"):
             model = _model(variant, 11).train()
@@ -268,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="timed calls per candidate")
     parser.add_argument("--sizes", nargs="+", default=["768x1536", "1024x2048"], help="model input sizes HxW")
     parser.add_argument("--no-onnx", action="store_true", help="leave onnxruntime out of the model section")
+    parser.add_argument(
+        "--dtypes", nargs="+", choices=tuple(DTYPES), default=list(DTYPES),
+        help="PyTorch dtypes (bfloat16 also means the bfloat16-autocast training step)",
+    )  # fmt: skip
     parser.add_argument("--out", default=None, help="JSON file for the results")
     parser.add_argument("--markdown", default=None, help="JSON file of an earlier run: print its tables and exit")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, one round: checks the script runs")
@@ -286,14 +293,18 @@ def main(argv: list[str] | None = None) -> int:
     for threads in args.threads:
         torch.set_num_threads(threads)
         if "op" in args.sections:
-            result.setdefault("op", []).extend(op_section(threads, args.rounds, shrink))
+            result.setdefault("op", []).extend(op_section(threads, args.rounds, shrink, tuple(args.dtypes)))
         if "model" in args.sections:
-            result.setdefault("model", []).extend(model_section(threads, args.rounds, sizes, not args.no_onnx))  # type: ignore[arg-type]
+            result.setdefault("model", []).extend(
+                model_section(threads, args.rounds, sizes, not args.no_onnx, tuple(args.dtypes))  # type: ignore[arg-type]
+            )
         if "train" in args.sections:
-            result.setdefault("train", []).extend(train_section(threads, args.rounds, train_batch, train_size))
+            result.setdefault("train", []).extend(
+                train_section(threads, args.rounds, train_batch, train_size, "bfloat16" in args.dtypes)
+            )
     result["load_after"] = machine_load()
     busy = max(v for v in (result["load_before"], result["load_after"], 0.0) if v is not None)
-    if busy > 0.5 + (result["cpu"]["cores"] or 1) - max(args.threads):
+    if busy > max(args.threads) + 0.5:  # the run's own threads count in the load average
         print(f"warning: load average {busy:.1f}: other work shared the CPU; these are not figures of record",
               file=sys.stderr)  # fmt: skip
     print(markdown(result))

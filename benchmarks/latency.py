@@ -1,5 +1,6 @@
 """Latency of the real-time FPN baseline and FaPN (ResNet-18, 19 classes) in PyTorch and onnxruntime at the
-paper's 768x1536 and at full Cityscapes 1024x2048, batch 1: the figures of docs/benchmarks.md.
+paper's 768x1536 and at full Cityscapes 1024x2048, batch 1 (the figures of record of docs/benchmarks.md now come from
+benchmarks/cpu_paths.py, which covers every dtype, layout and runtime).
 
 Run:  .venv/bin/python benchmarks/latency.py [--threads 1] [--repeats 5] [extra 'fapn benchmark' options]
 

@@ -239,7 +239,8 @@ def reliability_warnings(
     Args:
         results: the measured rows.
         loads: load averages read around the run (``None`` entries are skipped). The run itself adds up to
-            ``threads``, so a load above ``cores - threads + 0.5`` means other work competed for the cores.
+            ``threads`` to the load, so a load above ``threads + 0.5`` means other work ran beside it, on its
+            cores or on the others (which share the caches and the memory bandwidth).
         threads: threads the benchmark used.
         cores: CPU cores (default ``os.cpu_count()``).
 
@@ -256,8 +257,7 @@ def reliability_warnings(
     cores = cores or os.cpu_count() or 1
     warnings: list[str] = []
     measured = [load for load in loads if load is not None]
-    limit = max(cores - threads, 0) + 0.5
-    if measured and max(measured) > limit:
+    if measured and max(measured) > threads + 0.5:
         warnings.append(
             f"load average {max(measured):.1f} on {cores} cores while timing with {threads} threads: other work "
             "shares the CPU, so times and ratios are unreliable; rerun on a quiet machine (or with fewer --threads)"

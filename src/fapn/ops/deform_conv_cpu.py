@@ -159,7 +159,7 @@ def kernels_available() -> bool:
     return load_kernels() is not None
 
 
-SAMPLE_TILE_BYTES = 16 << 20
+SAMPLE_TILE_BYTES = 8 << 20
 """Size of the samples buffer. The work is cut into tiles whose samples fit in it: several whole images per tile
 for small maps (fewer, larger GEMMs), a band of output rows of one image for large ones. This bounds the memory
 (the samples of a map are ``kh * kw`` times its size) and keeps the data in cache."""
