@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from fapn.config import apply_overrides, config_from_dict, config_to_dict, list_configs, load_config
-from fapn.engine.segmentation_config import PAPER_SCALES, SegmentationConfig
+from fapn.engine.semseg.config import PAPER_SCALES, SegmentationConfig
 
 
 def semseg_configs() -> list[str]:
@@ -295,7 +295,7 @@ class _IntChoice:
 
 def test_detection_literal_checked_before_any_data_is_read(tmp_path, monkeypatch) -> None:
     # DetectionConfig's detector is a Literal: a typo is refused while loading, the datasets are never built.
-    from fapn.engine.detection_config import DetectionConfig
+    from fapn.engine.detection.config import DetectionConfig
 
     with pytest.raises(ValueError, match=r"model\.detector: 'maskrcn' is not allowed; expected one of .*'maskrcnn'"):
         load_config("detection/mask_rcnn_R_50_FaPN_1x", DetectionConfig, ["model.detector=maskrcn"])

@@ -60,13 +60,6 @@ __all__ = [
 TRAINING_STATE_KEYS = ("optimizer", "scheduler", "iteration", "rng", "config")
 """Keys a checkpoint needs to be resumed (``last.pt``; ``best.pt`` and ``model_final.pt`` may lack some)."""
 
-# Names of checkpoints written before the registry (still readable): name -> (module, function).
-_LEGACY_BUILDERS = {
-    "build_detection_model": ("fapn.models.detection", "build_detection_model"),
-    "semantic_fpn_resnet50_fapn": ("fapn.models.detection.semantic_fpn", "semantic_fpn_resnet50_fapn"),
-    "semantic_fpn_resnet101_fapn": ("fapn.models.detection.semantic_fpn", "semantic_fpn_resnet101_fapn"),
-}
-
 _TMP_PATTERN = re.compile(r"^\.(?P<name>.+)\.(?:(?P<pid>\d+)-)?[A-Za-z0-9_]+\.tmp$")
 
 
@@ -210,7 +203,7 @@ def load_checkpoint(
         ValueError: the file is empty, truncated, garbage, holds Python objects other than data, is not a dict
             with a ``model`` state dict, or lacks a required key; the message names the file.
     """
-    from fapn.hub import is_hub_reference, load_hub_checkpoint
+    from fapn.hub_folder import is_hub_reference, load_hub_checkpoint
 
     if is_hub_reference(path):
         checkpoint = load_hub_checkpoint(path, map_location)
@@ -264,7 +257,7 @@ def load_state_dict_file(path: str | os.PathLike[str], map_location: str | torch
         FileNotFoundError: no such file.
         ValueError: unreadable, refused or without a state dict (see :func:`load_checkpoint`).
     """
-    from fapn.hub import is_hub_reference, load_hub_checkpoint
+    from fapn.hub_folder import is_hub_reference, load_hub_checkpoint
 
     if is_hub_reference(path):
         return dict(load_hub_checkpoint(path, map_location)["model"])
@@ -273,19 +266,11 @@ def load_state_dict_file(path: str | os.PathLike[str], map_location: str | torch
 
 
 def model_builder(name: str) -> Callable[..., nn.Module]:
-    """The builder of registry name ``name`` (:func:`fapn.models.get_model_builder`); names written by older
-    versions (``build_detection_model``, ``semantic_fpn_resnet50_fapn``) still resolve."""
-    import importlib
-
+    """The builder of registry name ``name`` (:func:`fapn.models.get_model_builder`); every name a checkpoint
+    of this library records (``build_detection_model``, ``semantic_fpn_resnet50_fapn`` included) is registered."""
     from fapn.models import get_model_builder
 
-    try:
-        return get_model_builder(name)
-    except ValueError:
-        if name not in _LEGACY_BUILDERS:
-            raise
-    module, function = _LEGACY_BUILDERS[name]
-    return getattr(importlib.import_module(module), function)
+    return get_model_builder(name)
 
 
 def state_dict_mismatch(model: nn.Module, state: Mapping[str, Tensor]) -> str | None:

@@ -177,11 +177,11 @@ def config_class(task: str) -> type:
         ValueError: an unknown task.
     """
     if task == "semseg":
-        from fapn.engine.segmentation_config import SegmentationConfig
+        from fapn.engine.semseg.config import SegmentationConfig
 
         return SegmentationConfig
     if task in DETECTION_TASKS:
-        from fapn.engine.detection_config import DetectionConfig
+        from fapn.engine.detection.config import DetectionConfig
 
         return DetectionConfig
     raise ValueError(f"recipe task {task!r} is unknown; expected semseg or one of {', '.join(DETECTION_TASKS)}")

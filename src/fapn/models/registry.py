@@ -72,14 +72,8 @@ def register_model(name: str | None = None, task: str = "semseg") -> Callable[[_
     return wrapper
 
 
-def _ensure_loaded() -> None:
-    # Builders register themselves when their module is imported; importing the package imports them all.
-    import fapn.models  # noqa: F401
-
-
 def list_models(include: str | None = None, task: str | None = None) -> list[str]:
     """Sorted names of the registered builders, optionally filtered by a glob and by task."""
-    _ensure_loaded()
     names = [n for n in _MODELS if task is None or _TASKS[n] == task]
     if include is not None:
         names = [n for n in names if fnmatch.fnmatch(n, include)]
@@ -88,7 +82,6 @@ def list_models(include: str | None = None, task: str | None = None) -> list[str
 
 def get_model_builder(name: str) -> Callable[..., nn.Module]:
     """The builder registered as ``name``; a ``ValueError`` naming the known models otherwise."""
-    _ensure_loaded()
     if name not in _MODELS:
         close = difflib.get_close_matches(name, list(_MODELS), n=1, cutoff=0.8)
         hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -137,8 +137,9 @@ def run_eval(
     """
     from fapn.checkpoint import load_state_dict_file
     from fapn.config import config_from_dict
+    from fapn.engine.detection.config import load_detection_config
     from fapn.engine.detection.data import build_datasets
-    from fapn.engine.detection.train import build_model, load_detection_config
+    from fapn.engine.detection.model import build_model
     from fapn.runtime import resolve_device, set_threads
 
     if isinstance(config_path, Mapping):

@@ -59,31 +59,16 @@ __all__ = [
     "resume_config",
 ]
 
-# Builder arguments the engine fills from the recipe when the builder's signature has them (HELPERS contract).
+# Builder arguments the engine fills from the recipe when the builder's signature has them.
 _OPTIONAL_ARGUMENTS = ("backbone", "variant", "ignore_index")
 
 
-def _known_names() -> list[str]:
-    from fapn.checkpoint import _LEGACY_BUILDERS
+def _registry_name(cfg: SegmentationConfig) -> str:
+    """The registry name of the recipe's model."""
     from fapn.models import list_models
 
-    return sorted({*list_models(), *_LEGACY_BUILDERS})
-
-
-def _registry_name(cfg: SegmentationConfig) -> str:
-    """The registry name of the recipe's model; ``semantic_fpn`` + ``backbone`` names the builder
-    ``semantic_fpn_{backbone}_fapn`` unless ``semantic_fpn`` itself is registered."""
     name = cfg.model.name
-    known = _known_names()
-    if name == "semantic_fpn" and name not in known:
-        prefix, suffix = "semantic_fpn_", "_fapn"
-        backbones = sorted(n[len(prefix) : -len(suffix)] for n in known if n.startswith(prefix) and n.endswith(suffix))
-        if cfg.model.backbone not in backbones:
-            raise ValueError(f"semantic_fpn needs a backbone in {backbones}, got {cfg.model.backbone!r}")
-        return f"{prefix}{cfg.model.backbone}{suffix}"
-    if name not in known:
-        from fapn.models import list_models
-
+    if name not in list_models():
         raise ValueError(
             f"unknown model.name {name!r}; registered semantic segmentation models: {list_models(task='semseg')}"
         )
