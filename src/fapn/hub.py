@@ -228,7 +228,7 @@ def save_pretrained(
         state = model.state_dict()
         config = dict(model_config) if model_config is not None else _model_config_of(model)
     else:
-        from fapn.checkpoint import model_state_from
+        from fapn.state_dict import model_state_from
 
         state = model_state_from(model)
         config = dict(model_config if model_config is not None else model.get("model_config") or {})
@@ -258,7 +258,8 @@ def save_pretrained(
 def _check_fit(config: Mapping[str, Any], state: Mapping[str, Tensor]) -> None:
     """Build the model ``config`` names and refuse weights that would not load into it (a folder that cannot be
     loaded is found when it is written, not when someone downloads it)."""
-    from fapn.checkpoint import model_builder, state_dict_mismatch
+    from fapn.checkpoint import model_builder
+    from fapn.state_dict import state_dict_mismatch
 
     kwargs = {k: v for k, v in config.items() if k not in ("name", "weights_backbone")}
     problem = state_dict_mismatch(model_builder(str(config["name"]))(**kwargs), state)
@@ -291,7 +292,8 @@ def from_pretrained(
             builder rejects (naming ``config.json``); weights that do not fit the model -- missing or unexpected
             keys, shape mismatches, e.g. a safetensors file of another library (naming ``model.safetensors``).
     """
-    from fapn.checkpoint import model_builder, state_dict_mismatch
+    from fapn.checkpoint import model_builder
+    from fapn.state_dict import state_dict_mismatch
 
     checkpoint, config_path, weights_path = read_hub_folder(reference, map_location, allow_bare_id=True)
     config = {**checkpoint["model_config"], **model_kwargs}

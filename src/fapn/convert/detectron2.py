@@ -54,7 +54,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fapn.checkpoint import _read as _read_torch_file  # the one reader of torch files: data only
+from fapn.state_dict import read_torch_file
 
 __all__ = [
     "load_detectron2_checkpoint",
@@ -131,7 +131,7 @@ def load_detectron2_checkpoint(path: str | os.PathLike[str]) -> dict[str, Tensor
         except Exception as err:  # the unpickler raises UnpicklingError, EOFError, KeyError, ... on garbage
             raise ValueError(f"{path}: not a detectron2 .pkl checkpoint (unreadable: {type(err).__name__})") from None
     else:
-        data = _read_torch_file(path, map_location="cpu")  # weights_only, every failure one line naming the file
+        data = read_torch_file(path, map_location="cpu")  # weights_only, every failure one line naming the file
     if isinstance(data, Mapping) and isinstance(data.get("model"), Mapping):
         data = data["model"]
     elif isinstance(data, Mapping) and isinstance(data.get("state_dict"), Mapping):

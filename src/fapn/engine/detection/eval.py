@@ -135,12 +135,12 @@ def run_eval(
         FileNotFoundError: no ``weights`` file.
         ValueError: an unreadable file, or weights of another model.
     """
-    from fapn.checkpoint import load_state_dict_file
     from fapn.config import config_from_dict
     from fapn.engine.detection.config import load_detection_config
     from fapn.engine.detection.data import build_datasets
     from fapn.engine.detection.model import build_model
     from fapn.runtime import resolve_device, set_threads
+    from fapn.state_dict import load_state_dict_file
 
     if isinstance(config_path, Mapping):
         cfg = config_from_dict(config_path, DetectionConfig, overrides)
