@@ -8,7 +8,7 @@ import torch
 from fapn.checkpoint import build_model_from_checkpoint
 from fapn.config import load_config
 from fapn.engine.semseg.config import SegmentationConfig
-from fapn.engine.semseg.train import build_segmentation_model, model_config_of
+from fapn.engine.semseg.model import build_segmentation_model, model_config_of
 from fapn.models.semantic_fpn import SemanticFPN
 
 

@@ -73,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     recipe: Any = args.config
     if recipe is None:  # the checkpoint's own recipe, as a dict
-        from fapn.engine.trainer import saved_recipe
+        from fapn.engine.run_dir import saved_recipe
 
         recipe = saved_recipe(args.weights)
         task = str(recipe.get("task", "semseg"))

@@ -126,7 +126,7 @@ def run_eval(
 
     Args:
         config_path: a recipe (shipped name or YAML file), or a recipe as a dict (the one a checkpoint stores,
-            see :func:`fapn.engine.trainer.saved_recipe`); ``overrides`` apply to either.
+            see :func:`fapn.engine.run_dir.saved_recipe`); ``overrides`` apply to either.
         device: ``auto``, ``cpu``, ``cuda``... (``None``: the recipe's ``train.device``).
         threads: torch CPU threads (``None``: the recipe's ``train.threads``, else torch's default, one per core).
         progress: a tqdm bar.

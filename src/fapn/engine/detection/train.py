@@ -80,7 +80,7 @@ def train(
         cfg: the recipe.
         output_dir: the run folder (default ``cfg.train.output_dir``).
         resume: continue exactly from ``output_dir/last.pt`` (``cfg`` must equal its saved config, keys of
-            :data:`fapn.engine.trainer.RUNTIME_KEYS` aside).
+            :data:`fapn.engine.run_dir.RUNTIME_KEYS` aside).
         progress: a tqdm bar (else one plain line per log record).
         overwrite: replace a run already in ``output_dir``.
         stop_after: stop once this iteration is done and ``last.pt`` written, without the final evaluation.
@@ -88,7 +88,7 @@ def train(
     Returns:
         the final metrics, plus ``iterations`` done and ``train_seconds``.
     """
-    from fapn.engine.trainer import removed_if_start_fails
+    from fapn.engine.run_dir import removed_if_start_fails
 
     with removed_if_start_fails(output_dir or cfg.train.output_dir):  # a failed start leaves no empty folder
         return _train(cfg, output_dir, resume, progress, overwrite, stop_after)
@@ -108,7 +108,9 @@ def _train(
     from fapn.engine.distributed import init_distributed
     from fapn.engine.lr_schedule import lr_multiplier
     from fapn.engine.optimizer import build_optimizer
-    from fapn.engine.trainer import Trainer, load_resume_checkpoint, prepare_output_dir, startup_summary
+    from fapn.engine.run_dir import load_resume_checkpoint, prepare_output_dir
+    from fapn.engine.run_log import startup_summary
+    from fapn.engine.trainer import Trainer
     from fapn.runtime import loader_workers, set_threads
 
     config_from_dict(config_to_dict(cfg), DetectionConfig)  # every value checked, before any data is read
@@ -221,7 +223,7 @@ def _train(
 def resume_config(config_path: str, overrides: list[str], output_dir: str | None) -> DetectionConfig:
     """The saved config of the run to resume, with ``overrides`` applied (see
     :func:`fapn.engine.semseg.train.resume_config`)."""
-    from fapn.engine.trainer import resume_run_config
+    from fapn.engine.run_dir import resume_run_config
 
     return resume_run_config(DetectionConfig, config_path, overrides, output_dir)
 

@@ -182,7 +182,7 @@ def run_eval(
 
     Args:
         config_path: a recipe (shipped name or YAML file), or a recipe as a dict (the one a checkpoint stores,
-            see :func:`fapn.engine.trainer.saved_recipe`); ``overrides`` apply to either.
+            see :func:`fapn.engine.run_dir.saved_recipe`); ``overrides`` apply to either.
         precision: ``fp32``, ``bf16`` or ``fp16`` (CUDA), see :func:`fapn.runtime.prepare_inference`.
         threads: torch CPU threads (``None``: the recipe's ``train.threads``, else torch's default, one per core).
         progress: a tqdm bar (off: no carriage returns in logs).
