@@ -1,4 +1,4 @@
-"""The run-folder rules of ``fapn train`` (issue 10): no run overwritten by accident, ``--resume`` from the saved
+"""The run-folder rules of ``fapn train``: no run overwritten by accident, ``--resume`` from the saved
 recipe with conflicting ``--set`` refused, the start-up summary, logs without carriage returns, typed recipes
 checked before any data is read, and ``fapn eval``'s threads and class-count warning."""
 

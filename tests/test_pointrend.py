@@ -432,7 +432,7 @@ def test_instance_builder_defaults_are_the_authors() -> None:
 
 
 def test_semantic_builder_on_a_timm_encoder() -> None:
-    # issue 13: PointRend takes timm encoders like every builder (timm's test_convnext: a few thousand parameters)
+    # PointRend takes timm encoders like every builder (timm's test_convnext: a few thousand parameters)
     pytest.importorskip("timm")
     torch.manual_seed(0)
     model = get_model(

@@ -289,8 +289,8 @@ def row_ordering(by_variant: dict[str, list[dict[str, Any]]], key: str = "mIoU")
 
 
 def goal_lines(by_variant: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """The issue's goals, each with its measured figure and met / missed / not yet measurable."""
-    lines = ["**Goals** (from the issue; measured, met or not):", ""]
+    """The study's goals (FaPN at least 55 mIoU, at least +1.0 over FPN), each with its measured figure and met / missed / not yet measurable."""
+    lines = ["**Goals** (set before the study; measured, met or not):", ""]
     fapn, fpn = by_variant["fapn"], by_variant["fpn"]
     if fapn:
         mean = mean_std([r["mIoU"] for r in fapn])[0]
