@@ -18,3 +18,13 @@ def _seed_and_guard_grad_mode() -> Iterator[None]:
     if not torch.is_grad_enabled():
         torch.set_grad_enabled(True)
         pytest.fail("the test left autograd disabled (torch.set_grad_enabled(False) leaked)")
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread for a module of tiny models (``pytestmark = pytest.mark.usefixtures("one_thread")``): a
+    second thread buys nothing there and, on a busy machine, costs a lot in contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
