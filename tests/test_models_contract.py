@@ -82,6 +82,7 @@ TINY: dict[str, list[dict[str, Any]]] = {
     "semantic_fpn_resnet101_fapn": [dict(num_classes=5)],
     "maskformer_fapn": [MASKFORMER, {**MASKFORMER, **TIMM_SWIN}],
     "maskformer_fpn": [MASKFORMER],
+    "maskformer": [{**MASKFORMER, "neck": "fpn"}],
     "pointrend_semantic": [
         dict(backbone="resnet18", **POINTREND_SEMANTIC),
         dict(backbone="resnet18", neck="fpn", **POINTREND_SEMANTIC),
