@@ -3,10 +3,11 @@
 run-folder and resume rules, checkpoint contents, RNG state and logs as semantic segmentation; resuming is exact.
 
 Example:
-    >>> run_train(
+    >>> metrics = run_train(
     ...     "detection/synthetic_mask_rcnn_R_18_FaPN", ["train.iterations=2"], "/tmp/run", False
     ... )  # doctest: +SKIP
-    0
+    >>> metrics["iterations"]  # doctest: +SKIP
+    2
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import nn
 
 from fapn.engine.detection.config import DetectionConfig, load_detection_config
 from fapn.engine.detection.data import build_datasets
-from fapn.engine.detection.eval import evaluate, print_metrics, run_eval
+from fapn.engine.detection.eval import evaluate, run_eval
 from fapn.engine.detection.model import build_model, model_kwargs
 
 __all__ = [
@@ -236,14 +237,13 @@ def run_train(
     *,
     overwrite: bool = False,
     progress: bool = True,
-) -> int:
-    """``fapn train`` for detection tasks: train, evaluate, print the metrics. Returns the exit code."""
+) -> dict[str, Any]:
+    """``fapn train`` for detection tasks: load the recipe (the saved one with ``resume``), train and evaluate.
+
+    Returns:
+        the final metrics of :func:`train` plus ``output_dir``; the command prints them.
+    """
     cfg = resume_config(config_path, overrides, output_dir) if resume else load_detection_config(config_path, overrides)
     out = Path(output_dir or cfg.train.output_dir)
     metrics = train(cfg, out, resume=resume, progress=progress, overwrite=overwrite)
-    print_metrics(metrics)
-    print(
-        f"trained {metrics['iterations']} iterations in {metrics['train_seconds']:.0f} s; "
-        f"checkpoint: {out / 'model_final.pt'}"
-    )
-    return 0
+    return {**metrics, "output_dir": str(out)}

@@ -24,14 +24,13 @@ from torch import Tensor, nn
 from fapn.config import config_to_dict, load_config
 from fapn.data.base import SampleError
 from fapn.data.sampler import StreamDataset, StreamSampler
-from fapn.data.scan import BadFile
 from fapn.engine.distributed import init_distributed
 from fapn.engine.lr_schedule import lr_multiplier
 from fapn.engine.optimizer import build_optimizer
 from fapn.engine.run_dir import load_resume_checkpoint, prepare_output_dir, removed_if_start_fails, resume_run_config
 from fapn.engine.run_log import startup_summary
 from fapn.engine.semseg.config import SegmentationConfig
-from fapn.engine.semseg.data import build_datasets, check_data, describe_split, scan_splits
+from fapn.engine.semseg.data import build_datasets, describe_split, scan_splits
 from fapn.engine.semseg.eval import evaluate
 from fapn.engine.semseg.loss import ohem_targets, segmentation_loss
 from fapn.engine.semseg.model import (
@@ -301,15 +300,6 @@ def resume_config(
     return resume_run_config(SegmentationConfig, config_path, overrides, output_dir)
 
 
-def _print_bad_files(bad: dict[str, list[BadFile]]) -> int:
-    count = sum(len(b) for b in bad.values())
-    for split, files in bad.items():
-        print(f"{split}: {len(files)} unreadable file(s)" + (":" if files else ""))
-        for b in files:
-            print(f"  {b}")
-    return count
-
-
 def run_train(
     config_path: str,
     overrides: list[str],
@@ -318,29 +308,20 @@ def run_train(
     *,
     overwrite: bool = False,
     progress: bool = True,
-    check_data_only: bool = False,
-) -> int:
-    """``fapn train`` for semantic segmentation: load the recipe (the saved one with ``resume``), train, print the
-    final table. With ``check_data_only``, read every file and report the bad ones instead (exit code 1 if any)."""
+) -> dict[str, Any]:
+    """``fapn train`` for semantic segmentation: load the recipe (the saved one with ``resume``) and train.
+
+    Returns:
+        the result of :func:`train` (``metrics``, ``output_dir``, ``seconds``, ...); the command prints it.
+    """
     import torch.distributed as dist
 
-    from fapn.metrics import format_table
-
-    if check_data_only:
-        bad = check_data(load_config(config_path, SegmentationConfig, overrides), progress=progress)
-        count = _print_bad_files(bad)
-        print(f"{count} unreadable file(s)" if count else "every file reads")
-        return 1 if count else 0
     if resume:
         cfg = resume_config(config_path, overrides, output_dir)
     else:
         cfg = load_config(config_path, SegmentationConfig, overrides)
     try:
-        result = train(cfg, output_dir=output_dir, resume=resume, progress=progress, overwrite=overwrite)
+        return train(cfg, output_dir=output_dir, resume=resume, progress=progress, overwrite=overwrite)
     finally:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(format_table(result["metrics"], result["metrics"]["boundary"]))
-        print(f"checkpoints and logs: {result['output_dir']} ({result['seconds']:.0f} s)")
-    return 0
