@@ -323,19 +323,10 @@ def convert_detectron2_rcnn(
 ) -> tuple[dict[str, Tensor], list[str]]:
     """A detectron2 FaPN checkpoint without PointRend heads mapped onto fapn's models: ResNet body, neck (by
     stage, with RetinaNet's ``top_block``) and, when present, the R-CNN heads (RPN, box and mask heads;
-    class-specific box regression and masks; background moved to index 0). :func:`fapn.convert.convert_detectron2_fapn`
-    takes any checkpoint (PointRend ones too) and calls this for what is not a PointRend head.
+    class-specific box regression and masks; background moved to index 0).
 
-    Args:
-        state_dict: the authors' model state dict (the checkpoint's ``"model"`` entry).
-        neck_prefix: prefix of our neck's keys in the target model (``BackboneWithFaPN``: ``backbone.fapn.``).
-        body_prefix: prefix of the ResNet's keys (``backbone.body.``).
-        stages: the neck's input stages, see :func:`convert_fapn_neck`.
-
-    Returns:
-        ``(mapped, unmapped)``: target keys -> tensors, and every source key that was not mapped (``pixel_mean``,
-        RetinaNet's head, ...), in input order. A Faster/Mask R-CNN checkpoint maps onto
-        ``detectron2_fapn_rcnn(depth, mask=..., num_classes=K + 1)`` exactly.
+    :func:`fapn.convert.convert_detectron2_fapn` takes any checkpoint (PointRend ones too) and calls this for what
+    is not a PointRend head; its docstring describes the arguments and the result.
     """
     body, body_unmapped = convert_detectron2_resnet(
         {k: v for k, v in state_dict.items() if k.startswith("backbone.bottom_up.")}
