@@ -21,10 +21,24 @@ import torch
 from torch import Tensor, nn
 
 from fapn.checkpoint import TRAINING_STATE_KEYS, load_checkpoint, save_checkpoint
+from fapn.config import config_to_dict
 from fapn.engine.distributed import DistributedContext, all_reduce_sum
 from fapn.engine.run_log import RunLogger
 
-__all__ = ["Trainer", "TrainResult", "rng_state", "set_rng_state"]
+__all__ = ["Trainer", "TrainResult", "recipe_settings", "rng_state", "set_rng_state"]
+
+
+def recipe_settings(cfg: Any) -> dict[str, Any]:
+    """The :class:`Trainer` arguments every task fills the same way from its recipe: the iterations, the periods
+    of its ``train`` section, the recipe itself (saved in each checkpoint) and the progress-bar description."""
+    return {
+        "iterations": cfg.train.iterations,
+        "config": config_to_dict(cfg),
+        "log_period": cfg.train.log_period,
+        "checkpoint_period": cfg.train.checkpoint_period,
+        "eval_period": cfg.train.eval_period,
+        "description": f"train {cfg.name}",
+    }
 
 
 def rng_state() -> dict[str, Any]:

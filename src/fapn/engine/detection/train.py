@@ -111,7 +111,7 @@ def _train(
     from fapn.engine.optimizer import build_optimizer
     from fapn.engine.run_dir import load_resume_checkpoint, prepare_output_dir
     from fapn.engine.run_log import startup_summary
-    from fapn.engine.trainer import Trainer
+    from fapn.engine.trainer import Trainer, recipe_settings
     from fapn.runtime import loader_workers, set_threads
 
     config_from_dict(config_to_dict(cfg), DetectionConfig)  # every value checked, before any data is read
@@ -157,15 +157,10 @@ def _train(
         scheduler=scheduler,
         ctx=ctx,
         output_dir=out,
-        iterations=cfg.train.iterations,
-        config=config_to_dict(cfg),
         extra={"model_config": model_config, "dataset": _dataset_meta(datasets["train"], cfg, model)},
-        log_period=cfg.train.log_period,
-        checkpoint_period=cfg.train.checkpoint_period,
-        eval_period=cfg.train.eval_period,
         time_budget_s=cfg.train.time_budget_s,
         progress=progress,
-        description=f"train {cfg.name}",
+        **recipe_settings(cfg),
     )
     if checkpoint is not None:
         trainer.resume(checkpoint)

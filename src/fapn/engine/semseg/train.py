@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fapn.config import config_to_dict, load_config
+from fapn.config import load_config
 from fapn.data.base import SampleError
 from fapn.data.sampler import StreamDataset, StreamSampler
 from fapn.engine.distributed import init_distributed
@@ -40,7 +40,7 @@ from fapn.engine.semseg.model import (
     model_config_of,
     set_train_mode,
 )
-from fapn.engine.trainer import Trainer
+from fapn.engine.trainer import Trainer, recipe_settings
 from fapn.runtime import autocast, loader_workers, set_threads
 
 __all__ = ["train", "run_train", "resume_config"]
@@ -170,14 +170,9 @@ def _train(
         scaler=torch.amp.GradScaler("cuda", enabled=cfg.train.amp and ctx.device.type == "cuda"),
         ctx=ctx,
         output_dir=out,
-        iterations=cfg.train.iterations,
-        config=config_to_dict(cfg),
         extra={"model_config": model_config, "dataset": info.to_dict(cfg.data.mean, cfg.data.std)},
-        log_period=cfg.train.log_period,
-        checkpoint_period=cfg.train.checkpoint_period,
-        eval_period=cfg.train.eval_period,
         progress=progress,
-        description=f"train {cfg.name}",
+        **recipe_settings(cfg),
         train_mode=lambda: set_train_mode(model, frozen),
         best_metric=(lambda scores: scores["mIoU"]) if keep_best else None,
         best_name="best_mIoU",
