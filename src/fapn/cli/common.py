@@ -185,6 +185,7 @@ class TaskEngine:
     evaluate: str
 
     def load(self, part: Literal["config", "train", "evaluate"]) -> Any:
+        """The recipe class, ``run_train`` or ``run_eval`` of this task, imported now."""
         module, _, name = getattr(self, part).partition(":")
         return getattr(importlib.import_module(module), name)
 
@@ -220,7 +221,8 @@ def config_class(task: str) -> type:
     Raises:
         ValueError: an unknown task.
     """
-    return task_engine(task).load("config")  # type: ignore[no-any-return]
+    cls: type = task_engine(task).load("config")
+    return cls
 
 
 def missing_extra_hint(err: ModuleNotFoundError) -> str | None:
