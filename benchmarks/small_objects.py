@@ -41,7 +41,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from camvid_study import fmt_interval, fmt_ms, mean_std, paired_interval, replace_between
+from camvid_ablation.report import replace_between
+from camvid_ablation.stats import fmt_interval, fmt_ms, mean_std, paired_interval
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ("detection", "instance", "panoptic")

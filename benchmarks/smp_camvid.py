@@ -63,8 +63,9 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
     from fapn.engine.lr_schedule import lr_multiplier
     from fapn.engine.optimizer import build_optimizer
     from fapn.engine.semseg.config import SegmentationConfig
+    from fapn.engine.semseg.data import build_datasets
     from fapn.engine.semseg.eval import evaluate
-    from fapn.engine.semseg.train import build_datasets, segmentation_loss
+    from fapn.engine.semseg.loss import segmentation_loss
 
     cfg = load_config(args.recipe, SegmentationConfig, [f"data.root={args.data}", f"train.seed={args.seed}"])
     train_set, val_set = build_datasets(cfg)

@@ -18,3 +18,37 @@ def _seed_and_guard_grad_mode() -> Iterator[None]:
     if not torch.is_grad_enabled():
         torch.set_grad_enabled(True)
         pytest.fail("the test left autograd disabled (torch.set_grad_enabled(False) leaked)")
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread for a module of tiny models (``pytestmark = pytest.mark.usefixtures("one_thread")``): a
+    second thread buys nothing there and, on a busy machine, costs a lot in contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def d2_resnet50_shapes() -> dict[str, tuple[int, ...]]:
+    """detectron2's R-50 key names (without the ``backbone.bottom_up.`` prefix) and shapes, written out from its
+    ``BottleneckBlock`` layout: the conversion tests build the authors' checkpoints from them."""
+    bn = ("weight", "bias", "running_mean", "running_var")
+    shapes: dict[str, tuple[int, ...]] = {"stem.conv1.weight": (64, 3, 7, 7)}
+    shapes.update({f"stem.conv1.norm.{b}": (64,) for b in bn})
+    in_ch, bottleneck = 64, 64
+    for stage, blocks in {2: 3, 3: 4, 4: 6, 5: 3}.items():
+        out_ch = bottleneck * 4
+        for i in range(blocks):
+            prefix = f"res{stage}.{i}"
+            if i == 0:
+                shapes[f"{prefix}.shortcut.weight"] = (out_ch, in_ch, 1, 1)
+                shapes.update({f"{prefix}.shortcut.norm.{b}": (out_ch,) for b in bn})
+            shapes[f"{prefix}.conv1.weight"] = (bottleneck, in_ch if i == 0 else out_ch, 1, 1)
+            shapes[f"{prefix}.conv2.weight"] = (bottleneck, bottleneck, 3, 3)
+            shapes[f"{prefix}.conv3.weight"] = (out_ch, bottleneck, 1, 1)
+            for k, ch in ((1, bottleneck), (2, bottleneck), (3, out_ch)):
+                shapes.update({f"{prefix}.conv{k}.norm.{b}": (ch,) for b in bn})
+        in_ch, bottleneck = out_ch, bottleneck * 2
+    return shapes

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from fapn.config import apply_overrides, config_from_dict, config_to_dict, list_configs, load_config
-from fapn.engine.segmentation_config import PAPER_SCALES, SegmentationConfig
+from fapn.engine.semseg.config import PAPER_SCALES, SegmentationConfig
 
 
 def semseg_configs() -> list[str]:
@@ -133,11 +133,12 @@ def test_train_and_eval_hand_detection_recipes_to_the_detection_engine(task, tmp
     calls = []
     fake_train = types.ModuleType("fapn.engine.detection.train")
     fake_train.run_train = lambda config, overrides, output_dir, resume, **kw: (
-        calls.append(("train", config, overrides, output_dir, resume)) or 0
+        calls.append(("train", config, overrides, output_dir, resume))
+        or {"iterations": 2, "train_seconds": 1.0, "output_dir": output_dir}
     )
     fake_eval = types.ModuleType("fapn.engine.detection.eval")
-    fake_eval.run_eval = lambda config, overrides, weights, output, **kw: (
-        calls.append(("eval", config, overrides, weights, output)) or 0
+    fake_eval.run_eval = lambda config, overrides, weights, **kw: (
+        calls.append(("eval", config, overrides, weights)) or {}
     )
     import fapn.engine.detection as detection_package
 
@@ -145,13 +146,14 @@ def test_train_and_eval_hand_detection_recipes_to_the_detection_engine(task, tmp
     monkeypatch.setitem(sys.modules, "fapn.engine.detection.eval", fake_eval)
     monkeypatch.setattr(detection_package, "train", fake_train, raising=False)
     monkeypatch.setattr(detection_package, "eval", fake_eval, raising=False)
+    monkeypatch.chdir(tmp_path)  # eval writes --output r.json into the working folder
     recipe = tmp_path / "det.yaml"
     recipe.write_text(f"task: {task}\nsolver: {{base_lr: 0.02}}\n")
     assert main(["train", str(recipe), "--set", "solver.base_lr=0.01", "--output-dir", "out", "--resume"]) == 0
     assert main(["eval", str(recipe), "--weights", "w.pt", "--output", "r.json"]) == 0
     assert calls == [
         ("train", str(recipe), ["solver.base_lr=0.01"], "out", True),
-        ("eval", str(recipe), [], "w.pt", "r.json"),
+        ("eval", str(recipe), [], "w.pt"),
     ]
 
 
@@ -295,7 +297,7 @@ class _IntChoice:
 
 def test_detection_literal_checked_before_any_data_is_read(tmp_path, monkeypatch) -> None:
     # DetectionConfig's detector is a Literal: a typo is refused while loading, the datasets are never built.
-    from fapn.engine.detection_config import DetectionConfig
+    from fapn.engine.detection.config import DetectionConfig
 
     with pytest.raises(ValueError, match=r"model\.detector: 'maskrcn' is not allowed; expected one of .*'maskrcnn'"):
         load_config("detection/mask_rcnn_R_50_FaPN_1x", DetectionConfig, ["model.detector=maskrcn"])

@@ -1,4 +1,4 @@
-"""Unreadable data found before training (issue 10): the header check at start-up, ``fapn train --check-data``, and
+"""Unreadable data found before training: the header check at start-up, ``fapn train --check-data``, and
 the skip-and-report mode (``data.skip_unreadable``)."""
 
 from __future__ import annotations

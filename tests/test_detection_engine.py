@@ -57,15 +57,15 @@ def test_detectron2_schedules():
 def test_panoptic_train_then_eval_reproduces_metrics(tmp_path):
     overrides = [*TINY, f"data.root={tmp_path / 'data'}"]
     config = "detection/synthetic_panoptic_fpn_R_18_FaPN"
-    assert run_train(config, overrides, str(tmp_path / "run"), resume=False) == 0
+    result = run_train(config, overrides, str(tmp_path / "run"), resume=False)
+    assert result["output_dir"] == str(tmp_path / "run") and result["iterations"] == 2
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     metrics = saved["metrics"]
     assert metrics["iterations"] == 2 and len(saved["history"]) == 2
     assert {"bbox", "segm", "panoptic"} <= set(metrics) and metrics["panoptic"]["Stuff_n"] == 2
     checkpoint = torch.load(tmp_path / "run" / "model_final.pt", weights_only=True)
     assert checkpoint["model_config"]["detector"] == "panoptic_fpn" and checkpoint["iteration"] == 2
-    assert run_eval(config, overrides, str(tmp_path / "run" / "model_final.pt"), str(tmp_path / "eval.json")) == 0
-    again = json.loads((tmp_path / "eval.json").read_text())
+    again = run_eval(config, overrides, str(tmp_path / "run" / "model_final.pt"))
     assert again["panoptic"]["All_pq"] == pytest.approx(metrics["panoptic"]["All_pq"])
     assert again["bbox"]["AP"] == pytest.approx(metrics["bbox"]["AP"], nan_ok=True)
 
@@ -78,11 +78,10 @@ def test_instance_eval_of_a_saved_model(tmp_path):
     model, kwargs = build_model(cfg, dataset)
     assert kwargs["neck"] == "fpn" and kwargs["num_classes"] == 4
     torch.save({"model": model.state_dict()}, tmp_path / "w.pth")
-    assert run_eval(config, overrides, str(tmp_path / "w.pth"), str(tmp_path / "m.json")) == 0
-    metrics = json.loads((tmp_path / "m.json").read_text())
+    metrics = run_eval(config, overrides, str(tmp_path / "w.pth"))
     assert set(metrics["bbox"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"} and "segm" in metrics
     with pytest.raises(FileNotFoundError):
-        run_eval(config, overrides, str(tmp_path / "missing.pth"), None)
+        run_eval(config, overrides, str(tmp_path / "missing.pth"))
 
 
 def test_models_trained_from_imagenet_weights_rebuild_with_frozen_bn_for_eval(tmp_path):

@@ -183,28 +183,6 @@ def test_build_detection_model_neck_choice():
 # --- detectron2-style ResNet and the authors' checkpoints ---------------------------------------------------
 
 _D2_BLOCKS = {2: 3, 3: 4, 4: 6, 5: 3}
-_BN = ("weight", "bias", "running_mean", "running_var")
-
-
-def _detectron2_resnet50_keys() -> dict[str, tuple[int, ...]]:
-    """detectron2's R-50 key names and shapes, written out from its ``BottleneckBlock`` layout."""
-    keys: dict[str, tuple[int, ...]] = {"stem.conv1.weight": (64, 3, 7, 7)}
-    keys.update({f"stem.conv1.norm.{b}": (64,) for b in _BN})
-    in_ch, bottleneck = 64, 64
-    for stage, blocks in _D2_BLOCKS.items():
-        out_ch = bottleneck * 4
-        for i in range(blocks):
-            prefix = f"res{stage}.{i}"
-            if i == 0:
-                keys[f"{prefix}.shortcut.weight"] = (out_ch, in_ch, 1, 1)
-                keys.update({f"{prefix}.shortcut.norm.{b}": (out_ch,) for b in _BN})
-            keys[f"{prefix}.conv1.weight"] = (bottleneck, in_ch if i == 0 else out_ch, 1, 1)
-            keys[f"{prefix}.conv2.weight"] = (bottleneck, bottleneck, 3, 3)
-            keys[f"{prefix}.conv3.weight"] = (out_ch, bottleneck, 1, 1)
-            for k, ch in ((1, bottleneck), (2, bottleneck), (3, out_ch)):
-                keys.update({f"{prefix}.conv{k}.norm.{b}": (ch,) for b in _BN})
-        in_ch, bottleneck = out_ch, bottleneck * 2
-    return keys
 
 
 def _random_detectron2_state(keys: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
@@ -244,8 +222,8 @@ def _reference_detectron2_resnet(state: dict[str, torch.Tensor], bgr: torch.Tens
     return outputs
 
 
-def test_detectron2_resnet_with_converted_weights_matches_detectron2_forward():
-    state = _random_detectron2_state(_detectron2_resnet50_keys())
+def test_detectron2_resnet_with_converted_weights_matches_detectron2_forward(d2_resnet50_shapes):
+    state = _random_detectron2_state(d2_resnet50_shapes)
     mapped, unmapped = convert_detectron2_resnet({f"backbone.bottom_up.{k}": v for k, v in state.items()})
     assert unmapped == []
     body = detectron2_resnet(50).double().eval()
@@ -270,12 +248,10 @@ def test_detectron2_resnet_with_converted_weights_matches_detectron2_forward():
         torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-9)
 
 
-def test_convert_detectron2_fapn_rcnn_loads_whole_mask_rcnn_and_reports_the_rest():
+def test_convert_detectron2_fapn_rcnn_loads_whole_mask_rcnn_and_reports_the_rest(d2_resnet50_shapes):
     model = detectron2_fapn_rcnn(50, mask=True, num_classes=81)
     target = model.state_dict()
-    d2: dict[str, torch.Tensor] = {
-        f"backbone.bottom_up.{k}": torch.randn(s) for k, s in _detectron2_resnet50_keys().items()
-    }
+    d2: dict[str, torch.Tensor] = {f"backbone.bottom_up.{k}": torch.randn(s) for k, s in d2_resnet50_shapes.items()}
     for level, c in ((2, 256), (3, 512), (4, 1024)):
         p = f"backbone.fan_align{level}"
         d2[f"{p}.lateral_conv.conv_atten.weight"] = torch.randn(c, c, 1, 1)

@@ -11,7 +11,8 @@ import torch
 from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
 from fapn.config import load_config
 from fapn.engine.semseg.config import SegmentationConfig
-from fapn.engine.semseg.train import segmentation_loss, train
+from fapn.engine.semseg.loss import segmentation_loss
+from fapn.engine.semseg.train import train
 
 TINY = [
     "train.iterations=20",

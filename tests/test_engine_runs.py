@@ -1,4 +1,4 @@
-"""The run-folder rules of ``fapn train`` (issue 10): no run overwritten by accident, ``--resume`` from the saved
+"""The run-folder rules of ``fapn train``: no run overwritten by accident, ``--resume`` from the saved
 recipe with conflicting ``--set`` refused, the start-up summary, logs without carriage returns, typed recipes
 checked before any data is read, and ``fapn eval``'s threads and class-count warning."""
 
@@ -182,7 +182,7 @@ def test_closed_choices_are_checked_before_any_data_is_read(tmp_path: Path) -> N
 
 
 def test_model_options_reach_the_builder_and_the_checkpoint(tmp_path: Path) -> None:
-    from fapn.engine.semseg.train import model_config_of
+    from fapn.engine.semseg.model import model_config_of
 
     cfg = load_config(RECIPE, SegmentationConfig, ["model.options={channels: 32, head_channels: 16}"])
     config = model_config_of(cfg, 8)
@@ -258,7 +258,8 @@ def test_eval_threads_progress_and_class_count_warning(half_run: Path, tmp_path:
 def test_run_folder_rule_and_rng_state_units(tmp_path: Path) -> None:
     import random
 
-    from fapn.engine.trainer import prepare_output_dir, rng_state, set_rng_state
+    from fapn.engine.run_dir import prepare_output_dir
+    from fapn.engine.trainer import rng_state, set_rng_state
 
     (tmp_path / "log.jsonl").write_text("{}\n")  # a run that died before its first checkpoint
     with pytest.raises(ValueError, match=r"no last\.pt to --resume from: replace it with --overwrite"):
@@ -313,7 +314,7 @@ def test_eval_without_a_recipe_uses_the_one_stored_in_the_checkpoint(half_run: P
 
 
 def test_overwrite_removes_the_eval_scores_of_the_replaced_run(tmp_path: Path) -> None:
-    from fapn.engine.trainer import prepare_output_dir
+    from fapn.engine.run_dir import prepare_output_dir
 
     for name in ("last.pt", "best.pt", "best_eval.json", "last_eval.json", "model_final_eval.json", "notes.txt"):
         (tmp_path / name).write_text("old")

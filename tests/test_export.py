@@ -139,7 +139,7 @@ def test_cli_export_untrained_fpn(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 @pytest.mark.slow
 def test_onnx_export_on_a_timm_encoder_at_sizes_that_need_padding(tmp_path: Path) -> None:
-    # issue 13: a model on a timm encoder exports like the ResNet ones. Sizes that are not multiples of 32 used to
+    # a model on a timm encoder exports like the ResNet ones. Sizes that are not multiples of 32 used to
     # come out wrong (relative error ~1): the encoder's ceil crop was written -(-h // s), which ONNX's truncating
     # integer Div computes differently once h is symbolic.
     pytest.importorskip("timm")
@@ -163,7 +163,7 @@ def _tiny_swin_maskformer() -> torch.nn.Module:
 
 
 def test_dynamic_export_of_a_window_attention_encoder_is_refused_with_the_way_out(tmp_path: Path) -> None:
-    # issue 13: a dynamic-size torch.export of Swin ran for more than 6 CPU-minutes in sympy without finishing;
+    # a dynamic-size torch.export of Swin ran for more than 6 CPU-minutes in sympy without finishing;
     # the exporters say so at once and name the fixed-size export instead of hanging
     pytest.importorskip("timm")
     model = _tiny_swin_maskformer()
@@ -175,7 +175,7 @@ def test_dynamic_export_of_a_window_attention_encoder_is_refused_with_the_way_ou
 
 @pytest.mark.slow
 def test_onnx_export_of_swin_maskformer_at_a_fixed_size_that_needs_padding(tmp_path: Path) -> None:
-    # issue 13: MaskFormer-FaPN on Swin exports (NHWC maps, padding to 32, windows) and matches onnxruntime at a
+    # MaskFormer-FaPN on Swin exports (NHWC maps, padding to 32, windows) and matches onnxruntime at a
     # size that is not a multiple of 32 (measured: relative 1.1e-6, 18 s)
     pytest.importorskip("timm")
     torch.manual_seed(0)

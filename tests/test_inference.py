@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
+from fapn.checkpoint import save_checkpoint
 from fapn.cli.main import main
-from fapn.engine.checkpoint import save_checkpoint
 from fapn.inference import Segmenter, collect_images, sliding_window_logits, window_starts
 from fapn.models import realtime_fapn
 

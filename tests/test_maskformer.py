@@ -36,13 +36,7 @@ ENCODERS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These models are tiny: a second thread buys nothing and, on a busy machine, costs a lot in contention.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------------------------- matching
@@ -292,7 +286,7 @@ def test_bad_inputs_give_clear_errors() -> None:
         model(torch.randn(1, 3, 32, 32), torch.zeros(1, 16, 16, dtype=torch.long))
     with pytest.raises(ValueError, match="target class 7 is out of range for 3 classes"):
         model(torch.randn(1, 3, 32, 32), torch.full((1, 32, 32), 7))
-    with pytest.raises(ValueError, match=r"expected an image batch \[N, 3, H, W\]"):
+    with pytest.raises(ValueError, match=r"expected a 4-D image batch \[N, 3, H, W\]"):
         model.eval()(torch.randn(3, 64, 64))
 
 

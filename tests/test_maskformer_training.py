@@ -14,12 +14,7 @@ from fapn.engine.semseg.config import SegmentationConfig
 pytest.importorskip("scipy")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class _Toy(nn.Module):

@@ -56,7 +56,7 @@ MASKFORMER = dict(
     mask_dim=32,
 )
 POINTREND_SEMANTIC = dict(num_classes=4, train_num_points=64, subdivision_steps=1, subdivision_num_points=64)
-# timm encoders (issue 13): one CNN and one NHWC transformer, each a few thousand parameters on the same code path as
+# timm encoders: one CNN and one NHWC transformer, each a few thousand parameters on the same code path as
 # the full-size models (timm's test_convnext; a one-block-per-stage Swin-T shape, drop path off so that the two
 # backward passes below see the same network)
 TIMM_CNN = "timm:test_convnext"
@@ -82,6 +82,7 @@ TINY: dict[str, list[dict[str, Any]]] = {
     "semantic_fpn_resnet101_fapn": [dict(num_classes=5)],
     "maskformer_fapn": [MASKFORMER, {**MASKFORMER, **TIMM_SWIN}],
     "maskformer_fpn": [MASKFORMER],
+    "maskformer": [{**MASKFORMER, "neck": "fpn"}],
     "pointrend_semantic": [
         dict(backbone="resnet18", **POINTREND_SEMANTIC),
         dict(backbone="resnet18", neck="fpn", **POINTREND_SEMANTIC),

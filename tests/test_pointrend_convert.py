@@ -11,28 +11,11 @@ import torch.nn.functional as F
 from fapn.convert.pointrend import convert_pointrend, is_pointrend_checkpoint
 from fapn.models.pointrend import detectron2_pointrend_rcnn, detectron2_pointrend_semantic, point_sample
 
-_BN = ("weight", "bias", "running_mean", "running_var")
 
-
-def d2_backbone_r50_fapn() -> dict[str, torch.Tensor]:
-    """detectron2 R-50 (``backbone.bottom_up.*``) + the authors' FaPN neck (``fan_align*``, ``fpn_output*``); names
-    and shapes matter here, not values (the ResNet and neck conversions are checked numerically elsewhere)."""
-    shapes: dict[str, tuple[int, ...]] = {"stem.conv1.weight": (64, 3, 7, 7)}
-    shapes.update({f"stem.conv1.norm.{b}": (64,) for b in _BN})
-    in_ch, mid = 64, 64
-    for stage, blocks in {2: 3, 3: 4, 4: 6, 5: 3}.items():
-        out_ch = mid * 4
-        for i in range(blocks):
-            p = f"res{stage}.{i}"
-            if i == 0:
-                shapes[f"{p}.shortcut.weight"] = (out_ch, in_ch, 1, 1)
-                shapes.update({f"{p}.shortcut.norm.{b}": (out_ch,) for b in _BN})
-            shapes[f"{p}.conv1.weight"] = (mid, in_ch if i == 0 else out_ch, 1, 1)
-            shapes[f"{p}.conv2.weight"] = (mid, mid, 3, 3)
-            shapes[f"{p}.conv3.weight"] = (out_ch, mid, 1, 1)
-            for k, ch in ((1, mid), (2, mid), (3, out_ch)):
-                shapes.update({f"{p}.conv{k}.norm.{b}": (ch,) for b in _BN})
-        in_ch, mid = out_ch, mid * 2
+def d2_backbone_r50_fapn(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    """detectron2 R-50 (``backbone.bottom_up.*``, from the ``d2_resnet50_shapes`` fixture) + the authors' FaPN neck
+    (``fan_align*``, ``fpn_output*``); names and shapes matter here, not values (the ResNet and neck conversions are
+    checked numerically elsewhere)."""
     state = {f"backbone.bottom_up.{k}": torch.zeros(s) for k, s in shapes.items()}
     for level, c in ((2, 256), (3, 512), (4, 1024)):
         p = f"backbone.fan_align{level}"
@@ -132,8 +115,8 @@ def reference_semantic_inference(d2, features, steps: int, num_points: int) -> t
 
 
 @pytest.mark.slow
-def test_semantic_checkpoint_converts_and_computes_the_reference() -> None:
-    d2 = {**d2_backbone_r50_fapn(), **d2_semantic_heads(), "pixel_mean": torch.zeros(3, 1, 1)}
+def test_semantic_checkpoint_converts_and_computes_the_reference(d2_resnet50_shapes) -> None:
+    d2 = {**d2_backbone_r50_fapn(d2_resnet50_shapes), **d2_semantic_heads(), "pixel_mean": torch.zeros(3, 1, 1)}
     assert is_pointrend_checkpoint(d2)
     mapped, unmapped = convert_pointrend(d2)
     assert unmapped == ["pixel_mean"]
@@ -204,8 +187,8 @@ def d2_rcnn_rest() -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-def test_rcnn_checkpoints_in_both_layouts_convert_and_compute_the_reference() -> None:
-    rest = {**d2_backbone_r50_fapn(), **d2_rcnn_rest()}
+def test_rcnn_checkpoints_in_both_layouts_convert_and_compute_the_reference(d2_resnet50_shapes) -> None:
+    rest = {**d2_backbone_r50_fapn(d2_resnet50_shapes), **d2_rcnn_rest()}
     new = d2_mask_heads(3)
     mapped_new, unmapped_new = convert_pointrend({**rest, **new})
     assert unmapped_new == []

@@ -195,7 +195,7 @@ def test_draw_instances_outlines_boundaries() -> None:
 def test_backbone_or_variant_a_fixed_builder_cannot_take_is_an_error() -> None:
     """``--set model.backbone=resnet101`` on the R50 PointRend recipe used to be dropped silently (its builder has
     the encoder in its name), so the run trained a ResNet-50; now it names the key and the builder."""
-    from fapn.engine.semseg.train import model_config_of
+    from fapn.engine.semseg.model import model_config_of
 
     recipe = "semseg/cityscapes_pointrend_r50_fapn"
     assert model_config_of(load_config(recipe, SegmentationConfig), 19)["name"] == "pointrend_semantic_resnet50_fapn"

@@ -100,8 +100,8 @@ def test_score_equals_cityscapesscripts(tmp_path: Path, monkeypatch, capsys) -> 
 
 def test_eval_save_predictions_is_the_submission_format(tmp_path: Path, monkeypatch, capsys) -> None:
     ev = official_evaluator(monkeypatch)
+    from fapn.checkpoint import save_checkpoint
     from fapn.data.cityscapes import CITYSCAPES_INFO
-    from fapn.engine.checkpoint import save_checkpoint
     from fapn.models import realtime_fapn
 
     gts = make_fixture(tmp_path / "cityscapes")

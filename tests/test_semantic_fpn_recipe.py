@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fapn.checkpoint import build_model_from_checkpoint
 from fapn.config import load_config
-from fapn.engine.checkpoint import build_model_from_checkpoint
-from fapn.engine.segmentation_config import SegmentationConfig
-from fapn.engine.semseg_train import build_segmentation_model, model_config_of
-from fapn.models.detection.semantic_fpn import SemanticFPN
+from fapn.engine.semseg.config import SegmentationConfig
+from fapn.engine.semseg.model import build_segmentation_model, model_config_of
+from fapn.models.semantic_fpn import SemanticFPN
 
 
 def test_recipe_holds_the_detectron2_semantic_schedule() -> None:

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # it imports camvid_study's statistics
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # it imports camvid_ablation's statistics
     try:
         spec = importlib.util.spec_from_file_location(
             "small_objects_benchmark", ROOT / "benchmarks" / "small_objects.py"

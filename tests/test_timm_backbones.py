@@ -16,13 +16,7 @@ TINY_SWIN = dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1))
 SWIN = "swin_tiny_patch4_window7_224"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These models are tiny: a second thread buys nothing and, on a busy machine, costs a lot in contention.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize(
@@ -155,8 +149,8 @@ def test_fapn_profile_on_timm_encoders(args: list[str], build, capsys) -> None:
         assert 45.0e6 < result["params"] < 45.8e6  # MaskFormer-FaPN on Swin-T: 45.41 M (docs/architecture.md)
 
 
-def test_the_issues_full_size_calls_build_and_run_on_the_meta_device() -> None:
-    # issue 13's "done when" examples at full size; on the meta device: nothing allocated, shapes only
+def test_full_size_timm_models_build_and_run_on_the_meta_device() -> None:
+    # the documented full-size examples; on the meta device: nothing allocated, shapes only
     from fapn.models.maskformer import maskformer_fapn
 
     with torch.device("meta"):

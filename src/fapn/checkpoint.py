@@ -33,17 +33,21 @@ from __future__ import annotations
 
 import errno
 import os
-import pickle
 import re
 import tempfile
-import warnings
-import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
+
+from fapn.state_dict import (
+    load_state_dict_file,
+    model_state_from,
+    read_torch_file,
+    state_dict_mismatch,
+)
 
 __all__ = [
     "save_checkpoint",
@@ -59,13 +63,6 @@ __all__ = [
 
 TRAINING_STATE_KEYS = ("optimizer", "scheduler", "iteration", "rng", "config")
 """Keys a checkpoint needs to be resumed (``last.pt``; ``best.pt`` and ``model_final.pt`` may lack some)."""
-
-# Names of checkpoints written before the registry (still readable): name -> (module, function).
-_LEGACY_BUILDERS = {
-    "build_detection_model": ("fapn.models.detection", "build_detection_model"),
-    "semantic_fpn_resnet50_fapn": ("fapn.models.detection.semantic_fpn", "semantic_fpn_resnet50_fapn"),
-    "semantic_fpn_resnet101_fapn": ("fapn.models.detection.semantic_fpn", "semantic_fpn_resnet101_fapn"),
-}
 
 _TMP_PATTERN = re.compile(r"^\.(?P<name>.+)\.(?:(?P<pid>\d+)-)?[A-Za-z0-9_]+\.tmp$")
 
@@ -146,48 +143,6 @@ def save_checkpoint(checkpoint: Mapping[str, Any], path: str | os.PathLike[str])
     return path
 
 
-def _refused_global(message: str) -> str | None:
-    match = re.search(r"GLOBAL ([\w.]+)", message)
-    return match.group(1) if match else None
-
-
-def _read(path: Path, map_location: str | torch.device | None) -> Any:
-    """``torch.load(weights_only=True)`` with every failure turned into a ``ValueError`` naming the file."""
-    if path.is_dir():
-        raise ValueError(f"{path} is a folder; expected a checkpoint file (such as {path / 'last.pt'})")
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.stat().st_size == 0:
-        raise ValueError(f"{path} is empty (0 bytes): a save that never finished? Use another checkpoint")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch's pickle-protocol notes; the error below says what matters
-            return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if path.suffix == ".pkl":
-            raise ValueError(
-                f"{path}: a Python pickle, not a torch checkpoint; it is not loaded because unpickling can run code "
-                "from the file (the authors' detectron2 .pkl weights are converted with 'fapn convert')"
-            ) from None
-        refused = _refused_global(str(err))
-        if refused is not None:
-            raise ValueError(
-                f"{path}: refused to load, the file would create the Python object {refused}; checkpoints are "
-                "read as tensors and plain data only, so no code from a file runs (re-save the weights with "
-                "torch.save(model.state_dict(), PATH))"
-            ) from None
-        raise ValueError(f"{path}: cannot read it as a checkpoint, the file is truncated or not a torch file") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile) as err:
-        first = str(err).split(". ")[0].strip() or type(err).__name__
-        raise ValueError(
-            f"{path}: cannot read it as a checkpoint, the file is truncated or corrupt ({first})"
-        ) from None
-    except OSError as err:  # permissions, a folder, an I/O error
-        raise ValueError(f"{path}: cannot read the file ({err.strerror or type(err).__name__})") from None
-    except Exception as err:  # torch's unpickler raises KeyError, ValueError, ... on garbage
-        raise ValueError(f"{path}: not a torch checkpoint (unreadable as one: {type(err).__name__})") from None
-
-
 def load_checkpoint(
     path: str | os.PathLike[str],
     map_location: str | torch.device = "cpu",
@@ -210,7 +165,7 @@ def load_checkpoint(
         ValueError: the file is empty, truncated, garbage, holds Python objects other than data, is not a dict
             with a ``model`` state dict, or lacks a required key; the message names the file.
     """
-    from fapn.hub import is_hub_reference, load_hub_checkpoint
+    from fapn.hub_folder import is_hub_reference, load_hub_checkpoint
 
     if is_hub_reference(path):
         checkpoint = load_hub_checkpoint(path, map_location)
@@ -219,7 +174,7 @@ def load_checkpoint(
             raise ValueError(f"{path} is a hub folder: it holds weights but no training state, so it cannot be resumed")
         return checkpoint
     path = Path(path)
-    checkpoint = _read(path, map_location)
+    checkpoint = read_torch_file(path, map_location)
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), Mapping):
         what = (
             f"a dict with keys {sorted(map(str, checkpoint))[:8]}"
@@ -235,86 +190,12 @@ def load_checkpoint(
     return checkpoint
 
 
-def model_state_from(obj: Any, path: str | os.PathLike[str] | None = None) -> dict[str, Tensor]:
-    """The model state dict inside ``obj``: a fapn checkpoint (``{"model": ...}``), a ``{"state_dict": ...}``
-    wrapper, or a bare state dict. ``path`` only names the source in the error.
-
-    Raises:
-        ValueError: no state dict of tensors in ``obj``.
-
-    Example:
-        >>> model_state_from({"model": {"w": torch.zeros(1)}, "iteration": 3})
-        {'w': tensor([0.])}
-    """
-    for key in ("model", "state_dict"):
-        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
-            obj = obj[key]
-            break
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
-        source = f"{path}" if path is not None else "the checkpoint"
-        raise ValueError(f"{source} holds no state dict (expected {{'model': {{name: tensor}}}} or {{name: tensor}})")
-    return dict(obj)
-
-
-def load_state_dict_file(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Tensor]:
-    """The model state dict of a file: a fapn checkpoint, a plain ``torch.save(model.state_dict())``, a hub folder
-    or ``hf://owner/name``.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: unreadable, refused or without a state dict (see :func:`load_checkpoint`).
-    """
-    from fapn.hub import is_hub_reference, load_hub_checkpoint
-
-    if is_hub_reference(path):
-        return dict(load_hub_checkpoint(path, map_location)["model"])
-    path = Path(path)
-    return model_state_from(_read(path, map_location), path)
-
-
 def model_builder(name: str) -> Callable[..., nn.Module]:
-    """The builder of registry name ``name`` (:func:`fapn.models.get_model_builder`); names written by older
-    versions (``build_detection_model``, ``semantic_fpn_resnet50_fapn``) still resolve."""
-    import importlib
-
+    """The builder of registry name ``name`` (:func:`fapn.models.get_model_builder`); every name a checkpoint
+    of this library records (``build_detection_model``, ``semantic_fpn_resnet50_fapn`` included) is registered."""
     from fapn.models import get_model_builder
 
-    try:
-        return get_model_builder(name)
-    except ValueError:
-        if name not in _LEGACY_BUILDERS:
-            raise
-    module, function = _LEGACY_BUILDERS[name]
-    return getattr(importlib.import_module(module), function)
-
-
-def state_dict_mismatch(model: nn.Module, state: Mapping[str, Tensor]) -> str | None:
-    """What keeps ``state`` from loading into ``model`` strictly, in one line; ``None`` when it fits.
-
-    Example:
-        >>> state_dict_mismatch(nn.Linear(2, 3), {"weight": torch.zeros(3, 4)})
-        '1 missing key(s) (bias); 1 shape mismatch(es) (weight is [3, 4] in the file, [3, 2] in the model)'
-    """
-    expected = model.state_dict()
-
-    def some(keys: list[str]) -> str:
-        return ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
-
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k} is {list(state[k].shape)} in the file, {list(v.shape)} in the model"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s) ({some(missing)})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s) ({some(unexpected)})")
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatch(es) ({shapes[0]})")
-    return "; ".join(problems) or None
+    return get_model_builder(name)
 
 
 def build_model_from_checkpoint(checkpoint: Mapping[str, Any], strict: bool = True) -> nn.Module:

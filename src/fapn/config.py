@@ -4,7 +4,7 @@ Generic: any (nested) dataclass works. A YAML file may start from another one wi
 (a path relative to the file, or a shipped config name); its keys are merged over the base's.
 
 Example:
-    >>> from fapn.engine.segmentation_config import SegmentationConfig
+    >>> from fapn.engine.semseg.config import SegmentationConfig
     >>> cfg = config_from_dict({"optim": {"lr": 0.02}}, SegmentationConfig, ["train.iterations=10"])
     >>> cfg.optim.lr, cfg.train.iterations
     (0.02, 10)
@@ -263,7 +263,7 @@ def load_config(path_or_name: str | os.PathLike[str], cls: type[T], overrides: I
         overrides: ``"key.sub=value"`` strings applied over the file (``--set`` on the command line).
 
     Example:
-        >>> from fapn.engine.segmentation_config import SegmentationConfig
+        >>> from fapn.engine.semseg.config import SegmentationConfig
         >>> cfg = load_config("semseg/camvid_r18_fapn", SegmentationConfig, ["optim.lr=0.005"])
         >>> cfg.optim.lr
         0.005

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,6 +42,16 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from fapn.hub_folder import (
+    CONFIG_NAME,
+    HUB_PREFIX,
+    WEIGHTS_NAME,
+    is_hub_reference,
+    load_hub_checkpoint,
+    read_hub_folder,
+    require_hub,
+)
 
 __all__ = [
     "HUB_PREFIX",
@@ -58,42 +67,12 @@ __all__ = [
     "model_card",
 ]
 
-HUB_PREFIX = "hf://"
-"""Prefix that marks a Hugging Face Hub repo id where a file path is expected (``--weights hf://owner/name``)."""
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
-
 CITATION = """@inproceedings{huang2021fapn,
   title     = {FaPN: Feature-aligned Pyramid Network for Dense Image Prediction},
   author    = {Huang, Shihua and Lu, Zhichao and Cheng, Ran and He, Cheng},
   booktitle = {International Conference on Computer Vision (ICCV)},
   year      = {2021}
 }"""
-
-
-def require_hub() -> None:
-    """An ``ImportError`` naming the ``hub`` extra when huggingface_hub or safetensors is missing."""
-    try:
-        import huggingface_hub  # noqa: F401
-        import safetensors  # noqa: F401
-    except ImportError as err:
-        raise ImportError(
-            f'hub folders need huggingface_hub and safetensors ({err.name} is missing): pip install "fapn[hub]"'
-        ) from None
-
-
-def is_hub_reference(path: str | os.PathLike[str]) -> bool:
-    """True for ``hf://owner/name`` and for a folder holding ``config.json`` or ``model.safetensors``.
-
-    Example:
-        >>> is_hub_reference("hf://owner/camvid-fapn"), is_hub_reference("runs/camvid/best.pt")
-        (True, False)
-    """
-    folder = Path(path)
-    return str(path).startswith(HUB_PREFIX) or (
-        folder.is_dir() and ((folder / CONFIG_NAME).is_file() or (folder / WEIGHTS_NAME).is_file())
-    )
 
 
 def _jsonable(value: Any, where: str) -> Any:
@@ -249,7 +228,7 @@ def save_pretrained(
         state = model.state_dict()
         config = dict(model_config) if model_config is not None else _model_config_of(model)
     else:
-        from fapn.checkpoint import model_state_from
+        from fapn.state_dict import model_state_from
 
         state = model_state_from(model)
         config = dict(model_config if model_config is not None else model.get("model_config") or {})
@@ -279,7 +258,8 @@ def save_pretrained(
 def _check_fit(config: Mapping[str, Any], state: Mapping[str, Tensor]) -> None:
     """Build the model ``config`` names and refuse weights that would not load into it (a folder that cannot be
     loaded is found when it is written, not when someone downloads it)."""
-    from fapn.checkpoint import model_builder, state_dict_mismatch
+    from fapn.checkpoint import model_builder
+    from fapn.state_dict import state_dict_mismatch
 
     kwargs = {k: v for k, v in config.items() if k not in ("name", "weights_backbone")}
     problem = state_dict_mismatch(model_builder(str(config["name"]))(**kwargs), state)
@@ -291,94 +271,6 @@ def _version() -> str:
     from fapn import __version__
 
     return __version__
-
-
-def _resolve(reference: str | os.PathLike[str], *, allow_bare_id: bool) -> tuple[Path, Path, str]:
-    """``(config path, weights path, label)`` of a hub folder or repo id (files fetched into the HF cache)."""
-    text = str(reference)
-    repo_id = text[len(HUB_PREFIX) :] if text.startswith(HUB_PREFIX) else None
-    if repo_id is None:
-        folder = Path(reference)
-        if folder.is_dir():
-            return folder / CONFIG_NAME, folder / WEIGHTS_NAME, str(folder)
-        if not (allow_bare_id and _REPO_ID.match(text)):
-            raise FileNotFoundError(f"hub folder not found: {folder}")
-        repo_id = text
-    if not _REPO_ID.match(repo_id):
-        raise ValueError(f"{text}: not a Hugging Face Hub repo id (expected hf://owner/name or hf://owner/name@rev)")
-    from huggingface_hub import hf_hub_download
-
-    repo, _, revision = repo_id.partition("@")
-    paths = []
-    for filename in (CONFIG_NAME, WEIGHTS_NAME):
-        try:
-            paths.append(Path(hf_hub_download(repo, filename, revision=revision or None, library_name="fapn")))
-        except Exception as err:  # offline and not cached, no such repo or file, HTTP errors
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise ValueError(
-                f"{HUB_PREFIX}{repo_id}: cannot fetch {filename} ({type(err).__name__}: {first})"
-            ) from None
-    return paths[0], paths[1], f"{HUB_PREFIX}{repo_id}"
-
-
-def _read_folder(
-    reference: str | os.PathLike[str], map_location: str | torch.device, allow_bare_id: bool
-) -> tuple[dict[str, Any], Path, Path]:
-    require_hub()
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    config_path, weights_path, _ = _resolve(reference, allow_bare_id=allow_bare_id)
-    if not config_path.is_file():
-        raise ValueError(f"{config_path}: missing; a hub folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
-    try:
-        document = json.loads(config_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{config_path}: not valid JSON ({err})") from None
-    config = document.get("model_config") if isinstance(document, dict) else None
-    if not isinstance(config, dict) or not isinstance(config.get("name"), str):
-        found = sorted(document)[:6] if isinstance(document, dict) else type(document).__name__
-        raise ValueError(
-            f"{config_path}: not a fapn config, expected {{'model_config': {{'name': <registry name>, ...}}}}, "
-            f"found {found} (a folder saved by another library? load it with that library)"
-        )
-    if not weights_path.is_file():
-        raise ValueError(f"{weights_path}: missing; a hub folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
-    try:
-        state: dict[str, Tensor] = load_file(str(weights_path), device=str(map_location))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ValueError(f"{weights_path}: not a readable safetensors file ({first})") from None
-    if not state:
-        raise ValueError(f"{weights_path}: holds no tensors")
-    checkpoint: dict[str, Any] = {"model": state, "model_config": config, "weights_file": str(weights_path)}
-    if isinstance(document.get("dataset"), dict):
-        checkpoint["dataset"] = document["dataset"]
-    return checkpoint, config_path, weights_path
-
-
-def load_hub_checkpoint(
-    reference: str | os.PathLike[str],
-    map_location: str | torch.device = "cpu",
-    *,
-    allow_bare_id: bool = False,
-) -> dict[str, Any]:
-    """A hub folder or repo id as a fapn checkpoint dict ``{"model", "model_config", "dataset", "weights_file"}``
-    (``weights_file``: the safetensors file, named by :func:`fapn.checkpoint.build_model_from_checkpoint`'s errors).
-
-    Nothing is unpickled: the config is JSON, the weights are safetensors.
-
-    Args:
-        reference: a folder, ``hf://owner/name[@revision]``, or (with ``allow_bare_id``) ``owner/name``.
-        map_location: where the tensors go.
-        allow_bare_id: take ``owner/name`` that is not a local folder as a repo id.
-
-    Raises:
-        FileNotFoundError: no such folder.
-        ValueError: a missing or malformed ``config.json`` or ``model.safetensors``, or a repo that cannot be
-            fetched; the message names the file.
-    """
-    return _read_folder(reference, map_location, allow_bare_id)[0]
 
 
 def from_pretrained(
@@ -400,9 +292,10 @@ def from_pretrained(
             builder rejects (naming ``config.json``); weights that do not fit the model -- missing or unexpected
             keys, shape mismatches, e.g. a safetensors file of another library (naming ``model.safetensors``).
     """
-    from fapn.checkpoint import model_builder, state_dict_mismatch
+    from fapn.checkpoint import model_builder
+    from fapn.state_dict import state_dict_mismatch
 
-    checkpoint, config_path, weights_path = _read_folder(reference, map_location, allow_bare_id=True)
+    checkpoint, config_path, weights_path = read_hub_folder(reference, map_location, allow_bare_id=True)
     config = {**checkpoint["model_config"], **model_kwargs}
     name = config.pop("name")
     config.pop("weights_backbone", None)

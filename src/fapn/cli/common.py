@@ -13,9 +13,11 @@ Example:
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 __all__ = [
     "parse_size",
@@ -27,6 +29,9 @@ __all__ = [
     "run_without_grad",
     "DETECTION_TASKS",
     "config_task",
+    "TaskEngine",
+    "TASK_ENGINES",
+    "task_engine",
     "config_class",
     "EXTRAS",
     "require_extra",
@@ -170,21 +175,54 @@ def config_task(config: str) -> str:
     return str(load_yaml(config).get("task", "semseg"))
 
 
+@dataclass(frozen=True)
+class TaskEngine:
+    """Where a recipe task's recipe class, trainer and evaluator live, as ``module:name`` (imported on use, so that
+    building the parser imports no torch). The trainer and the evaluator return results; the commands print them."""
+
+    config: str
+    train: str
+    evaluate: str
+
+    def load(self, part: Literal["config", "train", "evaluate"]) -> Any:
+        """The recipe class, ``run_train`` or ``run_eval`` of this task, imported now."""
+        module, _, name = getattr(self, part).partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+_SEMSEG = TaskEngine(
+    "fapn.engine.semseg.config:SegmentationConfig",
+    "fapn.engine.semseg.train:run_train",
+    "fapn.engine.semseg.eval:run_eval",
+)
+_DETECTION = TaskEngine(
+    "fapn.engine.detection.config:DetectionConfig",
+    "fapn.engine.detection.train:run_train",
+    "fapn.engine.detection.eval:run_eval",
+)
+TASK_ENGINES: dict[str, TaskEngine] = {"semseg": _SEMSEG, **dict.fromkeys(DETECTION_TASKS, _DETECTION)}
+"""Recipe ``task`` -> its engine: the one table ``fapn train``, ``fapn eval`` and ``fapn configs`` dispatch on."""
+
+
+def task_engine(task: str) -> TaskEngine:
+    """The engine of recipe task ``task``.
+
+    Raises:
+        ValueError: an unknown task.
+    """
+    if task not in TASK_ENGINES:
+        raise ValueError(f"recipe task {task!r} is unknown; expected one of {', '.join(TASK_ENGINES)}")
+    return TASK_ENGINES[task]
+
+
 def config_class(task: str) -> type:
     """The dataclass that holds a recipe of ``task``.
 
     Raises:
         ValueError: an unknown task.
     """
-    if task == "semseg":
-        from fapn.engine.segmentation_config import SegmentationConfig
-
-        return SegmentationConfig
-    if task in DETECTION_TASKS:
-        from fapn.engine.detection_config import DetectionConfig
-
-        return DetectionConfig
-    raise ValueError(f"recipe task {task!r} is unknown; expected semseg or one of {', '.join(DETECTION_TASKS)}")
+    cls: type = task_engine(task).load("config")
+    return cls
 
 
 def missing_extra_hint(err: ModuleNotFoundError) -> str | None:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
 from fapn.cli.common import (
-    DETECTION_TASKS,
     add_device_argument,
     add_overrides_argument,
     add_precision_argument,
     add_threads_argument,
     config_task,
+    task_engine,
 )
 
 __all__ = ["register", "run"]
@@ -73,37 +76,63 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     recipe: Any = args.config
     if recipe is None:  # the checkpoint's own recipe, as a dict
-        from fapn.engine.trainer import saved_recipe
+        from fapn.engine.run_dir import saved_recipe
 
         recipe = saved_recipe(args.weights)
         task = str(recipe.get("task", "semseg"))
     else:
         task = config_task(recipe)
-    if task in DETECTION_TASKS:
-        from fapn.engine.detection.eval import run_eval as run_detection_eval
-
-        return run_detection_eval(
+    run_eval = task_engine(task).load("evaluate")
+    if task == "semseg":
+        scores = run_eval(
             recipe,
             list(args.overrides),
             args.weights,
-            args.output,
-            device=args.device,
+            split=args.split,
+            save_predictions=args.save_predictions,
+            flip=args.flip,
+            scales=args.scales,
+            device=args.device or "auto",
             threads=args.threads,
             progress=args.progress,
+            precision=args.precision,
+            on_warning=lambda message: print(f"fapn: warning: {message}", file=sys.stderr, flush=True),
         )
-    from fapn.engine.semseg.eval import run_eval
+        _print_semseg_scores(scores)
+    else:
+        scores = run_eval(
+            recipe, list(args.overrides), args.weights, device=args.device, threads=args.threads, progress=args.progress
+        )
+        from fapn.metrics.coco import format_coco_metrics
 
-    return run_eval(
-        recipe,
-        list(args.overrides),
-        args.weights,
-        args.output,
-        split=args.split,
-        save_predictions=args.save_predictions,
-        flip=args.flip,
-        scales=args.scales,
-        device=args.device or "auto",
-        threads=args.threads,
-        progress=args.progress,
-        precision=args.precision,
-    )
+        if text := format_coco_metrics(scores):
+            print(text)
+    output_path = _output_path(args.weights, args.output)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    output_path.write_text(json.dumps(scores, indent=2))
+    print(f"scores written to {output_path}")
+    if task == "semseg" and args.save_predictions:
+        print(f"predictions written to {args.save_predictions}")
+    return 0
+
+
+def _print_semseg_scores(scores: dict[str, Any]) -> None:
+    from fapn.metrics import format_table
+    from fapn.metrics.small_objects import format_small_object_recall
+
+    print(format_table(scores, scores["boundary"]))
+    shown = {
+        k: "-" if v is None else f"{v:.2f}" for k, v in (("all", scores["mIoU"]), ("band", scores["boundary"]["mIoU"]))
+    }
+    print(f"mIoU {shown['all']}  boundary mIoU ({scores['boundary']['width']}px) {shown['band']}")  # None: no pixel
+    if scores["small_objects"] is not None:
+        print(format_small_object_recall(scores["small_objects"]))
+
+
+def _output_path(weights: str, output: str | None) -> Path:
+    """``--output``, else ``NAME_eval.json`` beside the weights (in the working folder for a Hub repo id)."""
+    if output:
+        return Path(output)
+    if str(weights).startswith("hf://"):
+        return Path(str(weights).rsplit("/", 1)[-1].replace("@", "_") + "_eval.json")
+    return Path(weights).with_name(Path(weights).stem + "_eval.json")

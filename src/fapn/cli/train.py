@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
-from fapn.cli.common import DETECTION_TASKS, THREADS_HELP, add_overrides_argument, add_threads_argument, config_task
+from fapn.cli.common import THREADS_HELP, add_overrides_argument, add_threads_argument, config_task, task_engine
 
 __all__ = ["register", "run"]
 
@@ -78,29 +80,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     task = config_task(args.config)
+    engine = task_engine(task)
     overrides = list(args.overrides)
     if args.threads is not None:
         overrides.append(f"train.threads={args.threads}")
-    if task in DETECTION_TASKS:
-        if args.check_data or args.skip_unreadable:
-            raise ValueError("--check-data and --skip-unreadable are for semantic segmentation recipes")
-        from fapn.engine.detection.train import run_train as run_detection_train
-
-        return run_detection_train(
-            args.config, overrides, args.output_dir, args.resume, overwrite=args.overwrite, progress=args.progress
-        )
-    if task != "semseg":
-        raise ValueError(f"config task {task!r} is unknown; expected semseg or one of {', '.join(DETECTION_TASKS)}")
+    if task != "semseg" and (args.check_data or args.skip_unreadable):
+        raise ValueError("--check-data and --skip-unreadable are for semantic segmentation recipes")
     if args.skip_unreadable:
         overrides.append("data.skip_unreadable=true")
-    from fapn.engine.semseg.train import run_train
-
-    return run_train(
-        args.config,
-        overrides,
-        args.output_dir,
-        args.resume,
-        overwrite=args.overwrite,
-        progress=args.progress,
-        check_data_only=args.check_data,
+    if args.check_data:
+        return _check_data(args.config, engine.load("config"), overrides, args.progress)
+    result = engine.load("train")(
+        args.config, overrides, args.output_dir, args.resume, overwrite=args.overwrite, progress=args.progress
     )
+    if task == "semseg":
+        if int(os.environ.get("RANK", "0")) == 0:
+            from fapn.metrics import format_table
+
+            print(format_table(result["metrics"], result["metrics"]["boundary"]))
+            print(f"checkpoints and logs: {result['output_dir']} ({result['seconds']:.0f} s)")
+        return 0
+    from fapn.metrics.coco import format_coco_metrics
+
+    if text := format_coco_metrics(result):
+        print(text)
+    checkpoint = Path(result["output_dir"]) / "model_final.pt"
+    print(f"trained {result['iterations']} iterations in {result['train_seconds']:.0f} s; checkpoint: {checkpoint}")
+    return 0
+
+
+def _check_data(config: str, config_class: type, overrides: list[str], progress: bool) -> int:
+    """``--check-data``: read every file of the recipe's splits and list the unreadable ones (exit code 1 if any)."""
+    from fapn.config import load_config
+    from fapn.engine.semseg.data import check_data
+
+    bad = check_data(load_config(config, config_class, overrides), progress=progress)
+    count = sum(len(b) for b in bad.values())
+    for split, files in bad.items():
+        print(f"{split}: {len(files)} unreadable file(s)" + (":" if files else ""))
+        for b in files:
+            print(f"  {b}")
+    print(f"{count} unreadable file(s)" if count else "every file reads")
+    return 1 if count else 0

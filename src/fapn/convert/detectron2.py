@@ -19,7 +19,7 @@ authors                                                     fapn (:class:`fapn.n
 
 The offset/mask layout of the authors' DCNv2 is torchvision's, so tensors are copied unchanged. The ResNet under
 ``backbone.bottom_up.`` (detectron2 names, :func:`convert_detectron2_resnet`) and the R-CNN heads
-(:func:`convert_detectron2_fapn`) map onto torchvision's names:
+(:func:`convert_detectron2_rcnn`) map onto torchvision's names:
 
 ==============================================  ================================================
 ``stem.conv1.weight``                           ``body.conv1.weight`` (input channels reversed: BGR -> RGB)
@@ -54,14 +54,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fapn.checkpoint import _read as _read_torch_file  # the one reader of torch files: data only
+from fapn.state_dict import read_torch_file
 
 __all__ = [
     "load_detectron2_checkpoint",
     "convert_fapn_neck",
     "convert_detectron2_resnet",
-    "convert_detectron2_fapn",
-    "convert_detectron2_fapn_rcnn",
+    "convert_detectron2_rcnn",
     "neck_stages",
 ]
 
@@ -132,7 +131,7 @@ def load_detectron2_checkpoint(path: str | os.PathLike[str]) -> dict[str, Tensor
         except Exception as err:  # the unpickler raises UnpicklingError, EOFError, KeyError, ... on garbage
             raise ValueError(f"{path}: not a detectron2 .pkl checkpoint (unreadable: {type(err).__name__})") from None
     else:
-        data = _read_torch_file(path, map_location="cpu")  # weights_only, every failure one line naming the file
+        data = read_torch_file(path, map_location="cpu")  # weights_only, every failure one line naming the file
     if isinstance(data, Mapping) and isinstance(data.get("model"), Mapping):
         data = data["model"]
     elif isinstance(data, Mapping) and isinstance(data.get("state_dict"), Mapping):
@@ -316,32 +315,19 @@ def _head_target(key: str, value: Tensor) -> tuple[str, Tensor] | None:
     return None
 
 
-def convert_detectron2_fapn(
+def convert_detectron2_rcnn(
     state_dict: Mapping[str, Tensor],
     neck_prefix: str = "backbone.fapn.",
     body_prefix: str = "backbone.body.",
     stages: Sequence[int] | None = None,
 ) -> tuple[dict[str, Tensor], list[str]]:
-    """A whole detectron2 FaPN checkpoint mapped onto fapn's models: ResNet body, neck (by stage, with
-    RetinaNet's ``top_block``) and, when present, the R-CNN heads (RPN, box and mask heads; class-specific box
-    regression and masks; background moved to index 0).
+    """A detectron2 FaPN checkpoint without PointRend heads mapped onto fapn's models: ResNet body, neck (by
+    stage, with RetinaNet's ``top_block``) and, when present, the R-CNN heads (RPN, box and mask heads;
+    class-specific box regression and masks; background moved to index 0).
 
-    Args:
-        state_dict: the authors' model state dict (the checkpoint's ``"model"`` entry).
-        neck_prefix: prefix of our neck's keys in the target model (``BackboneWithFaPN``: ``backbone.fapn.``).
-        body_prefix: prefix of the ResNet's keys (``backbone.body.``).
-        stages: the neck's input stages, see :func:`convert_fapn_neck`.
-
-    Returns:
-        ``(mapped, unmapped)``: target keys -> tensors, and every source key that was not mapped (``pixel_mean``,
-        RetinaNet's head, ...), in input order. PointRend checkpoints go through
-        :func:`fapn.convert.pointrend.convert_pointrend`. A Faster/Mask R-CNN checkpoint maps onto
-        ``detectron2_fapn_rcnn(depth, mask=..., num_classes=K + 1)`` exactly.
+    :func:`fapn.convert.convert_detectron2_fapn` takes any checkpoint (PointRend ones too) and calls this for what
+    is not a PointRend head; its docstring describes the arguments and the result.
     """
-    from fapn.convert.pointrend import convert_pointrend, is_pointrend_checkpoint
-
-    if is_pointrend_checkpoint(state_dict):  # PointRend heads map there, the rest comes back here
-        return convert_pointrend(state_dict, neck_prefix=neck_prefix, body_prefix=body_prefix, stages=stages)
     body, body_unmapped = convert_detectron2_resnet(
         {k: v for k, v in state_dict.items() if k.startswith("backbone.bottom_up.")}
     )
@@ -359,9 +345,3 @@ def convert_detectron2_fapn(
         else:
             mapped[head[0]] = head[1]
     return mapped, unmapped
-
-
-def convert_detectron2_fapn_rcnn(state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
-    """The authors' Faster/Mask R-CNN FaPN checkpoint onto :func:`fapn.models.detection.detectron2_fapn_rcnn`:
-    :func:`convert_detectron2_fapn` with its defaults."""
-    return convert_detectron2_fapn(state_dict)

@@ -45,6 +45,8 @@ from typing import Any
 
 from torch import Tensor
 
+from fapn.convert.detectron2 import convert_detectron2_rcnn
+
 __all__ = ["convert_pointrend", "is_pointrend_checkpoint"]
 
 _COARSE_SEM = re.compile(r"^sem_seg_head\.coarse_sem_seg_head\.p([2-9])\.(\d+)\.(weight|bias|norm\.weight|norm\.bias)$")
@@ -102,7 +104,7 @@ def convert_pointrend(state_dict: Mapping[str, Tensor], **kwargs: Any) -> tuple[
     :func:`~fapn.models.pointrend.detectron2_pointrend_rcnn` (Mask R-CNN, either mask-head layout).
 
     The PointRend heads are mapped here (see the module docstring), everything else (ResNet, neck, RPN, box
-    head) by :func:`fapn.convert.detectron2.convert_detectron2_fapn`, which gets ``**kwargs`` (``stages``, ...).
+    head) by :func:`fapn.convert.detectron2.convert_detectron2_rcnn`, which gets ``**kwargs`` (``stages``, ...).
 
     Returns:
         ``(mapped, unmapped)``: a state dict for the model, and the source keys nothing maps (``pixel_mean``,
@@ -114,8 +116,6 @@ def convert_pointrend(state_dict: Mapping[str, Tensor], **kwargs: Any) -> tuple[
         >>> list(mapped)
         ['roi_heads.mask_head.coarse_head.fc1.weight']
     """
-    from fapn.convert.detectron2 import convert_detectron2_fapn
-
     heads: dict[str, Tensor] = {}
     rest: dict[str, Tensor] = {}
     for key, value in state_dict.items():
@@ -124,6 +124,6 @@ def convert_pointrend(state_dict: Mapping[str, Tensor], **kwargs: Any) -> tuple[
             rest[key] = value
         else:
             heads[target] = value
-    mapped, unmapped = convert_detectron2_fapn(rest, **kwargs) if rest else ({}, [])
+    mapped, unmapped = convert_detectron2_rcnn(rest, **kwargs) if rest else ({}, [])
     mapped.update(heads)
     return mapped, unmapped

@@ -1,10 +1,13 @@
 """Training and evaluation engine.
 
-* :mod:`fapn.engine.trainer`: the skeleton every task shares (run folder and resume rules, checkpoint contents,
-  RNG state, logging, start-up summary, the optimisation loop);
-* :mod:`fapn.engine.semseg`: semantic segmentation recipe (``config``), training (``train``, ``fapn train``),
-  evaluation (``eval``, ``fapn eval``) and scoring of saved predictions (``score``, ``fapn score``);
-* :mod:`fapn.engine.detection`: detection, instance and panoptic recipe, data, training and evaluation;
+* the skeleton every task shares: :mod:`fapn.engine.run_dir` (the run folder and its resume rule),
+  :mod:`fapn.engine.run_log` (start-up summary, log records), :mod:`fapn.engine.trainer` (checkpoint contents, RNG
+  state, the optimisation loop);
+* :mod:`fapn.engine.semseg`: semantic segmentation recipe (``config``), model (``model``), data (``data``), losses
+  (``loss``), training (``train``, ``fapn train``), evaluation (``eval``, ``fapn eval``) and scoring of saved
+  predictions (``score``, ``fapn score``);
+* :mod:`fapn.engine.detection`: detection, instance and panoptic recipe (``config``), model (``model``), data,
+  training and evaluation, in the same files;
 * :mod:`fapn.engine.demo` (``fapn demo``), :mod:`fapn.engine.distributed`, :mod:`fapn.engine.lr_schedule`.
 
 Checkpoints are :mod:`fapn.checkpoint`; device, mixed precision and threads are :mod:`fapn.runtime`.

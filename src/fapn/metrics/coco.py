@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["COCO_STAT_NAMES", "detections_to_coco_results", "evaluate_coco", "coco_summary"]
+__all__ = ["COCO_STAT_NAMES", "detections_to_coco_results", "evaluate_coco", "coco_summary", "format_coco_metrics"]
 
 COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -137,3 +137,26 @@ def coco_summary(
         name: (float(value) * 100.0 if value >= 0 else float("nan"))
         for name, value in zip(COCO_STAT_NAMES, evaluator.stats[:6])
     }
+
+
+def format_coco_metrics(metrics: Mapping[str, Any]) -> str:
+    """The metrics of a detection evaluation as lines: AP per kind (``bbox``, ``segm``, ``boundary``), then PQ /
+    SQ / RQ per panoptic group; ``""`` when there are none.
+
+    Example:
+        >>> print(format_coco_metrics({"bbox": {"AP": 41.0, "AP50": 60.5}}))
+        bbox: AP 41.00, AP50 60.50
+    """
+    lines = [
+        f"{key}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics[key].items())
+        for key in ("bbox", "segm", "boundary")
+        if key in metrics
+    ]
+    panoptic = metrics.get("panoptic", {})
+    for group in ("All", "Things", "Stuff", "Things_small", "Things_medium", "Things_large"):
+        if f"{group}_pq" in panoptic:
+            lines.append(
+                f"{group:13s} PQ {panoptic[f'{group}_pq']:.2f}  SQ {panoptic[f'{group}_sq']:.2f}  "
+                f"RQ {panoptic[f'{group}_rq']:.2f}  (n={panoptic[f'{group}_n']})"
+            )
+    return "\n".join(lines)

@@ -1,11 +1,14 @@
-"""The input check of the semantic models: a bad batch is a one-line ``ValueError`` naming what was expected."""
+"""The inputs of the semantic models: a bad batch or target is a one-line ``ValueError`` naming what was expected,
+and both are padded to the network's size divisibility here (the model crops its output back)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["check_image_batch"]
+from fapn.layers.padding import pad_to_multiple
+
+__all__ = ["check_image_batch", "padded_images", "padded_targets"]
 
 
 def _weight_dtype(model: nn.Module) -> torch.dtype | None:
@@ -59,3 +62,36 @@ def check_image_batch(x: Tensor, model: nn.Module | None = None, *, in_channels:
             f"input of {x.shape[-2]}x{x.shape[-1]} pixels is smaller than the network's stride; "
             f"height and width must be at least {min_size}"
         )
+
+
+def padded_images(images: Tensor, model: nn.Module, size_divisibility: int, *, min_size: int = 1) -> Tensor:
+    """``images`` checked by :func:`check_image_batch` (not while tracing or compiling, where the checks would be
+    recorded as constants) and zero-padded at the bottom and right to a multiple of ``size_divisibility``.
+
+    Example:
+        >>> padded_images(torch.zeros(1, 3, 30, 33), nn.Identity(), 32).shape
+        torch.Size([1, 3, 32, 64])
+    """
+    if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+        check_image_batch(images, model, min_size=min_size)
+    return pad_to_multiple(images, size_divisibility)
+
+
+def padded_targets(
+    targets: Tensor | None, images: Tensor, size_divisibility: int, ignore_index: int, model_name: str
+) -> Tensor:
+    """Training targets ``[N, H, W]`` of ``images`` checked and padded like them, with ``ignore_index``.
+
+    Raises:
+        ValueError: no targets (``model_name`` needs them in training mode), or not of the images' size.
+
+    Example:
+        >>> padded_targets(torch.zeros(1, 30, 30, dtype=torch.long), torch.zeros(1, 3, 30, 30), 32, 255, "m")[0, -1, -1]
+        tensor(255)
+    """
+    if targets is None:
+        raise ValueError(f"in training mode {model_name} needs targets [N, H, W] to compute its losses")
+    expected = (images.shape[0], *images.shape[-2:])
+    if tuple(targets.shape) != expected:
+        raise ValueError(f"expected targets of shape {expected}, got {tuple(targets.shape)}")
+    return pad_to_multiple(targets, size_divisibility, value=ignore_index)

@@ -26,12 +26,18 @@ from typing import Any, TypeVar, cast
 
 from torch import nn
 
-__all__ = ["register_model", "get_model", "get_model_builder", "list_models"]
+__all__ = ["register_model", "get_model", "get_model_builder", "list_models", "KINDS"]
 
 _BuilderT = TypeVar("_BuilderT", bound=Callable[..., nn.Module])
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _TASKS: dict[str, str] = {}
+_KINDS: dict[str, str] = {}
+
+KINDS = ("factory", "architecture")
+"""A *factory* takes the neck as an argument (``neck="fapn"`` or ``"fpn"``; ``realtime_fapn``'s ``variant`` also
+names Table 1's middle rows); an *architecture* is one network whose neck is fixed by its name
+(``semantic_fpn_resnet50_fapn``, ``maskformer_fpn``, ``detectron2_fapn_rcnn``)."""
 
 
 def register_model(name: str | None = None, task: str = "semseg") -> Callable[[_BuilderT], _BuilderT]:
@@ -45,6 +51,9 @@ def register_model(name: str | None = None, task: str = "semseg") -> Callable[[_
         name: the registry name.
         task: ``semseg`` (returns ``[N, C, H, W]`` logits in eval mode) or ``detection`` (torchvision's
             detector calling convention); :func:`list_models` filters on it.
+
+    The entry's kind (:data:`KINDS`) follows from the builder's signature: a ``neck`` (or ``variant``) argument
+    makes it a factory, else it is a fixed architecture.
     """
 
     def wrapper(builder: _BuilderT) -> _BuilderT:
@@ -67,20 +76,24 @@ def register_model(name: str | None = None, task: str = "semseg") -> Callable[[_
 
         _MODELS[key] = build
         _TASKS[key] = task
+        _KINDS[key] = "factory" if {"neck", "variant"} & set(signature.parameters) else "architecture"
         return cast(_BuilderT, build)
 
     return wrapper
 
 
-def _ensure_loaded() -> None:
-    # Builders register themselves when their module is imported; importing the package imports them all.
-    import fapn.models  # noqa: F401
+def list_models(include: str | None = None, task: str | None = None, kind: str | None = None) -> list[str]:
+    """Sorted names of the registered builders, optionally filtered by a glob, by task and by kind
+    (``factory`` or ``architecture``, see :data:`KINDS`).
 
-
-def list_models(include: str | None = None, task: str | None = None) -> list[str]:
-    """Sorted names of the registered builders, optionally filtered by a glob and by task."""
-    _ensure_loaded()
-    names = [n for n in _MODELS if task is None or _TASKS[n] == task]
+    Example:
+        >>> from fapn.models import list_models
+        >>> list_models("maskformer*", kind="factory"), list_models("maskformer*", kind="architecture")
+        (['maskformer'], ['maskformer_fapn', 'maskformer_fpn'])
+    """
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; valid kinds: {list(KINDS)}")
+    names = [n for n in _MODELS if (task is None or _TASKS[n] == task) and (kind is None or _KINDS[n] == kind)]
     if include is not None:
         names = [n for n in names if fnmatch.fnmatch(n, include)]
     return sorted(names)
@@ -88,7 +101,6 @@ def list_models(include: str | None = None, task: str | None = None) -> list[str
 
 def get_model_builder(name: str) -> Callable[..., nn.Module]:
     """The builder registered as ``name``; a ``ValueError`` naming the known models otherwise."""
-    _ensure_loaded()
     if name not in _MODELS:
         close = difflib.get_close_matches(name, list(_MODELS), n=1, cutoff=0.8)
         hint = f" (did you mean {close[0]!r}?)" if close else ""

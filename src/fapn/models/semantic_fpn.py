@@ -6,13 +6,11 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fapn.layers.padding import pad_to_multiple
 from fapn.models.backbones import RESNETS, TIMM_PREFIX, BackboneWeights
-from fapn.models.inputs import check_image_batch
+from fapn.models.inputs import padded_images
 from fapn.models.pyramid import Neck, resnet_pyramid
 from fapn.models.registry import register_model
 
@@ -47,6 +45,7 @@ class SemanticFPNHead(nn.Module):
         norm_groups: GroupNorm groups (32).
 
     Example:
+        >>> import torch
         >>> head = SemanticFPNHead(32, 5, conv_dims=16, norm_groups=4)
         >>> feats = [torch.randn(1, 32, 64 // s, 64 // s) for s in (4, 8, 16, 32)]
         >>> head(feats).shape
@@ -117,6 +116,7 @@ class SemanticFPN(nn.Module):
         conv_dims: head width.
 
     Example:
+        >>> import torch
         >>> model = semantic_fpn("resnet18", num_classes=19).eval()
         >>> model(torch.randn(1, 3, 64, 96)).shape
         torch.Size([1, 19, 64, 96])
@@ -137,10 +137,8 @@ class SemanticFPN(nn.Module):
         Returns:
             logits ``[N, num_classes, H, W]``.
         """
-        if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
-            check_image_batch(images, self, min_size=1)
         height, width = images.shape[-2:]
-        x = pad_to_multiple(images, self.size_divisibility)
+        x = padded_images(images, self, self.size_divisibility)
         features = list(self.backbone(x).values())[: len(self.head.strides)]
         return self.head(features)[..., :height, :width]
 
@@ -174,6 +172,7 @@ def semantic_fpn(
         conv_dims: width of the head.
 
     Example:
+        >>> import torch
         >>> model = semantic_fpn("resnet18", num_classes=5, neck="fpn").eval()
         >>> model(torch.randn(1, 3, 45, 70)).shape
         torch.Size([1, 5, 45, 70])

@@ -18,6 +18,7 @@ __all__ = [
     "DetectionTrainConfig",
     "DetectionEvalConfig",
     "DETECTION_TASKS",
+    "load_detection_config",
 ]
 
 DETECTION_TASKS = ("detection", "instance", "panoptic")
@@ -141,3 +142,10 @@ class DetectionConfig:
     optim: DetectionOptimConfig = field(default_factory=DetectionOptimConfig)
     train: DetectionTrainConfig = field(default_factory=DetectionTrainConfig)
     eval: DetectionEvalConfig = field(default_factory=DetectionEvalConfig)
+
+
+def load_detection_config(path_or_name: str, overrides: list[str] | tuple[str, ...] = ()) -> DetectionConfig:
+    """A :class:`DetectionConfig` from a YAML path or shipped name (``detection/mask_rcnn_R_50_FaPN_1x``)."""
+    from fapn.config import load_config
+
+    return load_config(path_or_name, DetectionConfig, overrides)

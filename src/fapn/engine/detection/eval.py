@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from torch import nn
 
 from fapn.engine.detection.config import DetectionConfig
 
-__all__ = ["evaluate", "run_eval", "print_metrics"]
+__all__ = ["evaluate", "run_eval"]
 
 
 @torch.no_grad()
@@ -95,38 +94,21 @@ def evaluate(model: nn.Module, dataset: Any, cfg: DetectionConfig, progress: boo
     return metrics
 
 
-def print_metrics(metrics: dict[str, Any]) -> None:
-    for key in ("bbox", "segm", "boundary"):
-        if key in metrics:
-            print(f"{key}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics[key].items()))
-    if "panoptic" in metrics:
-        p = metrics["panoptic"]
-        for group in ("All", "Things", "Stuff", "Things_small", "Things_medium", "Things_large"):
-            if f"{group}_pq" not in p:
-                continue
-            print(
-                f"{group:13s} PQ {p[f'{group}_pq']:.2f}  SQ {p[f'{group}_sq']:.2f}  RQ {p[f'{group}_rq']:.2f}  "
-                f"(n={p[f'{group}_n']})"
-            )
-
-
 def run_eval(
     config_path: str | Mapping[str, Any],
     overrides: list[str],
     weights: str,
-    output: str | None,
     *,
     device: str | None = None,
     threads: int | None = None,
     progress: bool = True,
-) -> int:
-    """``fapn eval`` for detection tasks: load ``weights`` (a fapn checkpoint or a state dict), evaluate on the
-    config's val split, print the metrics and write them as JSON to ``output`` (default: ``WEIGHTS_eval.json``
-    next to the weights, as for semantic segmentation).
+) -> dict[str, Any]:
+    """``fapn eval`` for detection tasks: load ``weights`` (a fapn checkpoint or a state dict) and evaluate on the
+    config's val split; returns the metrics of :func:`evaluate` (the command prints and writes them).
 
     Args:
         config_path: a recipe (shipped name or YAML file), or a recipe as a dict (the one a checkpoint stores,
-            see :func:`fapn.engine.trainer.saved_recipe`); ``overrides`` apply to either.
+            see :func:`fapn.engine.run_dir.saved_recipe`); ``overrides`` apply to either.
         device: ``auto``, ``cpu``, ``cuda``... (``None``: the recipe's ``train.device``).
         threads: torch CPU threads (``None``: the recipe's ``train.threads``, else torch's default, one per core).
         progress: a tqdm bar.
@@ -135,11 +117,12 @@ def run_eval(
         FileNotFoundError: no ``weights`` file.
         ValueError: an unreadable file, or weights of another model.
     """
-    from fapn.checkpoint import load_state_dict_file
     from fapn.config import config_from_dict
+    from fapn.engine.detection.config import load_detection_config
     from fapn.engine.detection.data import build_datasets
-    from fapn.engine.detection.train import build_model, load_detection_config
+    from fapn.engine.detection.model import build_model
     from fapn.runtime import resolve_device, set_threads
+    from fapn.state_dict import load_state_dict_file
 
     if isinstance(config_path, Mapping):
         cfg = config_from_dict(config_path, DetectionConfig, overrides)
@@ -156,10 +139,4 @@ def run_eval(
         first = str(err).strip().splitlines()[0]
         raise ValueError(f"{weights}: its weights do not fit the recipe's model ({first})") from None
     model.to(torch_device)
-    metrics = evaluate(model, dataset, cfg, progress=progress)
-    print_metrics(metrics)
-    output_path = Path(output) if output else Path(weights).with_name(Path(weights).stem + "_eval.json")
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    output_path.write_text(json.dumps(metrics, indent=2))
-    print(f"scores written to {output_path}")
-    return 0
+    return evaluate(model, dataset, cfg, progress=progress)

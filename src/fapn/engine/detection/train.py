@@ -3,10 +3,11 @@
 run-folder and resume rules, checkpoint contents, RNG state and logs as semantic segmentation; resuming is exact.
 
 Example:
-    >>> run_train(
+    >>> metrics = run_train(
     ...     "detection/synthetic_mask_rcnn_R_18_FaPN", ["train.iterations=2"], "/tmp/run", False
     ... )  # doctest: +SKIP
-    0
+    >>> metrics["iterations"]  # doctest: +SKIP
+    2
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from fapn.engine.detection.config import DetectionConfig
+from fapn.engine.detection.config import DetectionConfig, load_detection_config
 from fapn.engine.detection.data import build_datasets
-from fapn.engine.detection.eval import evaluate, print_metrics
+from fapn.engine.detection.eval import evaluate, run_eval
+from fapn.engine.detection.model import build_model, model_kwargs
 
 __all__ = [
     "run_train",
@@ -36,52 +38,6 @@ __all__ = [
     "model_kwargs",
     "resume_config",
 ]
-
-
-def load_detection_config(path_or_name: str, overrides: list[str] | tuple[str, ...] = ()) -> DetectionConfig:
-    """A :class:`DetectionConfig` from a YAML path or shipped name (``detection/mask_rcnn_R_50_FaPN_1x``)."""
-    from fapn.config import load_config
-
-    return load_config(path_or_name, DetectionConfig, overrides)
-
-
-def model_kwargs(cfg: DetectionConfig, num_classes: int, num_stuff_classes: int = 0) -> dict[str, Any]:
-    """Keyword arguments of :func:`~fapn.models.detection.build_detection_model` for this config."""
-    m = cfg.model
-    detector = m.detector
-    if cfg.task == "panoptic" and detector != "panoptic_fpn":
-        raise ValueError(f"task panoptic needs model.detector=panoptic_fpn, got {detector!r}")
-    if cfg.task == "instance" and detector not in ("maskrcnn", "pointrend_maskrcnn"):
-        raise ValueError(f"task instance needs model.detector=maskrcnn or pointrend_maskrcnn, got {detector!r}")
-    kwargs: dict[str, Any] = {
-        "detector": detector,
-        "backbone": m.backbone,
-        "neck": m.neck,
-        "num_classes": num_classes,
-        "weights_backbone": m.weights_backbone,
-        "trainable_backbone_layers": m.trainable_backbone_layers,
-        # recorded so a checkpoint rebuilds with the same norm layers without loading ImageNet weights again
-        "frozen_batch_norm": m.weights_backbone is not None,
-        "min_size": tuple(m.min_size),
-        "max_size": m.max_size,
-        **m.options,
-    }
-    if m.fapn:
-        kwargs["fapn_kwargs"] = dict(m.fapn)
-    if detector == "panoptic_fpn":
-        kwargs["num_stuff_classes"] = num_stuff_classes
-        kwargs["panoptic_kwargs"] = dict(m.panoptic)
-    return kwargs
-
-
-def build_model(cfg: DetectionConfig, dataset: Any, with_weights: bool = True) -> tuple[nn.Module, dict[str, Any]]:
-    """The model for ``cfg`` sized for ``dataset``; returns ``(model, builder kwargs)``."""
-    from fapn.models.detection import build_detection_model
-
-    kwargs = model_kwargs(cfg, dataset.num_classes, getattr(dataset, "num_stuff_classes", 0))
-    if not with_weights:
-        kwargs["weights_backbone"] = None
-    return build_detection_model(**kwargs), kwargs
 
 
 def _to_device(images: list[torch.Tensor], targets: list[dict[str, Any]], device: torch.device) -> tuple[Any, Any]:
@@ -125,7 +81,7 @@ def train(
         cfg: the recipe.
         output_dir: the run folder (default ``cfg.train.output_dir``).
         resume: continue exactly from ``output_dir/last.pt`` (``cfg`` must equal its saved config, keys of
-            :data:`fapn.engine.trainer.RUNTIME_KEYS` aside).
+            :data:`fapn.engine.run_dir.RUNTIME_KEYS` aside).
         progress: a tqdm bar (else one plain line per log record).
         overwrite: replace a run already in ``output_dir``.
         stop_after: stop once this iteration is done and ``last.pt`` written, without the final evaluation.
@@ -133,7 +89,7 @@ def train(
     Returns:
         the final metrics, plus ``iterations`` done and ``train_seconds``.
     """
-    from fapn.engine.trainer import removed_if_start_fails
+    from fapn.engine.run_dir import removed_if_start_fails
 
     with removed_if_start_fails(output_dir or cfg.train.output_dir):  # a failed start leaves no empty folder
         return _train(cfg, output_dir, resume, progress, overwrite, stop_after)
@@ -153,7 +109,9 @@ def _train(
     from fapn.engine.distributed import init_distributed
     from fapn.engine.lr_schedule import lr_multiplier
     from fapn.engine.optimizer import build_optimizer
-    from fapn.engine.trainer import Trainer, load_resume_checkpoint, prepare_output_dir, startup_summary
+    from fapn.engine.run_dir import load_resume_checkpoint, prepare_output_dir
+    from fapn.engine.run_log import startup_summary
+    from fapn.engine.trainer import Trainer, recipe_settings
     from fapn.runtime import loader_workers, set_threads
 
     config_from_dict(config_to_dict(cfg), DetectionConfig)  # every value checked, before any data is read
@@ -199,15 +157,10 @@ def _train(
         scheduler=scheduler,
         ctx=ctx,
         output_dir=out,
-        iterations=cfg.train.iterations,
-        config=config_to_dict(cfg),
         extra={"model_config": model_config, "dataset": _dataset_meta(datasets["train"], cfg, model)},
-        log_period=cfg.train.log_period,
-        checkpoint_period=cfg.train.checkpoint_period,
-        eval_period=cfg.train.eval_period,
         time_budget_s=cfg.train.time_budget_s,
         progress=progress,
-        description=f"train {cfg.name}",
+        **recipe_settings(cfg),
     )
     if checkpoint is not None:
         trainer.resume(checkpoint)
@@ -266,7 +219,7 @@ def _train(
 def resume_config(config_path: str, overrides: list[str], output_dir: str | None) -> DetectionConfig:
     """The saved config of the run to resume, with ``overrides`` applied (see
     :func:`fapn.engine.semseg.train.resume_config`)."""
-    from fapn.engine.trainer import resume_run_config
+    from fapn.engine.run_dir import resume_run_config
 
     return resume_run_config(DetectionConfig, config_path, overrides, output_dir)
 
@@ -279,21 +232,13 @@ def run_train(
     *,
     overwrite: bool = False,
     progress: bool = True,
-) -> int:
-    """``fapn train`` for detection tasks: train, evaluate, print the metrics. Returns the exit code."""
+) -> dict[str, Any]:
+    """``fapn train`` for detection tasks: load the recipe (the saved one with ``resume``), train and evaluate.
+
+    Returns:
+        the final metrics of :func:`train` plus ``output_dir``; the command prints them.
+    """
     cfg = resume_config(config_path, overrides, output_dir) if resume else load_detection_config(config_path, overrides)
     out = Path(output_dir or cfg.train.output_dir)
     metrics = train(cfg, out, resume=resume, progress=progress, overwrite=overwrite)
-    print_metrics(metrics)
-    print(
-        f"trained {metrics['iterations']} iterations in {metrics['train_seconds']:.0f} s; "
-        f"checkpoint: {out / 'model_final.pt'}"
-    )
-    return 0
-
-
-def run_eval(*args: Any, **kwargs: Any) -> int:
-    """``fapn eval`` for detection tasks: see :func:`fapn.engine.detection.eval.run_eval`."""
-    from fapn.engine.detection.eval import run_eval as _run_eval
-
-    return _run_eval(*args, **kwargs)
+    return {**metrics, "output_dir": str(out)}

@@ -122,7 +122,7 @@ class OptimConfig:
         warmup_iters, warmup_factor: linear warmup from ``lr * warmup_factor`` over the first iterations.
         class_weights: optional per-class loss weights (e.g. CamVid's median-frequency weights).
         loss: ``ce`` (cross-entropy over every labelled pixel) or ``ohem`` (over the hard pixels only, see
-            :func:`fapn.engine.semseg.train.ohem_targets`).
+            :func:`fapn.engine.semseg.loss.ohem_targets`).
         ohem_thresh, ohem_min_kept: OHEM's probability threshold and the pixels it keeps at least per batch.
         name: ``sgd`` or ``adamw`` (MaskFormer's recipes; see :func:`fapn.engine.optimizer.build_optimizer`).
         backbone_lr_factor: learning-rate multiplier of the backbone's parameters (MaskFormer: 0.1).

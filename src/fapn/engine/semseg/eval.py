@@ -5,7 +5,7 @@ official submission format (Cityscapes: label ids, full resolution, one file per
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from fapn.data.base import SegmentationDataset
 from fapn.data.cityscapes import cityscapes_train_to_label_ids
 from fapn.metrics import DEFAULT_BOUNDARY_WIDTH, BoundaryConfusionMatrix, ConfusionMatrix
-from fapn.metrics.small_objects import format_small_object_recall, small_object_recall_for
+from fapn.metrics.small_objects import small_object_recall_for
 from fapn.runtime import autocast, model_dtype, prepare_inference, resolve_device
 
 __all__ = ["predict_logits", "evaluate", "save_prediction", "prediction_file_name", "run_eval", "class_mismatch"]
@@ -167,7 +167,6 @@ def run_eval(
     config_path: str | Mapping[str, Any],
     overrides: list[str],
     weights: str,
-    output: str | None,
     split: str | None = None,
     save_predictions: str | None = None,
     flip: bool = False,
@@ -177,25 +176,25 @@ def run_eval(
     threads: int | None = None,
     progress: bool = True,
     precision: str = "fp32",
-) -> int:
-    """``fapn eval`` for semantic segmentation: print a per-class table and write the scores as JSON.
+    on_warning: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """``fapn eval`` for semantic segmentation: the scores of :func:`evaluate` for ``weights`` on the recipe's
+    validation split, plus ``weights``, ``precision``, ``split`` and, when the checkpoint names its classes
+    differently from the dataset, ``warning`` (also passed to ``on_warning`` at once, before the evaluation).
+    The command prints and writes them.
 
     Args:
         config_path: a recipe (shipped name or YAML file), or a recipe as a dict (the one a checkpoint stores,
-            see :func:`fapn.engine.trainer.saved_recipe`); ``overrides`` apply to either.
+            see :func:`fapn.engine.run_dir.saved_recipe`); ``overrides`` apply to either.
         precision: ``fp32``, ``bf16`` or ``fp16`` (CUDA), see :func:`fapn.runtime.prepare_inference`.
         threads: torch CPU threads (``None``: the recipe's ``train.threads``, else torch's default, one per core).
         progress: a tqdm bar (off: no carriage returns in logs).
     """
-    import json
-    import sys
-
     from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
     from fapn.config import config_from_dict, load_config
     from fapn.data.build import build_dataset
     from fapn.data.transforms import eval_transforms
     from fapn.engine.semseg.config import SegmentationConfig
-    from fapn.metrics import format_table
     from fapn.runtime import set_threads
 
     if isinstance(config_path, Mapping):
@@ -216,8 +215,8 @@ def run_eval(
         **{**cfg.data.options, **cfg.data.val_options},
     )
     mismatch = class_mismatch(checkpoint, dataset, weights)
-    if mismatch is not None:
-        print(f"fapn: warning: {mismatch}", file=sys.stderr, flush=True)
+    if mismatch is not None and on_warning is not None:
+        on_warning(mismatch)
     scores = evaluate(
         model,
         dataset,
@@ -233,22 +232,4 @@ def run_eval(
     scores["split"] = split or cfg.data.val_split
     if mismatch is not None:
         scores["warning"] = mismatch
-    print(format_table(scores, scores["boundary"]))
-    shown = {
-        k: "-" if v is None else f"{v:.2f}" for k, v in (("all", scores["mIoU"]), ("band", scores["boundary"]["mIoU"]))
-    }
-    print(f"mIoU {shown['all']}  boundary mIoU ({cfg.eval.boundary_width}px) {shown['band']}")  # None: no such pixel
-    if scores["small_objects"] is not None:
-        print(format_small_object_recall(scores["small_objects"]))
-    if output:
-        output_path = Path(output)
-    elif str(weights).startswith("hf://"):  # a Hub repo id: into the working folder, as NAME_eval.json
-        output_path = Path(str(weights).rsplit("/", 1)[-1].replace("@", "_") + "_eval.json")
-    else:
-        output_path = Path(weights).with_name(Path(weights).stem + "_eval.json")
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    output_path.write_text(json.dumps(scores, indent=2))
-    print(f"scores written to {output_path}")
-    if save_predictions:
-        print(f"predictions written to {save_predictions}")
-    return 0
+    return scores

@@ -1,7 +1,8 @@
 """Semantic segmentation training: SGD with poly / multi-step schedules, optional warmup, mixed precision,
 frozen or synchronised batch norm, DDP, periodic validation, tqdm / TensorBoard / JSONL logging and exactly
 resumable checkpoints (``last.pt`` and ``best.pt``, atomic, plain data), on the skeleton of
-:mod:`fapn.engine.trainer` (run-folder and resume rules, start-up summary).
+:mod:`fapn.engine.trainer` (run-folder and resume rules in :mod:`fapn.engine.run_dir`, start-up summary in
+:mod:`fapn.engine.run_log`).
 
 Example:
     >>> from fapn.config import load_config
@@ -12,285 +13,37 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fapn.checkpoint import model_builder
-from fapn.config import config_from_dict, config_to_dict, load_config
-from fapn.data.base import SampleError, SegmentationDataset
-from fapn.data.build import build_dataset
+from fapn.config import load_config
+from fapn.data.base import SampleError
 from fapn.data.sampler import StreamDataset, StreamSampler
-from fapn.data.scan import BadFile, check_files, check_headers, format_bad_files, without_samples, write_report
-from fapn.data.transforms import eval_transforms, train_transforms
-from fapn.engine.distributed import all_reduce_sum, init_distributed
+from fapn.engine.distributed import init_distributed
 from fapn.engine.lr_schedule import lr_multiplier
 from fapn.engine.optimizer import build_optimizer
-from fapn.engine.semseg.config import ModelConfig, SegmentationConfig
+from fapn.engine.run_dir import load_resume_checkpoint, prepare_output_dir, removed_if_start_fails, resume_run_config
+from fapn.engine.run_log import startup_summary
+from fapn.engine.semseg.config import SegmentationConfig
+from fapn.engine.semseg.data import build_datasets, describe_split, scan_splits
 from fapn.engine.semseg.eval import evaluate
-from fapn.engine.trainer import (
-    Trainer,
-    load_resume_checkpoint,
-    prepare_output_dir,
-    removed_if_start_fails,
-    resume_run_config,
-    startup_summary,
+from fapn.engine.semseg.loss import ohem_targets, segmentation_loss
+from fapn.engine.semseg.model import (
+    build_segmentation_model,
+    check_config,
+    freeze_batch_norm,
+    model_config_of,
+    set_train_mode,
 )
+from fapn.engine.trainer import Trainer, recipe_settings
 from fapn.runtime import autocast, loader_workers, set_threads
 
-__all__ = [
-    "train",
-    "run_train",
-    "check_data",
-    "build_segmentation_model",
-    "build_datasets",
-    "freeze_batch_norm",
-    "model_config_of",
-    "segmentation_loss",
-    "ohem_targets",
-    "resume_config",
-]
-
-# Builder arguments the engine fills from the recipe when the builder's signature has them (HELPERS contract).
-_OPTIONAL_ARGUMENTS = ("backbone", "variant", "ignore_index")
-
-
-def _known_names() -> list[str]:
-    from fapn.checkpoint import _LEGACY_BUILDERS
-    from fapn.models import list_models
-
-    return sorted({*list_models(), *_LEGACY_BUILDERS})
-
-
-def _registry_name(cfg: SegmentationConfig) -> str:
-    """The registry name of the recipe's model; ``semantic_fpn`` + ``backbone`` names the builder
-    ``semantic_fpn_{backbone}_fapn`` unless ``semantic_fpn`` itself is registered."""
-    name = cfg.model.name
-    known = _known_names()
-    if name == "semantic_fpn" and name not in known:
-        prefix, suffix = "semantic_fpn_", "_fapn"
-        backbones = sorted(n[len(prefix) : -len(suffix)] for n in known if n.startswith(prefix) and n.endswith(suffix))
-        if cfg.model.backbone not in backbones:
-            raise ValueError(f"semantic_fpn needs a backbone in {backbones}, got {cfg.model.backbone!r}")
-        return f"{prefix}{cfg.model.backbone}{suffix}"
-    if name not in known:
-        from fapn.models import list_models
-
-        raise ValueError(
-            f"unknown model.name {name!r}; registered semantic segmentation models: {list_models(task='semseg')}"
-        )
-    return name
-
-
-def model_config_of(cfg: SegmentationConfig, num_classes: int, ignore_index: int = 255) -> dict[str, Any]:
-    """The checkpoint's ``model_config``: the registry name and the builder's keyword arguments (the recipe's
-    ``num_classes``, ``backbone`` / ``variant`` / ``ignore_index`` where the builder takes them, and
-    ``model.options``).
-
-    Raises:
-        ValueError: an unknown model name, or an option the builder does not take.
-    """
-    name = _registry_name(cfg)
-    parameters = inspect.signature(model_builder(name)).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    recipe = {"backbone": cfg.model.backbone, "variant": cfg.model.variant, "ignore_index": ignore_index}
-    config: dict[str, Any] = {"name": name}
-    defaults = ModelConfig()
-    for key in _OPTIONAL_ARGUMENTS:
-        if key in parameters:
-            config[key] = recipe[key]
-        elif key != "ignore_index" and recipe[key] != getattr(defaults, key):
-            # a value the builder cannot take would otherwise be dropped and the run train something else
-            raise ValueError(
-                f"model.{key}={recipe[key]}: {name} takes no {key} (its encoder and neck are fixed by its name); "
-                f"pick a model.name that does (fapn.models.list_models(task='semseg'))"
-            )
-    config["num_classes"] = num_classes
-    if "frozen_batch_norm" in parameters and "frozen_batch_norm" not in cfg.model.options:
-        # recorded, as the detection engine does: the checkpoint then rebuilds with the same norm layers
-        # although it is rebuilt without loading ImageNet weights again
-        config["frozen_batch_norm"] = cfg.model.weights_backbone is not None
-    for key, value in cfg.model.options.items():
-        if key not in parameters and not takes_any:
-            raise ValueError(
-                f"model.options.{key}: {name} takes no argument {key!r}; its arguments: {sorted(parameters)}"
-            )
-        config[key] = value
-    if "backbone" in config:  # keep the key order of earlier checkpoints: name, backbone, num_classes, variant
-        config = {"name": name, "backbone": config.pop("backbone"), **{k: v for k, v in config.items() if k != "name"}}
-    return config
-
-
-def build_segmentation_model(cfg: SegmentationConfig, num_classes: int, ignore_index: int = 255) -> nn.Module:
-    """The model the recipe describes, through the registry, with ImageNet backbone weights when asked."""
-    config = model_config_of(cfg, num_classes, ignore_index)
-    return model_builder(config.pop("name"))(**config, weights_backbone=cfg.model.weights_backbone)
-
-
-def _check_config(cfg: SegmentationConfig) -> None:
-    """Every value against its type (``Literal`` choices too, for configs built in Python rather than loaded) and
-    the model name against the registry: before any data is read."""
-    try:
-        config_from_dict(config_to_dict(cfg), SegmentationConfig)
-    except ValueError as err:
-        raise ValueError(f"recipe {cfg.name!r}: {err}") from None
-    _registry_name(cfg)
-
-
-def build_datasets(cfg: SegmentationConfig) -> tuple[SegmentationDataset, SegmentationDataset]:
-    """The training split (augmented) and the validation split (whole images, normalised)."""
-    data = cfg.data
-    val_options = {**data.options, **data.val_options}
-    probe = build_dataset(data.dataset, data.root, data.val_split, None, **val_options)
-    train_set = build_dataset(
-        data.dataset,
-        data.root,
-        data.train_split,
-        train_transforms(
-            data.crop_size,
-            probe.ignore_index,
-            data.scales,
-            data.hflip,
-            data.mean,
-            data.std,
-            short_edges=data.short_edges,
-            max_size=data.max_size,
-            single_category_max_area=data.single_category_max_area,
-            color_aug_ssd=data.color_aug_ssd,
-        ),
-        **data.options,
-    )
-    val_set = build_dataset(
-        data.dataset, data.root, data.val_split, eval_transforms(data.mean, data.std), **val_options
-    )
-    return train_set, val_set
-
-
-def check_data(cfg: SegmentationConfig, progress: bool = True) -> dict[str, list[BadFile]]:
-    """Read every file of the training and validation splits fully; returns the bad ones per split
-    (``fapn train --check-data``)."""
-    train_set, val_set = build_datasets(cfg)
-    return {
-        cfg.data.train_split: check_files(train_set, progress, f"check {cfg.data.train_split}"),
-        cfg.data.val_split: check_files(val_set, progress, f"check {cfg.data.val_split}"),
-    }
-
-
-def _scan(
-    cfg: SegmentationConfig,
-    train_set: SegmentationDataset,
-    val_set: SegmentationDataset,
-    out: Path,
-    is_main: bool,
-    progress: bool,
-) -> tuple[SegmentationDataset, SegmentationDataset, dict[str, int]]:
-    """The start-up check: headers of every file (a bad one stops the run before it starts), or with
-    ``data.skip_unreadable`` a full read that drops the bad samples and lists them in ``skipped_files.txt``."""
-    splits = {cfg.data.train_split: train_set, cfg.data.val_split: val_set}
-    skipped: dict[str, int] = {}
-    if not cfg.data.skip_unreadable:
-        bad = {split: check_headers(ds) for split, ds in splits.items()}
-        count = sum(len(b) for b in bad.values())
-        if count:
-            listing = "\n".join(f"{split}:\n{format_bad_files(b)}" for split, b in bad.items() if b)
-            raise SampleError(
-                f"{count} unreadable file(s) in {cfg.data.dataset} ({cfg.data.root}):\n{listing}\nfix or remove them, "
-                "or train without them with --set data.skip_unreadable=true (they are then listed in "
-                "skipped_files.txt of the run folder)"
-            )
-        return train_set, val_set, skipped
-    kept = {}
-    for split, ds in splits.items():
-        bad_files = check_files(ds, progress and is_main, f"check {split}")
-        kept[split] = without_samples(ds, bad_files)
-        skipped[split] = len(bad_files)
-        if bad_files and is_main:
-            write_report(bad_files, out / "skipped_files.txt", split)
-            print(
-                f"fapn train: skipping {len(bad_files)} unreadable {split} sample(s) (data.skip_unreadable), "
-                f"listed in {out / 'skipped_files.txt'}:\n{format_bad_files(bad_files)}",
-                file=sys.stderr,
-                flush=True,
-            )
-    return kept[cfg.data.train_split], kept[cfg.data.val_split], skipped
-
-
-def freeze_batch_norm(model: nn.Module) -> list[nn.Module]:
-    """Stop every batch norm of ``model`` from learning (no gradient) and return them; callers put them in
-    eval mode after each ``model.train()`` (see :func:`_set_train_mode`). The state dict keeps its layout."""
-    frozen: list[nn.Module] = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for module in frozen:
-        for parameter in module.parameters():
-            parameter.requires_grad_(False)
-    return frozen
-
-
-def _set_train_mode(model: nn.Module, frozen: list[nn.Module]) -> None:
-    model.train()
-    for module in frozen:
-        module.eval()
-
-
-def segmentation_loss(
-    logits: Tensor,
-    target: Tensor,
-    ignore_index: int,
-    class_weights: Tensor | None = None,
-    world_size: int = 1,
-) -> Tensor:
-    """Pixel cross-entropy normalised by the (weighted) number of labelled pixels of the *global* batch,
-    times ``world_size``: DDP's gradient averaging then yields exactly the single-process gradient, however
-    the ignored pixels are spread over the processes."""
-    loss_sum = F.cross_entropy(logits.float(), target, weight=class_weights, ignore_index=ignore_index, reduction="sum")
-    valid = target != ignore_index
-    if class_weights is None:
-        weight_sum = valid.sum().to(torch.float32)
-    else:
-        weight_sum = class_weights[target[valid]].sum().to(torch.float32)
-    weight_sum = all_reduce_sum(weight_sum.detach())
-    return loss_sum * world_size / weight_sum.clamp(min=1.0)
-
-
-def ohem_targets(logits: Tensor, target: Tensor, ignore_index: int, thresh: float, min_kept: int) -> Tensor:
-    """Online hard example mining (OHEM) over pixels: ``target`` with the easy pixels set to ``ignore_index``.
-
-    A labelled pixel is hard when the predicted probability of its true class is at most ``max(thresh, p_k)``,
-    where ``p_k`` is the ``min_kept``-th smallest such probability in the batch: so at least ``min_kept``
-    pixels (all labelled ones if fewer) are kept however confident the model is. This is the OHEM of
-    BiSeNet and mmsegmentation's ``OHEMPixelSampler`` (threshold 0.7 there).
-
-    Args:
-        logits: ``[N, C, H, W]``.
-        target: ``[N, H, W]`` class indices with ``ignore_index``.
-        thresh: probability below which a pixel is always hard.
-        min_kept: pixels kept at least, per call.
-
-    Example:
-        >>> logits = torch.tensor([[[[4.0, 0.0]], [[0.0, 0.0]]]])  # 2 classes, 1x2 pixels
-        >>> ohem_targets(logits, torch.tensor([[[0, 0]]]), 255, thresh=0.7, min_kept=1).tolist()
-        [[[255, 0]]]
-    """
-    with torch.no_grad():
-        valid = target != ignore_index
-        if not valid.any():
-            return target
-        probs = logits.detach().float().softmax(dim=1)
-        true_prob = probs.gather(1, target.clamp(0, logits.shape[1] - 1).unsqueeze(1)).squeeze(1)
-        valid_probs = true_prob[valid]
-        threshold = thresh
-        if valid_probs.numel() > min_kept > 0:
-            kth = valid_probs.kthvalue(min_kept).values.item()
-            threshold = max(thresh, kth)
-        hard = valid & (true_prob <= threshold)
-        return torch.where(hard, target, torch.full_like(target, ignore_index))
+__all__ = ["train", "run_train", "resume_config"]
 
 
 def _data_stream(loader: torch.utils.data.DataLoader, trainer: Trainer) -> Iterator[Any]:
@@ -307,14 +60,6 @@ def _data_stream(loader: torch.utils.data.DataLoader, trainer: Trainer) -> Itera
                 "holds the last checkpoint): find every bad file with --check-data, or continue without them "
                 "with --resume --set data.skip_unreadable=true"
             ) from None
-
-
-def _describe(split: str, dataset: SegmentationDataset, cfg: SegmentationConfig, skipped: dict[str, int]) -> str:
-    where = f", {cfg.data.root}" if cfg.data.root else ""
-    text = f"{cfg.data.dataset} {split}, {len(dataset)} images, {dataset.num_classes} classes{where}"
-    if skipped.get(split):
-        text += f" ({skipped[split]} unreadable skipped, see skipped_files.txt)"
-    return text
 
 
 def train(
@@ -335,7 +80,7 @@ def train(
         cfg: the recipe (checked before any data is read).
         output_dir: overrides ``cfg.train.output_dir``.
         resume: continue from ``output_dir/last.pt`` (exactly: same weights as an uninterrupted run); ``cfg``
-            must equal the config saved there, keys of :data:`fapn.engine.trainer.RUNTIME_KEYS` aside (see
+            must equal the config saved there, keys of :data:`fapn.engine.run_dir.RUNTIME_KEYS` aside (see
             :func:`resume_config` to get it).
         progress: show a tqdm bar (else one plain line per log record).
         stop_after: stop once this iteration is done and its checkpoint written, as an interrupted run would
@@ -364,7 +109,7 @@ def _train(
     overwrite: bool,
     keep_best: bool,
 ) -> dict[str, Any]:
-    _check_config(cfg)
+    check_config(cfg)
     ctx = init_distributed(cfg.train.device)
     set_threads(cfg.train.threads)
     out = prepare_output_dir(
@@ -375,7 +120,7 @@ def _train(
     torch.manual_seed(cfg.train.seed)
 
     train_set, val_set = build_datasets(cfg)
-    train_set, val_set, skipped = _scan(cfg, train_set, val_set, out, ctx.is_main, progress)
+    train_set, val_set, skipped = scan_splits(cfg, train_set, val_set, out, ctx.is_main, progress)
     info = train_set.info
     model = build_segmentation_model(cfg, info.num_classes, info.ignore_index).to(ctx.device)
     frozen = freeze_batch_norm(model) if cfg.model.frozen_bn else []
@@ -425,15 +170,10 @@ def _train(
         scaler=torch.amp.GradScaler("cuda", enabled=cfg.train.amp and ctx.device.type == "cuda"),
         ctx=ctx,
         output_dir=out,
-        iterations=cfg.train.iterations,
-        config=config_to_dict(cfg),
         extra={"model_config": model_config, "dataset": info.to_dict(cfg.data.mean, cfg.data.std)},
-        log_period=cfg.train.log_period,
-        checkpoint_period=cfg.train.checkpoint_period,
-        eval_period=cfg.train.eval_period,
         progress=progress,
-        description=f"train {cfg.name}",
-        train_mode=lambda: _set_train_mode(model, frozen),
+        **recipe_settings(cfg),
+        train_mode=lambda: set_train_mode(model, frozen),
         best_metric=(lambda scores: scores["mIoU"]) if keep_best else None,
         best_name="best_mIoU",
         val_record=lambda scores: {
@@ -452,8 +192,8 @@ def _train(
                 name=cfg.name,
                 model=" ".join(f"{k}={v}" for k, v in model_config.items() if k != "num_classes"),
                 datasets={
-                    "train": _describe(cfg.data.train_split, train_set, cfg, skipped),
-                    "val": _describe(cfg.data.val_split, val_set, cfg, skipped),
+                    "train": describe_split(cfg.data.train_split, train_set, cfg, skipped),
+                    "val": describe_split(cfg.data.val_split, val_set, cfg, skipped),
                 },
                 device=ctx.device,
                 amp=cfg.train.amp,
@@ -555,15 +295,6 @@ def resume_config(
     return resume_run_config(SegmentationConfig, config_path, overrides, output_dir)
 
 
-def _print_bad_files(bad: dict[str, list[BadFile]]) -> int:
-    count = sum(len(b) for b in bad.values())
-    for split, files in bad.items():
-        print(f"{split}: {len(files)} unreadable file(s)" + (":" if files else ""))
-        for b in files:
-            print(f"  {b}")
-    return count
-
-
 def run_train(
     config_path: str,
     overrides: list[str],
@@ -572,29 +303,20 @@ def run_train(
     *,
     overwrite: bool = False,
     progress: bool = True,
-    check_data_only: bool = False,
-) -> int:
-    """``fapn train`` for semantic segmentation: load the recipe (the saved one with ``resume``), train, print the
-    final table. With ``check_data_only``, read every file and report the bad ones instead (exit code 1 if any)."""
+) -> dict[str, Any]:
+    """``fapn train`` for semantic segmentation: load the recipe (the saved one with ``resume``) and train.
+
+    Returns:
+        the result of :func:`train` (``metrics``, ``output_dir``, ``seconds``, ...); the command prints it.
+    """
     import torch.distributed as dist
 
-    from fapn.metrics import format_table
-
-    if check_data_only:
-        bad = check_data(load_config(config_path, SegmentationConfig, overrides), progress=progress)
-        count = _print_bad_files(bad)
-        print(f"{count} unreadable file(s)" if count else "every file reads")
-        return 1 if count else 0
     if resume:
         cfg = resume_config(config_path, overrides, output_dir)
     else:
         cfg = load_config(config_path, SegmentationConfig, overrides)
     try:
-        result = train(cfg, output_dir=output_dir, resume=resume, progress=progress, overwrite=overwrite)
+        return train(cfg, output_dir=output_dir, resume=resume, progress=progress, overwrite=overwrite)
     finally:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(format_table(result["metrics"], result["metrics"]["boundary"]))
-        print(f"checkpoints and logs: {result['output_dir']} ({result['seconds']:.0f} s)")
-    return 0

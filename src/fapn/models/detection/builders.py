@@ -7,19 +7,16 @@ with the same keyword arguments. There are no COCO weights for these models in t
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
-from torchvision.models import WeightsEnum
 from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
 
 from fapn.models.backbones import BackboneWeights
 from fapn.models.detection.panoptic_fpn import PanopticFPN
 from fapn.models.pyramid import NECKS, Neck, resnet_pyramid
 from fapn.models.registry import register_model
+from fapn.state_dict import ModelWeights, load_model_weights
 
 __all__ = [
     "fasterrcnn_resnet50_fapn",
@@ -33,28 +30,12 @@ __all__ = [
     "NECKS",
 ]
 
-WeightsLike = str | os.PathLike[str] | None
-
-
-def _load_weights(model: nn.Module, weights: WeightsLike) -> None:
-    if weights is None:
-        return
-    if isinstance(weights, WeightsEnum):
-        raise TypeError("torchvision has no FaPN weights; pass the path of a state dict or a fapn checkpoint")
-    path = Path(weights)
-    if not path.is_file():
-        raise FileNotFoundError(f"model weights not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    model.load_state_dict(state)
-
 
 def _build(
     detector: type[nn.Module],
     depth: int,
     *,
-    weights: WeightsLike,
+    weights: ModelWeights,
     num_classes: int | None,
     weights_backbone: BackboneWeights,
     trainable_backbone_layers: int | None,
@@ -74,14 +55,14 @@ def _build(
         fapn_kwargs=fapn_kwargs,
     )
     model = detector(backbone, num_classes=num_classes, **kwargs)
-    _load_weights(model, weights)
+    load_model_weights(model, weights)
     return model
 
 
 @register_model(task="detection")
 def fasterrcnn_resnet50_fapn(
     *,
-    weights: WeightsLike = None,
+    weights: ModelWeights = None,
     progress: bool = True,
     num_classes: int | None = None,
     weights_backbone: BackboneWeights = None,
@@ -101,6 +82,7 @@ def fasterrcnn_resnet50_fapn(
         **kwargs: passed to ``FasterRCNN`` (``min_size``, ``rpn_post_nms_top_n_train``, ...).
 
     Example:
+        >>> import torch
         >>> model = fasterrcnn_resnet50_fapn(num_classes=3, min_size=128, max_size=128).eval()
         >>> sorted(model([torch.rand(3, 128, 128)])[0])
         ['boxes', 'labels', 'scores']
@@ -121,7 +103,7 @@ def fasterrcnn_resnet50_fapn(
 @register_model(task="detection")
 def fasterrcnn_resnet101_fapn(
     *,
-    weights: WeightsLike = None,
+    weights: ModelWeights = None,
     progress: bool = True,
     num_classes: int | None = None,
     weights_backbone: BackboneWeights = None,
@@ -146,7 +128,7 @@ def fasterrcnn_resnet101_fapn(
 @register_model(task="detection")
 def maskrcnn_resnet50_fapn(
     *,
-    weights: WeightsLike = None,
+    weights: ModelWeights = None,
     progress: bool = True,
     num_classes: int | None = None,
     weights_backbone: BackboneWeights = None,
@@ -159,6 +141,7 @@ def maskrcnn_resnet50_fapn(
     Args: as :func:`fasterrcnn_resnet50_fapn`; ``**kwargs`` go to ``MaskRCNN``.
 
     Example:
+        >>> import torch
         >>> model = maskrcnn_resnet50_fapn(num_classes=3, min_size=128, max_size=128).eval()
         >>> sorted(model([torch.rand(3, 128, 128)])[0])
         ['boxes', 'labels', 'masks', 'scores']
@@ -179,7 +162,7 @@ def maskrcnn_resnet50_fapn(
 @register_model(task="detection")
 def maskrcnn_resnet101_fapn(
     *,
-    weights: WeightsLike = None,
+    weights: ModelWeights = None,
     progress: bool = True,
     num_classes: int | None = None,
     weights_backbone: BackboneWeights = None,
@@ -204,7 +187,7 @@ def maskrcnn_resnet101_fapn(
 @register_model(task="detection")
 def retinanet_resnet50_fapn(
     *,
-    weights: WeightsLike = None,
+    weights: ModelWeights = None,
     progress: bool = True,
     num_classes: int | None = None,
     weights_backbone: BackboneWeights = None,
@@ -235,7 +218,7 @@ def retinanet_resnet50_fapn(
 @register_model(task="detection")
 def retinanet_resnet101_fapn(
     *,
-    weights: WeightsLike = None,
+    weights: ModelWeights = None,
     progress: bool = True,
     num_classes: int | None = None,
     weights_backbone: BackboneWeights = None,

@@ -5,7 +5,7 @@ Example:
     >>> model = get_model("maskformer_fapn", backbone="resnet50", num_classes=150)  # doctest: +SKIP
 """
 
-from fapn.models.maskformer.builders import build_maskformer, maskformer_fapn, maskformer_fpn
+from fapn.models.maskformer.builders import maskformer, maskformer_fapn, maskformer_fpn
 from fapn.models.maskformer.criterion import MaskFormerLoss, dice_loss, semantic_to_segments, sigmoid_focal_loss
 from fapn.models.maskformer.matcher import HungarianMatcher, pairwise_dice_cost, pairwise_sigmoid_focal_cost
 from fapn.models.maskformer.model import MaskFormer, semantic_inference
@@ -21,7 +21,7 @@ __all__ = [
     "MaskFormer",
     "maskformer_fapn",
     "maskformer_fpn",
-    "build_maskformer",
+    "maskformer",
     "PixelDecoder",
     "TransformerPredictor",
     "TransformerDecoderLayer",

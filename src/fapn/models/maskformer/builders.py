@@ -1,8 +1,9 @@
-"""``maskformer_fapn`` and ``maskformer_fpn``: MaskFormer with the FaPN or the FPN pixel decoder."""
+"""MaskFormer with the FaPN or the FPN pixel decoder: the factory :func:`maskformer` (``neck=``) and the two fixed
+architectures ``maskformer_fapn`` and ``maskformer_fpn``."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fapn.layers.conv_norm import Norm
 from fapn.models.backbones import BackboneWeights, build_backbone
@@ -12,53 +13,16 @@ from fapn.models.maskformer.pixel_decoder import PixelDecoder
 from fapn.models.maskformer.transformer_decoder import TransformerPredictor
 from fapn.models.registry import register_model
 
-__all__ = ["maskformer_fapn", "maskformer_fpn", "build_maskformer"]
-
-
-def build_maskformer(
-    backbone: str,
-    num_classes: int,
-    weights_backbone: BackboneWeights,
-    feature_alignment: bool,
-    *,
-    ignore_index: int = 255,
-    num_queries: int = 100,
-    hidden_dim: int = 256,
-    nheads: int = 8,
-    dim_feedforward: int = 2048,
-    dec_layers: int = 6,
-    dropout: float = 0.1,
-    conv_dim: int = 256,
-    mask_dim: int = 256,
-    norm: Norm | None = "GN",
-    deep_supervision: bool = True,
-    no_object_weight: float = 0.1,
-    class_weight: float = 1.0,
-    mask_weight: float = 20.0,
-    dice_weight: float = 1.0,
-    deform_backend: str | None = None,
-    backbone_kwargs: dict[str, Any] | None = None,
-) -> MaskFormer:
-    """MaskFormer with either pixel decoder; the arguments of :func:`maskformer_fapn`."""
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be positive, got {num_classes}")
-    body = build_backbone(backbone, weights_backbone, strides=(4, 8, 16, 32), **(backbone_kwargs or {}))
-    decoder = PixelDecoder(
-        body.channels, conv_dim, mask_dim, norm, feature_alignment=feature_alignment, deform_backend=deform_backend
-    )
-    predictor = TransformerPredictor(
-        body.channels[-1], num_classes, hidden_dim, num_queries, nheads, dim_feedforward, dec_layers, dropout, mask_dim
-    )
-    criterion = MaskFormerLoss(num_classes, class_weight, mask_weight, dice_weight, no_object_weight)
-    return MaskFormer(body, num_classes, decoder, predictor, criterion, deep_supervision, ignore_index)
+__all__ = ["maskformer", "maskformer_fapn", "maskformer_fpn"]
 
 
 @register_model()
-def maskformer_fapn(
+def maskformer(
     backbone: str = "resnet50",
     num_classes: int = 150,
     weights_backbone: BackboneWeights = None,
     *,
+    neck: Literal["fapn", "fpn"] = "fapn",
     ignore_index: int = 255,
     num_queries: int = 100,
     hidden_dim: int = 256,
@@ -77,13 +41,15 @@ def maskformer_fapn(
     deform_backend: str | None = None,
     backbone_kwargs: dict[str, Any] | None = None,
 ) -> MaskFormer:
-    """MaskFormer with the FaPN pixel decoder (the FaPN authors' ``BasePixelFANDecoder``: FAM, no FSM).
+    """MaskFormer with the FaPN pixel decoder (the FaPN authors' ``BasePixelFANDecoder``: FAM, no FSM) or its own
+    FPN pixel decoder (``BasePixelDecoder``).
 
     Args:
         backbone: ``"resnet50"``, ``"resnet101"`` (torchvision) or ``"timm:<name>"`` with maps at strides 4-32
             (``"timm:swin_tiny_patch4_window7_224"``, ``"timm:convnext_tiny"``; needs ``fapn[timm]``).
         num_classes: semantic classes (150 for ADE20K).
         weights_backbone: ImageNet weights (see :func:`fapn.models.backbones.build_backbone`), ``None``: random.
+        neck: the pixel decoder, ``"fapn"`` or ``"fpn"``.
         ignore_index: label of unlabelled pixels in the training targets.
         num_queries: object queries (100).
         hidden_dim, nheads, dim_feedforward, dec_layers, dropout: the transformer decoder (256, 8, 2048, 6, 0.1).
@@ -100,80 +66,36 @@ def maskformer_fapn(
         ``(images, targets [N, H, W]) -> dict`` of losses.
 
     Example:
-        >>> model = maskformer_fapn(backbone="resnet50", num_classes=150).eval()  # doctest: +SKIP
+        >>> model = maskformer(backbone="resnet50", num_classes=150, neck="fapn").eval()  # doctest: +SKIP
         >>> model(torch.randn(1, 3, 512, 512)).shape  # doctest: +SKIP
         torch.Size([1, 150, 512, 512])
     """
-    return build_maskformer(
-        backbone,
-        num_classes,
-        weights_backbone,
-        True,
-        ignore_index=ignore_index,
-        num_queries=num_queries,
-        hidden_dim=hidden_dim,
-        nheads=nheads,
-        dim_feedforward=dim_feedforward,
-        dec_layers=dec_layers,
-        dropout=dropout,
-        conv_dim=conv_dim,
-        mask_dim=mask_dim,
-        norm=norm,
-        deep_supervision=deep_supervision,
-        no_object_weight=no_object_weight,
-        class_weight=class_weight,
-        mask_weight=mask_weight,
-        dice_weight=dice_weight,
-        deform_backend=deform_backend,
-        backbone_kwargs=backbone_kwargs,
+    if neck not in ("fapn", "fpn"):
+        raise ValueError(f"unknown neck {neck!r}; valid necks: ['fapn', 'fpn']")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be positive, got {num_classes}")
+    body = build_backbone(backbone, weights_backbone, strides=(4, 8, 16, 32), **(backbone_kwargs or {}))
+    decoder = PixelDecoder(
+        body.channels, conv_dim, mask_dim, norm, feature_alignment=neck == "fapn", deform_backend=deform_backend
     )
+    predictor = TransformerPredictor(
+        body.channels[-1], num_classes, hidden_dim, num_queries, nheads, dim_feedforward, dec_layers, dropout, mask_dim
+    )
+    criterion = MaskFormerLoss(num_classes, class_weight, mask_weight, dice_weight, no_object_weight)
+    return MaskFormer(body, num_classes, decoder, predictor, criterion, deep_supervision, ignore_index)
+
+
+@register_model()
+def maskformer_fapn(
+    backbone: str = "resnet50", num_classes: int = 150, weights_backbone: BackboneWeights = None, **kwargs: Any
+) -> MaskFormer:
+    """MaskFormer with the FaPN pixel decoder: :func:`maskformer` with ``neck="fapn"`` (same keyword arguments)."""
+    return maskformer(backbone, num_classes, weights_backbone, neck="fapn", **kwargs)
 
 
 @register_model()
 def maskformer_fpn(
-    backbone: str = "resnet50",
-    num_classes: int = 150,
-    weights_backbone: BackboneWeights = None,
-    *,
-    ignore_index: int = 255,
-    num_queries: int = 100,
-    hidden_dim: int = 256,
-    nheads: int = 8,
-    dim_feedforward: int = 2048,
-    dec_layers: int = 6,
-    dropout: float = 0.1,
-    conv_dim: int = 256,
-    mask_dim: int = 256,
-    norm: Norm | None = "GN",
-    deep_supervision: bool = True,
-    no_object_weight: float = 0.1,
-    class_weight: float = 1.0,
-    mask_weight: float = 20.0,
-    dice_weight: float = 1.0,
-    deform_backend: str | None = None,
-    backbone_kwargs: dict[str, Any] | None = None,
+    backbone: str = "resnet50", num_classes: int = 150, weights_backbone: BackboneWeights = None, **kwargs: Any
 ) -> MaskFormer:
-    """MaskFormer with its own FPN pixel decoder (``BasePixelDecoder``); arguments as :func:`maskformer_fapn`."""
-    return build_maskformer(
-        backbone,
-        num_classes,
-        weights_backbone,
-        False,
-        ignore_index=ignore_index,
-        num_queries=num_queries,
-        hidden_dim=hidden_dim,
-        nheads=nheads,
-        dim_feedforward=dim_feedforward,
-        dec_layers=dec_layers,
-        dropout=dropout,
-        conv_dim=conv_dim,
-        mask_dim=mask_dim,
-        norm=norm,
-        deep_supervision=deep_supervision,
-        no_object_weight=no_object_weight,
-        class_weight=class_weight,
-        mask_weight=mask_weight,
-        dice_weight=dice_weight,
-        deform_backend=deform_backend,
-        backbone_kwargs=backbone_kwargs,
-    )
+    """MaskFormer with its own FPN pixel decoder: :func:`maskformer` with ``neck="fpn"`` (same keyword arguments)."""
+    return maskformer(backbone, num_classes, weights_backbone, neck="fpn", **kwargs)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fapn.layers.padding import pad_to_multiple
+from fapn.models.inputs import padded_images, padded_targets
 from fapn.models.maskformer.criterion import MaskFormerLoss, semantic_to_segments
 from fapn.models.maskformer.pixel_decoder import PixelDecoder
 from fapn.models.maskformer.transformer_decoder import TransformerPredictor
@@ -93,18 +93,10 @@ class MaskFormer(nn.Module):
             training: ``{"loss_ce", "loss_mask", "loss_dice", "loss_ce_0", ...}``; evaluation: scores
             ``[N, num_classes, H, W]``.
         """
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected an image batch [N, 3, H, W], got shape {tuple(images.shape)}")
         height, width = images.shape[-2:]
-        x = pad_to_multiple(images, self.size_divisibility)
+        x = padded_images(images, self, self.size_divisibility)
         if self.training:
-            if targets is None:
-                raise ValueError("in training mode MaskFormer needs targets [N, H, W] to compute its losses")
-            if targets.shape != (images.shape[0], height, width):
-                raise ValueError(
-                    f"expected targets of shape {(images.shape[0], height, width)}, got {tuple(targets.shape)}"
-                )
-            targets = pad_to_multiple(targets, self.size_divisibility, value=self.ignore_index)
+            targets = padded_targets(targets, images, self.size_divisibility, self.ignore_index, "MaskFormer")
             labels, masks = zip(*(semantic_to_segments(t, self.ignore_index) for t in targets))
             too_large = [int(lab.max()) for lab in labels if lab.numel() and int(lab.max()) >= self.num_classes]
             if too_large:

@@ -7,18 +7,14 @@ torchvision's ``maskrcnn_resnet50_fpn``.
 
 from __future__ import annotations
 
-import os
 from typing import Any
-
-import torch
-from torch import nn
-from torchvision.models import WeightsEnum
 
 from fapn.models.backbones import BackboneWeights
 from fapn.models.pointrend.mask_rcnn import PointRendMaskRCNN
 from fapn.models.pointrend.semantic import PointRendSemanticFPN
 from fapn.models.pyramid import Neck, resnet_pyramid
 from fapn.models.registry import register_model
+from fapn.state_dict import ModelWeights, load_model_weights
 
 __all__ = [
     "pointrend_semantic",
@@ -170,21 +166,10 @@ def pointrend_semantic_resnet101_fpn(
     return _semantic(101, "fpn", num_classes, weights_backbone, trainable_backbone_layers, ignore_index, None, kwargs)
 
 
-def _load_weights(model: nn.Module, weights: str | os.PathLike[str] | None) -> None:
-    if weights is None:
-        return
-    if isinstance(weights, WeightsEnum) or not os.path.isfile(weights):
-        raise FileNotFoundError(f"model weights not found: {weights} (the path of a state dict or fapn checkpoint)")
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    model.load_state_dict(state)
-
-
 def _maskrcnn(
     depth: int,
     neck: Neck,
-    weights: str | os.PathLike[str] | None,
+    weights: ModelWeights,
     num_classes: int | None,
     weights_backbone: BackboneWeights,
     trainable_backbone_layers: int | None,
@@ -201,14 +186,14 @@ def _maskrcnn(
         fapn_kwargs=fapn_kwargs,
     )
     model = PointRendMaskRCNN(backbone, 91 if num_classes is None else num_classes, **kwargs)
-    _load_weights(model, weights)
+    load_model_weights(model, weights)
     return model
 
 
 @register_model(task="detection")
 def pointrend_maskrcnn_resnet50_fapn(
     *,
-    weights: str | os.PathLike[str] | None = None,
+    weights: ModelWeights = None,
     progress: bool = True,
     num_classes: int | None = None,
     weights_backbone: BackboneWeights = None,
@@ -237,7 +222,7 @@ def pointrend_maskrcnn_resnet50_fapn(
 @register_model(task="detection")
 def pointrend_maskrcnn_resnet50_fpn(
     *,
-    weights: str | os.PathLike[str] | None = None,
+    weights: ModelWeights = None,
     progress: bool = True,
     num_classes: int | None = None,
     weights_backbone: BackboneWeights = None,

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fapn.layers.padding import pad_to_multiple
+from fapn.models.inputs import padded_images, padded_targets
 from fapn.models.pointrend.point_features import (
     point_sample,
     semantic_uncertainty,
@@ -104,20 +104,12 @@ class PointRendSemanticFPN(nn.Module):
         Returns:
             training: ``{"loss_sem_seg", "loss_sem_seg_point"}``; eval: ``[N, num_classes, H, W]`` logits.
         """
-        if images.dim() != 4:
-            raise ValueError(f"expected images [N, 3, H, W], got {tuple(images.shape)}")
         height, width = images.shape[-2:]
-        x = pad_to_multiple(images, self.size_divisibility)
+        x = padded_images(images, self, self.size_divisibility)
         features = list(self.backbone(x).values())[: len(self.coarse_head.strides)]
         coarse = self.coarse_head.layers(features)
         if self.training:
-            if targets is None:
-                raise ValueError("PointRendSemanticFPN needs targets [N, H, W] in training mode")
-            if targets.shape != (images.shape[0], height, width):
-                raise ValueError(
-                    f"targets must be [N, H, W] = {(images.shape[0], height, width)}, got {tuple(targets.shape)}"
-                )
-            targets = pad_to_multiple(targets, self.size_divisibility, value=self.ignore_index)
+            targets = padded_targets(targets, images, self.size_divisibility, self.ignore_index, type(self).__name__)
             return self.losses(coarse, features[0], targets)
         logits = self.subdivision_inference(coarse, features[0], (x.shape[-2], x.shape[-1]))
         return logits[..., :height, :width]

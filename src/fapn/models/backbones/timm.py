@@ -1,191 +1,27 @@
-"""Backbone bodies returning an ``OrderedDict`` of feature maps: torchvision ResNets and any timm encoder.
-
-:func:`build_backbone` is the one entry point the models call: ``"resnet18"`` .. ``"resnet101"`` (torchvision,
-ImageNet weights from torchvision or a local file) or ``"timm:<name>"`` (any pyramid encoder of timm through its
-``features_only`` interface; timm is an optional extra, ``pip install 'fapn[timm]'``).
-"""
+"""timm encoders as backbone bodies (``"timm:<name>"``), through timm's ``features_only`` interface; timm is an optional
+extra, ``pip install 'fapn[timm]'``."""
 
 from __future__ import annotations
 
-import math
 import os
 import urllib.error
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 import torch
-import torchvision
 from torch import Tensor, nn
 from torchvision.models import WeightsEnum
-from torchvision.models._utils import IntermediateLayerGetter
 
 from fapn.layers.padding import ceil_div, pad_to_multiple
+from fapn.models.backbones.resnet import BackboneWeights, default_names
 
-__all__ = [
-    "RESNETS",
-    "resnet_body",
-    "load_resnet_weights",
-    "BackboneWeights",
-    "TIMM_PREFIX",
-    "TimmBackbone",
-    "timm_backbone",
-    "build_backbone",
-    "ResNetBody",
-]
-
-RESNETS: dict[str, Callable[..., torchvision.models.ResNet]] = {
-    "resnet18": torchvision.models.resnet18,
-    "resnet34": torchvision.models.resnet34,
-    "resnet50": torchvision.models.resnet50,
-    "resnet101": torchvision.models.resnet101,
-}
-_WEIGHT_ENUMS: dict[str, type[WeightsEnum]] = {
-    "resnet18": torchvision.models.ResNet18_Weights,
-    "resnet34": torchvision.models.ResNet34_Weights,
-    "resnet50": torchvision.models.ResNet50_Weights,
-    "resnet101": torchvision.models.ResNet101_Weights,
-}
-
-BackboneWeights: TypeAlias = WeightsEnum | str | os.PathLike[str] | None
-"""``None`` (random), a torchvision weight enum, its name (``"IMAGENET1K_V1"``, ``"DEFAULT"``) or a local file."""
-
-
-def _state_dict_from_file(path: Path) -> dict[str, torch.Tensor]:
-    obj: Any = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, expected a ResNet state dict")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
-
-
-def load_resnet_weights(model: torchvision.models.ResNet, name: str, weights: BackboneWeights) -> None:
-    """Load ImageNet weights into ``model`` (a torchvision ResNet ``name``) in place.
-
-    Args:
-        model: the ResNet to fill.
-        name: its architecture name, a key of :data:`RESNETS`.
-        weights: see :data:`BackboneWeights`. A path is read locally; an enum is downloaded by torchvision (or
-            read from its cache under ``$TORCH_HOME``).
-
-    Raises:
-        FileNotFoundError: a path that does not exist.
-        ValueError: weights that do not fit ``name`` (another network's), naming the keys or shapes.
-        FileNotFoundError: torchvision weights neither in torch's cache nor downloadable (offline), with what to
-            do instead.
-    """
-    if weights is None:
-        return
-    if isinstance(weights, (str, os.PathLike)) and (
-        Path(weights).suffix in (".pth", ".pt", ".bin") or Path(weights).exists() or os.sep in str(weights)
-    ):
-        path = Path(weights)
-        if not path.is_file():
-            raise FileNotFoundError(f"backbone weights file not found: {path}")
-        state_dict = _state_dict_from_file(path)
-        source = str(path)
-    else:
-        enum_type = _WEIGHT_ENUMS[name]
-        enum_weights: Any = weights  # a torchvision WeightsEnum member from here on
-        if isinstance(weights, str):
-            try:
-                enum_weights = enum_type[weights] if weights != "DEFAULT" else enum_type.DEFAULT
-            except KeyError:
-                valid = ["DEFAULT", *enum_type.__members__]
-                raise ValueError(
-                    f"unknown weights {weights!r} for {name}; valid names: {valid}, or a path to a .pth file"
-                ) from None
-        try:
-            state_dict = enum_weights.get_state_dict(progress=True, check_hash=True)
-        except (urllib.error.URLError, OSError, RuntimeError) as err:
-            raise FileNotFoundError(
-                f"could not download {name} weights {enum_weights} from {enum_weights.url} ({err}). "
-                "Without internet access, download that file on another machine and pass its path as "
-                "weights_backbone, or copy it into torch's cache "
-                f"({Path(torch.hub.get_dir()) / 'checkpoints'})."
-            ) from err
-        source = str(enum_weights)
-    try:
-        missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    except RuntimeError as err:  # tensors of another shape: another network's weights
-        detail = " ".join(str(err).split("\n", 1)[-1].split())
-        raise ValueError(f"weights from {source} do not fit {name}: {detail[:300]}") from None
-    missing = [k for k in missing if not k.startswith("fc.")]
-    unexpected = [k for k in unexpected if not k.startswith("fc.")]
-    if missing or unexpected:
-        raise ValueError(f"weights from {source} do not fit {name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
-
-
-def resnet_body(
-    name: str,
-    return_layers: dict[str, str],
-    weights: BackboneWeights = None,
-    norm_layer: Callable[[int], nn.Module] | None = None,
-) -> IntermediateLayerGetter:
-    """A torchvision ResNet cut after its last requested stage, returning an ``OrderedDict`` of stages.
-
-    Args:
-        name: ``"resnet18"``, ``"resnet34"``, ``"resnet50"`` or ``"resnet101"``.
-        return_layers: torchvision stage name -> output name, e.g. ``{"layer2": "c3", "layer3": "c4"}``.
-        weights: ImageNet weights, see :data:`BackboneWeights`.
-        norm_layer: normalisation layer (e.g. ``torchvision.ops.FrozenBatchNorm2d``); BatchNorm2d if ``None``.
-
-    Example:
-        >>> body = resnet_body("resnet18", {"layer2": "c3", "layer4": "c5"})
-        >>> [tuple(v.shape) for v in body(torch.randn(1, 3, 64, 64)).values()]
-        [(1, 128, 8, 8), (1, 512, 2, 2)]
-    """
-    if name not in RESNETS:
-        raise ValueError(f"unknown backbone {name!r}; valid backbones: {sorted(RESNETS)}")
-    kwargs: dict[str, Any] = {"weights": None}
-    if norm_layer is not None:
-        kwargs["norm_layer"] = norm_layer
-    model = RESNETS[name](**kwargs)
-    load_resnet_weights(model, name, weights)
-    return IntermediateLayerGetter(model, return_layers=return_layers)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# One entry point for the models: ResNet or timm, returning (body -> OrderedDict, channels, strides)
-# ---------------------------------------------------------------------------------------------------------------
-
-
-class ResNetBody(IntermediateLayerGetter):
-    """A torchvision ResNet cut after its last requested stage (``IntermediateLayerGetter``, same state dict), with
-    the ``channels`` and ``strides`` of the maps it returns, as :class:`TimmBackbone` has them.
-
-    Args:
-        model: the ResNet.
-        return_layers: stage name -> output name.
-        channels, strides: of each returned map.
-    """
-
-    def __init__(
-        self, model: nn.Module, return_layers: dict[str, str], channels: list[int], strides: list[int]
-    ) -> None:
-        super().__init__(model, return_layers=return_layers)
-        self.channels = list(channels)
-        self.strides = list(strides)
+__all__ = ["TIMM_PREFIX", "TimmBackbone", "timm_backbone"]
 
 
 TIMM_PREFIX = "timm:"
 """Backbone names starting with this prefix are timm encoders: ``"timm:convnext_tiny"``."""
-
-_RESNET_STAGES = {4: "layer1", 8: "layer2", 16: "layer3", 32: "layer4"}
-_RESNET_CHANNELS = {
-    "resnet18": {4: 64, 8: 128, 16: 256, 32: 512},
-    "resnet34": {4: 64, 8: 128, 16: 256, 32: 512},
-    "resnet50": {4: 256, 8: 512, 16: 1024, 32: 2048},
-    "resnet101": {4: 256, 8: 512, 16: 1024, 32: 2048},
-}
-
-
-def _default_names(strides: Sequence[int]) -> list[str]:
-    # c2..c5 for strides 4..32, the names the models of this package use.
-    return [f"c{int(math.log2(s))}" for s in strides]
 
 
 def _import_timm() -> Any:
@@ -336,7 +172,7 @@ def timm_backbone(
         tag = str(weights)  # a pretrained tag given as the weights
     full_name = f"{base}.{tag}" if tag else base
     strides = list(strides)
-    names = list(names) if names is not None else _default_names(strides)
+    names = list(names) if names is not None else default_names(strides)
     if len(names) != len(strides):
         raise ValueError(f"got {len(names)} names for {len(strides)} strides")
 
@@ -386,53 +222,3 @@ def timm_backbone(
     channels = [model.feature_info.channels()[i] for i in range(len(out_indices))]
     windows = any(hasattr(module, "window_size") for module in model.modules())  # timm's Swin blocks and attention
     return TimmBackbone(model, channels, strides, names, nhwc, max(strides), fixed_size, full_name, windows)
-
-
-def build_backbone(
-    name: str,
-    weights: BackboneWeights = None,
-    strides: Sequence[int] = (8, 16, 32),
-    names: Sequence[str] | None = None,
-    norm_layer: Callable[[int], nn.Module] | None = None,
-    **timm_kwargs: Any,
-) -> ResNetBody | TimmBackbone:
-    """The backbone body of every model here: a torchvision ResNet or ``timm:<name>``.
-
-    The body maps ``[N, 3, H, W]`` images to an ``OrderedDict`` of maps at ``strides`` (keys ``names``,
-    ``c2..c5`` by default) and has the attributes ``channels`` and ``strides``.
-
-    Args:
-        name: ``"resnet18"``, ``"resnet34"``, ``"resnet50"``, ``"resnet101"`` or ``"timm:<timm name>"``.
-        weights: ImageNet weights, see :data:`BackboneWeights` (ResNet) and :func:`timm_backbone` (timm).
-        strides: strides of the returned maps, from 4, 8, 16, 32 (ResNet) or any the timm encoder has.
-        names: output keys.
-        norm_layer: ResNet only: normalisation layer (e.g. ``FrozenBatchNorm2d``).
-        **timm_kwargs: timm only: passed to ``timm.create_model``.
-
-    Example:
-        >>> body = build_backbone("resnet18", strides=(8, 16, 32))
-        >>> body.channels, list(body(torch.randn(1, 3, 64, 64)))
-        ([128, 256, 512], ['c3', 'c4', 'c5'])
-    """
-    if name.startswith(TIMM_PREFIX):
-        if norm_layer is not None:
-            raise ValueError("norm_layer applies to torchvision ResNets only, not to timm encoders")
-        return timm_backbone(name[len(TIMM_PREFIX) :], weights, strides, names, **timm_kwargs)
-    if timm_kwargs:
-        raise ValueError(f"timm options {sorted(timm_kwargs)} given for the torchvision backbone {name!r}")
-    if name not in RESNETS:
-        raise ValueError(
-            f"unknown backbone {name!r}; valid backbones: {sorted(RESNETS)} or 'timm:<name>' (any timm encoder)"
-        )
-    strides = list(strides)
-    bad = [s for s in strides if s not in _RESNET_STAGES]
-    if bad:
-        raise ValueError(f"{name} has stages at strides {sorted(_RESNET_STAGES)}, not {bad}")
-    names = list(names) if names is not None else _default_names(strides)
-    kwargs: dict[str, Any] = {"weights": None}
-    if norm_layer is not None:
-        kwargs["norm_layer"] = norm_layer
-    model = RESNETS[name](**kwargs)
-    load_resnet_weights(model, name, weights)
-    return_layers = {_RESNET_STAGES[s]: n for s, n in zip(strides, names)}
-    return ResNetBody(model, return_layers, [_RESNET_CHANNELS[name][s] for s in strides], strides)
