@@ -9,7 +9,7 @@ For each checkpoint (an FPN and a FaPN trained on CamVid, e.g. with the commands
 * onnxruntime latency, float32 against INT8, at ``--latency-size`` (batch 1, interleaved, median), with the
   FaPN / FPN ratio in each.
 
-Writes one JSON (``--out``) and prints a Markdown table. Targets (the issue that asked for INT8): mIoU change at
+Writes one JSON (``--out``) and prints a Markdown table. Targets set for INT8 deployment: mIoU change at
 most 0.5 in INT8, INT8 at least 1.8x faster than float32 for both models, FaPN / FPN at most 1.25 in INT8.
 
 Train the two checkpoints (1000 iterations of the study recipe, ResNet-18 from scratch, about 30 min each on one
