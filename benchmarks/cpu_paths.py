@@ -32,7 +32,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from fapn.inference.benchmark import cpu_description, machine_load, prepare_onnxruntime, prepare_torch
+from fapn.inference.benchmark import (
+    cpu_description,
+    machine_load,
+    prepare_onnxruntime,
+    prepare_torch,
+    time_interleaved,
+)
 from fapn.models import realtime_fapn
 from fapn.ops import deform_conv2d
 from fapn.profiling import profile_model
@@ -58,14 +63,7 @@ LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channel
 
 def interleaved(candidates: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
     """Median milliseconds per call, candidates taking turns (one untimed call each first)."""
-    for fn in candidates.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(rounds):
-        for name, fn in candidates.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) * 1e3)
+    times, _errors = time_interleaved(candidates, warmup=1, repeats=rounds)
     return {name: statistics.median(t) for name, t in times.items()}
 
 

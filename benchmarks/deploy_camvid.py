@@ -30,7 +30,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ from fapn.data.build import build_dataset
 from fapn.data.transforms import eval_transforms
 from fapn.engine.semseg.eval import evaluate
 from fapn.export import calibration_batches, export_onnx, quantize_onnx_int8
-from fapn.inference.benchmark import cpu_description, machine_load, prepare_onnxruntime
+from fapn.inference.benchmark import cpu_description, machine_load, prepare_onnxruntime, time_interleaved
 from fapn.inference.io import collect_images
 from fapn.runtime import prepare_inference
 
@@ -82,16 +81,10 @@ def score(model: nn.Module, dataset: Any) -> tuple[dict[str, Any], list[np.ndarr
     return scores, labels
 
 
-def onnx_latency(paths: dict[str, Path], size: tuple[int, int], threads: int, repeats: int) -> dict[str, float]:
+def onnx_latency(paths: dict[str, Path], size: tuple[int, ...], threads: int, repeats: int) -> dict[str, float]:
+    """Median milliseconds per call of each ONNX file in onnxruntime, the files taking turns."""
     runners = {name: prepare_onnxruntime(path, (1, 3, *size), threads=threads)[0] for name, path in paths.items()}
-    for fn in runners.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(repeats):
-        for name, fn in runners.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) * 1e3)
+    times, _errors = time_interleaved(runners, warmup=1, repeats=repeats)
     return {name: statistics.median(t) for name, t in times.items()}
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from fapn.inference.benchmark import cpu_description
+from fapn.inference.benchmark import cpu_description, time_calls
 from fapn.models import realtime_fapn
 from fapn.ops import deform_conv2d
 
@@ -37,17 +37,8 @@ OP_SHAPES = {"128ch 96x192": (128, 96, 192), "128ch 48x96": (128, 48, 96), "256c
 
 def timed(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
     """Median milliseconds per call, with the device synchronised around each call."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    return statistics.median(time_calls(fn, warmup, repeats, sync))
 
 
 def _model(backbone: str, variant: str, num_classes: int = 19) -> torch.nn.Module:

@@ -1,6 +1,6 @@
 """FaPN-R18 / FPN-R18 latency at 768x1536 in float32/bfloat16 x NCHW/channels last: one small table.
 
-Uses only APIs every fapn version has (``realtime_fapn`` and plain PyTorch), so that it runs on an older checkout
+Uses only APIs every recent fapn version has (``realtime_fapn``, ``time_interleaved``), so that it runs on an older checkout
 too: that is how docs/benchmarks.md compares the code before and after a change on one machine, e.g.
 
     PYTHONPATH=/path/to/old/checkout/src python benchmarks/model_ratio.py --threads 2
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
 import fapn
+from fapn.inference.benchmark import time_interleaved
 from fapn.models import realtime_fapn
 
 
@@ -49,14 +49,7 @@ def main() -> None:
                         net(x)
 
                 runners[variant] = run
-            for run in runners.values():
-                run()
-            times: dict[str, list[float]] = {v: [] for v in runners}
-            for _ in range(args.rounds):
-                for variant, run in runners.items():
-                    start = time.perf_counter()
-                    run()
-                    times[variant].append((time.perf_counter() - start) * 1e3)
+            times, _errors = time_interleaved(runners, warmup=1, repeats=args.rounds)
             med = {v: statistics.median(t) for v, t in times.items()}
             name = "channels_last" if layout == torch.channels_last else "contiguous"
             print(f"{str(dtype)[6:]:8s} {name:13s} FPN {med['fpn']:.0f} FaPN {med['fapn']:.0f} "

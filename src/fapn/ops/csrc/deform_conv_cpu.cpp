@@ -92,6 +92,17 @@ struct Sites {
     }
   }
 
+  // The pixels [p, p + count): their receptive fields' top-left corners as floats, and their slots.
+  template <typename S>
+  void block(int64_t p, int64_t count, S* base_y, S* base_x, int64_t* slots) const {
+    for (int64_t b = 0; b < count; ++b) {
+      int64_t y0, x0;
+      pixel(p + b, y0, x0, slots[b]);
+      base_y[b] = S(y0);
+      base_x[b] = S(x0);
+    }
+  }
+
   // Output pixel p: the top-left of its (undeformed) receptive field and the start of its slots in the buffer.
   void pixel(int64_t p, int64_t& y0, int64_t& x0, int64_t& slot) const {
     const int64_t ho = p / g.W_out, wo = p % g.W_out;
@@ -239,12 +250,7 @@ void im2col(const Geometry& g, int layout, int64_t row_begin, int64_t row_end, c
     int64_t slots[kBlock];
     for (int64_t p = chunk_begin; p < chunk_end; p += kBlock) {
       const int64_t count = std::min(kBlock, chunk_end - p);
-      for (int64_t b = 0; b < count; ++b) {
-        int64_t y0, x0;
-        sites.pixel(p + b, y0, x0, slots[b]);
-        base_y[b] = S(y0);
-        base_x[b] = S(x0);
-      }
+      sites.block(p, count, base_y, base_x, slots);
       for (int64_t grp = 0; grp < g.G; ++grp) {
         for (int64_t k = 0; k < K; ++k) {
           S tap_y[kBlock], tap_x[kBlock];
@@ -299,12 +305,7 @@ void col2im(const Geometry& g, int layout, int64_t row_begin, int64_t row_end, c
     int64_t slots[kBlock];
     for (int64_t p = chunk_begin; p < chunk_end; p += kBlock) {
       const int64_t count = std::min(kBlock, chunk_end - p);
-      for (int64_t b = 0; b < count; ++b) {
-        int64_t y0, x0;
-        sites.pixel(p + b, y0, x0, slots[b]);
-        base_y[b] = T(y0);
-        base_x[b] = T(x0);
-      }
+      sites.block(p, count, base_y, base_x, slots);
       for (int64_t k = 0; k < K; ++k) {
         for (int64_t b = 0; b < count; ++b) {
           tap_y[b] = base_y[b] + T(sites.tap_dy[k]);
