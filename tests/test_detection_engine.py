@@ -102,7 +102,7 @@ def test_models_trained_from_imagenet_weights_rebuild_with_frozen_bn_for_eval(tm
     assert type(model.backbone.body.bn1).__name__ == "FrozenBatchNorm2d"
 
 
-def test_detection_resume_is_exact_and_follows_the_run_folder_rules(tmp_path):
+def test_detection_resume_is_exact_and_follows_the_run_folder_rules(tmp_path, capsys):
     # N iterations straight == N/2, then --resume, then N/2: bitwise, weights and optimiser state
     from fapn.checkpoint import load_checkpoint
     from fapn.engine.detection import train
@@ -116,6 +116,10 @@ def test_detection_resume_is_exact_and_follows_the_run_folder_rules(tmp_path):
     ]
     cfg = load_detection_config("detection/synthetic_mask_rcnn_R_18_FaPN", overrides)
     train(cfg, tmp_path / "straight", progress=False)
+    summary = capsys.readouterr().out  # the start-up summary, as semantic segmentation's (test_engine_runs)
+    assert "fapn train: synthetic_mask_rcnn_R_18_FaPN (instance)" in summary
+    assert "model:   maskrcnn resnet18 + fapn, " in summary and "train:   synthetic train, 4 images" in summary
+    assert f"output:  {tmp_path / 'straight'}" in summary and "start:   new run, 4 iterations" in summary
     stopped = train(cfg, tmp_path / "resumed", progress=False, stop_after=2)
     assert stopped["iterations"] == 2 and load_checkpoint(tmp_path / "resumed" / "last.pt")["iteration"] == 2
     with pytest.raises(ValueError, match=r"already holds a run.*--resume.*--overwrite"):
@@ -123,7 +127,9 @@ def test_detection_resume_is_exact_and_follows_the_run_folder_rules(tmp_path):
     other = load_detection_config("detection/synthetic_mask_rcnn_R_18_FaPN", [*overrides, "optim.lr=0.01"])
     with pytest.raises(ValueError, match=r"with optim\.lr=0\.01: the run was trained with optim\.lr=0\.02"):
         train(other, tmp_path / "resumed", resume=True, progress=False)
+    capsys.readouterr()
     train(cfg, tmp_path / "resumed", resume=True, progress=False)
+    assert f"start:   resumed from iteration 2 of 4 ({tmp_path / 'resumed' / 'last.pt'})" in capsys.readouterr().out
     a = load_checkpoint(tmp_path / "straight" / "last.pt")
     b = load_checkpoint(tmp_path / "resumed" / "last.pt")
     assert a["iteration"] == b["iteration"] == 4

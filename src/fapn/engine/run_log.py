@@ -7,13 +7,16 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from fapn.engine.run_dir import flatten_record
 
-__all__ = ["startup_summary", "RunLogger"]
+if TYPE_CHECKING:  # the trainer imports this module
+    from fapn.engine.trainer import Trainer
+
+__all__ = ["startup_summary", "print_startup_summary", "RunLogger"]
 
 
 def startup_summary(
@@ -47,6 +50,29 @@ def startup_summary(
         ),
     ]
     return "\n".join(lines)
+
+
+def print_startup_summary(
+    trainer: Trainer, *, task: str, name: str, model: str, datasets: Mapping[str, str], amp: bool
+) -> None:
+    """Print :func:`startup_summary` of ``trainer``'s run (its device, processes, folder and first iteration) on
+    the main process; the other processes print nothing."""
+    if not trainer.ctx.is_main:
+        return
+    summary = startup_summary(
+        task=task,
+        name=name,
+        model=model,
+        datasets=datasets,
+        device=trainer.ctx.device,
+        amp=amp,
+        world_size=trainer.ctx.world_size,
+        output_dir=trainer.output_dir,
+        start_iteration=trainer.iteration,
+        iterations=trainer.iterations,
+        resumed_from=trainer.resumed_from,
+    )
+    print(summary, flush=True)
 
 
 class RunLogger:

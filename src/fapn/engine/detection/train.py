@@ -110,7 +110,7 @@ def _train(
     from fapn.engine.lr_schedule import lr_multiplier
     from fapn.engine.optimizer import build_optimizer
     from fapn.engine.run_dir import load_resume_checkpoint, prepare_output_dir
-    from fapn.engine.run_log import startup_summary
+    from fapn.engine.run_log import print_startup_summary
     from fapn.engine.trainer import Trainer, recipe_settings
     from fapn.runtime import loader_workers, set_threads
 
@@ -165,23 +165,13 @@ def _train(
     if checkpoint is not None:
         trainer.resume(checkpoint)
         del checkpoint
-    print(
-        startup_summary(
-            task=cfg.task,
-            name=cfg.name,
-            model=f"{cfg.model.detector} {cfg.model.backbone} + {cfg.model.neck}, {kwargs['num_classes']} classes",
-            datasets={
-                split: f"{cfg.data.format} {split}, {len(cast(Sized, ds))} images" for split, ds in datasets.items()
-            },
-            device=ctx.device,
-            amp=False,
-            world_size=1,
-            output_dir=out,
-            start_iteration=trainer.iteration,
-            iterations=cfg.train.iterations,
-            resumed_from=trainer.resumed_from,
-        ),
-        flush=True,
+    print_startup_summary(
+        trainer,
+        task=cfg.task,
+        name=cfg.name,
+        model=f"{cfg.model.detector} {cfg.model.backbone} + {cfg.model.neck}, {kwargs['num_classes']} classes",
+        datasets={split: f"{cfg.data.format} {split}, {len(cast(Sized, ds))} images" for split, ds in datasets.items()},
+        amp=False,
     )
     loader = torch.utils.data.DataLoader(
         StreamDataset(datasets["train"], cfg.train.seed),

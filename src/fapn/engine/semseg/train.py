@@ -28,7 +28,7 @@ from fapn.engine.distributed import init_distributed
 from fapn.engine.lr_schedule import lr_multiplier
 from fapn.engine.optimizer import build_optimizer
 from fapn.engine.run_dir import load_resume_checkpoint, prepare_output_dir, removed_if_start_fails, resume_run_config
-from fapn.engine.run_log import startup_summary
+from fapn.engine.run_log import print_startup_summary
 from fapn.engine.semseg.config import SegmentationConfig
 from fapn.engine.semseg.data import build_datasets, describe_split, scan_splits
 from fapn.engine.semseg.eval import evaluate
@@ -185,26 +185,17 @@ def _train(
     if checkpoint is not None:
         trainer.resume(checkpoint)
         del checkpoint
-    if ctx.is_main:
-        print(
-            startup_summary(
-                task="semseg",
-                name=cfg.name,
-                model=" ".join(f"{k}={v}" for k, v in model_config.items() if k != "num_classes"),
-                datasets={
-                    "train": describe_split(cfg.data.train_split, train_set, cfg, skipped),
-                    "val": describe_split(cfg.data.val_split, val_set, cfg, skipped),
-                },
-                device=ctx.device,
-                amp=cfg.train.amp,
-                world_size=ctx.world_size,
-                output_dir=out,
-                start_iteration=trainer.iteration,
-                iterations=cfg.train.iterations,
-                resumed_from=trainer.resumed_from,
-            ),
-            flush=True,
-        )
+    print_startup_summary(
+        trainer,
+        task="semseg",
+        name=cfg.name,
+        model=" ".join(f"{k}={v}" for k, v in model_config.items() if k != "num_classes"),
+        datasets={
+            "train": describe_split(cfg.data.train_split, train_set, cfg, skipped),
+            "val": describe_split(cfg.data.val_split, val_set, cfg, skipped),
+        },
+        amp=cfg.train.amp,
+    )
 
     loader = torch.utils.data.DataLoader(
         StreamDataset(train_set, cfg.train.seed),
