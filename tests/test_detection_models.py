@@ -25,6 +25,7 @@ from fapn.models.detection import (
     retinanet_resnet50_fapn,
     retinanet_resnet101_fapn,
 )
+from fapn.models.pointrend import pointrend_maskrcnn_resnet50_fapn
 
 TINY = dict(
     min_size=64,
@@ -135,6 +136,27 @@ def test_switching_from_torchvision_is_one_word(tmp_path):
     torch.testing.assert_close(ours.backbone.body.conv1.weight, body.conv1.weight)
     strip = lambda sd: {k: v.shape for k, v in sd.items() if not k.startswith("backbone.")}  # noqa: E731
     assert strip(ours.state_dict()) == strip(tv.state_dict())
+
+
+@pytest.mark.parametrize(
+    "detector, builder",
+    [("maskrcnn", maskrcnn_resnet50_fapn), ("pointrend_maskrcnn", pointrend_maskrcnn_resnet50_fapn)],
+)
+def test_model_weights_load_into_torchvisions_frozen_layout(tmp_path, detector, builder):
+    """``weights=`` (the state dict of a model trained from ImageNet weights, as ``fapn train`` and ``fapn convert``
+    write it) builds the model as torchvision does for trained weights, Mask R-CNN and PointRend's alike: frozen
+    batch norm, three trainable stages, the weights loaded."""
+    trained = build_detection_model(detector=detector, backbone="resnet50", num_classes=3, frozen_batch_norm=True)
+    torch.save(trained.state_dict(), tmp_path / "model.pth")
+    model = builder(num_classes=3, weights=str(tmp_path / "model.pth"))
+    body = model.backbone.body
+    assert isinstance(body.bn1, FrozenBatchNorm2d)
+    assert {name.split(".")[0] for name, p in body.named_parameters() if p.requires_grad} == {
+        "layer2",
+        "layer3",
+        "layer4",
+    }
+    torch.testing.assert_close(body.layer4[0].conv1.weight, trained.backbone.body.layer4[0].conv1.weight)
 
 
 def test_fapn_switched_to_fpn_reproduces_torchvision_backbone_with_fpn():

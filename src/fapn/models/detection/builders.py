@@ -13,10 +13,11 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
 
 from fapn.models.backbones import BackboneWeights
+from fapn.models.detection.detector import resnet_detector
 from fapn.models.detection.panoptic_fpn import PanopticFPN
 from fapn.models.pyramid import NECKS, Neck, resnet_pyramid
 from fapn.models.registry import register_model
-from fapn.state_dict import ModelWeights, load_model_weights
+from fapn.state_dict import ModelWeights
 
 __all__ = [
     "fasterrcnn_resnet50_fapn",
@@ -29,34 +30,6 @@ __all__ = [
     "DETECTORS",
     "NECKS",
 ]
-
-
-def _build(
-    detector: type[nn.Module],
-    depth: int,
-    *,
-    weights: ModelWeights,
-    num_classes: int | None,
-    weights_backbone: BackboneWeights,
-    trainable_backbone_layers: int | None,
-    fapn_kwargs: dict[str, Any] | None,
-    kwargs: dict[str, Any],
-) -> nn.Module:
-    if weights is not None:
-        weights_backbone = None  # the model weights contain the backbone
-    if num_classes is None:
-        num_classes = 91
-    backbone = resnet_pyramid(
-        f"resnet{depth}",
-        weights_backbone=weights_backbone,
-        trainable_backbone_layers=trainable_backbone_layers,
-        is_trained=weights is not None or weights_backbone is not None,
-        levels="p3-p7" if detector is RetinaNet else "p2-p6",
-        fapn_kwargs=fapn_kwargs,
-    )
-    model = detector(backbone, num_classes=num_classes, **kwargs)
-    load_model_weights(model, weights)
-    return model
 
 
 @register_model(task="detection")
@@ -88,15 +61,8 @@ def fasterrcnn_resnet50_fapn(
         ['boxes', 'labels', 'scores']
     """
     del progress
-    return _build(
-        FasterRCNN,
-        50,
-        weights=weights,
-        num_classes=num_classes,
-        weights_backbone=weights_backbone,
-        trainable_backbone_layers=trainable_backbone_layers,
-        fapn_kwargs=fapn_kwargs,
-        kwargs=kwargs,
+    return resnet_detector(
+        FasterRCNN, 50, "fapn", weights, num_classes, weights_backbone, trainable_backbone_layers, fapn_kwargs, kwargs
     )
 
 
@@ -113,15 +79,8 @@ def fasterrcnn_resnet101_fapn(
 ) -> FasterRCNN:
     """Faster R-CNN, ResNet-101 + FaPN; arguments as :func:`fasterrcnn_resnet50_fapn`."""
     del progress
-    return _build(
-        FasterRCNN,
-        101,
-        weights=weights,
-        num_classes=num_classes,
-        weights_backbone=weights_backbone,
-        trainable_backbone_layers=trainable_backbone_layers,
-        fapn_kwargs=fapn_kwargs,
-        kwargs=kwargs,
+    return resnet_detector(
+        FasterRCNN, 101, "fapn", weights, num_classes, weights_backbone, trainable_backbone_layers, fapn_kwargs, kwargs
     )
 
 
@@ -147,15 +106,8 @@ def maskrcnn_resnet50_fapn(
         ['boxes', 'labels', 'masks', 'scores']
     """
     del progress
-    return _build(
-        MaskRCNN,
-        50,
-        weights=weights,
-        num_classes=num_classes,
-        weights_backbone=weights_backbone,
-        trainable_backbone_layers=trainable_backbone_layers,
-        fapn_kwargs=fapn_kwargs,
-        kwargs=kwargs,
+    return resnet_detector(
+        MaskRCNN, 50, "fapn", weights, num_classes, weights_backbone, trainable_backbone_layers, fapn_kwargs, kwargs
     )
 
 
@@ -172,15 +124,8 @@ def maskrcnn_resnet101_fapn(
 ) -> MaskRCNN:
     """Mask R-CNN, ResNet-101 + FaPN; arguments as :func:`maskrcnn_resnet50_fapn`."""
     del progress
-    return _build(
-        MaskRCNN,
-        101,
-        weights=weights,
-        num_classes=num_classes,
-        weights_backbone=weights_backbone,
-        trainable_backbone_layers=trainable_backbone_layers,
-        fapn_kwargs=fapn_kwargs,
-        kwargs=kwargs,
+    return resnet_detector(
+        MaskRCNN, 101, "fapn", weights, num_classes, weights_backbone, trainable_backbone_layers, fapn_kwargs, kwargs
     )
 
 
@@ -203,15 +148,8 @@ def retinanet_resnet50_fapn(
     Args: as :func:`fasterrcnn_resnet50_fapn`; ``**kwargs`` go to ``RetinaNet``.
     """
     del progress
-    return _build(
-        RetinaNet,
-        50,
-        weights=weights,
-        num_classes=num_classes,
-        weights_backbone=weights_backbone,
-        trainable_backbone_layers=trainable_backbone_layers,
-        fapn_kwargs=fapn_kwargs,
-        kwargs=kwargs,
+    return resnet_detector(
+        RetinaNet, 50, "fapn", weights, num_classes, weights_backbone, trainable_backbone_layers, fapn_kwargs, kwargs
     )
 
 
@@ -228,15 +166,8 @@ def retinanet_resnet101_fapn(
 ) -> RetinaNet:
     """RetinaNet, ResNet-101 + FaPN; arguments as :func:`retinanet_resnet50_fapn`."""
     del progress
-    return _build(
-        RetinaNet,
-        101,
-        weights=weights,
-        num_classes=num_classes,
-        weights_backbone=weights_backbone,
-        trainable_backbone_layers=trainable_backbone_layers,
-        fapn_kwargs=fapn_kwargs,
-        kwargs=kwargs,
+    return resnet_detector(
+        RetinaNet, 101, "fapn", weights, num_classes, weights_backbone, trainable_backbone_layers, fapn_kwargs, kwargs
     )
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from fapn.models.backbones import BackboneWeights
+from fapn.models.detection.detector import resnet_detector
 from fapn.models.pointrend.mask_rcnn import PointRendMaskRCNN
 from fapn.models.pointrend.semantic import PointRendSemanticFPN
 from fapn.models.pyramid import Neck, resnet_pyramid
 from fapn.models.registry import register_model
-from fapn.state_dict import ModelWeights, load_model_weights
+from fapn.state_dict import ModelWeights
 
 __all__ = [
     "pointrend_semantic",
@@ -166,30 +167,6 @@ def pointrend_semantic_resnet101_fpn(
     return _semantic(101, "fpn", num_classes, weights_backbone, trainable_backbone_layers, ignore_index, None, kwargs)
 
 
-def _maskrcnn(
-    depth: int,
-    neck: Neck,
-    weights: ModelWeights,
-    num_classes: int | None,
-    weights_backbone: BackboneWeights,
-    trainable_backbone_layers: int | None,
-    fapn_kwargs: dict[str, Any] | None,
-    kwargs: dict[str, Any],
-) -> PointRendMaskRCNN:
-    if weights is not None:
-        weights_backbone = None  # the model's weights contain the backbone's
-    backbone = resnet_pyramid(
-        f"resnet{depth}",
-        neck=neck,
-        weights_backbone=weights_backbone,
-        trainable_backbone_layers=trainable_backbone_layers,
-        fapn_kwargs=fapn_kwargs,
-    )
-    model = PointRendMaskRCNN(backbone, 91 if num_classes is None else num_classes, **kwargs)
-    load_model_weights(model, weights)
-    return model
-
-
 @register_model(task="detection")
 def pointrend_maskrcnn_resnet50_fapn(
     *,
@@ -216,7 +193,17 @@ def pointrend_maskrcnn_resnet50_fapn(
         ['boxes', 'labels', 'masks', 'scores']
     """
     del progress
-    return _maskrcnn(50, "fapn", weights, num_classes, weights_backbone, trainable_backbone_layers, fapn_kwargs, kwargs)
+    return resnet_detector(
+        PointRendMaskRCNN,
+        50,
+        "fapn",
+        weights,
+        num_classes,
+        weights_backbone,
+        trainable_backbone_layers,
+        fapn_kwargs,
+        kwargs,
+    )
 
 
 @register_model(task="detection")
@@ -231,4 +218,6 @@ def pointrend_maskrcnn_resnet50_fpn(
 ) -> PointRendMaskRCNN:
     """The FPN baseline: Mask R-CNN with PointRend on ResNet-50 + torchvision's FPN; arguments as above."""
     del progress
-    return _maskrcnn(50, "fpn", weights, num_classes, weights_backbone, trainable_backbone_layers, None, kwargs)
+    return resnet_detector(
+        PointRendMaskRCNN, 50, "fpn", weights, num_classes, weights_backbone, trainable_backbone_layers, None, kwargs
+    )
