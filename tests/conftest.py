@@ -1,6 +1,8 @@
 import os
 from collections.abc import Iterator
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -28,6 +30,21 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def cityscapes_scripts(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """cityscapesscripts' pixel-level evaluator module (the test skips without it), the reference of the Cityscapes
+    scores: quiet, no JSON file, pixel scores only (a test turns ``args.evalInstLevelScore`` on for iIoU)."""
+    ev = pytest.importorskip("cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling")
+    if not hasattr(np, "in1d"):  # cityscapesscripts 2.3 calls np.in1d, removed in numpy 2.4
+        monkeypatch.setattr(
+            np, "in1d", lambda a, b, invert=False: np.isin(np.asarray(a).ravel(), b, invert=invert), raising=False
+        )
+    monkeypatch.setattr(ev.args, "evalInstLevelScore", False)
+    monkeypatch.setattr(ev.args, "JSONOutput", False)
+    monkeypatch.setattr(ev.args, "quiet", True)
+    return ev
 
 
 @pytest.fixture(scope="session")

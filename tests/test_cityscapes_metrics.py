@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -62,15 +63,11 @@ def make_predictions(gts: list[Path], pred_dir: Path) -> list[Path]:
     return paths
 
 
-def official(monkeypatch: pytest.MonkeyPatch, predictions: list[Path], gts: list[Path]) -> dict:
-    ev = pytest.importorskip("cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling")
-    if not hasattr(np, "in1d"):  # cityscapesscripts 2.3 calls np.in1d, removed in numpy 2.4
-        monkeypatch.setattr(
-            np, "in1d", lambda a, b, invert=False: np.isin(np.asarray(a).ravel(), b, invert=invert), raising=False
-        )
+def official(
+    cityscapes_scripts: Any, monkeypatch: pytest.MonkeyPatch, predictions: list[Path], gts: list[Path]
+) -> dict:
+    ev = cityscapes_scripts
     monkeypatch.setattr(ev.args, "evalInstLevelScore", True)
-    monkeypatch.setattr(ev.args, "JSONOutput", False)
-    monkeypatch.setattr(ev.args, "quiet", True)
     return ev.evaluateImgLists([str(p) for p in predictions], [str(g) for g in gts], ev.args)
 
 
@@ -93,61 +90,36 @@ def assert_equal_to_official(ours: dict, reference: dict) -> None:
                 assert ours[group][key][name]["iIoU"] == pytest.approx(value * 100, abs=1e-9), name
 
 
-def test_evaluator_equals_cityscapesscripts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_evaluator_equals_cityscapesscripts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cityscapes_scripts: Any
+) -> None:
     gts = make_fixture(tmp_path / "cityscapes")
     predictions = make_predictions(gts, tmp_path / "pred")
     evaluator = CityscapesEvaluator()
     for prediction, gt in zip(predictions, gts):
         evaluator.update_files(prediction, gt)
     ours = evaluator.compute()
-    reference = official(monkeypatch, predictions, gts)
+    reference = official(cityscapes_scripts, monkeypatch, predictions, gts)
     assert not math.isnan(reference["averageScoreInstCategories"])
     assert_equal_to_official(ours, reference)
     assert ours["num_images"] == 3
     assert "iIoU class" in format_cityscapes(ours)
 
 
-def test_score_cli_prints_the_four_numbers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_score_cli_prints_the_four_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, cityscapes_scripts: Any
+) -> None:
     gts = make_fixture(tmp_path / "cityscapes")
     predictions = make_predictions(gts, tmp_path / "pred" / "nested")
-    reference = official(monkeypatch, predictions, gts)
+    reference = official(cityscapes_scripts, monkeypatch, predictions, gts)
     capsys.readouterr()
-    assert (
-        main(
-            [
-                "score",
-                "--dataset",
-                "cityscapes",
-                "--gt-root",
-                str(tmp_path / "cityscapes"),
-                "--split",
-                "val",
-                "--pred",
-                str(tmp_path / "pred"),
-                "--json",
-            ]
-        )
-        == 0
-    )
+    argv = ["score", "--dataset", "cityscapes", "--gt-root", str(tmp_path / "cityscapes"), "--split", "val"]
+    argv += ["--pred", str(tmp_path / "pred")]
+    assert main([*argv, "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert_equal_to_official(scores["cityscapes"], reference)
     assert scores["mIoU"] == pytest.approx(reference["averageScoreClasses"] * 100, abs=1e-4)
-    assert (
-        main(
-            [
-                "score",
-                "--dataset",
-                "cityscapes",
-                "--gt-root",
-                str(tmp_path / "cityscapes"),
-                "--split",
-                "val",
-                "--pred",
-                str(tmp_path / "pred"),
-            ]
-        )
-        == 0
-    )
+    assert main(argv) == 0
     assert "iIoU category" in capsys.readouterr().out
 
 

@@ -36,18 +36,6 @@ def make_fixture(root: Path, height: int = 48, width: int = 64) -> list[Path]:
     return gts
 
 
-def official_evaluator(monkeypatch: pytest.MonkeyPatch):
-    ev = pytest.importorskip("cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling")
-    if not hasattr(np, "in1d"):  # cityscapesscripts 2.3 calls np.in1d, removed in numpy 2.4
-        monkeypatch.setattr(
-            np, "in1d", lambda a, b, invert=False: np.isin(np.asarray(a).ravel(), b, invert=invert), raising=False
-        )
-    monkeypatch.setattr(ev.args, "evalInstLevelScore", False)
-    monkeypatch.setattr(ev.args, "JSONOutput", False)
-    monkeypatch.setattr(ev.args, "quiet", True)
-    return ev
-
-
 def official_miou(ev, predictions: list[Path], gts: list[Path]) -> tuple[float, dict[str, float]]:
     result = ev.evaluateImgLists([str(p) for p in predictions], [str(g) for g in gts], ev.args)
     return result["averageScoreClasses"] * 100, {k: v * 100 for k, v in result["classScores"].items()}
@@ -75,8 +63,8 @@ def score_json(capsys, gt_root: Path, pred: Path) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-def test_score_equals_cityscapesscripts(tmp_path: Path, monkeypatch, capsys) -> None:
-    ev = official_evaluator(monkeypatch)
+def test_score_equals_cityscapesscripts(tmp_path: Path, capsys, cityscapes_scripts) -> None:
+    ev = cityscapes_scripts
     gts = make_fixture(tmp_path / "cityscapes")
     rng = np.random.default_rng(1)
     pred_dir = tmp_path / "pred"
@@ -98,8 +86,8 @@ def test_score_equals_cityscapesscripts(tmp_path: Path, monkeypatch, capsys) -> 
             assert ours["per_class_iou"][name] == pytest.approx(value, abs=1e-4), name
 
 
-def test_eval_save_predictions_is_the_submission_format(tmp_path: Path, monkeypatch, capsys) -> None:
-    ev = official_evaluator(monkeypatch)
+def test_eval_save_predictions_is_the_submission_format(tmp_path: Path, capsys, cityscapes_scripts) -> None:
+    ev = cityscapes_scripts
     from fapn.checkpoint import save_checkpoint
     from fapn.data.cityscapes import CITYSCAPES_INFO
     from fapn.models import realtime_fapn
