@@ -16,6 +16,8 @@ way by both: left out of the union and no false positive for a prediction lying 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -74,23 +76,28 @@ def _to_torchmetrics(ids: np.ndarray, categories: dict[int, int]) -> torch.Tenso
     return torch.from_numpy(np.stack([lookup[ids], ids], axis=-1))
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_pq_equals_torchmetrics_on_generated_images(seed):
-    rng = np.random.default_rng(seed)
+def _segments_info(categories: dict[int, int]) -> list[dict[str, int]]:
+    return [{"id": k, "category_id": v} for k, v in categories.items()]
+
+
+def pq_and_torchmetrics_pq(rng: np.random.Generator, images: int) -> tuple[PanopticQuality, Any]:
+    """Our PQ and torchmetrics' (per class, with SQ and RQ), both fed the same ``images`` generated 16x16 images
+    (every other one with void in the ground truth)."""
     ours = PanopticQuality(CATEGORIES)
     reference = torchmetrics_detection.PanopticQuality(
         things=set(THINGS), stuffs=set(STUFFS), return_sq_and_rq=True, return_per_class=True
     )
-    for image in range(4):
+    for image in range(images):
         gt, gt_cats = _random_image(rng, 16, void=image % 2 == 1)
         pred, pred_cats = _perturb(rng, gt, gt_cats)
-        ours.update(
-            gt,
-            [{"id": k, "category_id": v} for k, v in gt_cats.items()],
-            pred,
-            [{"id": k, "category_id": v} for k, v in pred_cats.items()],
-        )
+        ours.update(gt, _segments_info(gt_cats), pred, _segments_info(pred_cats))
         reference.update(_to_torchmetrics(pred, pred_cats)[None], _to_torchmetrics(gt, gt_cats)[None])
+    return ours, reference
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pq_equals_torchmetrics_on_generated_images(seed):
+    ours, reference = pq_and_torchmetrics_pq(np.random.default_rng(seed), images=4)
     result = ours.compute()
     # rows: things then stuffs, each sorted; pq, sq, rq; torchmetrics sums IoUs in float32, hence rel=1e-6 below
     per_class = reference.compute().reshape(-1, 3).double()
@@ -122,12 +129,7 @@ def test_generated_cases_exercise_tp_fp_fn_and_void():
         saw_void |= bool((gt == 0).any())
         pred, pred_cats = _perturb(rng, gt, gt_cats)
         assert not (pred == 0).any()
-        ours.update(
-            gt,
-            [{"id": k, "category_id": v} for k, v in gt_cats.items()],
-            pred,
-            [{"id": k, "category_id": v} for k, v in pred_cats.items()],
-        )
+        ours.update(gt, _segments_info(gt_cats), pred, _segments_info(pred_cats))
     stats = ours.stats.values()
     assert saw_void
     assert sum(s.tp for s in stats) > 0 and sum(s.fp for s in stats) > 0 and sum(s.fn for s in stats) > 0

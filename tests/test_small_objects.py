@@ -149,24 +149,10 @@ def test_pq_by_size_hand_computed():
 
 def test_pq_small_equals_torchmetrics_things_when_every_thing_is_small():
     """On 16x16 images every thing is small, so PQ of small things is torchmetrics' PQ of the things."""
-    torchmetrics_detection = pytest.importorskip("torchmetrics.detection")
-    from test_panoptic_torchmetrics import CATEGORIES, STUFFS, THINGS, _perturb, _random_image, _to_torchmetrics
+    pytest.importorskip("torchmetrics.detection")
+    from test_panoptic_torchmetrics import THINGS, pq_and_torchmetrics_pq
 
-    rng = np.random.default_rng(3)
-    ours = PanopticQuality(CATEGORIES)
-    reference = torchmetrics_detection.PanopticQuality(
-        things=set(THINGS), stuffs=set(STUFFS), return_sq_and_rq=True, return_per_class=True
-    )
-    for image in range(6):
-        gt, gt_cats = _random_image(rng, 16, void=image % 2 == 1)
-        pred, pred_cats = _perturb(rng, gt, gt_cats)
-        ours.update(
-            gt,
-            [{"id": k, "category_id": v} for k, v in gt_cats.items()],
-            pred,
-            [{"id": k, "category_id": v} for k, v in pred_cats.items()],
-        )
-        reference.update(_to_torchmetrics(pred, pred_cats)[None], _to_torchmetrics(gt, gt_cats)[None])
+    ours, reference = pq_and_torchmetrics_pq(np.random.default_rng(3), images=6)
     result = ours.compute()
     per_class = reference.compute().reshape(-1, 3).double() * 100
     rows = [row for row, category in enumerate(sorted(THINGS)) if category in result["per_class"]]
