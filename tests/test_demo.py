@@ -100,33 +100,8 @@ def test_demo_help_explains_the_way_to_real_data(capsys) -> None:
     assert "fapn train semseg/camvid_r18_fapn" in text and "data.dataset=folder" in text
 
 
-def test_demo_threads_and_old_size_form_reach_each_models_recipe(monkeypatch) -> None:
-    # --threads and the older 'H W' size go through DemoSettings into both training recipes (train applies
-    # train.threads; see test_engine_runs), checked without training anything
-    import fapn.engine.demo as demo
-    from fapn.cli.main import build_parser
-
-    class Stop(Exception):
-        pass
-
-    seen = []
-
-    def capture(settings):
-        seen.append(settings)
-        raise Stop
-
-    monkeypatch.setattr(demo, "run_demo", capture)
-    args = build_parser().parse_args(["demo", "--threads", "1", "--image-size", "64", "96"])
-    with pytest.raises(Stop):
-        args.func(args)
-    (settings,) = seen
-    assert settings.threads == 1 and list(settings.image_size) == [64, 96]
-    for variant in ("fpn", "fapn"):
-        config = demo.demo_config(settings, variant)
-        assert config.train.threads == 1 and config.data.crop_size == [64, 96]
-
-
 def _captured_settings(monkeypatch, argv: list[str]):
+    """The settings ``fapn demo`` hands to ``run_demo`` for ``argv``, without training anything."""
     import fapn.engine.demo as demo
 
     class Stop(Exception):
@@ -142,6 +117,18 @@ def _captured_settings(monkeypatch, argv: list[str]):
     with pytest.raises(Stop):
         main(argv)
     return seen[0]
+
+
+def test_demo_threads_and_old_size_form_reach_each_models_recipe(monkeypatch) -> None:
+    # --threads and the older 'H W' size go through DemoSettings into both training recipes (train applies
+    # train.threads; see test_engine_runs), checked without training anything
+    import fapn.engine.demo as demo
+
+    settings = _captured_settings(monkeypatch, ["demo", "--threads", "1", "--image-size", "64", "96"])
+    assert settings.threads == 1 and list(settings.image_size) == [64, 96]
+    for variant in ("fpn", "fapn"):
+        config = demo.demo_config(settings, variant)
+        assert config.train.threads == 1 and config.data.crop_size == [64, 96]
 
 
 def test_demo_device_reaches_each_models_recipe(monkeypatch, capsys) -> None:
