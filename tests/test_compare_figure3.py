@@ -16,34 +16,14 @@ from fapn.checkpoint import save_checkpoint
 from fapn.cli.compare import figure3_images
 from fapn.cli.main import main
 from fapn.inference import load_image
-from fapn.models.detection import build_detection_model
 from fapn.visualize.small_objects import SMALL_OUTLINE_COLOR, draw_boxes, outline_boxes
+from test_compare_instances import HEIGHT, WIDTH, tiny_detector
 
 pytest.importorskip("pycocotools")
 
-HEIGHT, WIDTH = 48, 64
 DETECTORS = {"detection": "fasterrcnn", "instance": "maskrcnn", "panoptic": "panoptic_fpn"}
 # image a.png: two small objects; b.png: one small, one large
 GROUND_TRUTH = {"a.png": [[4, 4, 10, 8], [40, 30, 12, 10]], "b.png": [[2, 2, 8, 8], [10, 10, 50, 35]]}
-
-
-def _model(task: str, neck: str) -> tuple[torch.nn.Module, dict]:
-    config = dict(
-        detector=DETECTORS[task],
-        backbone="resnet18",
-        neck=neck,
-        num_classes=3,
-        min_size=HEIGHT,
-        max_size=WIDTH,
-        rpn_pre_nms_top_n_test=30,
-        rpn_post_nms_top_n_test=10,
-        box_detections_per_img=3,
-        box_score_thresh=0.0,  # random weights: keep their low-scoring detections, so there is something to draw
-    )
-    if task == "panoptic":
-        config["num_stuff_classes"] = 2
-    torch.manual_seed(0)
-    return build_detection_model(**config).eval(), {"name": "build_detection_model", **config}
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +33,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory):
     meta = {"class_names": ["__background__", "box", "disc"], "stuff_names": ["__things__", "sky", "ground"]}
     for task in DETECTORS:
         for neck in ("fpn", "fapn"):
-            model, config = _model(task, neck)
+            options = {"num_stuff_classes": 2} if task == "panoptic" else {}
+            model, config = tiny_detector(DETECTORS[task], neck, **options)
             path = root / f"{task}_{neck}.pt"
             save_checkpoint({"model": model.state_dict(), "model_config": config, "dataset": meta}, path)
             weights.append(str(path))

@@ -20,10 +20,11 @@ from fapn.visualize.instances import draw_instances
 HEIGHT, WIDTH, TITLE, PAD = 48, 64, 20, 4  # panels drawn at the image's own width: no resizing
 
 
-def _tiny_pointrend(neck: str) -> tuple[torch.nn.Module, dict]:
-    """A random-init PointRend Mask R-CNN on ResNet-18 small enough for a CPU test, and its ``model_config``."""
+def tiny_detector(detector: str, neck: str, **options: object) -> tuple[torch.nn.Module, dict]:
+    """A random-init ``build_detection_model`` detector on ResNet-18 small enough for a CPU test (``HEIGHT x WIDTH``
+    images, three classes), and its ``model_config``; ``options`` add to the builder's arguments."""
     config = dict(
-        detector="pointrend_maskrcnn",
+        detector=detector,
         backbone="resnet18",
         neck=neck,
         num_classes=3,
@@ -33,6 +34,7 @@ def _tiny_pointrend(neck: str) -> tuple[torch.nn.Module, dict]:
         rpn_post_nms_top_n_test=10,
         box_detections_per_img=3,
         box_score_thresh=0.0,  # random weights: keep their (low-scoring) detections, so there is something to draw
+        **options,
     )
     torch.manual_seed(0)
     return build_detection_model(**config).eval(), {"name": "build_detection_model", **config}
@@ -43,7 +45,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[st
     root = tmp_path_factory.mktemp("compare_instances")
     models = {}
     for neck in ("fpn", "fapn"):
-        model, config = _tiny_pointrend(neck)
+        model, config = tiny_detector("pointrend_maskrcnn", neck)
         save_checkpoint({"model": model.state_dict(), "model_config": config}, root / f"{neck}.pt")
         models[neck] = model
     image = np.random.default_rng(0).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
