@@ -69,3 +69,39 @@ def d2_resnet50_shapes() -> dict[str, tuple[int, ...]]:
                 shapes.update({f"{prefix}.conv{k}.norm.{b}": (ch,) for b in bn})
         in_ch, bottleneck = out_ch, bottleneck * 2
     return shapes
+
+
+@pytest.fixture(scope="session")
+def d2_r50_fapn_shapes(d2_resnet50_shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """The authors' detectron2 R-50 + FaPN backbone, key -> shape: ``backbone.bottom_up.*`` (from
+    ``d2_resnet50_shapes``) and the neck (``fan_align*``, ``fpn_output*``)."""
+    shapes = {f"backbone.bottom_up.{k}": s for k, s in d2_resnet50_shapes.items()}
+    for level, c in ((2, 256), (3, 512), (4, 1024)):
+        p = f"backbone.fan_align{level}"
+        shapes[f"{p}.lateral_conv.conv_atten.weight"] = (c, c, 1, 1)
+        shapes[f"{p}.lateral_conv.conv.weight"] = (256, c, 1, 1)
+        shapes[f"{p}.offset.weight"] = (256, 512, 1, 1)
+        shapes[f"{p}.dcpack_L2.weight"] = (256, 256, 3, 3)
+        shapes[f"{p}.dcpack_L2.bias"] = (256,)
+        shapes[f"{p}.dcpack_L2.conv_offset_mask.weight"] = (216, 256, 3, 3)
+        shapes[f"{p}.dcpack_L2.conv_offset_mask.bias"] = (216,)
+        shapes[f"backbone.fpn_output{level}.weight"] = (256, 256, 3, 3)
+        shapes[f"backbone.fpn_output{level}.bias"] = (256,)
+    shapes["backbone.fan_align5.weight"] = (256, 2048, 1, 1)
+    shapes["backbone.fan_align5.bias"] = (256,)
+    return shapes
+
+
+@pytest.fixture(scope="session")
+def d2_rcnn_head_shapes() -> dict[str, tuple[int, ...]]:
+    """detectron2's RPN and box head of an 80-class R-CNN (3 anchors a location), key -> shape."""
+    layers = {
+        "proposal_generator.rpn_head.conv": ((256, 256, 3, 3), (256,)),
+        "proposal_generator.rpn_head.objectness_logits": ((3, 256, 1, 1), (3,)),
+        "proposal_generator.rpn_head.anchor_deltas": ((12, 256, 1, 1), (12,)),
+        "roi_heads.box_head.fc1": ((1024, 12544), (1024,)),
+        "roi_heads.box_head.fc2": ((1024, 1024), (1024,)),
+        "roi_heads.box_predictor.cls_score": ((81, 1024), (81,)),
+        "roi_heads.box_predictor.bbox_pred": ((320, 1024), (320,)),
+    }
+    return {f"{name}.{kind}": shape for name, (w, b) in layers.items() for kind, shape in (("weight", w), ("bias", b))}

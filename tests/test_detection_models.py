@@ -270,37 +270,21 @@ def test_detectron2_resnet_with_converted_weights_matches_detectron2_forward(d2_
         torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-9)
 
 
-def test_convert_detectron2_fapn_rcnn_loads_whole_mask_rcnn_and_reports_the_rest(d2_resnet50_shapes):
+def test_convert_detectron2_fapn_rcnn_loads_whole_mask_rcnn_and_reports_the_rest(
+    d2_r50_fapn_shapes, d2_rcnn_head_shapes
+):
     model = detectron2_fapn_rcnn(50, mask=True, num_classes=81)
     target = model.state_dict()
-    d2: dict[str, torch.Tensor] = {f"backbone.bottom_up.{k}": torch.randn(s) for k, s in d2_resnet50_shapes.items()}
-    for level, c in ((2, 256), (3, 512), (4, 1024)):
-        p = f"backbone.fan_align{level}"
-        d2[f"{p}.lateral_conv.conv_atten.weight"] = torch.randn(c, c, 1, 1)
-        d2[f"{p}.lateral_conv.conv.weight"] = torch.randn(256, c, 1, 1)
-        d2[f"{p}.offset.weight"] = torch.randn(256, 512, 1, 1)
-        d2[f"{p}.dcpack_L2.weight"] = torch.randn(256, 256, 3, 3)
-        d2[f"{p}.dcpack_L2.bias"] = torch.randn(256)
-        d2[f"{p}.dcpack_L2.conv_offset_mask.weight"] = torch.randn(216, 256, 3, 3)
-        d2[f"{p}.dcpack_L2.conv_offset_mask.bias"] = torch.randn(216)
-        d2[f"backbone.fpn_output{level}.weight"] = torch.randn(256, 256, 3, 3)
-        d2[f"backbone.fpn_output{level}.bias"] = torch.randn(256)
-    d2["backbone.fan_align5.weight"] = torch.randn(256, 2048, 1, 1)
-    d2["backbone.fan_align5.bias"] = torch.randn(256)
-    heads = {
-        "proposal_generator.rpn_head.conv": ((256, 256, 3, 3), (256,)),
-        "proposal_generator.rpn_head.objectness_logits": ((3, 256, 1, 1), (3,)),
-        "proposal_generator.rpn_head.anchor_deltas": ((12, 256, 1, 1), (12,)),
-        "roi_heads.box_head.fc1": ((1024, 12544), (1024,)),
-        "roi_heads.box_head.fc2": ((1024, 1024), (1024,)),
-        "roi_heads.box_predictor.cls_score": ((81, 1024), (81,)),
-        "roi_heads.box_predictor.bbox_pred": ((320, 1024), (320,)),
+    mask_head = {
         "roi_heads.mask_head.deconv": ((256, 256, 2, 2), (256,)),
         "roi_heads.mask_head.predictor": ((80, 256, 1, 1), (80,)),
         **{f"roi_heads.mask_head.mask_fcn{k}": ((256, 256, 3, 3), (256,)) for k in range(1, 5)},
     }
-    for name, (w, b) in heads.items():
-        d2[f"{name}.weight"], d2[f"{name}.bias"] = torch.randn(w), torch.randn(b)
+    shapes = {**d2_r50_fapn_shapes, **d2_rcnn_head_shapes}
+    shapes.update(
+        {f"{name}.{kind}": s for name, (w, b) in mask_head.items() for kind, s in (("weight", w), ("bias", b))}
+    )
+    d2 = {k: torch.randn(s) for k, s in shapes.items()}
     d2["pixel_mean"] = torch.zeros(3, 1, 1)
     mapped, unmapped = convert_detectron2_fapn_rcnn(d2)
     assert unmapped == ["pixel_mean"]

@@ -12,30 +12,6 @@ from fapn.convert.pointrend import convert_pointrend, is_pointrend_checkpoint
 from fapn.models.pointrend import detectron2_pointrend_rcnn, detectron2_pointrend_semantic, point_sample
 
 
-def d2_backbone_r50_fapn(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
-    """detectron2 R-50 (``backbone.bottom_up.*``, from the ``d2_resnet50_shapes`` fixture) + the authors' FaPN neck
-    (``fan_align*``, ``fpn_output*``); names and shapes matter here, not values (the ResNet and neck conversions are
-    checked numerically elsewhere)."""
-    state = {f"backbone.bottom_up.{k}": torch.zeros(s) for k, s in shapes.items()}
-    for level, c in ((2, 256), (3, 512), (4, 1024)):
-        p = f"backbone.fan_align{level}"
-        for name, shape in (
-            ("lateral_conv.conv_atten.weight", (c, c, 1, 1)),
-            ("lateral_conv.conv.weight", (256, c, 1, 1)),
-            ("offset.weight", (256, 512, 1, 1)),
-            ("dcpack_L2.weight", (256, 256, 3, 3)),
-            ("dcpack_L2.bias", (256,)),
-            ("dcpack_L2.conv_offset_mask.weight", (216, 256, 3, 3)),
-            ("dcpack_L2.conv_offset_mask.bias", (216,)),
-        ):
-            state[f"{p}.{name}"] = torch.zeros(shape)
-        state[f"backbone.fpn_output{level}.weight"] = torch.zeros(256, 256, 3, 3)
-        state[f"backbone.fpn_output{level}.bias"] = torch.zeros(256)
-    state["backbone.fan_align5.weight"] = torch.zeros(256, 2048, 1, 1)
-    state["backbone.fan_align5.bias"] = torch.zeros(256)
-    return state
-
-
 def d2_semantic_heads(num_classes: int = 19) -> dict[str, torch.Tensor]:
     """``PointRendSemSegHead``: ``SemSegFPNHead`` (per level conv3x3 + GN [+ upsample] as one Sequential whose
     convs sit at indices 0, 2, 4) and ``StandardPointHead`` without ``coarse_pred_each_layer``."""
@@ -115,8 +91,10 @@ def reference_semantic_inference(d2, features, steps: int, num_points: int) -> t
 
 
 @pytest.mark.slow
-def test_semantic_checkpoint_converts_and_computes_the_reference(d2_resnet50_shapes) -> None:
-    d2 = {**d2_backbone_r50_fapn(d2_resnet50_shapes), **d2_semantic_heads(), "pixel_mean": torch.zeros(3, 1, 1)}
+def test_semantic_checkpoint_converts_and_computes_the_reference(d2_r50_fapn_shapes) -> None:
+    # names and shapes matter for the backbone, not values (its conversion is checked numerically elsewhere)
+    backbone = {k: torch.zeros(s) for k, s in d2_r50_fapn_shapes.items()}
+    d2 = {**backbone, **d2_semantic_heads(), "pixel_mean": torch.zeros(3, 1, 1)}
     assert is_pointrend_checkpoint(d2)
     mapped, unmapped = convert_pointrend(d2)
     assert unmapped == ["pixel_mean"]
@@ -170,25 +148,11 @@ def d2_mask_heads(layout: int, num_classes: int = 80) -> dict[str, torch.Tensor]
     return state
 
 
-def d2_rcnn_rest() -> dict[str, torch.Tensor]:
-    shapes = {
-        "proposal_generator.rpn_head.conv": ((256, 256, 3, 3), (256,)),
-        "proposal_generator.rpn_head.objectness_logits": ((3, 256, 1, 1), (3,)),
-        "proposal_generator.rpn_head.anchor_deltas": ((12, 256, 1, 1), (12,)),
-        "roi_heads.box_head.fc1": ((1024, 12544), (1024,)),
-        "roi_heads.box_head.fc2": ((1024, 1024), (1024,)),
-        "roi_heads.box_predictor.cls_score": ((81, 1024), (81,)),
-        "roi_heads.box_predictor.bbox_pred": ((320, 1024), (320,)),
-    }
-    state = {}
-    for name, (w, b) in shapes.items():
-        state[f"{name}.weight"], state[f"{name}.bias"] = torch.zeros(w), torch.zeros(b)
-    return state
-
-
 @pytest.mark.slow
-def test_rcnn_checkpoints_in_both_layouts_convert_and_compute_the_reference(d2_resnet50_shapes) -> None:
-    rest = {**d2_backbone_r50_fapn(d2_resnet50_shapes), **d2_rcnn_rest()}
+def test_rcnn_checkpoints_in_both_layouts_convert_and_compute_the_reference(
+    d2_r50_fapn_shapes, d2_rcnn_head_shapes
+) -> None:
+    rest = {k: torch.zeros(s) for k, s in {**d2_r50_fapn_shapes, **d2_rcnn_head_shapes}.items()}
     new = d2_mask_heads(3)
     mapped_new, unmapped_new = convert_pointrend({**rest, **new})
     assert unmapped_new == []
