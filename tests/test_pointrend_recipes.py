@@ -14,6 +14,7 @@ from fapn.data.augment import CategoryAreaCrop, ColorAugSSD
 from fapn.data.transforms import train_transforms
 from fapn.engine.detection.config import DetectionConfig
 from fapn.engine.semseg.config import SegmentationConfig
+from fapn.engine.semseg.data import recipe_train_transforms
 from fapn.visualize.instances import draw_instances, instance_boundaries
 
 SEMANTIC = {
@@ -59,18 +60,7 @@ def test_coco_recipes(recipe: str, neck: str) -> None:
 
 def test_detectron2_pipeline_in_train_transforms() -> None:
     cfg = load_config("semseg/cityscapes_pointrend_r50_fapn", SegmentationConfig).data
-    transform = train_transforms(
-        cfg.crop_size,
-        255,
-        cfg.scales,
-        cfg.hflip,
-        cfg.mean,
-        cfg.std,
-        short_edges=cfg.short_edges,
-        max_size=cfg.max_size,
-        single_category_max_area=cfg.single_category_max_area,
-        color_aug_ssd=cfg.color_aug_ssd,
-    )
+    transform = recipe_train_transforms(cfg, 255)
     kinds = [type(t).__name__ for t in transform.transforms]
     assert kinds[:4] == ["RandomShortestSize", "CategoryAreaCrop", "ColorAugSSD", "RandomHorizontalFlip"]
     assert isinstance(transform.transforms[1], CategoryAreaCrop) and isinstance(transform.transforms[2], ColorAugSSD)

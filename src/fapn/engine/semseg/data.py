@@ -6,13 +6,31 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from torchvision.transforms import v2
+
 from fapn.data.base import SampleError, SegmentationDataset
 from fapn.data.build import build_dataset
 from fapn.data.scan import BadFile, check_files, check_headers, format_bad_files, without_samples, write_report
 from fapn.data.transforms import eval_transforms, train_transforms
-from fapn.engine.semseg.config import SegmentationConfig
+from fapn.engine.semseg.config import DataConfig, SegmentationConfig
 
-__all__ = ["scan_splits", "describe_split", "build_datasets", "check_data"]
+__all__ = ["scan_splits", "describe_split", "recipe_train_transforms", "build_datasets", "check_data"]
+
+
+def recipe_train_transforms(data: DataConfig, ignore_index: int) -> v2.Compose:
+    """The training augmentation a recipe's ``data`` section describes (``ignore_index`` fills padding)."""
+    return train_transforms(
+        data.crop_size,
+        ignore_index,
+        data.scales,
+        data.hflip,
+        data.mean,
+        data.std,
+        short_edges=data.short_edges,
+        max_size=data.max_size,
+        single_category_max_area=data.single_category_max_area,
+        color_aug_ssd=data.color_aug_ssd,
+    )
 
 
 def build_datasets(cfg: SegmentationConfig) -> tuple[SegmentationDataset, SegmentationDataset]:
@@ -21,22 +39,7 @@ def build_datasets(cfg: SegmentationConfig) -> tuple[SegmentationDataset, Segmen
     val_options = {**data.options, **data.val_options}
     probe = build_dataset(data.dataset, data.root, data.val_split, None, **val_options)
     train_set = build_dataset(
-        data.dataset,
-        data.root,
-        data.train_split,
-        train_transforms(
-            data.crop_size,
-            probe.ignore_index,
-            data.scales,
-            data.hflip,
-            data.mean,
-            data.std,
-            short_edges=data.short_edges,
-            max_size=data.max_size,
-            single_category_max_area=data.single_category_max_area,
-            color_aug_ssd=data.color_aug_ssd,
-        ),
-        **data.options,
+        data.dataset, data.root, data.train_split, recipe_train_transforms(data, probe.ignore_index), **data.options
     )
     val_set = build_dataset(
         data.dataset, data.root, data.val_split, eval_transforms(data.mean, data.std), **val_options
