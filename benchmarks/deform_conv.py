@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from fapn.inference.benchmark import time_interleaved
 from fapn.ops import BACKENDS, deform_conv2d
 
 
@@ -124,19 +124,6 @@ def _onnxruntime_fn(x: dict[str, torch.Tensor], threads: int) -> Callable[[], ob
     return lambda: session.run(None, feeds)
 
 
-def time_interleaved(candidates: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
-    """Seconds per call of every candidate, one call each per round, after one warm-up call each."""
-    for fn in candidates.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(rounds):
-        for name, fn in candidates.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
 def benchmark_shape(shape: Shape, backends: list[str], rounds: int, threads: int, backward: bool) -> None:
     x = make_inputs(shape)
     forward = {"dense conv2d": _forward(_dense_fn(x))}
@@ -144,24 +131,26 @@ def benchmark_shape(shape: Shape, backends: list[str], rounds: int, threads: int
     ort_fn = _onnxruntime_fn(x, threads)
     if ort_fn is not None:
         forward["onnxruntime DeformConv"] = ort_fn
-    results = {"forward": time_interleaved(forward, rounds)}
+    results = {"forward": time_interleaved(forward, warmup=1, repeats=rounds)}
     if backward:
         for t in x.values():
             t.requires_grad_()
         both = {"dense conv2d": _forward_backward(_dense_fn(x), x)}
         both.update({b: _forward_backward(_deform_fn(b, x), x) for b in backends})
-        results["forward+backward"] = time_interleaved(both, rounds)
+        results["forward+backward"] = time_interleaved(both, warmup=1, repeats=rounds)
 
     N, C, H, W = x["input"].shape
     print(f"\n{shape.name}: N={N}, C_in=C_out={C}, {H}x{W}, 3x3, {shape.offset_groups} offset groups, "
           f"{threads} threads, {rounds} rounds")  # fmt: skip
     print(f"{'pass':<17} {'candidate':<24} {'median ms':>10} {'min ms':>9} {'x dense':>8} {'torchvision / it':>17}")
-    for pass_name, times in results.items():
-        median = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    for pass_name, (times, errors) in results.items():
+        median = {k: statistics.median(v) for k, v in times.items() if v}
         for name, ms in median.items():
             vs_tv = median["torchvision"] / ms if "torchvision" in median else float("nan")
-            print(f"{pass_name:<17} {name:<24} {ms:>10.1f} {min(times[name]) * 1e3:>9.1f} "
+            print(f"{pass_name:<17} {name:<24} {ms:>10.1f} {min(times[name]):>9.1f} "
                   f"{ms / median['dense conv2d']:>8.2f} {vs_tv:>17.2f}")  # fmt: skip
+        for name, error in errors.items():
+            print(f"{pass_name:<17} {name:<24} failed: {error}")
 
 
 def exactness(backends: list[str]) -> None:

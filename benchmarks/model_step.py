@@ -16,27 +16,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
+from fapn.inference.benchmark import time_interleaved
 from fapn.models import realtime_fapn
 from fapn.ops import BACKENDS
-
-
-def _time_interleaved(candidates: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Median seconds per call of every candidate (one untimed warm-up call each)."""
-    for fn in candidates.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(rounds):
-        for name, fn in candidates.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _model(variant: str, num_classes: int, backend: str | None) -> torch.nn.Module:
@@ -84,12 +71,17 @@ def training_candidates(backends: list[str], batch: int, size: tuple[int, int]) 
     return candidates
 
 
-def _report(title: str, medians: dict[str, float]) -> None:
+def _time_and_report(title: str, candidates: dict[str, Callable[[], object]], rounds: int) -> None:
+    """Median milliseconds per call of every candidate (calls interleaved round by round), against FPN-R18's."""
+    times, errors = time_interleaved(candidates, warmup=1, repeats=rounds)
+    medians = {name: statistics.median(t) for name, t in times.items() if t}
     base = medians["FPN-R18"]
     print(f"\n{title}")
     print(f"{'model':<28} {'median ms':>10} {'/ FPN':>7}")
-    for name, seconds in medians.items():
-        print(f"{name:<28} {seconds * 1e3:>10.1f} {seconds / base:>7.2f}")
+    for name, ms in medians.items():
+        print(f"{name:<28} {ms:>10.1f} {ms / base:>7.2f}")
+    for name, error in errors.items():
+        print(f"{name:<28} failed: {error}")
 
 
 def main() -> None:
@@ -108,14 +100,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds")
     if args.skip != "inference":
-        medians = _time_interleaved(inference_candidates(backends, (768, 1536)), args.rounds)
-        _report("inference, 1x3x768x1536, 19 classes", medians)
+        candidates = inference_candidates(backends, (768, 1536))
+        _time_and_report("inference, 1x3x768x1536, 19 classes", candidates, args.rounds)
     if args.skip != "training":
-        medians = _time_interleaved(
-            training_candidates(backends, args.train_batch, tuple(args.train_size)), args.rounds
-        )
-        _report(f"CamVid training step, batch {args.train_batch} x 3x{args.train_size[0]}x{args.train_size[1]}, "
-                "11 classes", medians)  # fmt: skip
+        candidates = training_candidates(backends, args.train_batch, tuple(args.train_size))
+        _time_and_report(f"CamVid training step, batch {args.train_batch} x 3x{args.train_size[0]}x{args.train_size[1]}, "
+                         "11 classes", candidates, args.rounds)  # fmt: skip
 
 
 if __name__ == "__main__":
