@@ -1,7 +1,8 @@
 """Where and how a model runs: the device, mixed precision and CPU threads, one definition for the whole library.
 
 The engine, inference, export and the command line all call these three functions, so ``--device``,
-``--threads`` and ``train.amp`` mean the same everywhere. This module imports nothing from fapn [ours].
+``--threads`` and ``train.amp`` mean the same everywhere; the engine's losses and the metrics sum over
+``torchrun``'s processes with :func:`all_reduce_sum`. This module imports nothing from fapn [ours].
 
 Example:
     >>> import torch
@@ -29,6 +30,7 @@ __all__ = [
     "cuda_build_without_gpu",
     "prepare_inference",
     "model_dtype",
+    "all_reduce_sum",
     "DEVICE_CHOICES",
     "PRECISIONS",
 ]
@@ -213,3 +215,22 @@ def model_dtype(model: torch.nn.Module) -> torch.dtype:
         if parameter.is_floating_point():
             return parameter.dtype
     return torch.float32
+
+
+def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
+    """``value`` summed over the processes of ``torch.distributed`` (``torchrun``), as a new tensor on ``value``'s
+    device; outside DDP ``value`` itself. NCCL reduces CUDA tensors only, so a CPU tensor (a metric's counts) makes
+    the trip through the GPU there.
+
+    Example:
+        >>> all_reduce_sum(torch.ones(2))  # one process
+        tensor([1., 1.])
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return value
+    device = torch.device("cuda") if dist.get_backend() == "nccl" and not value.is_cuda else value.device
+    summed = value.to(device, copy=True)
+    dist.all_reduce(summed)
+    return summed.to(value.device)

@@ -1,4 +1,5 @@
-"""torch.distributed helpers: start from ``torchrun``'s environment, rank-0 checks, reductions."""
+"""torch.distributed helpers: start from ``torchrun``'s environment, rank-0 checks (the sum over processes is
+:func:`fapn.runtime.all_reduce_sum`, which the metrics use too)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch.distributed as dist
 
 from fapn.runtime import resolve_device
 
-__all__ = ["DistributedContext", "init_distributed", "is_main_process", "all_reduce_sum"]
+__all__ = ["DistributedContext", "init_distributed", "is_main_process"]
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,3 @@ def init_distributed(device: str = "auto") -> DistributedContext:
 
 def is_main_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
-    """Sum ``value`` over processes (returned unchanged outside DDP)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        value = value.clone()
-        dist.all_reduce(value)
-    return value

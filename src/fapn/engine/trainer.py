@@ -22,8 +22,9 @@ from torch import Tensor, nn
 
 from fapn.checkpoint import TRAINING_STATE_KEYS, load_checkpoint, save_checkpoint
 from fapn.config import config_to_dict
-from fapn.engine.distributed import DistributedContext, all_reduce_sum
+from fapn.engine.distributed import DistributedContext
 from fapn.engine.run_log import RunLogger
+from fapn.runtime import all_reduce_sum
 
 __all__ = ["Trainer", "TrainResult", "recipe_settings", "rng_state", "set_rng_state"]
 

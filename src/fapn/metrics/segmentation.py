@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from fapn.runtime import all_reduce_sum
+
 __all__ = ["ConfusionMatrix", "confusion_matrix", "scores_from_confusion", "format_table"]
 
 
@@ -106,13 +108,7 @@ class ConfusionMatrix:
 
     def all_reduce(self) -> None:
         """Sum the matrices of all processes (no-op outside ``torch.distributed``)."""
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            device = torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
-            matrix = self.matrix.to(device)
-            dist.all_reduce(matrix)
-            self.matrix = matrix.cpu()
+        self.matrix = all_reduce_sum(self.matrix)
 
     def compute(self) -> dict[str, Any]:
         return scores_from_confusion(self.matrix, self.class_names)

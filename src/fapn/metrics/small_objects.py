@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fapn.runtime import all_reduce_sum
+
 __all__ = [
     "SIZE_BUCKETS",
     "THING_LIKE_NAMES",
@@ -144,13 +146,7 @@ class SmallObjectRecall:
 
     def all_reduce(self) -> None:
         """Sum the counts of all processes (no-op outside ``torch.distributed``)."""
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            device = torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
-            counts = self.counts.to(device)
-            dist.all_reduce(counts)
-            self.counts = counts.cpu()
+        self.counts = all_reduce_sum(self.counts)
 
     def compute(self) -> dict[str, Any]:
         """Recall in percent.

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fapn.engine.distributed import all_reduce_sum
+from fapn.runtime import all_reduce_sum
 
 __all__ = ["segmentation_loss", "ohem_targets"]
 
