@@ -95,6 +95,24 @@ def _shape_mask(
     return (yy >= top) & (yy <= bottom) & (np.abs(xx - cx) <= frac * w / 2)
 
 
+def _write_coco_json(
+    path: Path,
+    description: str,
+    images: list[dict[str, Any]],
+    annotations: list[dict[str, Any]],
+    categories: list[dict[str, Any]],
+) -> None:
+    """A COCO annotation file (instances or panoptic: the same five sections)."""
+    content = {
+        "info": {"description": description},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": categories,
+    }
+    path.write_text(json.dumps(content))
+
+
 def make_synthetic_coco(
     root: str | os.PathLike[str],
     num_images: int = 32,
@@ -228,31 +246,11 @@ def make_synthetic_coco(
         Image.fromarray(rgb).save(panoptic_dir / file_name)
         panoptic_annotations.append({"image_id": image_id, "file_name": file_name, "segments_info": segments})
 
-    thing_categories = [c for c in categories if c["isthing"]]
     instances_path = root / "annotations" / "instances.json"
-    instances_path.write_text(
-        json.dumps(
-            {
-                "info": {"description": "fapn synthetic COCO"},
-                "licenses": [],
-                "images": images,
-                "annotations": annotations,
-                "categories": thing_categories,
-            }
-        )
-    )
+    things = [c for c in categories if c["isthing"]]
+    _write_coco_json(instances_path, "fapn synthetic COCO", images, annotations, things)
     panoptic_json = root / "annotations" / "panoptic.json"
-    panoptic_json.write_text(
-        json.dumps(
-            {
-                "info": {"description": "fapn synthetic COCO panoptic"},
-                "licenses": [],
-                "images": images,
-                "annotations": panoptic_annotations,
-                "categories": categories,
-            }
-        )
-    )
+    _write_coco_json(panoptic_json, "fapn synthetic COCO panoptic", images, panoptic_annotations, categories)
     return {
         "images": image_dir,
         "instances": instances_path,
