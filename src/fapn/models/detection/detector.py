@@ -10,7 +10,7 @@ trainable stages.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import nn
 from torchvision.models.detection import RetinaNet
@@ -21,9 +21,11 @@ from fapn.state_dict import ModelWeights, load_model_weights
 
 __all__ = ["resnet_detector"]
 
+Detector = TypeVar("Detector", bound=nn.Module)
+
 
 def resnet_detector(
-    detector: Callable[..., nn.Module],
+    detector: Callable[..., Detector],
     depth: int,
     neck: Neck,
     weights: ModelWeights,
@@ -32,7 +34,7 @@ def resnet_detector(
     trainable_backbone_layers: int | None,
     fapn_kwargs: dict[str, Any] | None,
     detector_kwargs: dict[str, Any],
-) -> nn.Module:
+) -> Detector:
     """``detector(resnet_pyramid(f"resnet{depth}", neck=neck, ...), num_classes, **detector_kwargs)`` with
     ``weights`` loaded.
 
