@@ -138,7 +138,7 @@ def _number(value: Any) -> float | None:
 
 def flatten(metrics: dict[str, Any]) -> dict[str, float | None]:
     """The figures of one evaluation under plain names (``bbox_AP_small``, ``PQ_things_small``, ...); ``None``
-    where pycocotools has no ground truth in a size range."""
+    where pycocotools has no ground truth in a size range, or no segment at all falls in a PQ group."""
     flat: dict[str, float | None] = {}
     sizes = {"APs": "AP_small", "APm": "AP_medium", "APl": "AP_large"}
     for kind in ("bbox", "segm", "boundary"):
@@ -148,9 +148,10 @@ def flatten(metrics: dict[str, Any]) -> dict[str, float | None]:
     groups = {"All": "", "Things": "_things", "Stuff": "_stuff"}
     groups.update({f"Things_{b}": f"_things_{b}" for b in ("small", "medium", "large")})
     for group, suffix in groups.items():
+        empty = panoptic.get(f"{group}_n") == 0  # no segment of the group at all: no figure, not a PQ of 0
         for key in ("pq", "sq", "rq"):
             if f"{group}_{key}" in panoptic:
-                flat[f"{key.upper()}{suffix}"] = _number(panoptic[f"{group}_{key}"])
+                flat[f"{key.upper()}{suffix}"] = None if empty else _number(panoptic[f"{group}_{key}"])
         if f"{group}_n" in panoptic:
             flat[f"categories{suffix or '_all'}"] = panoptic[f"{group}_n"]
     return flat

@@ -31,12 +31,21 @@ def test_flat_names_say_small(bench) -> None:
     metrics = {
         "bbox": {"AP": 10.0, "APs": 5.0, "APm": 20.0, "APl": float("nan")},
         "segm": {"AP": 12.0, "APs": 6.0, "APm": 21.0, "APl": float("nan")},
-        "panoptic": {"All_pq": 30.0, "Things_pq": 20.0, "Things_small_pq": 11.0, "Things_small_n": 3, "Stuff_sq": 80.0},
+        "panoptic": {
+            "All_pq": 30.0,
+            "Things_pq": 20.0,
+            "Things_small_pq": 11.0,
+            "Things_small_n": 3,
+            "Stuff_sq": 80.0,
+            "Things_large_pq": 0.0,
+            "Things_large_n": 0,
+        },
     }
     flat = bench.flatten(metrics)
     assert flat["bbox_AP_small"] == 5.0 and flat["segm_AP_medium"] == 21.0 and flat["bbox_AP_large"] is None
     assert flat["PQ"] == 30.0 and flat["PQ_things"] == 20.0 and flat["SQ_stuff"] == 80.0
     assert flat["PQ_things_small"] == 11.0 and flat["categories_things_small"] == 3
+    assert flat["PQ_things_large"] is None  # no large segment at all: no figure (the metric says PQ 0 over n=0)
 
 
 def fake(bench, task: str, neck: str, seed: int, value: float) -> dict:
