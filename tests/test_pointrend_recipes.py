@@ -199,7 +199,7 @@ def test_backbone_or_variant_a_fixed_builder_cannot_take_is_an_error() -> None:
 
     recipe = "semseg/cityscapes_pointrend_r50_fapn"
     assert model_config_of(load_config(recipe, SegmentationConfig), 19)["name"] == "pointrend_semantic_resnet50_fapn"
-    for override in ("model.backbone=resnet101", "model.variant=fpn"):
+    for override in ("model.backbone=resnet101", "model.neck=fpn"):
         cfg = load_config(recipe, SegmentationConfig, [override])
         with pytest.raises(ValueError, match=rf"^{override.split('=')[0]}=.*pointrend_semantic_resnet50_fapn takes no"):
             model_config_of(cfg, 19)
