@@ -45,7 +45,7 @@ def load_model(
         if kwargs:
             stored = dict(checkpoint.get("model_config") or {})
             if isinstance(stored.get("name"), str):  # its keywords of earlier releases under their new names
-                stored = {"name": stored["name"], **rename_legacy_keywords(stored["name"], stored)}
+                stored = rename_legacy_keywords(stored["name"], stored)
             checkpoint = {**checkpoint, "model_config": {**stored, **kwargs}}
         return build_model_from_checkpoint(checkpoint).eval(), checkpoint
     if name is None:

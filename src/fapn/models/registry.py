@@ -94,7 +94,8 @@ def register_model(
 def rename_legacy_keywords(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Keyword arguments for the builder registered as ``name`` with the keywords of earlier releases (its
     ``renamed_keywords``) under their new names, a ``FutureWarning`` each; every registered builder does this
-    on its own, so call it only to merge a stored ``model_config`` with new arguments.
+    on its own, so call it only to compare a stored ``model_config`` (``name`` and all) with a new one or to merge
+    new arguments into it.
 
     Raises:
         TypeError: an old keyword and its new name with different values, as a keyword given twice is.
@@ -104,8 +105,8 @@ def rename_legacy_keywords(name: str, kwargs: Mapping[str, Any]) -> dict[str, An
         >>> import fapn.models  # registers realtime_fapn
         >>> with warnings.catch_warnings():
         ...     warnings.simplefilter("ignore", FutureWarning)
-        ...     rename_legacy_keywords("realtime_fapn", {"variant": "fpn", "num_classes": 3})
-        {'num_classes': 3, 'neck': 'fpn'}
+        ...     rename_legacy_keywords("realtime_fapn", {"name": "realtime_fapn", "variant": "fpn", "num_classes": 3})
+        {'name': 'realtime_fapn', 'num_classes': 3, 'neck': 'fpn'}
     """
     kwargs = dict(kwargs)
     for old, new in _RENAMED.get(name, {}).items():
