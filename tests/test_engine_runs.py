@@ -162,7 +162,10 @@ def test_a_run_of_an_earlier_release_with_model_variant_resumes_as_model_neck(
         train(cfg, output_dir=run, resume=True, progress=False)
     assert (run / "last.pt").read_bytes() == before
     # the old --set spelling on the command line, equal to the saved value: the run goes on
-    code = _fapn("train", RECIPE, "--output-dir", str(run), "--resume", "--no-progress", "--set", "model.variant=fpn")
+    with pytest.warns(FutureWarning, match=r"model\.variant is now model\.neck"):
+        code = _fapn(
+            "train", RECIPE, "--output-dir", str(run), "--resume", "--no-progress", "--set", "model.variant=fpn"
+        )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "resumed from iteration 2 of 4" in captured.out
