@@ -331,3 +331,15 @@ def test_a_folder_of_an_earlier_release_with_variant_loads(good: Path) -> None:
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x), reference(x))
+    # a hub folder written now from such a checkpoint records today's keyword
+    old = {
+        "model": reference.state_dict(),
+        "model_config": {"name": "realtime_fapn", "num_classes": 3, "variant": "fpn"},
+    }
+    with pytest.warns(FutureWarning, match="variant= is now neck="):
+        folder = fapn.save_pretrained(old, good.parent / "resaved")
+    assert json.loads((folder / "config.json").read_text())["model_config"] == {
+        "name": "realtime_fapn",
+        "num_classes": 3,
+        "neck": "fpn",
+    }
