@@ -2,7 +2,7 @@
 
 Every run trains the shipped recipe ``semseg/camvid_r18_study`` (one recipe for all four variants; how it was
 chosen: ``benchmarks/results/camvid/pilot.json`` and docs/benchmarks.md) with ``fapn train``, only
-``model.variant`` and ``train.seed`` changing, so a seed gives every variant the same data order and
+``model.neck`` and ``train.seed`` changing, so a seed gives every variant the same data order and
 augmentation. Runs go two at a time with one torch thread each (the 2-core machine this was written for),
 checkpoints outside the repository (``--work-dir``), and each finished run's result as one JSON file under
 ``benchmarks/results/camvid/`` (committed with ``--commit`` as it lands). A study can span several sessions: a

@@ -137,7 +137,7 @@ def op_section(threads: int, rounds: int, shrink: int = 1, dtypes: tuple[str, ..
 
 def _model(variant: str, num_classes: int = 19) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = realtime_fapn(backbone="resnet18", num_classes=num_classes, variant=variant)
+    model = realtime_fapn(backbone="resnet18", num_classes=num_classes, neck=variant)
     for module in model.modules():  # fractional offsets, as in a trained FAM (zero-initialised they are integral)
         if hasattr(module, "offset_mask"):
             torch.nn.init.normal_(module.offset_mask.weight, std=0.01)

@@ -15,9 +15,9 @@ most 0.5 in INT8, INT8 at least 1.8x faster than float32 for both models, FaPN /
 Train the two checkpoints (1000 iterations of the study recipe, ResNet-18 from scratch, about 30 min each on one
 free core):
 
-    fapn train semseg/camvid_r18_study --set model.variant=fpn --set train.iterations=1000 \\
+    fapn train semseg/camvid_r18_study --set model.neck=fpn --set train.iterations=1000 \\
         --set data.root=$FAPN_DATA/camvid-half --output-dir runs/deploy/fpn --threads 1
-    (the same with model.variant=fapn and runs/deploy/fapn)
+    (the same with model.neck=fapn and runs/deploy/fapn)
     python benchmarks/deploy_camvid.py --weights runs/deploy/fpn/last.pt runs/deploy/fapn/last.pt \\
         --data $FAPN_DATA/camvid-half --out benchmarks/results/deploy/camvid_precision.json
 """
@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         for weights in args.weights:
             checkpoint = load_checkpoint(weights)
-            label = f"{checkpoint['model_config'].get('variant', Path(weights).stem)}"
+            config = checkpoint["model_config"]  # the neck, under its earlier key variant in older checkpoints
+            label = str(config.get("neck", config.get("variant", Path(weights).stem)))
             stored = checkpoint.get("dataset") or {}
             mean, std = stored["mean"], stored["std"]
             dataset = build_dataset("camvid", root, "val", eval_transforms(mean, std))

@@ -43,7 +43,7 @@ def timed(fn: Callable[[], object], device: torch.device, warmup: int, repeats: 
 
 def _model(backbone: str, variant: str, num_classes: int = 19) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = realtime_fapn(backbone=backbone, num_classes=num_classes, variant=variant)
+    model = realtime_fapn(backbone=backbone, num_classes=num_classes, neck=variant)
     for module in model.modules():  # fractional offsets, as in a trained FAM
         if hasattr(module, "offset_mask"):
             torch.nn.init.normal_(module.offset_mask.weight, std=0.01)

@@ -39,7 +39,7 @@ if __name__ == "__main__":
         main(
             [
                 "benchmark",
-                "--variants",
+                "--necks",
                 "fpn",
                 "fapn",
                 "--backbone",

@@ -21,7 +21,7 @@ from fapn.models import realtime_fapn
 
 def model(variant: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    net = realtime_fapn(backbone="resnet18", num_classes=19, variant=variant)
+    net = realtime_fapn(backbone="resnet18", num_classes=19, neck=variant)
     for module in net.modules():  # fractional offsets, as in a trained FAM
         if hasattr(module, "offset_mask"):
             torch.nn.init.normal_(module.offset_mask.weight, std=0.01)

@@ -28,7 +28,7 @@ from fapn.ops import BACKENDS
 
 def _model(variant: str, num_classes: int, backend: str | None) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = realtime_fapn(backbone="resnet18", num_classes=num_classes, variant=variant, deform_backend=backend)
+    model = realtime_fapn(backbone="resnet18", num_classes=num_classes, neck=variant, deform_backend=backend)
     # The zero-initialised offset conv puts every sample on the pixel grid; a trained FAM's offsets are
     # fractional. Small random weights make the deformable conv sample as it does in a trained model.
     for module in model.modules():

@@ -36,8 +36,8 @@ def encoded(image: Image.Image, format: str = "PNG", **kwargs) -> bytes:
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("app_ckpt")
     return (
-        _helpers.make_checkpoint(folder / "fpn.pt", variant="fpn", seed=1),
-        _helpers.make_checkpoint(folder / "fapn.pt", variant="fapn", seed=2),
+        _helpers.make_checkpoint(folder / "fpn.pt", neck="fpn", seed=1),
+        _helpers.make_checkpoint(folder / "fapn.pt", neck="fapn", seed=2),
     )
 
 

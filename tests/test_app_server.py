@@ -69,8 +69,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list
     else:
         weights = [
             # 8 classes: the synthetic examples' ground truths score them
-            _helpers.make_checkpoint(folder / "fpn.pt", num_classes=8, variant="fpn", seed=1),
-            _helpers.make_checkpoint(folder / "fapn.pt", num_classes=8, variant="fapn", seed=2),
+            _helpers.make_checkpoint(folder / "fpn.pt", num_classes=8, neck="fpn", seed=1),
+            _helpers.make_checkpoint(folder / "fapn.pt", num_classes=8, neck="fapn", seed=2),
         ]
     port = free_port()
     env = {

@@ -122,16 +122,16 @@ def test_build_through_the_registry_and_weights_that_do_not_fit(tmp_path: Path) 
     from fapn.models import realtime_fapn
 
     torch.manual_seed(0)
-    model = realtime_fapn(num_classes=3, variant="fpn")
+    model = realtime_fapn(num_classes=3, neck="fpn")
     checkpoint = {
         "model": model.state_dict(),
-        "model_config": {"name": "realtime_fapn", "num_classes": 3, "variant": "fpn"},
+        "model_config": {"name": "realtime_fapn", "num_classes": 3, "neck": "fpn"},
     }
     rebuilt = build_model_from_checkpoint(checkpoint)
     assert all(torch.equal(v, rebuilt.state_dict()[k]) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="do not fit model 'realtime_fapn'"):
         build_model_from_checkpoint(
-            {**checkpoint, "model_config": {"name": "realtime_fapn", "num_classes": 5, "variant": "fpn"}}
+            {**checkpoint, "model_config": {"name": "realtime_fapn", "num_classes": 5, "neck": "fpn"}}
         )
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         build_model_from_checkpoint({**checkpoint, "model_config": {"name": "nope"}})

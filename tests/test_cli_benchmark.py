@@ -15,11 +15,11 @@ from fapn.models import realtime_fapn
 from fapn.profiling import profile_model
 
 
-@pytest.mark.parametrize(("variant", "gmacs"), [("fpn", 44.76), ("fpn+fam", 51.25), ("fapn", 52.00)])
-def test_macs_follow_the_table1_convention(variant: str, gmacs: float) -> None:
+@pytest.mark.parametrize(("neck", "gmacs"), [("fpn", 44.76), ("fpn+fam", 51.25), ("fapn", 52.00)])
+def test_macs_follow_the_table1_convention(neck: str, gmacs: float) -> None:
     # fapn profile's paper convention at 768x1536 (Table 1: 44.5 / 51.0 / 51.8; conv-only 44.55 / 51.04 / 51.79,
     # fvcore also counts batch norm and the final resize of the logits).
-    model = realtime_fapn(backbone="resnet18", num_classes=19, variant=variant)
+    model = realtime_fapn(backbone="resnet18", num_classes=19, neck=neck)
     assert profile_model(model, (1, 3, 768, 1536)).gmacs_paper == pytest.approx(gmacs, abs=0.006)
 
 
@@ -61,7 +61,7 @@ def test_cli_benchmark_runs_variants_side_by_side(tmp_path: Path, capsys: pytest
     out = tmp_path / "bench.json"
     args = [
         "benchmark",
-        "--variants",
+        "--necks",
         "fpn",
         "fapn",
         "--sizes",
@@ -98,8 +98,8 @@ def test_cli_benchmark_runs_variants_side_by_side(tmp_path: Path, capsys: pytest
     assert all(r["latency_ratio"] == 1.0 for r in fpn)
     fapn_row = next(r for r in rows if r["model"] == "fapn" and r["batch"] == 1)
     assert fapn_row["macs_ratio"] == pytest.approx(
-        profile_model(realtime_fapn(variant="fapn"), (1, 3, 64, 64)).gmacs_paper
-        / profile_model(realtime_fapn(variant="fpn"), (1, 3, 64, 64)).gmacs_paper
+        profile_model(realtime_fapn(neck="fapn"), (1, 3, 64, 64)).gmacs_paper
+        / profile_model(realtime_fapn(neck="fpn"), (1, 3, 64, 64)).gmacs_paper
     )
     assert "latency x fpn" in table
     with pytest.raises(SystemExit) as usage:  # argparse: "argument --sizes: expected HEIGHTxWIDTH ..."
@@ -141,7 +141,7 @@ def test_cli_benchmark_warns_on_a_busy_machine(
     monkeypatch.setattr(bench, "machine_load", lambda: 7.5)
     threads = torch.get_num_threads()
     try:
-        assert main(["benchmark", "--variants", "fpn", "--sizes", "32x32", "--repeats", "1", "--threads", "1"]) == 0
+        assert main(["benchmark", "--necks", "fpn", "--sizes", "32x32", "--repeats", "1", "--threads", "1"]) == 0
     finally:
         torch.set_num_threads(threads)
     assert "warning: load average 7.5" in capsys.readouterr().err
@@ -152,7 +152,7 @@ def test_cli_benchmark_onnxruntime_int8(tmp_path: Path, capsys: pytest.CaptureFi
     out = tmp_path / "bench.json"
     threads = torch.get_num_threads()
     try:
-        args = ["benchmark", "--variants", "fpn", "fapn", "--sizes", "64x64", "--runtimes", "onnxruntime-int8",
+        args = ["benchmark", "--necks", "fpn", "fapn", "--sizes", "64x64", "--runtimes", "onnxruntime-int8",
                 "--repeats", "2", "--warmup", "0", "--threads", "1", "--json", str(out)]  # fmt: skip
         assert main(args) == 0
     finally:

@@ -107,13 +107,29 @@ def test_export_onnx_without_the_extra_says_how_to_install_it(tmp_path, monkeypa
 def test_profile_input_size_takes_hxw_and_the_old_form(capsys) -> None:
     import json
 
-    assert main(["profile", "--variant", "fpn", "--input-size", "64x96", "--json"]) == 0
+    assert main(["profile", "--neck", "fpn", "--input-size", "64x96", "--json"]) == 0
     new = json.loads(capsys.readouterr().out)
-    assert main(["profile", "--variant", "fpn", "--input-size", "64", "96", "--json"]) == 0
+    assert main(["profile", "--neck", "fpn", "--input-size", "64", "96", "--json"]) == 0
     old = json.loads(capsys.readouterr().out)
     assert new == old and new["input_shape"] == [1, 3, 64, 96]
     assert main(["profile", "--input-size", "16x16"]) == 2
     assert "at least 32x32" in capsys.readouterr().err
+
+
+def test_the_neck_options_keep_their_earlier_names() -> None:
+    # --neck / --necks were --variant / --variants: the old spellings parse to the same destination
+    from fapn.cli.main import build_parser
+
+    parser = build_parser()
+    for argv, dest, value in (
+        (["profile", "--variant", "fpn+fam"], "neck", "fpn+fam"),
+        (["export", "--model", "realtime_fapn", "--variant", "fpn+fam", "--out", "m.onnx"], "neck", "fpn+fam"),
+        (["benchmark", "--variants", "fpn+fam", "fapn"], "necks", ["fpn+fam", "fapn"]),
+    ):
+        new = [{"--variant": "--neck", "--variants": "--necks"}.get(a, a) for a in argv]
+        old_args, new_args = parser.parse_args(argv), parser.parse_args(new)
+        assert getattr(old_args, dest) == getattr(new_args, dest) == value
+        assert vars(old_args) == vars(new_args) and "variant" not in vars(new_args)
 
 
 MODEL_COMMANDS = ("app", "benchmark", "compare", "demo", "eval", "explain", "export", "predict", "train")

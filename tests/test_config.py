@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def test_every_shipped_semseg_config_loads() -> None:
     for name in names:
         cfg = load_config(name, SegmentationConfig)
         assert cfg.task == "semseg"
-        assert cfg.model.variant in ("fpn", "fpn+fam", "fpn+fam+fsm", "fapn")
+        assert cfg.model.neck in ("fpn", "fpn+fam", "fpn+fam+fsm", "fapn")
 
 
 @pytest.mark.parametrize("backbone", ["r18", "r34"])
@@ -48,23 +49,87 @@ def test_paper_recipes_match_the_supplementary(backbone: str) -> None:
     assert (coco.train.batch_size, coco.train.iterations, coco.optim.lr) == (16, 20000, 0.01)
 
 
-def test_overrides_and_ablation_variant_by_one_key() -> None:
+def test_overrides_and_ablation_neck_by_one_key() -> None:
     cfg = load_config(
         "semseg/cityscapes_r18_fapn",
         SegmentationConfig,
-        ["optim.lr=0.005", "model.variant=fpn+fam", "data.crop_size=[512, 1024]", "train.amp=true"],
+        ["optim.lr=0.005", "model.neck=fpn+fam", "data.crop_size=[512, 1024]", "train.amp=true"],
     )
     assert cfg.optim.lr == 0.005 and isinstance(cfg.optim.lr, float)
-    assert cfg.model.variant == "fpn+fam"
+    assert cfg.model.neck == "fpn+fam"
     assert cfg.data.crop_size == [512, 1024]
     assert cfg.train.amp is True
     assert cfg.train.iterations == 40000  # untouched keys keep the file's values
 
 
+def test_model_variant_of_earlier_releases_is_model_neck(tmp_path, capsys) -> None:
+    import re
+
+    from fapn.cli.main import main
+
+    renamed = r"model\.variant is now model\.neck; read as model\.neck"
+    old = tmp_path / "old.yaml"  # a recipe written for an earlier release
+    old.write_text("_base_: semseg/camvid_r18_fapn\nmodel: {backbone: resnet34, variant: fpn+fam}\n")
+    with pytest.warns(FutureWarning, match=renamed):
+        cfg = load_config(old, SegmentationConfig)
+    assert (cfg.model.neck, cfg.model.backbone) == ("fpn+fam", "resnet34")
+    with pytest.warns(FutureWarning, match=renamed):  # the old --set on a recipe that says model.neck
+        assert load_config("semseg/camvid_r18_fapn", SegmentationConfig, ["model.variant=fpn"]).model.neck == "fpn"
+    with pytest.warns(FutureWarning, match=renamed):  # both spellings, the same value
+        assert load_config(old, SegmentationConfig, ["model.variant=fpn", "model.neck=fpn"]).model.neck == "fpn"
+    assert config_to_dict(cfg)["model"]["neck"] == "fpn+fam" and "variant" not in config_to_dict(cfg)["model"]
+    # both spellings with different values: one error naming both, in a file and in --set
+    both = tmp_path / "both.yaml"
+    both.write_text("model: {variant: fpn, neck: fapn}\n")
+    with pytest.raises(
+        ValueError,
+        match=re.escape(f"{both}: model.variant='fpn' and model.neck='fapn' differ: model.variant is now model.neck, ")
+        + "give model.neck only",
+    ):
+        load_config(both, SegmentationConfig)
+    for overrides in (["model.neck=fapn", "model.variant=fpn"], ["model.variant=fpn", "model.neck=fapn"]):
+        with (
+            warnings.catch_warnings(),
+            pytest.raises(ValueError, match=r"model\.variant=fpn and model\.neck=fapn differ"),
+        ):
+            warnings.simplefilter("ignore", FutureWarning)
+            load_config("semseg/camvid_r18_fapn", SegmentationConfig, overrides)
+    assert main(["configs", str(both)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fapn: error: ") and "give model.neck only" in err and err.count("\n") == 1
+    # fapn configs prints the recipe with the new key
+    with pytest.warns(FutureWarning, match=renamed):
+        assert main(["configs", str(old)]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["neck"] == "fpn+fam" and "variant" not in printed["model"]
+
+
+def test_every_factory_takes_its_neck_from_model_neck() -> None:
+    from fapn.engine.semseg.model import model_config_of
+
+    cfg = load_config("semseg/cityscapes_semantic_fpn_r50_fapn", SegmentationConfig)
+    assert cfg.model.name == "semantic_fpn" and model_config_of(cfg, 19)["neck"] == "fapn"
+    cfg.model.neck = "fpn"
+    assert model_config_of(cfg, 19)["neck"] == "fpn"
+    # model.options.neck, where earlier releases put a factory's neck: read as model.neck
+    cfg.model.neck = "fapn"
+    cfg.model.options = {**cfg.model.options, "neck": "fpn"}
+    with pytest.warns(FutureWarning, match=r"model\.options\.neck is now model\.neck"):
+        config = model_config_of(cfg, 19)
+    assert config["neck"] == "fpn" and list(config).count("neck") == 1
+    cfg.model.neck = "fpn+fam"
+    with pytest.raises(ValueError, match=r"model\.options\.neck='fpn' and model\.neck='fpn\+fam' differ"):
+        model_config_of(cfg, 19)
+    # a fixed architecture has its neck in its name
+    fixed = load_config("semseg/camvid_maskformer_fapn", SegmentationConfig, ["model.neck=fpn"])
+    with pytest.raises(ValueError, match=r"model\.neck=fpn: maskformer_fapn takes no neck"):
+        model_config_of(fixed, 11)
+
+
 def test_base_chain_merges_only_the_given_keys() -> None:
     fpn = load_config("semseg/camvid_r18_fpn", SegmentationConfig)
     fapn = load_config("semseg/camvid_r18_fapn", SegmentationConfig)
-    assert fpn.model.variant == "fpn" and fapn.model.variant == "fapn"
+    assert fpn.model.neck == "fpn" and fapn.model.neck == "fapn"
     assert config_to_dict(fpn.optim) == config_to_dict(fapn.optim)
     assert config_to_dict(fpn.data) == config_to_dict(fapn.data)
 
@@ -118,9 +183,9 @@ def test_fapn_configs_lists_recipes_recursively(capsys) -> None:
     assert "semseg/cityscapes_r18_fapn" in names and bases.startswith("bases") and "detection/base_rcnn_1x" in bases
     rows = {line.split()[0]: line for line in recipes}
     assert "resnet50" in rows["semseg/cityscapes_pointrend_r50_fapn"]  # the model, where the builder names it
-    assert "neck=fpn" in rows["detection/mask_rcnn_R_50_FPN_1x"] and "variant=fpn" in rows["semseg/camvid_r18_fpn"]
+    assert "neck=fpn" in rows["detection/mask_rcnn_R_50_FPN_1x"] and "neck=fpn" in rows["semseg/camvid_r18_fpn"]
     assert main(["configs", "semseg/camvid_r18_fpn", "--raw"]) == 0
-    assert "variant: fpn" in capsys.readouterr().out
+    assert "neck: fpn" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("task", ["detection", "instance", "panoptic"])
@@ -181,14 +246,17 @@ def test_shipped_recipes_use_at_most_one_level_of_base() -> None:
 
 def test_flattened_recipes_resolve_to_the_values_they_had_before() -> None:
     # tests/fixtures/recipes_resolved.json: load_yaml() of every shipped recipe at 95b6b31, before the _base_
-    # chains were flattened (detection chains went three deep). Recipes added later are not in it.
+    # chains were flattened (detection chains went three deep). Recipes added later are not in it. Its semantic
+    # recipes say model.variant, the earlier name of model.neck: they also check that the old key still loads.
     from fapn.config import CONFIG_ROOT, load_yaml
 
     expected = json.loads(FIXTURE.read_text())
     assert len(expected) == 22
     for name, raw in expected.items():
         cls = _config_class(raw)
-        before = config_to_dict(config_from_dict(raw, cls))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            before = config_to_dict(config_from_dict(raw, cls))
         after = config_to_dict(load_config(name, cls))
         assert after == before, name
         assert load_yaml(CONFIG_ROOT / f"{name}.yaml").get("task", "semseg") == raw.get("task", "semseg")
@@ -202,7 +270,7 @@ def test_fapn_configs_prints_the_resolved_recipe_as_yaml(capsys) -> None:
     printed = yaml.safe_load(text)
     expected = config_to_dict(load_config("semseg/camvid_r18_fpn", SegmentationConfig, ["optim.lr=0.005"]))
     assert printed == expected
-    assert printed["model"]["variant"] == "fpn" and printed["data"]["crop_size"] == [176, 240]  # from the base
+    assert printed["model"]["neck"] == "fpn" and printed["data"]["crop_size"] == [176, 240]  # from the base
     assert printed["train"]["log_period"] == SegmentationConfig().train.log_period  # a default, filled in
     assert "_base_:" not in text
 
@@ -234,7 +302,7 @@ def test_yaml_that_does_not_parse_names_file_and_line(tmp_path, capsys) -> None:
     from fapn.cli.main import main
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text("task: semseg\nmodel:\n  variant: [fpn\ntrain: {iterations: 3}\n")
+    bad.write_text("task: semseg\nmodel:\n  neck: [fpn\ntrain: {iterations: 3}\n")
     with pytest.raises(ValueError, match=rf"{bad}:4:\d+: not valid YAML"):
         load_config(bad, SegmentationConfig)
     assert main(["configs", str(bad)]) == 2
@@ -268,7 +336,7 @@ def test_class_list_yaml_that_does_not_parse_names_file_and_line(tmp_path) -> No
 def test_literal_fields_checked_at_load_naming_key_value_and_choices(tmp_path) -> None:
     @dataclass
     class Model:
-        variant: typing.Literal["fpn", "fapn"] = "fapn"
+        neck: typing.Literal["fpn", "fapn"] = "fapn"
         norm: typing.Literal["GN", "BN"] | None = None
 
     @dataclass
@@ -276,16 +344,16 @@ def test_literal_fields_checked_at_load_naming_key_value_and_choices(tmp_path) -
         model: Model = field(default_factory=Model)
 
     globals().update(Model=Model, Recipe=Recipe)
-    (tmp_path / "r.yaml").write_text("model: {variant: fapm}\n")
+    (tmp_path / "r.yaml").write_text("model: {neck: fapm}\n")
     with pytest.raises(
         ValueError,
-        match=r"r\.yaml: model\.variant: 'fapm' is not allowed; expected one of 'fpn', "
+        match=r"r\.yaml: model\.neck: 'fapm' is not allowed; expected one of 'fpn', "
         r"'fapn' \(did you mean 'fapn'\?\)",
     ):
         load_config(tmp_path / "r.yaml", Recipe)
     with pytest.raises(ValueError, match=r"model\.norm: 'LN' is not allowed; expected one of 'GN', 'BN' \(or null\)"):
-        load_config(tmp_path / "r.yaml", Recipe, ["model.variant=fpn", "model.norm=LN"])
-    assert load_config(tmp_path / "r.yaml", Recipe, ["model.variant=fpn", "model.norm=GN"]).model.norm == "GN"
+        load_config(tmp_path / "r.yaml", Recipe, ["model.neck=fpn", "model.norm=LN"])
+    assert load_config(tmp_path / "r.yaml", Recipe, ["model.neck=fpn", "model.norm=GN"]).model.norm == "GN"
     with pytest.raises(ValueError, match="not allowed"):  # True == 1 in Python, but not in a Literal field
         config_from_dict({"x": True}, _IntChoice)
 
@@ -303,7 +371,7 @@ def test_detection_literal_checked_before_any_data_is_read(tmp_path, monkeypatch
         load_config("detection/mask_rcnn_R_50_FaPN_1x", DetectionConfig, ["model.detector=maskrcn"])
 
 
-def test_bad_variant_is_refused_before_any_data_is_read(tmp_path, capsys, monkeypatch) -> None:
+def test_bad_neck_is_refused_before_any_data_is_read(tmp_path, capsys, monkeypatch) -> None:
     # The data root does not exist: if the datasets were built first, that would be the error.
     from fapn.cli.main import main
 
@@ -313,7 +381,7 @@ def test_bad_variant_is_refused_before_any_data_is_read(tmp_path, capsys, monkey
             "train",
             "semseg/camvid_r18_fapn",
             "--set",
-            "model.variant=fapm",
+            "model.neck=fapm",
             "--set",
             f"data.root={tmp_path / 'missing'}",
             "--output-dir",
@@ -322,5 +390,5 @@ def test_bad_variant_is_refused_before_any_data_is_read(tmp_path, capsys, monkey
     )
     err = capsys.readouterr().err
     assert code == 2
-    assert "model.variant: 'fapm' is not allowed; expected one of 'fpn', 'fpn+fam', 'fpn+fam+fsm', 'fapn'" in err
+    assert "model.neck: 'fapm' is not allowed; expected one of 'fpn', 'fpn+fam', 'fpn+fam+fsm', 'fapn'" in err
     assert "did you mean 'fapn'" in err and "missing" not in err

@@ -60,7 +60,7 @@ def _overrides(root: Path) -> list[str]:
         "train.log_period=1",
         "train.threads=1",
         "train.device=cpu",
-        "model.variant=fpn",
+        "model.neck=fpn",
         "optim.warmup_iters=0",
     ]
 

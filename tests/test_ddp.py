@@ -20,7 +20,7 @@ from fapn.engine.semseg.train import train
 RECIPE = """\
 task: semseg
 name: ddp_test
-model: {backbone: resnet18, variant: fapn, frozen_bn: true}
+model: {backbone: resnet18, neck: fapn, frozen_bn: true}
 data:
   dataset: synthetic
   crop_size: [32, 32]
@@ -72,7 +72,7 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
     from fapn.models import realtime_fapn
 
     torch.manual_seed(0)
-    initial = realtime_fapn("resnet18", num_classes=8, variant="fapn").state_dict()
+    initial = realtime_fapn("resnet18", num_classes=8, neck="fapn").state_dict()
     change = max(float((single["model"][k].float() - v.float()).abs().max()) for k, v in initial.items())
     assert change > 1e-3
     ddp_metrics = json.loads((ddp_out / "metrics.json").read_text())

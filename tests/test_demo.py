@@ -65,8 +65,8 @@ def test_demo_writes_the_report_folder(demo_run) -> None:
             assert np.all(legend_part == SYNTHETIC_INFO.palette[index], axis=-1).sum() >= 144, index
     results = json.loads((out / "results.json").read_text())
     report = (out / "report.md").read_text()
-    for variant, label in (("fpn", "FPN"), ("fapn", "FaPN")):
-        scores = results[variant]
+    for neck, label in (("fpn", "FPN"), ("fapn", "FaPN")):
+        scores = results[neck]
         assert 0 <= scores["mIoU"] <= 100 and 0 <= scores["boundary"]["mIoU"] <= 100
         assert f"| {label} | {scores['mIoU']:.1f} | {scores['boundary']['mIoU']:.1f} |" in report
         assert f"{label:<6} {scores['mIoU']:7.2f}" in stdout
@@ -81,16 +81,16 @@ def test_demo_numbers_match_a_fresh_evaluation_of_its_checkpoints(demo_run) -> N
     out, _ = demo_run
     results = json.loads((out / "results.json").read_text())
     val = synthetic_streets(split="val", size=(64, 96), num_images=2, transforms=eval_transforms())
-    for variant in ("fpn", "fapn"):
-        model = build_model_from_checkpoint(load_checkpoint(out / variant / "last.pt")).eval()
+    for neck in ("fpn", "fapn"):
+        model = build_model_from_checkpoint(load_checkpoint(out / neck / "last.pt")).eval()
         confusion = ConfusionMatrix(8)
         import torch
 
         with torch.no_grad():
             for image, mask in (val[0], val[1]):
                 confusion.update(model(image.unsqueeze(0)).argmax(1)[0], mask)
-        assert confusion.compute()["mIoU"] == pytest.approx(results[variant]["mIoU"], abs=1e-6)
-        assert np.isfinite(results[variant]["train_seconds"])
+        assert confusion.compute()["mIoU"] == pytest.approx(results[neck]["mIoU"], abs=1e-6)
+        assert np.isfinite(results[neck]["train_seconds"])
 
 
 def test_demo_help_explains_the_way_to_real_data(capsys) -> None:
@@ -126,8 +126,8 @@ def test_demo_threads_and_old_size_form_reach_each_models_recipe(monkeypatch) ->
 
     settings = _captured_settings(monkeypatch, ["demo", "--threads", "1", "--image-size", "64", "96"])
     assert settings.threads == 1 and list(settings.image_size) == [64, 96]
-    for variant in ("fpn", "fapn"):
-        config = demo.demo_config(settings, variant)
+    for neck in ("fpn", "fapn"):
+        config = demo.demo_config(settings, neck)
         assert config.train.threads == 1 and config.data.crop_size == [64, 96]
 
 

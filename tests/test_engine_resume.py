@@ -25,7 +25,7 @@ TINY = [
     "data.scales=[1.0,1.5]",
     "data.options={size: [40, 48], num_images: 6}",
     "data.val_options={num_images: 2}",
-    "model.variant=fpn+fam",
+    "model.neck=fpn+fam",
     "optim.warmup_iters=3",
     "train.device=cpu",
 ]
@@ -63,7 +63,7 @@ def test_checkpoint_follows_the_contract(straight_run: Path) -> None:
             "name": "realtime_fapn",
             "backbone": "resnet18",
             "num_classes": 8,
-            "variant": "fpn+fam",
+            "neck": "fpn+fam",
         }
         dataset = ckpt["dataset"]
         assert dataset["class_names"][5] == "pole" and dataset["ignore_index"] == 255
@@ -99,7 +99,7 @@ def test_loss_is_the_mean_over_labelled_pixels() -> None:
 
 def test_bf16_autocast_on_cpu_trains_with_float32_weights(tmp_path: Path) -> None:
     result = train(
-        tiny_config("train.amp=true", "train.iterations=2", "model.variant=fapn"), output_dir=tmp_path, progress=False
+        tiny_config("train.amp=true", "train.iterations=2", "model.neck=fapn"), output_dir=tmp_path, progress=False
     )
     ckpt = load_checkpoint(tmp_path / "last.pt")
     assert all(v.dtype in (torch.float32, torch.int64) for v in ckpt["model"].values())

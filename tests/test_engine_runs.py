@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fapn.checkpoint import load_checkpoint, save_checkpoint
+from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint, save_checkpoint
 from fapn.cli.main import main
 from fapn.config import load_config
 from fapn.engine.semseg.config import SegmentationConfig
@@ -28,7 +28,7 @@ TINY = [
     "data.scales=[1.0]",
     "data.options={size: [32, 40], num_images: 4}",
     "data.val_options={num_images: 1}",
-    "model.variant=fpn",
+    "model.neck=fpn",
     "optim.warmup_iters=0",
     "train.device=cpu",
 ]
@@ -85,9 +85,9 @@ def test_overwrite_replaces_the_run(half_run: Path, tmp_path: Path) -> None:
 def test_resume_uses_the_saved_recipe_and_refuses_a_conflicting_set(half_run: Path, tmp_path: Path, capsys) -> None:
     run = _copy_run(half_run, tmp_path / "run")
     before = (run / "last.pt").read_bytes()
-    # a different variant, a different length, a different learning rate: each named, nothing written
+    # a different neck, a different length, a different learning rate: each named, nothing written
     for override, key in (
-        ("model.variant=fapn", "model.variant"),
+        ("model.neck=fapn", "model.neck"),
         ("train.iterations=8", "train.iterations"),
         ("optim.lr=0.5", "optim.lr"),
     ):
@@ -106,7 +106,7 @@ def test_resume_uses_the_saved_recipe_and_refuses_a_conflicting_set(half_run: Pa
         "--resume",
         "--no-progress",
         "--set",
-        "model.variant=fpn",
+        "model.neck=fpn",
         "--threads",
         "1",
         "--set",
@@ -132,13 +132,50 @@ def test_resume_from_a_truncated_checkpoint_names_the_file(half_run: Path, tmp_p
     assert "no training state" in capsys.readouterr().err
 
 
-def test_resume_without_a_run_and_a_different_variant_in_python(half_run: Path, tmp_path: Path) -> None:
+def test_resume_without_a_run_and_a_different_neck_in_python(half_run: Path, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no checkpoint to resume from"):
         train(load_config(RECIPE, SegmentationConfig, TINY), output_dir=tmp_path / "empty", resume=True)
     run = _copy_run(half_run, tmp_path / "run")
-    cfg = load_config(RECIPE, SegmentationConfig, [*TINY, "model.variant=fpn+fam"])
-    with pytest.raises(ValueError, match=r"model\.variant='fpn\+fam': the run was trained with model\.variant='fpn'"):
+    cfg = load_config(RECIPE, SegmentationConfig, [*TINY, "model.neck=fpn+fam"])
+    with pytest.raises(ValueError, match=r"model\.neck='fpn\+fam': the run was trained with model\.neck='fpn'"):
         train(cfg, output_dir=run, resume=True, progress=False)
+
+
+def test_a_run_of_an_earlier_release_with_model_variant_resumes_as_model_neck(
+    half_run: Path, tmp_path: Path, capsys
+) -> None:
+    # last.pt as an earlier release wrote it: model.variant in the saved recipe, variant in model_config
+    run = _copy_run(half_run, tmp_path / "run")
+    old = load_checkpoint(run / "last.pt")
+    old["config"]["model"] = {("variant" if k == "neck" else k): v for k, v in old["config"]["model"].items()}
+    old["model_config"] = {("variant" if k == "neck" else k): v for k, v in old["model_config"].items()}
+    assert old["config"]["model"]["variant"] == old["model_config"]["variant"] == "fpn"
+    save_checkpoint(old, run / "last.pt")
+    before = (run / "last.pt").read_bytes()
+    # its model.variant='fpn' is model.neck='fpn': another neck is refused, naming model.neck
+    cfg = load_config(RECIPE, SegmentationConfig, [*TINY, "model.neck=fapn"])
+    refused = r"model\.neck='fapn': the run was trained with model\.neck='fpn'"
+    with (
+        pytest.warns(FutureWarning, match=r"model\.variant is now model\.neck"),
+        pytest.raises(ValueError, match=refused),
+    ):
+        train(cfg, output_dir=run, resume=True, progress=False)
+    assert (run / "last.pt").read_bytes() == before
+    # the old --set spelling on the command line, equal to the saved value: the run goes on
+    with pytest.warns(FutureWarning, match=r"model\.variant is now model\.neck"):
+        code = _fapn(
+            "train", RECIPE, "--output-dir", str(run), "--resume", "--no-progress", "--set", "model.variant=fpn"
+        )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "resumed from iteration 2 of 4" in captured.out
+    resumed = load_checkpoint(run / "last.pt")
+    assert resumed["iteration"] == 4 and resumed["config"]["model"]["neck"] == "fpn"
+    assert "variant" not in resumed["config"]["model"]
+    # the old model_config still builds the model (the builder reads variant= as neck=)
+    with pytest.warns(FutureWarning, match=r"realtime_fapn\(\): the keyword variant= is now neck="):
+        model = build_model_from_checkpoint(old)
+    assert model.neck_name == "fpn" and model.fapn_config["neck"] == "fpn" and "variant" not in model.fapn_config
 
 
 def test_start_up_summary_and_plain_log_lines(tmp_path: Path, capsys) -> None:
@@ -164,17 +201,17 @@ def test_start_up_summary_and_plain_log_lines(tmp_path: Path, capsys) -> None:
 
 
 def test_closed_choices_are_checked_before_any_data_is_read(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"model\.variant.*'fapm'"):
-        load_config(RECIPE, SegmentationConfig, ["model.variant=fapm"])
+    with pytest.raises(ValueError, match=r"model\.neck.*'fapm'"):
+        load_config(RECIPE, SegmentationConfig, ["model.neck=fapm"])
     for bad in ("optim.loss=focal", "optim.schedule=cosine", "train.device=gpu"):
         with pytest.raises(ValueError, match=bad.split("=")[0].replace(".", r"\.")):
             load_config(RECIPE, SegmentationConfig, [bad])
     # a recipe built in Python is checked too, before the (missing) data is touched
     cfg = load_config("semseg/camvid_r18_fapn", SegmentationConfig, [f"data.root={tmp_path / 'nowhere'}"])
-    cfg.model.variant = "fapm"  # type: ignore[assignment]
-    with pytest.raises(ValueError, match=r"model\.variant"):
+    cfg.model.neck = "fapm"  # type: ignore[assignment]
+    with pytest.raises(ValueError, match=r"model\.neck"):
         train(cfg, output_dir=tmp_path / "run", progress=False)
-    cfg.model.variant = "fpn"
+    cfg.model.neck = "fpn"
     cfg.model.name = "unet"
     with pytest.raises(ValueError, match=r"unknown model\.name 'unet'"):
         train(cfg, output_dir=tmp_path / "run", progress=False)
@@ -190,7 +227,7 @@ def test_model_options_reach_the_builder_and_the_checkpoint(tmp_path: Path) -> N
         "name": "realtime_fapn",
         "backbone": "resnet18",
         "num_classes": 8,
-        "variant": "fapn",
+        "neck": "fapn",
         "channels": 32,
         "head_channels": 16,
     }

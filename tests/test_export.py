@@ -18,9 +18,9 @@ onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
 
 
-def small_model(variant: str = "fapn", seed: int = 0) -> torch.nn.Module:
+def small_model(neck: str = "fapn", seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    model = realtime_fapn(backbone="resnet18", num_classes=4, variant=variant, channels=32, head_channels=16)
+    model = realtime_fapn(backbone="resnet18", num_classes=4, neck=neck, channels=32, head_channels=16)
     for module in model.modules():
         if hasattr(module, "offset_mask"):  # non-zero offsets, or a wrong offset layout would go unseen
             torch.nn.init.normal_(module.offset_mask.weight, std=0.05)
@@ -120,7 +120,7 @@ def test_cli_export_untrained_fpn(tmp_path: Path, capsys: pytest.CaptureFixture[
             "export",
             "--model",
             "realtime_fapn",
-            "--variant",
+            "--neck",
             "fpn",
             "--num-classes",
             "3",
@@ -201,7 +201,7 @@ def test_int8_export_is_quantized_keeps_deformconv_float_and_agrees_with_float(t
         )
     torch.manual_seed(0)
     out = tmp_path / "fapn_int8.onnx"
-    assert main(["export", "--model", "realtime_fapn", "--variant", "fapn", "--num-classes", "4", "--quantize", "int8",
+    assert main(["export", "--model", "realtime_fapn", "--neck", "fapn", "--num-classes", "4", "--quantize", "int8",
                  "--calibration", str(images), "--out", str(out), "--threads", "1", "--min-agreement", "0.8"]) == 0  # fmt: skip
     counts = onnx_op_counts(out)
     assert counts.get("QuantizeLinear", 0) > 10 and counts.get("DequantizeLinear", 0) > 10

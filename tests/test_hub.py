@@ -77,7 +77,7 @@ def test_run_exports_to_a_folder_that_loads_with_identical_outputs(run: Path, fo
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     config = json.loads((folder / "config.json").read_text())
     assert config["fapn_version"] == fapn.__version__
-    assert config["model_config"]["name"] == "realtime_fapn" and config["model_config"]["variant"] == "fapn"
+    assert config["model_config"]["name"] == "realtime_fapn" and config["model_config"]["neck"] == "fapn"
     assert config["dataset"]["class_names"] and config["dataset"]["palette"]
     with open(folder / "model.safetensors", "rb") as handle:  # safetensors: a JSON header, no pickle
         assert b"pickle" not in handle.read(8 + 1000)
@@ -197,7 +197,7 @@ def test_push_to_hub_uploads_the_folder(monkeypatch: pytest.MonkeyPatch, tmp_pat
 
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
-    model = realtime_fapn(num_classes=3, variant="fpn").eval()
+    model = realtime_fapn(num_classes=3, neck="fpn").eval()
     url = fapn.push_to_hub(model, "hf://owner/tiny", private=True, dataset={"name": "toy", "class_names": list("abc")})
     assert url == "https://huggingface.co/owner/tiny/commit/abc"
     assert [c[0] for c in calls] == ["create_repo", "upload_folder"]
@@ -221,7 +221,7 @@ def test_push_to_hub_uploads_the_folder(monkeypatch: pytest.MonkeyPatch, tmp_pat
 @pytest.fixture()
 def good(tmp_path: Path) -> Path:
     torch.manual_seed(0)
-    return fapn.save_pretrained(realtime_fapn(num_classes=3, variant="fpn"), tmp_path / "good")
+    return fapn.save_pretrained(realtime_fapn(num_classes=3, neck="fpn"), tmp_path / "good")
 
 
 def _one_line_error(folder: Path, match: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -316,3 +316,30 @@ def test_eval_scores_a_folder_as_its_checkpoint(run: Path, folder: Path, tmp_pat
         assert main(["eval", RECIPE, "--weights", str(weights), *data, "--output", str(output), "--threads", "1"]) == 0
         scores.append(json.loads(output.read_text()))
     assert scores[0]["mIoU"] == scores[1]["mIoU"] and scores[0]["per_class_iou"] == scores[1]["per_class_iou"]
+
+
+def test_a_folder_of_an_earlier_release_with_variant_loads(good: Path) -> None:
+    # config.json as an earlier release wrote it: the real-time network's neck under its old keyword, variant
+    document = json.loads((good / "config.json").read_text())
+    document["model_config"]["variant"] = document["model_config"].pop("neck")
+    (good / "config.json").write_text(json.dumps(document))
+    torch.manual_seed(0)
+    reference = realtime_fapn(num_classes=3, neck="fpn").eval()
+    with pytest.warns(FutureWarning, match=r"realtime_fapn\(\): the keyword variant= is now neck="):
+        model = fapn.from_pretrained(good).eval()
+    assert model.neck_name == "fpn" and model.fapn_config["neck"] == "fpn"
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))
+    # a hub folder written now from such a checkpoint records today's keyword
+    old = {
+        "model": reference.state_dict(),
+        "model_config": {"name": "realtime_fapn", "num_classes": 3, "variant": "fpn"},
+    }
+    with pytest.warns(FutureWarning, match="variant= is now neck="):
+        folder = fapn.save_pretrained(old, good.parent / "resaved")
+    assert json.loads((folder / "config.json").read_text())["model_config"] == {
+        "name": "realtime_fapn",
+        "num_classes": 3,
+        "neck": "fpn",
+    }

@@ -18,10 +18,10 @@ PALETTE = [[10, 20, 30], [200, 0, 0], [0, 200, 0], [0, 0, 200], [90, 90, 0]]
 MEAN, STD = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
 
 
-def make_checkpoint(path: Path, num_classes: int = 5, variant: str = "fapn", seed: int = 0) -> Path:
+def make_checkpoint(path: Path, num_classes: int = 5, neck: str = "fapn", seed: int = 0) -> Path:
     """A randomly initialised small real-time model with non-zero offsets, saved in the ``fapn train`` format."""
     torch.manual_seed(seed)
-    model = realtime_fapn(backbone="resnet18", num_classes=num_classes, variant=variant)
+    model = realtime_fapn(backbone="resnet18", num_classes=num_classes, neck=neck)
     for module in model.modules():
         if hasattr(module, "offset_mask"):
             torch.nn.init.normal_(module.offset_mask.weight, std=0.02)
@@ -34,7 +34,7 @@ def make_checkpoint(path: Path, num_classes: int = 5, variant: str = "fapn", see
                 "name": "realtime_fapn",
                 "backbone": "resnet18",
                 "num_classes": num_classes,
-                "variant": variant,
+                "neck": neck,
             },
             "dataset": {
                 "name": "synthetic",

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import fapn
-from fapn.models import BACKBONES, VARIANTS, get_model, get_model_builder, list_models
+from fapn.models import BACKBONES, NECKS, get_model, get_model_builder, list_models
 
 # RPN samples torchvision's 256 anchors per image: with fewer, a level's anchors can all go unsampled and its output
 # conv gets no gradient (at 64x64 every RoI pools from P2, so only the RPN reaches P3-P5)
@@ -68,8 +68,8 @@ TIMM_SWIN = dict(
 TINY: dict[str, list[dict[str, Any]]] = {
     # semantic segmentation: [N, 3, H, W] -> [N, C, H, W]
     "realtime_fapn": [
-        dict(backbone=b, variant=v, num_classes=5)
-        for b, v in itertools.product(BACKBONES, VARIANTS)
+        dict(backbone=b, neck=v, num_classes=5)
+        for b, v in itertools.product(BACKBONES, NECKS)
         if b == "resnet18" or v == "fapn"
     ]
     + [dict(backbone=TIMM_CNN, num_classes=5)],

@@ -15,7 +15,7 @@ from fapn.models import realtime_fapn
 
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
-    return realtime_fapn(num_classes=3, variant="fapn").eval()
+    return realtime_fapn(num_classes=3, neck="fapn").eval()
 
 
 @pytest.mark.parametrize(
@@ -39,7 +39,7 @@ def test_bad_input(model: torch.nn.Module, x: torch.Tensor, message: str) -> Non
 
 def test_float64_model_takes_float64_input_and_equals_float32() -> None:
     torch.manual_seed(0)
-    model = realtime_fapn(num_classes=3, variant="fapn", channels=32, head_channels=16).eval()
+    model = realtime_fapn(num_classes=3, neck="fapn", channels=32, head_channels=16).eval()
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         expected = model(x)
@@ -51,15 +51,15 @@ def test_float64_model_takes_float64_input_and_equals_float32() -> None:
 def test_unknown_names_list_the_valid_ones() -> None:
     with pytest.raises(ValueError, match=r"unknown backbone 'resnet9'; valid backbones: \['resnet18', 'resnet34'\]"):
         realtime_fapn(backbone="resnet9")
-    with pytest.raises(ValueError, match=r"unknown variant 'fam'; valid variants: \['fpn', 'fpn\+fam', "):
-        realtime_fapn(variant="fam")
+    with pytest.raises(ValueError, match=r"unknown neck 'fam'; valid necks: \['fpn', 'fpn\+fam', "):
+        realtime_fapn(neck="fam")
 
 
 def test_backbone_weights_from_local_file(tmp_path: Path) -> None:
     reference = torchvision.models.resnet18()
     path = tmp_path / "resnet18.pth"
     torch.save(reference.state_dict(), path)
-    model = realtime_fapn(backbone="resnet18", variant="fpn", weights_backbone=path)
+    model = realtime_fapn(backbone="resnet18", neck="fpn", weights_backbone=path)
     torch.testing.assert_close(model.backbone.conv1.weight, reference.conv1.weight, rtol=0, atol=0)
     torch.testing.assert_close(model.backbone.layer4[1].bn2.running_var, reference.layer4[1].bn2.running_var)
 

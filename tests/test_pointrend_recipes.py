@@ -182,14 +182,14 @@ def test_draw_instances_outlines_boundaries() -> None:
     assert (draw_instances(image, masks, scores=[0.1, 0.2]) == image).all()  # below the threshold
 
 
-def test_backbone_or_variant_a_fixed_builder_cannot_take_is_an_error() -> None:
+def test_backbone_or_neck_a_fixed_builder_cannot_take_is_an_error() -> None:
     """``--set model.backbone=resnet101`` on the R50 PointRend recipe used to be dropped silently (its builder has
     the encoder in its name), so the run trained a ResNet-50; now it names the key and the builder."""
     from fapn.engine.semseg.model import model_config_of
 
     recipe = "semseg/cityscapes_pointrend_r50_fapn"
     assert model_config_of(load_config(recipe, SegmentationConfig), 19)["name"] == "pointrend_semantic_resnet50_fapn"
-    for override in ("model.backbone=resnet101", "model.variant=fpn"):
+    for override in ("model.backbone=resnet101", "model.neck=fpn"):
         cfg = load_config(recipe, SegmentationConfig, [override])
         with pytest.raises(ValueError, match=rf"^{override.split('=')[0]}=.*pointrend_semantic_resnet50_fapn takes no"):
             model_config_of(cfg, 19)

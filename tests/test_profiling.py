@@ -14,11 +14,11 @@ from fapn.profiling.table1 import GMACS_TOLERANCE, PARAMS_TOLERANCE_M, TABLE1_IN
 EXPECTED_PARAMS = {"fpn": 11_366_675, "fpn+fam": 12_225_475, "fpn+fam+fsm": 12_569_155, "fapn": 12_634_947}
 
 
-@pytest.mark.parametrize("variant", list(TABLE1))
-def test_table1_row(variant: str) -> None:
-    _, _, paper_params_m, paper_gflops = TABLE1[variant]
-    complexity = profile_model(realtime_fapn(backbone="resnet18", num_classes=19, variant=variant), TABLE1_INPUT_SHAPE)
-    assert complexity.params == EXPECTED_PARAMS[variant]
+@pytest.mark.parametrize("neck", list(TABLE1))
+def test_table1_row(neck: str) -> None:
+    _, _, paper_params_m, paper_gflops = TABLE1[neck]
+    complexity = profile_model(realtime_fapn(backbone="resnet18", num_classes=19, neck=neck), TABLE1_INPUT_SHAPE)
+    assert complexity.params == EXPECTED_PARAMS[neck]
     assert abs(complexity.params_m - paper_params_m) <= PARAMS_TOLERANCE_M
     assert abs(complexity.gmacs_paper - paper_gflops) <= GMACS_TOLERANCE, complexity
 
@@ -26,8 +26,8 @@ def test_table1_row(variant: str) -> None:
 def test_fam_costs_in_both_conventions() -> None:
     """Two FAMs at strides 16 and 8 of 768x1536: offset 1x1 + offset/mask 3x3 in the paper's convention,
     plus the deformable conv's product, sampling and mask in full."""
-    fpn = profile_model(realtime_fapn(variant="fpn"))
-    fam = profile_model(realtime_fapn(variant="fpn+fam"))
+    fpn = profile_model(realtime_fapn(neck="fpn"))
+    fam = profile_model(realtime_fapn(neck="fpn+fam"))
     pixels = 48 * 96 + 96 * 192
     c = 128
     paper_extra = pixels * (2 * c * c + c * 9 * 3 * 8 * 9)
@@ -59,15 +59,15 @@ def test_counter_matches_fvcore_on_a_conv_only_model() -> None:
 def test_counter_matches_fvcore_on_the_fpn_model() -> None:
     """BN, upsampling and adaptive pooling too: the real-time FPN and FSM variants, whole."""
     fvcore = pytest.importorskip("fvcore.nn")
-    for variant in ["fpn"]:
-        model, x = realtime_fapn(variant=variant, num_classes=5).eval(), torch.randn(1, 3, 64, 96)
+    for neck in ["fpn"]:
+        model, x = realtime_fapn(neck=neck, num_classes=5).eval(), torch.randn(1, 3, 64, 96)
         expected = fvcore.FlopCountAnalysis(model, x).unsupported_ops_warnings(False).total()
         assert count_macs(model, x) == expected
         assert profile_model(model, tuple(x.shape)).macs_paper == expected
 
 
 def test_meta_and_real_runs_agree() -> None:
-    model = realtime_fapn(variant="fapn", num_classes=3)
+    model = realtime_fapn(neck="fapn", num_classes=3)
     assert profile_model(model, (1, 3, 96, 128), on_meta=True) == profile_model(model, (1, 3, 96, 128), on_meta=False)
     assert count_parameters(model) == sum(p.numel() for p in model.parameters())
 

@@ -94,11 +94,11 @@ def test_eval_save_predictions_is_the_submission_format(tmp_path: Path, capsys, 
 
     gts = make_fixture(tmp_path / "cityscapes")
     torch.manual_seed(0)
-    model = realtime_fapn("resnet18", num_classes=19, variant="fpn")
+    model = realtime_fapn("resnet18", num_classes=19, neck="fpn")
     ckpt = save_checkpoint(
         {
             "model": model.state_dict(),
-            "model_config": {"name": "realtime_fapn", "backbone": "resnet18", "num_classes": 19, "variant": "fpn"},
+            "model_config": {"name": "realtime_fapn", "backbone": "resnet18", "num_classes": 19, "neck": "fpn"},
             "dataset": CITYSCAPES_INFO.to_dict(),
         },
         tmp_path / "model.pt",
@@ -233,10 +233,10 @@ def test_predict_output_feeds_score(tmp_path: Path, capsys) -> None:
         Image.fromarray(rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(root / "val" / f"{name}.png")
         Image.fromarray(rng.integers(0, 11, (32, 48), dtype=np.uint8)).save(root / "valannot" / f"{name}.png")
     torch.manual_seed(0)
-    model = realtime_fapn(backbone="resnet18", num_classes=11, variant="fpn")
+    model = realtime_fapn(backbone="resnet18", num_classes=11, neck="fpn")
     torch.nn.init.normal_(model.head[3].weight, std=0.3)
     weights = save_checkpoint(
-        {"model": model.state_dict(), "model_config": {"name": "realtime_fapn", "num_classes": 11, "variant": "fpn"}},
+        {"model": model.state_dict(), "model_config": {"name": "realtime_fapn", "num_classes": 11, "neck": "fpn"}},
         tmp_path / "model.pt",
     )
     assert main(["predict", str(root / "val"), "--weights", str(weights), "--out", str(tmp_path / "pred")]) == 0

@@ -8,6 +8,7 @@ command, not part of this suite: it needs SMP's source checkout); see docs/deplo
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections import OrderedDict
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def _perturb(model: nn.Module) -> None:
 
 def test_decoder_computes_what_realtime_fapn_computes_on_the_same_weights() -> None:
     torch.manual_seed(0)
-    reference = realtime_fapn(backbone="resnet18", num_classes=5, variant="fapn")
+    reference = realtime_fapn(backbone="resnet18", num_classes=5, neck="fapn")
     _perturb(reference)
     model = _tiny()
     state = reference.state_dict()
@@ -73,11 +74,32 @@ def test_decoder_computes_what_realtime_fapn_computes_on_the_same_weights() -> N
     assert model(x).shape == (2, 5, 64, 96)
 
 
-@pytest.mark.parametrize("variant", ["fpn", "fpn+fam", "fpn+fam+fsm"])
-def test_ablation_variants_build_and_run(variant: str) -> None:
-    model = _tiny(decoder_variant=variant).eval()
+@pytest.mark.parametrize("neck", ["fpn", "fpn+fam", "fpn+fam+fsm"])
+def test_ablation_necks_build_and_run(neck: str) -> None:
+    model = _tiny(decoder_neck=neck).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 64, 64)).shape == (1, 5, 64, 64)
+    shapes = {k: v.shape for k, v in realtime_fapn(num_classes=5, neck=neck).neck.state_dict().items()}
+    assert {k: v.shape for k, v in model.decoder.neck.state_dict().items()} == shapes  # the same neck
+
+
+def test_decoder_variant_of_earlier_releases_is_decoder_neck(tmp_path: Path) -> None:
+    with pytest.warns(FutureWarning, match="decoder_variant= is now decoder_neck="):
+        model = _tiny(decoder_variant="fpn")
+    assert model._hub_mixin_config["decoder_neck"] == "fpn" and "decoder_variant" not in model._hub_mixin_config
+    assert type(model.decoder.neck.merges[0]).__name__ == "FPNMerge"
+    # a folder an earlier release saved: decoder_variant in config.json (and decoder_neck absent)
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["decoder_variant"] = config.pop("decoder_neck")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.warns(FutureWarning, match="decoder_variant= is now decoder_neck="):
+        loaded = FaPN.from_pretrained(tmp_path).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model.eval()(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="decoder_variant='fpn' and decoder_neck='fpn\\+fam' differ"):
+        _tiny(decoder_variant="fpn", decoder_neck="fpn+fam")
 
 
 def test_decoder_depth_sets_the_output_stride() -> None:
@@ -87,8 +109,8 @@ def test_decoder_depth_sets_the_output_stride() -> None:
         assert model(torch.randn(1, 3, 64, 64)).shape == (1, 5, 64, 64)
     with pytest.raises(ValueError, match=r"decoder_depth must be in \[1, encoder_depth=3\], got 4"):
         _tiny(encoder_depth=3, decoder_depth=4)
-    with pytest.raises(ValueError, match="unknown decoder_variant 'fapn2'"):
-        _tiny(decoder_variant="fapn2")
+    with pytest.raises(ValueError, match="unknown decoder_neck 'fapn2'"):
+        _tiny(decoder_neck="fapn2")
 
 
 def test_fam_offsets_start_at_zero() -> None:

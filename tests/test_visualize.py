@@ -176,8 +176,8 @@ def test_features_to_rgb_shares_one_projection() -> None:
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("ckpts")
     return (
-        _helpers.make_checkpoint(folder / "fpn.pt", variant="fpn", seed=1),
-        _helpers.make_checkpoint(folder / "fapn.pt", variant="fapn", seed=2),
+        _helpers.make_checkpoint(folder / "fpn.pt", neck="fpn", seed=1),
+        _helpers.make_checkpoint(folder / "fapn.pt", neck="fapn", seed=2),
     )
 
 
@@ -277,7 +277,7 @@ def test_cli_compare_warns_about_class_sets_that_differ(
     checkpoints: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # a 5-class and a 3-class model, ground truth holding class 6: both said once, on stderr; the figures come
-    small = _helpers.make_checkpoint(tmp_path / "small.pt", num_classes=3, variant="fpn", seed=3)
+    small = _helpers.make_checkpoint(tmp_path / "small.pt", num_classes=3, neck="fpn", seed=3)
     gt = np.zeros((40, 48), np.uint8)
     gt[:, 24:] = 6
     Image.fromarray(gt).save(tmp_path / "gt.png")
@@ -301,9 +301,9 @@ def test_cli_compare_warns_about_class_sets_that_differ(
 def test_cli_compare_of_two_class_sets_gives_distinct_names_and_a_legend_per_panel(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # two checkpoints of the same variant and backbone (so the same default name), 3 and 5 classes
-    small = _helpers.make_checkpoint(tmp_path / "small" / "model.pt", num_classes=3, variant="fpn", seed=3)
-    large = _helpers.make_checkpoint(tmp_path / "large" / "model.pt", num_classes=5, variant="fpn", seed=4)
+    # two checkpoints of the same neck and backbone (so the same default name), 3 and 5 classes
+    small = _helpers.make_checkpoint(tmp_path / "small" / "model.pt", num_classes=3, neck="fpn", seed=3)
+    large = _helpers.make_checkpoint(tmp_path / "large" / "model.pt", num_classes=5, neck="fpn", seed=4)
     image = _helpers.random_image(40, 48, 9)
     Image.fromarray(image).save(tmp_path / "a.png")
     out = tmp_path / "out"

@@ -31,7 +31,7 @@ __all__ = [
 def train_command(args: argparse.Namespace, run: Run, out: Path) -> list[str]:
     overrides = [
         f"data.root={args.data}",
-        f"model.variant={run.variant}",
+        f"model.neck={run.variant}",
         f"train.seed={run.seed}",
         f"train.threads={args.threads}",
         *args.overrides,

@@ -63,7 +63,7 @@ def complexity_rows(num_classes: int, size: tuple[int, int]) -> dict[str, tuple[
 
     rows = {}
     for variant in VARIANTS:
-        c = profile_model(realtime_fapn(backbone="resnet18", num_classes=num_classes, variant=variant), (1, 3, *size))
+        c = profile_model(realtime_fapn(backbone="resnet18", num_classes=num_classes, neck=variant), (1, 3, *size))
         rows[variant] = (c.params_m, c.gmacs_paper)
     return rows
 

@@ -5,7 +5,7 @@ The sub-packages and the names below are imported on first use (PEP 562), so tha
 
 Example:
     >>> import torch, fapn
-    >>> model = fapn.models.realtime_fapn(backbone="resnet18", num_classes=19, variant="fapn").eval()
+    >>> model = fapn.models.realtime_fapn(backbone="resnet18", num_classes=19, neck="fapn").eval()
     >>> model(torch.randn(1, 3, 64, 96)).shape
     torch.Size([1, 19, 64, 96])
 """

@@ -1,7 +1,9 @@
 """Small YAML configs loaded into dataclasses, with ``a.b=value`` overrides from the command line.
 
 Generic: any (nested) dataclass works. A YAML file may start from another one with ``_base_: other.yaml``
-(a path relative to the file, or a shipped config name); its keys are merged over the base's.
+(a path relative to the file, or a shipped config name); its keys are merged over the base's. A dataclass may
+name keys of earlier releases in a class attribute ``renamed_keys = {"old": "new"}``: the loader reads them as
+the new key, with a ``FutureWarning`` (:func:`rename_old_keys`).
 
 Example:
     >>> from fapn.engine.semseg.config import SegmentationConfig
@@ -17,6 +19,7 @@ import difflib
 import os
 import types
 import typing
+import warnings
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -30,6 +33,7 @@ __all__ = [
     "config_from_dict",
     "apply_overrides",
     "config_to_dict",
+    "rename_old_keys",
     "resolve_config_path",
     "list_configs",
     "CONFIG_ROOT",
@@ -94,8 +98,11 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def load_yaml(path_or_name: str | os.PathLike[str]) -> dict[str, Any]:
+def load_yaml(path_or_name: str | os.PathLike[str], cls: type | None = None) -> dict[str, Any]:
     """Read a YAML config as a dict, following ``_base_`` chains.
+
+    With ``cls``, the keys of earlier releases in each file are renamed (:func:`rename_old_keys`) before the
+    files are merged, so a file that says ``model.variant`` over a base that says ``model.neck`` overrides it.
 
     Raises:
         FileNotFoundError: no such config (see :func:`resolve_config_path`).
@@ -110,9 +117,14 @@ def load_yaml(path_or_name: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     base_name = data.pop("_base_", None)
+    if cls is not None:
+        try:
+            data = rename_old_keys(data, cls)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
     if base_name is not None:
         base_path = resolve_config_path(base_name, relative_to=path.parent)
-        data = _merge(load_yaml(base_path), data)
+        data = _merge(load_yaml(base_path, cls), data)
     return data
 
 
@@ -205,14 +217,103 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def config_from_dict(data: Mapping[str, Any], cls: type[T], overrides: Iterable[str] = (), prefix: str = "") -> T:
-    """Build the dataclass ``cls`` from a (nested) dict, after applying ``key.sub=value`` overrides.
+def _renamed_keys(cls: Any) -> Mapping[str, str]:
+    renamed = getattr(cls, "renamed_keys", None)
+    return renamed if isinstance(renamed, Mapping) else {}
+
+
+def _dataclass_field(cls: Any, name: str) -> Any:
+    """The dataclass type of ``cls``'s field ``name``, ``None`` when it is not a dataclass (or no field)."""
+    hint = typing.get_type_hints(cls).get(name)
+    return hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
+
+
+def _warn_renamed(old: str, new: str) -> None:
+    warnings.warn(f"{old} is now {new}; read as {new} ({old} will be removed in a future release)", FutureWarning, 4)
+
+
+def rename_old_keys(data: Mapping[str, Any], cls: type, prefix: str = "") -> dict[str, Any]:
+    """``data`` with the keys of earlier releases under their new names (``cls.renamed_keys`` of every nested
+    dataclass), a ``FutureWarning`` for each; :func:`config_from_dict` calls it, so every loader does.
 
     Raises:
-        ValueError: an unknown key (the valid keys are listed) or a value of the wrong type (a ``Literal`` field:
-            a value not among its allowed ones, which are listed).
+        ValueError: an old key and its new name both given, with different values.
+
+    Example:
+        >>> import warnings
+        >>> from fapn.engine.semseg.config import SegmentationConfig
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     rename_old_keys({"model": {"variant": "fpn"}}, SegmentationConfig)
+        {'model': {'neck': 'fpn'}}
+        >>> str(caught[0].message)
+        'model.variant is now model.neck; read as model.neck (model.variant will be removed in a future release)'
     """
-    data = apply_overrides(dict(data), overrides)
+    data = dict(data)
+    for old, new in _renamed_keys(cls).items():
+        if old not in data:
+            continue
+        value = data.pop(old)
+        if new in data and data[new] != value:
+            raise ValueError(
+                f"{prefix}{old}={value!r} and {prefix}{new}={data[new]!r} differ: {prefix}{old} is now "
+                f"{prefix}{new}, give {prefix}{new} only"
+            )
+        data[new] = value
+        _warn_renamed(prefix + old, prefix + new)
+    for name, value in data.items():
+        nested = _dataclass_field(cls, name) if isinstance(value, Mapping) else None
+        if nested is not None:
+            data[name] = rename_old_keys(value, nested, f"{prefix}{name}.")
+    return data
+
+
+def _rename_overrides(overrides: Iterable[str], cls: type) -> list[str]:
+    """``key.sub=value`` overrides with old keys (:func:`rename_old_keys`) under their new names.
+
+    Raises:
+        ValueError: an old key and its new name both set, to different values.
+    """
+    renamed: list[str] = []
+    given: dict[str, tuple[str, str]] = {}  # new key -> (the key as written, its value)
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        if not sep:  # apply_overrides names the problem
+            renamed.append(override)
+            continue
+        key = key.strip()
+        parts = key.split(".")
+        node: Any = cls
+        for i, part in enumerate(parts):
+            if node is None:
+                break
+            parts[i] = _renamed_keys(node).get(part, part)
+            node = _dataclass_field(node, parts[i])
+        new_key = ".".join(parts)
+        earlier = given.get(new_key)
+        if earlier is not None and earlier[0] != key and earlier[1].strip() != raw.strip():
+            old, old_value, value = (earlier[0], earlier[1], raw) if key == new_key else (key, raw, earlier[1])
+            raise ValueError(
+                f"{old}={old_value} and {new_key}={value} differ: {old} is now {new_key}, give {new_key} only"
+            )
+        given[new_key] = (key, raw)
+        if new_key != key:
+            _warn_renamed(key, new_key)
+            override = f"{new_key}={raw}"
+        renamed.append(override)
+    return renamed
+
+
+def config_from_dict(data: Mapping[str, Any], cls: type[T], overrides: Iterable[str] = (), prefix: str = "") -> T:
+    """Build the dataclass ``cls`` from a (nested) dict, after applying ``key.sub=value`` overrides; keys of
+    earlier releases (in ``data`` and in ``overrides``) are read under their new names (:func:`rename_old_keys`).
+
+    Raises:
+        ValueError: an unknown key (the valid keys are listed), a value of the wrong type (a ``Literal`` field:
+            a value not among its allowed ones, which are listed), or an old key and its new name with
+            different values.
+    """
+    data = apply_overrides(rename_old_keys(data, cls, prefix), _rename_overrides(overrides, cls))
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
@@ -254,7 +355,7 @@ def load_config(path_or_name: str | os.PathLike[str], cls: type[T], overrides: I
     """Load a YAML config file (or shipped config name) into the dataclass ``cls``.
 
     Every value is checked against its field's type here, before anything else runs: a ``Literal[...]`` field
-    (e.g. ``model.variant``) takes only its listed values, so a typo fails at once, naming the key, the value and
+    (e.g. ``model.neck``) takes only its listed values, so a typo fails at once, naming the key, the value and
     the allowed values, not after the datasets are read.
 
     Args:
@@ -269,8 +370,9 @@ def load_config(path_or_name: str | os.PathLike[str], cls: type[T], overrides: I
         0.005
     """
     path = resolve_config_path(path_or_name)
+    data = load_yaml(path, cls)
     try:
-        return config_from_dict(load_yaml(path), cls, overrides)
+        return config_from_dict(data, cls, overrides)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
 

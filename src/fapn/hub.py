@@ -235,6 +235,9 @@ def save_pretrained(
         dataset = dataset if dataset is not None else model.get("dataset")
         if "name" not in config:
             raise ValueError("the checkpoint has no model_config['name']: cannot tell which model it holds")
+        from fapn.models.registry import rename_legacy_keywords
+
+        config = rename_legacy_keywords(str(config["name"]), config)  # the folder records today's keywords
         _check_fit(config, state)
     config.pop("weights_backbone", None)  # the weights are in the folder
     document: dict[str, Any] = {

@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from typing import Any
 
@@ -42,7 +43,7 @@ except ImportError as err:  # pragma: no cover - the message is the point
         f'fapn.smp needs segmentation_models_pytorch ({err.name} is missing): pip install "fapn[smp]"'
     ) from None
 
-from fapn.models.realtime import VARIANTS, realtime_neck
+from fapn.models.realtime import NECKS, realtime_neck
 
 __all__ = ["FaPN", "FaPNDecoder", "register"]
 
@@ -56,7 +57,8 @@ class FaPNDecoder(nn.Module):
             encoder, the real-time network's C3-C5).
         channels: pyramid width (128 in the paper's real-time network).
         segmentation_channels: width of the 3x3 conv after the pyramid (64: the real-time network's head).
-        variant: ``"fapn"`` or an ablation row of Table 1 (``"fpn"``, ``"fpn+fam"``, ``"fpn+fam+fsm"``).
+        neck: ``"fapn"``, ``"fpn"``, or one of Table 1's necks between the two (``"fpn+fam"``,
+            ``"fpn+fam+fsm"``); see :data:`fapn.models.realtime.NECKS`.
         deform_backend: deformable-conv backend, ``None`` for the default.
     """
 
@@ -66,7 +68,7 @@ class FaPNDecoder(nn.Module):
         decoder_depth: int = 3,
         channels: int = 128,
         segmentation_channels: int = 64,
-        variant: str = "fapn",
+        neck: str = "fapn",
         deform_backend: str | None = None,
     ) -> None:
         super().__init__()
@@ -74,7 +76,7 @@ class FaPNDecoder(nn.Module):
         if not 1 <= decoder_depth <= stages:
             raise ValueError(f"decoder_depth must be in [1, encoder_depth={stages}], got {decoder_depth}")
         self.levels = decoder_depth
-        self.neck = realtime_neck(list(encoder_channels[-decoder_depth:]), channels, variant, deform_backend)
+        self.neck = realtime_neck(list(encoder_channels[-decoder_depth:]), channels, neck, deform_backend)
         conv = nn.Conv2d(channels, segmentation_channels, kernel_size=3, padding=1, bias=False)
         nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
         self.block = nn.Sequential(conv, nn.BatchNorm2d(segmentation_channels), nn.ReLU(inplace=True))
@@ -98,7 +100,9 @@ class FaPN(SegmentationModel):
             ``2 ** (encoder_depth - decoder_depth + 1)`` (8 with the defaults, as in the real-time network).
         decoder_channels: pyramid width.
         decoder_segmentation_channels: width of the 3x3 conv after the pyramid.
-        decoder_variant: ``"fapn"``, or a Table 1 ablation row: ``"fpn"``, ``"fpn+fam"``, ``"fpn+fam+fsm"``.
+        decoder_neck: the decoder's neck: ``"fapn"``, ``"fpn"``, or one of Table 1's necks between the two
+            (``"fpn+fam"``, ``"fpn+fam+fsm"``). ``decoder_variant``, its name in earlier releases, still works
+            (a ``FutureWarning``; folders saved with it load).
         decoder_deform_backend: deformable-conv backend (``None``: fapn's default).
         in_channels: input channels.
         classes: output channels.
@@ -121,7 +125,7 @@ class FaPN(SegmentationModel):
         decoder_depth: int = 3,
         decoder_channels: int = 128,
         decoder_segmentation_channels: int = 64,
-        decoder_variant: str = "fapn",
+        decoder_neck: str = "fapn",
         decoder_deform_backend: str | None = None,
         in_channels: int = 3,
         classes: int = 1,
@@ -130,8 +134,10 @@ class FaPN(SegmentationModel):
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        if decoder_variant not in VARIANTS:
-            raise ValueError(f"unknown decoder_variant {decoder_variant!r}; valid variants: {list(VARIANTS)}")
+        if "decoder_variant" in kwargs:
+            decoder_neck = self._renamed_decoder_variant(kwargs.pop("decoder_variant"), decoder_neck)
+        if decoder_neck not in NECKS:
+            raise ValueError(f"unknown decoder_neck {decoder_neck!r}; valid necks: {list(NECKS)}")
         self.encoder = get_encoder(
             encoder_name, in_channels=in_channels, depth=encoder_depth, weights=encoder_weights, **kwargs
         )
@@ -140,7 +146,7 @@ class FaPN(SegmentationModel):
             decoder_depth=decoder_depth,
             channels=decoder_channels,
             segmentation_channels=decoder_segmentation_channels,
-            variant=decoder_variant,
+            neck=decoder_neck,
             deform_backend=decoder_deform_backend,
         )
         self.segmentation_head = SegmentationHead(
@@ -157,6 +163,28 @@ class FaPN(SegmentationModel):
         )
         self.name = f"fapn-{encoder_name}"
         self.initialize()
+
+    def _renamed_decoder_variant(self, variant: str, neck: str) -> str:
+        """``decoder_variant`` of earlier releases as ``decoder_neck``, and so in the config the hub mixin
+        recorded for ``save_pretrained``."""
+        # a folder saved by an earlier release records decoder_neck at its default beside decoder_variant, so
+        # only a decoder_neck other than the default can be a contradiction
+        if neck != "fapn" and neck != variant:
+            raise ValueError(
+                f"decoder_variant={variant!r} and decoder_neck={neck!r} differ: decoder_variant is now "
+                "decoder_neck, give decoder_neck only"
+            )
+        warnings.warn(
+            "FaPN(): the keyword decoder_variant= is now decoder_neck= (decoder_variant= will be removed in a "
+            "future release)",
+            FutureWarning,
+            stacklevel=4,
+        )
+        config = getattr(self, "_hub_mixin_config", None)
+        if isinstance(config, dict):
+            config.pop("decoder_variant", None)
+            config["decoder_neck"] = variant
+        return variant
 
     def __prepare_scriptable__(self) -> FaPN:
         # torch.jit.script calls this first: one clear error instead of TorchScript's frontend trace (SMP's

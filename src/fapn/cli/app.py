@@ -51,7 +51,7 @@ def register(subparsers: Any) -> None:
         metavar="CKPT",
         help="checkpoints, in column order (default: DEMO/fpn/last.pt and DEMO/fapn/last.pt that fapn demo writes)",
     )
-    parser.add_argument("--names", nargs="+", default=None, help="a title per checkpoint (default: the variants)")
+    parser.add_argument("--names", nargs="+", default=None, help="a title per checkpoint (default: the necks)")
     parser.add_argument(
         "--demo", default="fapn_demo", metavar="DEMO", help="fapn demo's output folder (default: fapn_demo)"
     )

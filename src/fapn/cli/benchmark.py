@@ -18,20 +18,28 @@ def register(subparsers: Any) -> None:
         "benchmark",
         help="latency / images per second of models, PyTorch and onnxruntime, with ratios to FPN",
         description=(
-            "Time models at given input sizes and batch sizes: every combination of --variants/--weights, "
+            "Time models at given input sizes and batch sizes: every combination of --necks/--weights, "
             "--sizes, --batch-sizes, --runtimes, --dtypes and --memory-formats, after --warmup untimed runs, "
             "median and interquartile range over --repeats. Prints a Markdown table with each model's "
             "latency ratio to the baseline (FPN) in the same setting, next to the ratio of their MACs "
-            "(fvcore convention, deformable sampling not counted). Example: fapn benchmark --variants fpn fapn "
+            "(fvcore convention, deformable sampling not counted). Example: fapn benchmark --necks fpn fapn "
             "--sizes 768x1536 1024x2048 --runtimes torch onnxruntime --repeats 5"
         ),
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("--variants", nargs="*", default=["fpn", "fapn"], help="untrained real-time models (variants)")
+    parser.add_argument(
+        "--necks",
+        "--variants",
+        dest="necks",
+        nargs="*",
+        default=["fpn", "fapn"],
+        help="untrained real-time models by their neck (fpn, fpn+fam, fpn+fam+fsm, fapn); --variants, its earlier "
+        "name, still works",
+    )
     parser.add_argument("--weights", nargs="*", default=[], help="checkpoints to time as well")
-    parser.add_argument("--backbone", default="resnet18", help="backbone of the untrained variants")
-    parser.add_argument("--num-classes", type=int, default=19, help="classes of the untrained variants")
-    parser.add_argument("--baseline", default="fpn", help="model the ratios are taken against (a variant or label)")
+    parser.add_argument("--backbone", default="resnet18", help="backbone of the untrained models")
+    parser.add_argument("--num-classes", type=int, default=19, help="classes of the untrained models")
+    parser.add_argument("--baseline", default="fpn", help="model the ratios are taken against (a neck or label)")
     parser.add_argument("--sizes", nargs="+", type=parse_size, default=["768x1536"], metavar="HxW", help="input sizes")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1], help="batch sizes")
     parser.add_argument(
@@ -116,17 +124,14 @@ def run(args: argparse.Namespace) -> int:
         require_extra(["onnx", "onnxscript", "onnxruntime"], "fapn benchmark --runtimes onnxruntime")
     sizes = requested_sizes(args)
     bases = [
-        (
-            variant,
-            load_model(name="realtime_fapn", backbone=args.backbone, variant=variant, num_classes=args.num_classes)[0],
-        )
-        for variant in args.variants
+        (neck, load_model(name="realtime_fapn", backbone=args.backbone, neck=neck, num_classes=args.num_classes)[0])
+        for neck in args.necks
     ]
     for path in args.weights:
         model, checkpoint = load_model(path)
         bases.append((model_label(model, checkpoint, fallback=str(path)) + f" [{Path(path).name}]", model))
     if not bases:
-        raise ValueError("nothing to time: give --variants and/or --weights")
+        raise ValueError("nothing to time: give --necks and/or --weights")
     # (label, deform backend or "", model); models without deformable convs are timed once
     entries: list[tuple[str, str, torch.nn.Module]] = []
     for label, model in bases:

@@ -21,7 +21,7 @@ def register(subparsers: Any) -> None:
             "ground truth in the titles and a legend of the classes shown below (when the checkpoints' class sets "
             "differ: a warning, and each panel in its own model's colours with its own legend; a warning too when "
             "the ground truth holds classes a model cannot predict). Columns are titled by --names, else by the "
-            "models' variants, with as much of the checkpoint paths as tells equal titles apart. Instance segmentation "
+            "models' necks, with as much of the checkpoint paths as tells equal titles apart. Instance segmentation "
             "checkpoints (Mask R-CNN, PointRend) draw each model's masks with their boundaries outlined instead "
             "(the supplementary's Figure 2: FPN left, FaPN right). Example: fapn compare --weights fpn.pt fapn.pt "
             "--names FPN FaPN --gt data/camvid/valannot data/camvid/val/0001TP_008550.png --out figures/"
@@ -32,7 +32,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--weights", nargs="+", required=True, help="checkpoints (.pt, hub folders or hf://OWNER/NAME), in column order"
     )
-    parser.add_argument("--names", nargs="+", default=None, help="column titles (default: the models' variants)")
+    parser.add_argument("--names", nargs="+", default=None, help="column titles (default: the models' necks)")
     parser.add_argument("--gt", default=None, help="ground-truth label PNG folder (same file stem) or one file")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--overlay", action="store_true", help="draw the labels over the image instead of alone")

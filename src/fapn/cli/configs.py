@@ -82,6 +82,6 @@ def run(args: argparse.Namespace) -> int:
 BASE_PREFIX = "base_"
 """Shipped files named ``base_*.yaml`` hold settings that recipes take through ``_base_``; not recipes themselves."""
 
-SHOWN_KEYS = {"name": "model", "detector": "detector", "backbone": "backbone", "neck": "neck", "variant": "variant"}
+SHOWN_KEYS = {"name": "model", "detector": "detector", "backbone": "backbone", "neck": "neck"}
 """Recipe ``model`` keys listed by ``fapn configs`` (a registry name such as ``pointrend_semantic_resnet50_fapn``
 names its backbone)."""

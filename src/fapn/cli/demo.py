@@ -96,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
     results = run_demo(settings)
     print()
     print(f"{'model':<6} {'mIoU':>7} {'boundary mIoU':>14} {'pixel acc':>10}")
-    for variant, label in (("fpn", "FPN"), ("fapn", "FaPN")):
-        r = results[variant]
+    for neck, label in (("fpn", "FPN"), ("fapn", "FaPN")):
+        r = results[neck]
         print(f"{label:<6} {r['mIoU']:7.2f} {r['boundary']['mIoU']:14.2f} {r['pixel_accuracy']:10.2f}")
     print(f"report: {results['report']} ({results['seconds'] / 60:.1f} min)")
     where = "" if args.output == "fapn_demo" else f" --demo {args.output}"

@@ -29,7 +29,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("image", metavar="IMAGE", nargs="+", help="image files (or folders / globs)")
     parser.add_argument(
-        "--weights", required=True, help="checkpoint (.pt), hub folder or hf://OWNER/NAME of a FaPN variant"
+        "--weights",
+        required=True,
+        help="checkpoint (.pt), hub folder or hf://OWNER/NAME of a model with FAM (neck fpn+fam, fpn+fam+fsm or fapn)",
     )
     parser.add_argument("--out", required=True, help="output folder")
     add_device_argument(parser)

@@ -13,7 +13,7 @@ FORMATS = ("onnx", "torchscript", "exported-program")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool = False) -> None:
-    """``--weights`` or ``--model/--backbone/--variant/--num-classes``: a checkpoint or an untrained model."""
+    """``--weights`` or ``--model/--backbone/--neck/--num-classes``: a checkpoint or an untrained model."""
     source = parser.add_argument_group("model (a checkpoint, or an untrained model by name)")
     source.add_argument(
         "--weights",
@@ -22,7 +22,14 @@ def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool 
     )
     source.add_argument("--model", default=None, help="builder name for an untrained model, e.g. realtime_fapn")
     source.add_argument("--backbone", default=None, help="backbone, e.g. resnet18")
-    source.add_argument("--variant", default=None, help="variant: fpn, fpn+fam, fpn+fam+fsm or fapn")
+    source.add_argument(
+        "--neck",
+        "--variant",
+        dest="neck",
+        default=None,
+        help="neck: fapn or fpn (realtime_fapn also fpn+fam, fpn+fam+fsm: Table 1's rows); --variant, its earlier "
+        "name, still works",
+    )
     source.add_argument("--num-classes", type=int, default=None, help="output classes (untrained model)")
     source.add_argument("--deform-backend", default=None, help="deformable-conv backend for PyTorch")
 
@@ -32,7 +39,7 @@ def register(subparsers: Any) -> None:
         "export",
         help="export a model to ONNX, TorchScript or torch.export, checked against PyTorch",
         description=(
-            "Export a checkpoint (or an untrained model: --model realtime_fapn --variant fpn --num-classes 19) "
+            "Export a checkpoint (or an untrained model: --model realtime_fapn --neck fpn --num-classes 19) "
             "for deployment. ONNX uses opset >= 19 with the deformable conv as ONNX's native DeformConv "
             "(whatever PyTorch backend is in use), dynamic batch/height/width, and the checkpoint's class "
             "names, palette, mean and std as metadata. Every export is reloaded (onnxruntime for ONNX) and "
@@ -91,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
         name=args.model,
         deform_backend=args.deform_backend,
         backbone=args.backbone,
-        variant=args.variant,
+        neck=args.neck,
         num_classes=args.num_classes,
     )
     example_shape = (2, 3, height, width)

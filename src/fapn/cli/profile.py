@@ -9,7 +9,7 @@ from typing import Any
 from fapn.cli.common import HelpFormatter
 
 BACKBONE_CHOICES = ("resnet18", "resnet34")
-VARIANT_CHOICES = ("fpn", "fpn+fam", "fpn+fam+fsm", "fapn")
+NECK_CHOICES = ("fpn", "fpn+fam", "fpn+fam+fsm", "fapn")
 
 
 def register(subparsers: Any) -> None:
@@ -29,7 +29,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--table1",
         action="store_true",
-        help="profile the four ablation variants (ResNet-18, 19 classes, 768x1536) against the paper's Table 1; "
+        help="profile the four necks of the ablation (ResNet-18, 19 classes, 768x1536) against the paper's Table 1; "
         "exit code 1 if a row is off by more than 0.05M parameters or 0.3 GMAC",
     )
     parser.add_argument(
@@ -43,7 +43,15 @@ def register(subparsers: Any) -> None:
         help=f"backbone: {', '.join(BACKBONE_CHOICES)}, resnet50, resnet101 or timm:<name> such as "
         "timm:convnext_tiny (default: the model's own, resnet18 for realtime_fapn)",
     )
-    parser.add_argument("--variant", default="fapn", choices=VARIANT_CHOICES, help="ablation variant (realtime_fapn)")
+    parser.add_argument(
+        "--neck",
+        "--variant",
+        dest="neck",
+        default="fapn",
+        choices=NECK_CHOICES,
+        help="the neck of a factory (fapn, fpn; realtime_fapn also fpn+fam, fpn+fam+fsm: Table 1's rows); "
+        "--variant, its earlier name, still works",
+    )
     parser.add_argument("--num-classes", type=int, default=19, help="output classes")
     parser.add_argument("--weights", default=None, help="profile the model of this checkpoint instead")
     parser.add_argument(
@@ -68,7 +76,7 @@ def _table1(as_json: bool) -> int:
             json.dumps(
                 [
                     {
-                        "variant": r.variant,
+                        "neck": r.neck,
                         "paper": {"miou": r.paper_miou, "params_m": r.paper_params_m, "gflops": r.paper_gflops},
                         "ours": {
                             "params": r.ours.params,
@@ -134,8 +142,8 @@ def run(args: argparse.Namespace) -> int:
         kwargs: dict[str, Any] = {"num_classes": args.num_classes}
         if args.backbone is not None:
             kwargs["backbone"] = args.backbone
-        if "variant" in inspect.signature(builder).parameters:
-            kwargs["variant"] = args.variant
+        if "neck" in inspect.signature(builder).parameters:
+            kwargs["neck"] = args.neck
         with torch.device("meta"):  # no weights allocated: instant for any model size
             model = builder(**kwargs)
         name = f"{args.model}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"

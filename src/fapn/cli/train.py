@@ -15,7 +15,7 @@ examples:
   fapn configs                                   # list the shipped recipes
   fapn train semseg/camvid_r18_fapn --set data.root=../shared/data/camvid-half
   fapn train semseg/camvid_r18_fapn --set data.root=PATH --check-data      # read every file, list the bad ones
-  fapn train semseg/cityscapes_r18_fapn --set model.variant=fpn --output-dir runs/ablation_fpn
+  fapn train semseg/cityscapes_r18_fapn --set model.neck=fpn --output-dir runs/ablation_fpn
   fapn train semseg/cityscapes_r18_fapn --output-dir runs/ablation_fpn --resume   # continue exactly from last.pt
   torchrun --nproc_per_node 4 -m fapn train semseg/cityscapes_r18_fapn   # DDP, global batch split over GPUs
 

@@ -17,10 +17,10 @@ from fapn.engine.semseg.config import (
     DataConfig,
     EvalConfig,
     ModelConfig,
+    Neck,
     OptimConfig,
     SegmentationConfig,
     TrainConfig,
-    Variant,
 )
 from fapn.metrics.boundary import DEFAULT_BOUNDARY_WIDTH
 
@@ -60,12 +60,12 @@ class DemoSettings:
     progress: bool = True
 
 
-def demo_config(settings: DemoSettings, variant: Variant) -> SegmentationConfig:
-    """The training recipe of one demo model (``variant`` = ``fpn`` or ``fapn``)."""
+def demo_config(settings: DemoSettings, neck: Neck) -> SegmentationConfig:
+    """The training recipe of one demo model (``neck`` = ``fpn`` or ``fapn``)."""
     height, width = settings.image_size
     return SegmentationConfig(
-        name=f"demo_{variant}",
-        model=ModelConfig(backbone=settings.backbone, variant=variant),
+        name=f"demo_{neck}",
+        model=ModelConfig(backbone=settings.backbone, neck=neck),
         data=DataConfig(
             dataset="synthetic",
             crop_size=[height, width],
@@ -84,7 +84,7 @@ def demo_config(settings: DemoSettings, variant: Variant) -> SegmentationConfig:
             seed=settings.seed,
             threads=settings.threads,
             device=settings.device,
-            output_dir=str(Path(settings.output_dir) / variant),
+            output_dir=str(Path(settings.output_dir) / neck),
         ),
         eval=EvalConfig(),
     )
@@ -118,12 +118,12 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     results: dict[str, Any] = {}
-    for variant in ("fpn", "fapn"):
-        cfg = demo_config(settings, variant)
+    for neck in ("fpn", "fapn"):
+        cfg = demo_config(settings, neck)
         t0 = time.perf_counter()
         # the demo's own folder; it validates once, at the end, so best.pt would be a copy of last.pt
         result = train(cfg, progress=settings.progress, overwrite=True, keep_best=False)
-        results[variant] = {**result["metrics"], "train_seconds": time.perf_counter() - t0}
+        results[neck] = {**result["metrics"], "train_seconds": time.perf_counter() - t0}
 
     # Comparison pictures: image | ground truth | FPN | FaPN.
     models = {v: build_model_from_checkpoint(load_checkpoint(out / v / "last.pt")).eval() for v in ("fpn", "fapn")}
@@ -145,8 +145,8 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
         image, target = raw_val[index]
         normalised, _ = normalised_val[index]
         labels = [target.numpy()]
-        for variant in ("fpn", "fapn"):
-            labels.append(predict_logits(models[variant], normalised.unsqueeze(0)).argmax(1)[0].numpy())
+        for neck in ("fpn", "fapn"):
+            labels.append(predict_logits(models[neck], normalised.unsqueeze(0)).argmax(1)[0].numpy())
         panels = [
             image.permute(1, 2, 0).numpy(),
             *(colorize(label, info.palette, info.ignore_index) for label in labels),
@@ -187,8 +187,8 @@ def _report_markdown(
         f"| model | mIoU | boundary mIoU ({DEFAULT_BOUNDARY_WIDTH} px) | pixel accuracy | train time |",
         "|---|---|---|---|---|",
     ]
-    for variant, label in (("fpn", "FPN"), ("fapn", "FaPN")):
-        r = results[variant]
+    for neck, label in (("fpn", "FPN"), ("fapn", "FaPN")):
+        r = results[neck]
         lines.append(
             f"| {label} | {fmt(r['mIoU'])} | {fmt(r['boundary']['mIoU'])} | {fmt(r['pixel_accuracy'])} | "
             f"{r['train_seconds']:.0f} s |"

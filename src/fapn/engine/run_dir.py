@@ -13,10 +13,10 @@ Example:
     >>> check_resume_config(
     ...     {"train": {"iterations": 10, "threads": 1}}, {"train": {"iterations": 10, "threads": 2}}, "last.pt"
     ... )  # threads may change
-    >>> check_resume_config({"model": {"variant": "fapn"}}, {"model": {"variant": "fpn"}}, "runs/x/last.pt")
+    >>> check_resume_config({"model": {"neck": "fapn"}}, {"model": {"neck": "fpn"}}, "runs/x/last.pt")
     Traceback (most recent call last):
     ...
-    ValueError: cannot resume runs/x/last.pt with model.variant='fpn': the run was trained with model.variant='fapn' (a resumed run keeps its saved recipe; a different one is a new run, in another --output-dir)
+    ValueError: cannot resume runs/x/last.pt with model.neck='fpn': the run was trained with model.neck='fapn' (a resumed run keeps its saved recipe; a different one is a new run, in another --output-dir)
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import torch
 
 from fapn.checkpoint import TRAINING_STATE_KEYS, load_checkpoint
-from fapn.config import config_from_dict, config_to_dict, load_config
+from fapn.config import config_from_dict, config_to_dict, load_config, rename_old_keys
 
 __all__ = [
     "flatten_record",
@@ -167,9 +167,11 @@ def check_resume_config(saved: Mapping[str, Any], current: Mapping[str, Any], pa
 
 
 def _with_defaults(saved: dict[str, Any], cls: type) -> dict[str, Any]:
-    """A saved config with the keys added to ``cls`` since it was written at their defaults (as saved when it no
-    longer reads as ``cls``: the comparison then names the key)."""
+    """A saved config with the keys renamed since it was written under their new names (``model.variant`` of
+    earlier runs is ``model.neck``) and the keys added to ``cls`` at their defaults (as saved when it no longer
+    reads as ``cls``: the comparison then names the key)."""
     try:
+        saved = rename_old_keys(saved, cls)
         return config_to_dict(config_from_dict(saved, cls))
     except ValueError:
         return saved

@@ -24,6 +24,7 @@ from fapn.checkpoint import TRAINING_STATE_KEYS, load_checkpoint, save_checkpoin
 from fapn.config import config_to_dict
 from fapn.engine.distributed import DistributedContext
 from fapn.engine.run_log import RunLogger
+from fapn.models.registry import rename_legacy_keywords
 from fapn.runtime import all_reduce_sum
 
 __all__ = ["Trainer", "TrainResult", "recipe_settings", "rng_state", "set_rng_state"]
@@ -183,6 +184,8 @@ class Trainer:
             checkpoint = load_checkpoint(path, map_location=self.ctx.device, require=TRAINING_STATE_KEYS)
         for key in ("model_config",):
             saved, current = checkpoint.get(key), self.extra.get(key)
+            if isinstance(saved, Mapping) and isinstance(saved.get("name"), str):  # keywords of earlier releases
+                saved = rename_legacy_keywords(saved["name"], saved)  # under their new names (variant: neck)
             if saved is not None and current is not None and saved != current:
                 raise ValueError(f"cannot resume {path}: it holds model {saved}, the recipe builds {current}")
         try:

@@ -58,14 +58,14 @@ def record_alignment(model: nn.Module, images: Tensor) -> tuple[Tensor, list[Ali
         ``(logits, records)``, the records finest level first.
 
     Raises:
-        ValueError: the model has no FAM (e.g. the ``fpn`` variant).
+        ValueError: the model has no FAM (e.g. the ``fpn`` neck).
     """
     merges = getattr(getattr(model, "neck", None), "merges", None)
     fams = [(i, m) for i, m in enumerate(merges or []) if isinstance(m, FeatureAlignModule)]
     if not fams:
         raise ValueError(
             f"{type(model).__name__} has no Feature Alignment Module (model.neck.merges): nothing to explain; "
-            "use a FaPN variant (fpn+fam, fpn+fam+fsm, fapn), not the FPN baseline"
+            "use a neck with FAM (fpn+fam, fpn+fam+fsm, fapn), not the FPN baseline"
         )
     inputs: dict[int, tuple[Tensor, Tensor]] = {}
     handles = [

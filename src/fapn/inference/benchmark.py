@@ -181,12 +181,12 @@ def time_interleaved(
 def add_ratios(results: list[LatencyResult], baseline: str) -> None:
     """Set ``latency_ratio`` and ``macs_ratio`` of each result against the ``baseline`` model measured in the
     same setting (size, batch, runtime, dtype, memory format, device). ``baseline`` is a model's full label or
-    its first word (the variant); the first match per setting is used."""
+    its first word (the neck); the first match per setting is used."""
 
     def setting(r: LatencyResult) -> tuple[Any, ...]:
         return (r.height, r.width, r.batch, r.runtime, r.dtype, r.memory_format, r.device)
 
-    def is_baseline(r: LatencyResult) -> bool:  # the full label, or its variant ("fpn (resnet18) [a.pt]")
+    def is_baseline(r: LatencyResult) -> bool:  # the full label, or its neck ("fpn (resnet18) [a.pt]")
         return r.model == baseline or r.model.split(" ")[0] == baseline
 
     base: dict[tuple[Any, ...], LatencyResult] = {}

@@ -9,6 +9,7 @@ from torch import nn
 
 from fapn.checkpoint import build_model_from_checkpoint, load_checkpoint
 from fapn.models import get_model_builder
+from fapn.models.registry import rename_legacy_keywords
 
 __all__ = ["load_model", "model_label"]
 
@@ -26,14 +27,14 @@ def load_model(
         weights: a ``fapn train`` checkpoint.
         name: a registry name (:func:`fapn.models.list_models`, e.g. ``"realtime_fapn"``), when no weights.
         deform_backend: deformable-conv backend (``None``: default).
-        builder_kwargs: e.g. ``backbone``, ``variant``, ``num_classes``; ``None`` values are dropped.
+        builder_kwargs: e.g. ``backbone``, ``neck``, ``num_classes``; ``None`` values are dropped.
 
     Returns:
         ``(model, checkpoint)``; ``checkpoint`` is ``None`` for an untrained model.
 
     Example:
-        >>> model, _ = load_model(name="realtime_fapn", variant="fpn", num_classes=19)
-        >>> model.variant
+        >>> model, _ = load_model(name="realtime_fapn", neck="fpn", num_classes=19)
+        >>> model.neck_name
         'fpn'
     """
     kwargs = {k: v for k, v in builder_kwargs.items() if v is not None}
@@ -42,7 +43,10 @@ def load_model(
     if weights is not None:
         checkpoint = load_checkpoint(weights)
         if kwargs:
-            checkpoint = {**checkpoint, "model_config": {**(checkpoint.get("model_config") or {}), **kwargs}}
+            stored = dict(checkpoint.get("model_config") or {})
+            if isinstance(stored.get("name"), str):  # its keywords of earlier releases under their new names
+                stored = rename_legacy_keywords(stored["name"], stored)
+            checkpoint = {**checkpoint, "model_config": {**stored, **kwargs}}
         return build_model_from_checkpoint(checkpoint).eval(), checkpoint
     if name is None:
         raise ValueError("give either a checkpoint (--weights) or a model name (--model)")
@@ -50,10 +54,11 @@ def load_model(
 
 
 def model_label(model: nn.Module, checkpoint: dict[str, Any] | None = None, fallback: str = "model") -> str:
-    """A short name for tables and figure titles: the variant and backbone when the model has them."""
+    """A short name for tables and figure titles: a real-time model's neck (:attr:`RealtimeFaPN.neck_name`), with
+    the backbone when the checkpoint names it; ``fallback`` for other models."""
     config = (checkpoint or {}).get("model_config") or {}
-    variant = config.get("variant", getattr(model, "variant", None))
+    neck = getattr(model, "neck_name", None)
     backbone = config.get("backbone")
-    if variant is None:
+    if neck is None:
         return fallback
-    return f"{variant} ({backbone})" if backbone else str(variant)
+    return f"{neck} ({backbone})" if backbone else str(neck)

@@ -9,7 +9,7 @@ import fapn.models.detection
 import fapn.models.maskformer
 import fapn.models.pointrend  # noqa: F401  (one `fapn` binding for the three imports above)
 from fapn.models.backbones import RESNETS, load_resnet_weights, resnet_body
-from fapn.models.realtime import BACKBONES, VARIANTS, RealtimeFaPN, SegmentationHead, realtime_fapn
+from fapn.models.realtime import BACKBONES, NECKS, RealtimeFaPN, SegmentationHead, realtime_fapn
 from fapn.models.registry import get_model, get_model_builder, list_models, register_model
 from fapn.models.semantic_fpn import (
     SemanticFPN,
@@ -27,7 +27,7 @@ __all__ = [
     "realtime_fapn",
     "RealtimeFaPN",
     "SegmentationHead",
-    "VARIANTS",
+    "NECKS",
     "BACKBONES",
     "semantic_fpn",
     "semantic_fpn_resnet50_fapn",

@@ -20,19 +20,20 @@ __all__ = [
     "RealtimeFaPN",
     "realtime_fapn",
     "realtime_neck",
-    "VARIANTS",
+    "NECKS",
     "BACKBONES",
-    "Variant",
-    "VariantSpec",
+    "Neck",
+    "NeckSpec",
     "SegmentationHead",
 ]
 
-Variant = Literal["fpn", "fpn+fam", "fpn+fam+fsm", "fapn"]
+Neck = Literal["fpn", "fpn+fam", "fpn+fam+fsm", "fapn"]
+"""The real-time network's necks: FPN, FaPN, and the two configurations between them that Table 1 ablates."""
 
 
 @dataclass(frozen=True)
-class VariantSpec:
-    """One row of the supplementary's Table 1 ablation."""
+class NeckSpec:
+    """One neck of the real-time network: one row of the supplementary's Table 1 ablation."""
 
     feature_alignment: bool
     feature_selection: bool
@@ -40,12 +41,14 @@ class VariantSpec:
     paper_name: str
 
 
-VARIANTS: dict[str, VariantSpec] = {
-    "fpn": VariantSpec(False, False, "sum", "FPN"),
-    "fpn+fam": VariantSpec(True, False, "sum", "+ FAM"),
-    "fpn+fam+fsm": VariantSpec(True, True, "sum", "+ FAM + FSM"),
-    "fapn": VariantSpec(True, True, "concat", "+ FAM + FSM + Concat"),
+NECKS: dict[str, NeckSpec] = {
+    "fpn": NeckSpec(False, False, "sum", "FPN"),
+    "fpn+fam": NeckSpec(True, False, "sum", "+ FAM"),
+    "fpn+fam+fsm": NeckSpec(True, True, "sum", "+ FAM + FSM"),
+    "fapn": NeckSpec(True, True, "concat", "+ FAM + FSM + Concat"),
 }
+"""The necks :func:`realtime_fapn` takes, in Table 1's order: ``fpn`` and ``fapn`` are the two necks of the paper,
+``fpn+fam`` is FPN with FAM's alignment and no FSM, ``fpn+fam+fsm`` adds FSM but sums instead of concatenating."""
 
 BACKBONES: dict[str, list[int]] = {
     "resnet18": [128, 256, 512],
@@ -54,21 +57,26 @@ BACKBONES: dict[str, list[int]] = {
 """Backbones of the real-time network and the channels of their C3, C4, C5."""
 
 
+def _check_neck(neck: str) -> NeckSpec:
+    if neck not in NECKS:
+        raise ValueError(f"unknown neck {neck!r}; valid necks: {list(NECKS)}")
+    return NECKS[neck]
+
+
 def realtime_neck(
-    in_channels_list: list[int], channels: int = 128, variant: str = "fapn", deform_backend: str | None = None
+    in_channels_list: list[int], channels: int = 128, neck: str = "fapn", deform_backend: str | None = None
 ) -> FaPN:
     """The real-time network's pyramid: ``P_top = FSM(C_top)``, then at each finer level ``FAM`` with nearest
-    upsampling and concat fusion (or the ablation row ``variant`` of :data:`VARIANTS`), no output convs.
+    upsampling and concat fusion (``neck="fapn"``; the other keys of :data:`NECKS` are FPN and Table 1's
+    configurations between the two), no output convs.
 
     Args:
         in_channels_list: channels of the input maps, highest resolution first.
         channels: pyramid width.
-        variant: a key of :data:`VARIANTS`.
+        neck: a key of :data:`NECKS`.
         deform_backend: deformable-conv backend, ``None`` for the default.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; valid variants: {list(VARIANTS)}")
-    spec = VARIANTS[variant]
+    spec = _check_neck(neck)
     return FaPN(
         in_channels_list,
         channels,
@@ -109,8 +117,8 @@ class RealtimeFaPN(nn.Module):
 
     ``P5 = FSM(C5)``; for ``i = 5, 4``: ``P_{i-1} = FAM(C_{i-1}, P_i)`` with nearest upsampling and concat
     fusion (``conv1x1_{256->128}(cat[aligned, FSM(C_{i-1})])``); the head runs on ``P3`` and the logits are
-    bilinearly resized to the input size. The ablation variants swap FAM for FPN's merge, FSM for 1x1 convs
-    and concat for sum (see :data:`VARIANTS`).
+    bilinearly resized to the input size. The other necks of Table 1's ablation swap FAM for FPN's merge, FSM for
+    1x1 convs and concat for sum (see :data:`NECKS`).
 
     Use :func:`realtime_fapn` to build one.
 
@@ -118,7 +126,7 @@ class RealtimeFaPN(nn.Module):
         backbone: a body returning an ``OrderedDict`` of C3, C4, C5.
         in_channels_list: channels of C3, C4, C5.
         num_classes: output classes.
-        variant: a key of :data:`VARIANTS`.
+        neck: a key of :data:`NECKS` (kept as :attr:`neck_name`; :attr:`neck` is the neck module).
         channels: pyramid width.
         head_channels: width of the head's 3x3 conv.
         deform_backend: deformable-conv backend, ``None`` for the default.
@@ -131,16 +139,16 @@ class RealtimeFaPN(nn.Module):
         backbone: nn.Module,
         in_channels_list: list[int],
         num_classes: int,
-        variant: str = "fapn",
+        neck: str = "fapn",
         channels: int = 128,
         head_channels: int = 64,
         deform_backend: str | None = None,
     ) -> None:
         super().__init__()
-        self.variant = variant
+        self.neck_name = neck
         self.num_classes = num_classes
         self.backbone = backbone
-        self.neck = realtime_neck(in_channels_list, channels, variant, deform_backend)
+        self.neck = realtime_neck(in_channels_list, channels, neck, deform_backend)
         self.head = SegmentationHead(channels, num_classes, head_channels)
 
     def features(self, x: Tensor) -> OrderedDict[str, Tensor]:
@@ -162,24 +170,26 @@ class RealtimeFaPN(nn.Module):
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-@register_model()
+@register_model(renamed_keywords={"variant": "neck"})
 def realtime_fapn(
     backbone: str = "resnet18",
     num_classes: int = 19,
-    variant: str = "fapn",
+    neck: str = "fapn",
     weights_backbone: BackboneWeights = None,
     *,
     channels: int = 128,
     head_channels: int = 64,
     deform_backend: str | None = None,
 ) -> RealtimeFaPN:
-    """The real-time FaPN (supplementary, section 2) or one of its Table 1 ablation variants.
+    """The real-time FaPN (supplementary, section 2) or, with another ``neck``, one of its Table 1 ablation rows.
 
     Args:
         backbone: ``"resnet18"``, ``"resnet34"`` or ``"timm:<name>"``, any timm encoder with maps at strides
             8, 16 and 32 (``"timm:convnext_tiny"``, ``"timm:efficientnet_b0"``; needs ``fapn[timm]``).
         num_classes: output classes (19 for Cityscapes).
-        variant: ``"fpn"``, ``"fpn+fam"``, ``"fpn+fam+fsm"`` or ``"fapn"`` (= + FAM + FSM + Concat).
+        neck: ``"fapn"`` (FAM + FSM + concat fusion) or ``"fpn"``, or one of Table 1's necks between the two:
+            ``"fpn+fam"`` (FPN with FAM, no FSM) or ``"fpn+fam+fsm"`` (sum fusion); see :data:`NECKS`. The
+            keyword ``variant=`` of earlier releases still works, with a ``FutureWarning``.
         weights_backbone: ImageNet weights for the ResNet: a torchvision enum
             (``torchvision.models.ResNet18_Weights.IMAGENET1K_V1``), its name (``"DEFAULT"``) or a local
             ``.pth`` file; ``None`` for random initialisation. For timm encoders see
@@ -192,14 +202,13 @@ def realtime_fapn(
         a :class:`RealtimeFaPN` mapping ``[N, 3, H, W]`` float images to ``[N, num_classes, H, W]`` logits.
 
     Example:
-        >>> model = realtime_fapn(backbone="resnet18", num_classes=19, variant="fapn").eval()
+        >>> model = realtime_fapn(backbone="resnet18", num_classes=19, neck="fapn").eval()
         >>> model(torch.randn(1, 3, 97, 131)).shape
         torch.Size([1, 19, 97, 131])
     """
     if backbone not in BACKBONES and not backbone.startswith(TIMM_PREFIX):
         raise ValueError(f"unknown backbone {backbone!r}; valid backbones: {sorted(BACKBONES)} or 'timm:<name>'")
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; valid variants: {list(VARIANTS)}")
+    _check_neck(neck)
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
     body = build_backbone(backbone, weights_backbone, strides=(8, 16, 32))
@@ -207,7 +216,7 @@ def realtime_fapn(
         body,
         body.channels,
         num_classes,
-        variant=variant,
+        neck=neck,
         channels=channels,
         head_channels=head_channels,
         deform_backend=deform_backend,

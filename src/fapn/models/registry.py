@@ -21,26 +21,30 @@ import difflib
 import fnmatch
 import functools
 import inspect
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
 from torch import nn
 
-__all__ = ["register_model", "get_model", "get_model_builder", "list_models", "KINDS"]
+__all__ = ["register_model", "get_model", "get_model_builder", "list_models", "rename_legacy_keywords", "KINDS"]
 
 _BuilderT = TypeVar("_BuilderT", bound=Callable[..., nn.Module])
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _TASKS: dict[str, str] = {}
 _KINDS: dict[str, str] = {}
+_RENAMED: dict[str, dict[str, str]] = {}
 
 KINDS = ("factory", "architecture")
-"""A *factory* takes the neck as an argument (``neck="fapn"`` or ``"fpn"``; ``realtime_fapn``'s ``variant`` also
-names Table 1's middle rows); an *architecture* is one network whose neck is fixed by its name
+"""A *factory* takes the neck as its ``neck`` argument (``"fapn"`` or ``"fpn"``; ``realtime_fapn`` also takes
+Table 1's necks between the two); an *architecture* is one network whose neck is fixed by its name
 (``semantic_fpn_resnet50_fapn``, ``maskformer_fpn``, ``detectron2_fapn_rcnn``)."""
 
 
-def register_model(name: str | None = None, task: str = "semseg") -> Callable[[_BuilderT], _BuilderT]:
+def register_model(
+    name: str | None = None, task: str = "semseg", renamed_keywords: Mapping[str, str] | None = None
+) -> Callable[[_BuilderT], _BuilderT]:
     """Decorator that registers a builder under ``name`` (default: the function's name).
 
     The decorated builder sets ``fapn_config`` on the model it returns: ``{"name": name, **arguments}`` with the
@@ -51,9 +55,12 @@ def register_model(name: str | None = None, task: str = "semseg") -> Callable[[_
         name: the registry name.
         task: ``semseg`` (returns ``[N, C, H, W]`` logits in eval mode) or ``detection`` (torchvision's
             detector calling convention); :func:`list_models` filters on it.
+        renamed_keywords: ``{old: new}`` keywords of earlier releases that the builder still takes, as
+            torchvision takes ``pretrained=``: the value goes to ``new`` with a ``FutureWarning`` (so checkpoints
+            and hub folders that recorded the old keyword still build), and the model records ``new``.
 
-    The entry's kind (:data:`KINDS`) follows from the builder's signature: a ``neck`` (or ``variant``) argument
-    makes it a factory, else it is a fixed architecture.
+    The entry's kind (:data:`KINDS`) follows from the builder's signature: a ``neck`` argument makes it a
+    factory, else it is a fixed architecture.
     """
 
     def wrapper(builder: _BuilderT) -> _BuilderT:
@@ -64,6 +71,7 @@ def register_model(name: str | None = None, task: str = "semseg") -> Callable[[_
 
         @functools.wraps(builder)
         def build(*args: Any, **kwargs: Any) -> nn.Module:
+            kwargs = rename_legacy_keywords(key, kwargs)
             model = builder(*args, **kwargs)
             arguments: dict[str, Any] = {}
             for parameter, value in signature.bind(*args, **kwargs).arguments.items():
@@ -76,10 +84,46 @@ def register_model(name: str | None = None, task: str = "semseg") -> Callable[[_
 
         _MODELS[key] = build
         _TASKS[key] = task
-        _KINDS[key] = "factory" if {"neck", "variant"} & set(signature.parameters) else "architecture"
+        _KINDS[key] = "factory" if "neck" in signature.parameters else "architecture"
+        _RENAMED[key] = dict(renamed_keywords or {})
         return cast(_BuilderT, build)
 
     return wrapper
+
+
+def rename_legacy_keywords(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for the builder registered as ``name`` with the keywords of earlier releases (its
+    ``renamed_keywords``) under their new names, a ``FutureWarning`` each; every registered builder does this
+    on its own, so call it only to compare a stored ``model_config`` (``name`` and all) with a new one or to merge
+    new arguments into it.
+
+    Raises:
+        TypeError: an old keyword and its new name with different values, as a keyword given twice is.
+
+    Example:
+        >>> import warnings
+        >>> import fapn.models  # registers realtime_fapn
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore", FutureWarning)
+        ...     rename_legacy_keywords("realtime_fapn", {"name": "realtime_fapn", "variant": "fpn", "num_classes": 3})
+        {'name': 'realtime_fapn', 'num_classes': 3, 'neck': 'fpn'}
+    """
+    kwargs = dict(kwargs)
+    for old, new in _RENAMED.get(name, {}).items():
+        if old not in kwargs:
+            continue
+        value = kwargs.pop(old)
+        if new in kwargs and kwargs[new] != value:
+            raise TypeError(
+                f"{name}() got {old}={value!r} and {new}={kwargs[new]!r}: {old} is now {new}, give {new} only"
+            )
+        kwargs[new] = value
+        warnings.warn(
+            f"{name}(): the keyword {old}= is now {new}= ({old}= will be removed in a future release)",
+            FutureWarning,
+            stacklevel=3,
+        )
+    return kwargs
 
 
 def list_models(include: str | None = None, task: str | None = None, kind: str | None = None) -> list[str]:

@@ -211,7 +211,7 @@ def profile_model(
 
     Example:
         >>> from fapn.models import realtime_fapn
-        >>> c = profile_model(realtime_fapn(variant="fpn"), (1, 3, 768, 1536))
+        >>> c = profile_model(realtime_fapn(neck="fpn"), (1, 3, 768, 1536))
         >>> round(c.params_m, 3), round(c.gmacs_paper, 1)  # doctest: +SKIP
         (11.367, 44.8)
     """

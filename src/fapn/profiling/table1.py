@@ -17,9 +17,9 @@ GMACS_TOLERANCE = 0.3
 
 @dataclass(frozen=True)
 class Table1Row:
-    """One row: paper's figures and ours."""
+    """One row: the neck (a key of :data:`fapn.models.realtime.NECKS`), the paper's figures and ours."""
 
-    variant: str
+    neck: str
     paper_name: str
     paper_miou: float
     paper_params_m: float
@@ -36,7 +36,7 @@ class Table1Row:
 
 
 TABLE1: dict[str, tuple[str, float, float, float]] = {
-    # variant: (paper's row name, mIoU, #Params (M), FLOPs (G))
+    # neck: (paper's row name, mIoU, #Params (M), FLOPs (G))
     "fpn": ("FPN", 68.6, 11.4, 44.5),
     "fpn+fam": ("+ FAM", 73.8, 12.2, 51.0),
     "fpn+fam+fsm": ("+ FAM + FSM", 74.2, 12.6, 51.0),
@@ -45,11 +45,11 @@ TABLE1: dict[str, tuple[str, float, float, float]] = {
 
 
 def table1_rows(num_classes: int = 19, input_shape: tuple[int, ...] = TABLE1_INPUT_SHAPE) -> list[Table1Row]:
-    """Profile the four ablation variants (ResNet-18, Cityscapes' 19 classes) against the paper's figures."""
+    """Profile the four necks of the ablation (ResNet-18, Cityscapes' 19 classes) against the paper's figures."""
     from fapn.models.realtime import realtime_fapn
 
     rows = []
-    for variant, (name, miou, params_m, gflops) in TABLE1.items():
-        model = realtime_fapn(backbone="resnet18", num_classes=num_classes, variant=variant)
-        rows.append(Table1Row(variant, name, miou, params_m, gflops, profile_model(model, input_shape)))
+    for neck, (name, miou, params_m, gflops) in TABLE1.items():
+        model = realtime_fapn(backbone="resnet18", num_classes=num_classes, neck=neck)
+        rows.append(Table1Row(neck, name, miou, params_m, gflops, profile_model(model, input_shape)))
     return rows

@@ -10,7 +10,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from fapn.data.base import IMAGENET_MEAN, IMAGENET_STD
 from fapn.metrics.boundary import DEFAULT_BOUNDARY_WIDTH
@@ -23,14 +23,15 @@ __all__ = [
     "EvalConfig",
     "SegmentationConfig",
     "PAPER_SCALES",
-    "Variant",
+    "Neck",
 ]
 
 PAPER_SCALES = [0.75, 1.0, 1.25, 1.5, 1.75, 2.0]
 """Random scale set of the supplementary's recipe."""
 
-Variant = Literal["fpn", "fpn+fam", "fpn+fam+fsm", "fapn"]
-"""The rows of the supplementary's Table 1 ablation, one key (``fapn`` = ``fpn+fam+fsm`` with the FaPN head)."""
+Neck = Literal["fpn", "fpn+fam", "fpn+fam+fsm", "fapn"]
+"""The necks a recipe names: ``fpn`` and ``fapn``, and for ``realtime_fapn`` also Table 1's necks between the two
+(``fpn+fam``: FPN with FAM, no FSM; ``fpn+fam+fsm``: sum fusion), so the four rows of the ablation are one key."""
 
 
 @dataclass
@@ -38,8 +39,11 @@ class ModelConfig:
     """Which segmentation model (its builder's arguments) plus how batch norm is trained.
 
     The engine calls the builder registered as ``name`` (:func:`fapn.models.get_model_builder`) with
-    ``num_classes``, ``weights_backbone``, and ``backbone`` / ``variant`` / ``ignore_index`` where its signature
+    ``num_classes``, ``weights_backbone``, and ``backbone`` / ``neck`` / ``ignore_index`` where its signature
     has them, plus ``options``.
+
+    The key ``variant`` of earlier releases is read as ``neck`` (with a ``FutureWarning``), in YAML files,
+    ``--set`` overrides and the recipes saved in checkpoints.
 
     Args:
         name: a registry name (``fapn.models.list_models(task="semseg")``): ``realtime_fapn`` (the
@@ -47,16 +51,20 @@ class ModelConfig:
             ResNet-50/101 + FaPN neck, the paper's Cityscapes setting; ``backbone`` picks the ResNet), ...
         backbone: ``resnet18`` or ``resnet34`` (``realtime_fapn``); ``resnet50`` or ``resnet101``
             (``semantic_fpn``).
-        variant: ``fpn``, ``fpn+fam``, ``fpn+fam+fsm`` or ``fapn`` (the ablation rows, one key).
+        neck: ``fapn`` or ``fpn`` for every factory (``fapn.models.list_models(kind="factory")``);
+            ``realtime_fapn`` also takes ``fpn+fam`` and ``fpn+fam+fsm`` (Table 1's rows, one key). A fixed
+            architecture (``maskformer_fpn``, ...) has its neck in its name and takes no other.
         weights_backbone: ImageNet weights (torchvision name such as ``DEFAULT`` or a ``.pth``), null for none.
         frozen_bn: keep batch-norm statistics and affine parameters fixed (eval mode, no gradient).
         sync_bn: synchronise batch-norm statistics across processes under DDP.
         options: more keyword arguments of the builder (e.g. ``{channels: 96}``); stored in the checkpoint.
     """
 
+    renamed_keys: ClassVar[dict[str, str]] = {"variant": "neck"}
+
     name: str = "realtime_fapn"
     backbone: str = "resnet18"
-    variant: Variant = "fapn"
+    neck: Neck = "fapn"
     weights_backbone: str | None = None
     frozen_bn: bool = False
     sync_bn: bool = False

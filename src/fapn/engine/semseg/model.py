@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any
 
 from torch import nn
@@ -16,7 +17,7 @@ __all__ = ["check_config", "set_train_mode", "model_config_of", "build_segmentat
 
 
 # Builder arguments the engine fills from the recipe when the builder's signature has them.
-_OPTIONAL_ARGUMENTS = ("backbone", "variant", "ignore_index")
+_OPTIONAL_ARGUMENTS = ("backbone", "neck", "ignore_index")
 
 
 def _registry_name(cfg: SegmentationConfig) -> str:
@@ -33,18 +34,38 @@ def _registry_name(cfg: SegmentationConfig) -> str:
 
 def model_config_of(cfg: SegmentationConfig, num_classes: int, ignore_index: int = 255) -> dict[str, Any]:
     """The checkpoint's ``model_config``: the registry name and the builder's keyword arguments (the recipe's
-    ``num_classes``, ``backbone`` / ``variant`` / ``ignore_index`` where the builder takes them, and
+    ``num_classes``, ``backbone`` / ``neck`` / ``ignore_index`` where the builder takes them, and
     ``model.options``).
 
+    ``model.options.neck``, the place of a factory's neck in earlier releases, still works (a ``FutureWarning``
+    says it is now ``model.neck``).
+
     Raises:
-        ValueError: an unknown model name, or an option the builder does not take.
+        ValueError: an unknown model name, an option the builder does not take, or ``model.options.neck`` and
+            ``model.neck`` that differ.
     """
     name = _registry_name(cfg)
     parameters = inspect.signature(model_builder(name)).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    recipe = {"backbone": cfg.model.backbone, "variant": cfg.model.variant, "ignore_index": ignore_index}
-    config: dict[str, Any] = {"name": name}
     defaults = ModelConfig()
+    options = dict(cfg.model.options)
+    neck = cfg.model.neck
+    if "neck" in options and "neck" in parameters:
+        old = options.pop("neck")
+        if neck != defaults.neck and neck != old:
+            raise ValueError(
+                f"model.options.neck={old!r} and model.neck={neck!r} differ: model.options.neck is now model.neck, "
+                "give model.neck only"
+            )
+        warnings.warn(
+            "model.options.neck is now model.neck; read as model.neck (model.options.neck will be removed in a "
+            "future release)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        neck = old
+    recipe = {"backbone": cfg.model.backbone, "neck": neck, "ignore_index": ignore_index}
+    config: dict[str, Any] = {"name": name}
     for key in _OPTIONAL_ARGUMENTS:
         if key in parameters:
             config[key] = recipe[key]
@@ -59,13 +80,13 @@ def model_config_of(cfg: SegmentationConfig, num_classes: int, ignore_index: int
         # recorded, as the detection engine does: the checkpoint then rebuilds with the same norm layers
         # although it is rebuilt without loading ImageNet weights again
         config["frozen_batch_norm"] = cfg.model.weights_backbone is not None
-    for key, value in cfg.model.options.items():
+    for key, value in options.items():
         if key not in parameters and not takes_any:
             raise ValueError(
                 f"model.options.{key}: {name} takes no argument {key!r}; its arguments: {sorted(parameters)}"
             )
         config[key] = value
-    if "backbone" in config:  # keep the key order of earlier checkpoints: name, backbone, num_classes, variant
+    if "backbone" in config:  # keep the key order of earlier checkpoints: name, backbone, ...
         config = {"name": name, "backbone": config.pop("backbone"), **{k: v for k, v in config.items() if k != "name"}}
     return config
 
