@@ -31,22 +31,11 @@ from fapn.engine.semseg.config import SegmentationConfig
 from fapn.engine.semseg.train import train
 from fapn.inference import Segmenter
 from fapn.models import realtime_fapn
+from test_engine_runs import TINY as ENGINE_TINY
 
 RECIPE = "semseg/synthetic_r18_fapn"
-TINY = [
-    "train.iterations=2",
-    "train.batch_size=2",
-    "train.eval_period=2",
-    "train.checkpoint_period=2",
-    "train.log_period=1",
-    "train.threads=1",
-    "data.crop_size=[32,32]",
-    "data.scales=[1.0]",
-    "data.options={size: [32, 40], num_images: 4}",
-    "data.val_options={num_images: 1}",
-    "optim.warmup_iters=0",
-    "train.device=cpu",
-]
+# the engine tests' tiny semantic run, shorter, evaluated at its end and with the recipe's own neck (FaPN)
+TINY = [*ENGINE_TINY, "train.iterations=2", "train.eval_period=2", "model.neck=fapn"]
 
 
 @pytest.fixture(scope="module")
