@@ -223,6 +223,19 @@ def train_section(
     return rows
 
 
+def table(columns: list[str], rows: list[list[Any]], left: int = 4) -> list[str]:
+    """A markdown table after a blank line (nothing without rows): the first ``left`` columns left-aligned, the rest
+    (the figures) right-aligned; the last column of the model table stays left-aligned as before."""
+    if not rows:
+        return []
+    align = ["---"] * left + ["---:"] * (len(columns) - left)
+    if columns[-1].startswith("MACs"):
+        align[-1] = "---"
+    return ["", "| " + " | ".join(columns) + " |", "|" + "|".join(align) + "|"] + [
+        "| " + " | ".join(str(v) for v in row) + " |" for row in rows
+    ]
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The tables of docs/benchmarks.md from a result file's content."""
     cpu = result["cpu"]
@@ -232,33 +245,31 @@ def markdown(result: dict[str, Any]) -> str:
     if result.get("isa_caps"):
         lines[0] += "; instruction set capped: " + ", ".join(f"{k}={v}" for k, v in result["isa_caps"].items())
     op = [r for r in result.get("op", []) if r["pass"] == "forward"]
-    if op:
-        lines += [
-            "",
-            "| shape | threads | dtype | layout | dense ms | deform ms | deform / dense |",
-            "|---|---|---|---|---:|---:|---:|",
-        ]
-        lines += [f"| {r['shape']} | {r['threads']} | {r['dtype']} | {r['layout']} | {r['dense_ms']:.1f} | "
-                  f"{r['deform_ms']:.1f} | {r['deform_over_dense']:.2f} |" for r in op]  # fmt: skip
+    lines += table(
+        ["shape", "threads", "dtype", "layout", "dense ms", "deform ms", "deform / dense"],
+        [[r["shape"], r["threads"], r["dtype"], r["layout"], f"{r['dense_ms']:.1f}", f"{r['deform_ms']:.1f}",
+          f"{r['deform_over_dense']:.2f}"] for r in op],
+    )  # fmt: skip
     both = [r for r in result.get("op", []) if r["pass"] == "forward+backward"]
-    if both:
-        lines += [
-            "",
-            "| shape | threads | layout | fwd+bwd ms | torchvision ms | faster than torchvision |",
-            "|---|---|---|---:|---:|---:|",
-        ]
-        lines += [f"| {r['shape']} | {r['threads']} | {r['layout']} | {r['deform_ms']:.1f} | {r['torchvision_ms']:.1f} | "
-                  f"{r['speedup_over_torchvision']:.1f}x |" for r in both]  # fmt: skip
-    if result.get("model"):
-        lines += ["", "| input | threads | runtime | dtype | layout | FPN ms | FaPN ms | FaPN / FPN | MACs (paper / full) |",
-                  "|---|---|---|---|---|---:|---:|---:|---|"]  # fmt: skip
-        lines += [f"| {r['size']} | {r['threads']} | {r['runtime']} | {r['dtype']} | {r['layout']} | {r['fpn_ms']:.0f} | "
-                  f"{r['fapn_ms']:.0f} | {r['fapn_over_fpn']:.2f} | {r['macs_ratio_paper']:.2f} / "
-                  f"{r['macs_ratio_full']:.2f} |" for r in result["model"]]  # fmt: skip
-    if result.get("train"):
-        lines += ["", "| threads | precision | FPN step ms | FaPN step ms | FaPN / FPN |", "|---|---|---:|---:|---:|"]
-        lines += [f"| {r['threads']} | {r['precision']} | {r['fpn_ms']:.0f} | {r['fapn_ms']:.0f} | "
-                  f"{r['fapn_over_fpn']:.2f} |" for r in result["train"]]  # fmt: skip
+    lines += table(
+        ["shape", "threads", "layout", "fwd+bwd ms", "torchvision ms", "faster than torchvision"],
+        [[r["shape"], r["threads"], r["layout"], f"{r['deform_ms']:.1f}", f"{r['torchvision_ms']:.1f}",
+          f"{r['speedup_over_torchvision']:.1f}x"] for r in both],
+        left=3,
+    )  # fmt: skip
+    lines += table(
+        ["input", "threads", "runtime", "dtype", "layout", "FPN ms", "FaPN ms", "FaPN / FPN", "MACs (paper / full)"],
+        [[r["size"], r["threads"], r["runtime"], r["dtype"], r["layout"], f"{r['fpn_ms']:.0f}", f"{r['fapn_ms']:.0f}",
+          f"{r['fapn_over_fpn']:.2f}", f"{r['macs_ratio_paper']:.2f} / {r['macs_ratio_full']:.2f}"]
+         for r in result.get("model", [])],
+        left=5,
+    )  # fmt: skip
+    lines += table(
+        ["threads", "precision", "FPN step ms", "FaPN step ms", "FaPN / FPN"],
+        [[r["threads"], r["precision"], f"{r['fpn_ms']:.0f}", f"{r['fapn_ms']:.0f}", f"{r['fapn_over_fpn']:.2f}"]
+         for r in result.get("train", [])],
+        left=2,
+    )  # fmt: skip
     return "\n".join(lines)
 
 
