@@ -34,6 +34,7 @@ __all__ = [
     "apply_overrides",
     "config_to_dict",
     "rename_old_keys",
+    "read_renamed_key",
     "resolve_config_path",
     "list_configs",
     "CONFIG_ROOT",
@@ -228,8 +229,33 @@ def _dataclass_field(cls: Any, name: str) -> Any:
     return hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
 
 
-def _warn_renamed(old: str, new: str) -> None:
-    warnings.warn(f"{old} is now {new}; read as {new} ({old} will be removed in a future release)", FutureWarning, 4)
+_UNSET: Any = object()
+
+
+def _warn_renamed(old: str, new: str, stacklevel: int = 4) -> None:
+    warnings.warn(
+        f"{old} is now {new}; read as {new} ({old} will be removed in a future release)", FutureWarning, stacklevel
+    )
+
+
+def read_renamed_key(old: str, new: str, value: Any, current: Any = _UNSET, *, unset: Any = _UNSET) -> Any:
+    """``value``, given under the key ``old`` of an earlier release, as the value of ``new``, with a
+    ``FutureWarning``; ``current`` is what ``new`` holds (``unset``, or not given: nothing).
+
+    Raises:
+        ValueError: ``new`` holds another value than ``value``.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore", FutureWarning)
+        ...     read_renamed_key("model.variant", "model.neck", "fpn", "fpn")
+        'fpn'
+    """
+    if current is not _UNSET and current != unset and current != value:
+        raise ValueError(f"{old}={value!r} and {new}={current!r} differ: {old} is now {new}, give {new} only")
+    _warn_renamed(old, new, stacklevel=5)  # the frame that loaded the recipe, as for the override keys
+    return value
 
 
 def rename_old_keys(data: Mapping[str, Any], cls: type, prefix: str = "") -> dict[str, Any]:
@@ -253,14 +279,7 @@ def rename_old_keys(data: Mapping[str, Any], cls: type, prefix: str = "") -> dic
     for old, new in _renamed_keys(cls).items():
         if old not in data:
             continue
-        value = data.pop(old)
-        if new in data and data[new] != value:
-            raise ValueError(
-                f"{prefix}{old}={value!r} and {prefix}{new}={data[new]!r} differ: {prefix}{old} is now "
-                f"{prefix}{new}, give {prefix}{new} only"
-            )
-        data[new] = value
-        _warn_renamed(prefix + old, prefix + new)
+        data[new] = read_renamed_key(prefix + old, prefix + new, data.pop(old), data.get(new, _UNSET))
     for name, value in data.items():
         nested = _dataclass_field(cls, name) if isinstance(value, Mapping) else None
         if nested is not None:

@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import inspect
-import warnings
 from typing import Any
 
 from torch import nn
 
 from fapn.checkpoint import model_builder
-from fapn.config import config_from_dict, config_to_dict
+from fapn.config import config_from_dict, config_to_dict, read_renamed_key
 from fapn.engine.semseg.config import ModelConfig, SegmentationConfig
 
 __all__ = ["check_config", "set_train_mode", "model_config_of", "build_segmentation_model", "freeze_batch_norm"]
@@ -51,19 +50,7 @@ def model_config_of(cfg: SegmentationConfig, num_classes: int, ignore_index: int
     options = dict(cfg.model.options)
     neck = cfg.model.neck
     if "neck" in options and "neck" in parameters:
-        old = options.pop("neck")
-        if neck != defaults.neck and neck != old:
-            raise ValueError(
-                f"model.options.neck={old!r} and model.neck={neck!r} differ: model.options.neck is now model.neck, "
-                "give model.neck only"
-            )
-        warnings.warn(
-            "model.options.neck is now model.neck; read as model.neck (model.options.neck will be removed in a "
-            "future release)",
-            FutureWarning,
-            stacklevel=2,
-        )
-        neck = old
+        neck = read_renamed_key("model.options.neck", "model.neck", options.pop("neck"), neck, unset=defaults.neck)
     recipe = {"backbone": cfg.model.backbone, "neck": neck, "ignore_index": ignore_index}
     config: dict[str, Any] = {"name": name}
     for key in _OPTIONAL_ARGUMENTS:
